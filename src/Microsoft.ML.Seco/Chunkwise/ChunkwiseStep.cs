@@ -1,0 +1,142 @@
+using Microsoft.ML.Seco.Model;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Seco.Chunkwise;
+
+/// <summary>Options of chunk-wise optimization.</summary>
+public sealed record ChunkwiseOptions
+{
+    /// <summary>Tokens per chunk. Default 128 (the paper finds gains flatten above 128).</summary>
+    public int ChunkSize { get; init; } = 128;
+    /// <summary>Chunks backpropagated per step (t). Null, or at least the chunk count, means every chunk: exact SeCO.</summary>
+    public int? SampledChunks { get; init; }
+    /// <summary>How the t chunks are drawn. Default <see cref="ChunkSampler.Bernoulli"/> (unbiased).</summary>
+    public ChunkSampler Sampler { get; init; } = ChunkSampler.Bernoulli;
+    /// <summary>Multiply sampled losses and cache gradients by the compensation factor. Default true.</summary>
+    public bool Compensate { get; init; } = true;
+    /// <summary>Upper bound on the compensation factor (paper: 2), or null for none.</summary>
+    public double? MaxCompensation { get; init; }
+    /// <summary>Seed of the chunk sampler and of dropout replay.</summary>
+    public int Seed { get; init; }
+
+    /// <summary>Throws on values out of range, naming the option.</summary>
+    public void Validate()
+    {
+        if (ChunkSize <= 0) throw new ArgumentOutOfRangeException(nameof(ChunkSize), ChunkSize, "ChunkSize must be positive.");
+        if (SampledChunks is <= 0) throw new ArgumentOutOfRangeException(nameof(SampledChunks), SampledChunks, "SampledChunks must be positive (or null for exact SeCO).");
+        if (MaxCompensation is double cap && !(cap >= 1)) throw new ArgumentOutOfRangeException(nameof(MaxCompensation), cap, "MaxCompensation must be at least 1.");
+    }
+}
+
+/// <summary>
+/// SeCO and SpaCO (docs/ALGORITHM.md). Stage 1 runs every chunk without a graph and caches its keys/values;
+/// Stage 2 walks the selected chunks backwards, rebuilding one chunk's graph at a time on top of the cached prefix
+/// and backpropagating its loss together with the gradient later chunks sent to its cache.
+/// </summary>
+public sealed class ChunkwiseStep : ITrainingStep
+{
+    readonly Random _random;
+
+    /// <summary>The options.</summary>
+    public ChunkwiseOptions Options { get; }
+
+    /// <summary>Diagnostic hook: called after each Stage-2 chunk has been backpropagated and its graph released.</summary>
+    public Action<int>? AfterChunkBackward { get; set; }
+
+    /// <summary>Creates the step.</summary>
+    public ChunkwiseStep(ChunkwiseOptions options)
+    {
+        options.Validate();
+        Options = options;
+        _random = new Random(options.Seed);
+    }
+
+    /// <inheritdoc/>
+    public string Name => Options.SampledChunks is null ? "seco" : $"spaco-{Options.Sampler.ToString().ToLowerInvariant()}";
+
+    /// <summary>Chunks a sequence of <paramref name="length"/> tokens is split into.</summary>
+    public int ChunkCount(long length) => (int)((length + Options.ChunkSize - 1) / Options.ChunkSize);
+
+    /// <inheritdoc/>
+    public StepResult Run(CausalLM model, TokenBatch batch)
+    {
+        int k = ChunkCount(batch.Length);
+        var selection = ChunkSelection.Sample(k, Options.SampledChunks ?? k, Options.Sampler, Options.Compensate, Options.MaxCompensation, _random);
+        return Run(model, batch, selection);
+    }
+
+    /// <summary>Runs Stage 1 and Stage 2 for a given selection of chunks (used by the expectation checks).</summary>
+    public StepResult Run(CausalLM model, TokenBatch batch, ChunkSelection selection)
+    {
+        int k = ChunkCount(batch.Length);
+        if (selection.Keep.Length != k) throw new ArgumentException($"The selection covers {selection.Keep.Length} chunks; the batch has {k}.", nameof(selection));
+        long dropoutSeed = _random.NextInt64();
+        using var scope = NewDisposeScope();
+        var targets = batch.Targets();
+        long labelled = targets.ne(TokenBatch.IgnoreIndex).sum().item<long>();
+        if (labelled == 0) throw new ArgumentException("The batch has no labelled token: there is no loss to train on.", nameof(batch));
+        long Start(int j) => (long)j * Options.ChunkSize;
+        long Size(int j) => Math.Min(Options.ChunkSize, batch.Length - Start(j));
+        Tensor Ids(int j) => batch.InputIds.narrow(1, Start(j), Size(j));
+        Tensor Targets(int j) => targets.narrow(1, Start(j), Size(j));
+
+        using var cache = new KvCache(model.Config, batch.BatchSize, batch.Length, model.DType, model.Device);
+        var lossSum = zeros(1, dtype: CausalLM.ScoreType(model.DType), device: model.Device);
+
+        // Stage 1: m'_j = f(x_j; m'_1..m'_{j-1}) for every chunk, no graph. It also yields every chunk's exact loss.
+        using (no_grad())
+        {
+            for (int j = 0; j < k; j++)
+            {
+                using var chunkScope = NewDisposeScope();
+                ReplayDropout(model, dropoutSeed, j);
+                var (hidden, chunkCache) = model.ForwardChunk(Ids(j), Start(j), cache);
+                lossSum.add_(model.LossSum(hidden, Targets(j)));
+                cache.Write(Start(j), chunkCache);
+            }
+        }
+
+        // Stage 2: for i = k..1 over the selected chunks, prefix caches become leaves that accumulate gradient.
+        cache.TrackGradients(true);
+        for (int i = k - 1; i >= 0; i--)
+        {
+            if (!selection.Keep[i]) continue;
+            using (var chunkScope = NewDisposeScope())
+            {
+                ReplayDropout(model, dropoutSeed, i);
+                var (hidden, chunkCache) = model.ForwardChunk(Ids(i), Start(i), cache);
+                var outputs = new List<Tensor> { model.LossSum(hidden, Targets(i)) / labelled };
+                var seeds = new List<Tensor> { full_like(outputs[0], selection.Compensation) };
+                for (int l = 0; l < chunkCache.Length; l++)
+                {
+                    // The gradient that later chunks sent to chunk i's cache, times c, seeds chunk i's own keys/values.
+                    if (cache.GradientOf(l, Start(i), Size(i)) is not var (gradKeys, gradValues)) continue;
+                    Seed(outputs, seeds, chunkCache[l].Keys, gradKeys, selection.Compensation);
+                    Seed(outputs, seeds, chunkCache[l].Values, gradValues, selection.Compensation);
+                }
+                autograd.backward(outputs, seeds);
+            }
+            AfterChunkBackward?.Invoke(i);
+        }
+        cache.TrackGradients(false);
+
+        return new StepResult(lossSum.item<double>() / labelled, labelled, k, selection.Count, selection.Compensation);
+    }
+
+    static void Seed(List<Tensor> outputs, List<Tensor> seeds, Tensor output, Tensor gradient, double compensation)
+    {
+        // A key/value that no trainable parameter produced (e.g. layer 0 with LoRA only on q) has no graph to seed.
+        if (!output.requires_grad) return;
+        outputs.Add(output);
+        seeds.Add(compensation == 1 ? gradient : gradient * compensation);
+    }
+
+    /// <summary>
+    /// Stage 2 must rebuild exactly the activations of Stage 1, so with LoRA dropout both stages draw the same masks:
+    /// the generator is reseeded per (step, chunk).
+    /// </summary>
+    static void ReplayDropout(CausalLM model, long stepSeed, int chunk)
+    {
+        if (model.training && model.Lora is { Dropout: > 0 }) random.manual_seed(stepSeed + chunk);
+    }
+}

@@ -1,0 +1,27 @@
+using Microsoft.ML.Seco.Model;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Seco.Chunkwise;
+
+/// <summary>
+/// Plain training ("naive parallel" in the paper): the whole sequence forward with a graph, one backward.
+/// The reference the chunk-wise strategies are checked against; its activation memory grows with the length.
+/// </summary>
+public sealed class FullBackprop : ITrainingStep
+{
+    /// <inheritdoc/>
+    public string Name => "full";
+
+    /// <inheritdoc/>
+    public StepResult Run(CausalLM model, TokenBatch batch)
+    {
+        using var scope = NewDisposeScope();
+        var targets = batch.Targets();
+        long labelled = targets.ne(TokenBatch.IgnoreIndex).sum().item<long>();
+        if (labelled == 0) throw new ArgumentException("The batch has no labelled token: there is no loss to train on.", nameof(batch));
+        var (hidden, _) = model.ForwardChunk(batch.InputIds, 0, null);
+        var loss = model.LossSum(hidden, targets) / labelled;
+        loss.backward();
+        return new StepResult(loss.item<double>(), labelled, 1, 1, 1);
+    }
+}

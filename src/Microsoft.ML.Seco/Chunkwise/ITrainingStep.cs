@@ -1,0 +1,24 @@
+using Microsoft.ML.Seco.Model;
+
+namespace Microsoft.ML.Seco.Chunkwise;
+
+/// <summary>What one training step did.</summary>
+/// <param name="Loss">The exact mean token loss of the batch (whatever the strategy backpropagated).</param>
+/// <param name="LabelledTokens">Tokens that carried a label, the loss's denominator.</param>
+/// <param name="Chunks">Chunks the sequence was split into (1 for whole-sequence strategies).</param>
+/// <param name="BackpropagatedChunks">Chunks whose graph was rebuilt and backpropagated in Stage 2.</param>
+/// <param name="Compensation">Factor applied to the sampled chunks' losses and cache gradients (1 when exact).</param>
+public sealed record StepResult(double Loss, long LabelledTokens, int Chunks, int BackpropagatedChunks, double Compensation);
+
+/// <summary>
+/// One training step: forward and backward over a batch, leaving gradients on the model's trainable parameters
+/// (accumulated onto any already there, so several steps can accumulate) and returning the exact loss.
+/// </summary>
+public interface ITrainingStep
+{
+    /// <summary>A short name for logs and benchmarks.</summary>
+    string Name { get; }
+
+    /// <summary>Runs the step.</summary>
+    StepResult Run(CausalLM model, TokenBatch batch);
+}

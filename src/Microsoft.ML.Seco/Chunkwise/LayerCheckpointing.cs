@@ -1,0 +1,59 @@
+using Microsoft.ML.Seco.Model;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Seco.Chunkwise;
+
+/// <summary>
+/// Layer-wise gradient checkpointing, the paper's memory baseline: the forward keeps only each decoder layer's input;
+/// the backward walks the layers in reverse, recomputing one layer's graph from its saved input and
+/// backpropagating the gradient of its output. TorchSharp has no torch.utils.checkpoint, so the reverse pass is manual.
+/// </summary>
+public sealed class LayerCheckpointing : ITrainingStep
+{
+    /// <inheritdoc/>
+    public string Name => "checkpoint";
+
+    /// <inheritdoc/>
+    public StepResult Run(CausalLM model, TokenBatch batch)
+    {
+        if (model.training && model.Lora is { Dropout: > 0 })
+            throw new NotSupportedException("Layer checkpointing does not replay LoRA dropout; use LoRA dropout 0 with this baseline.");
+        using var scope = NewDisposeScope();
+        var targets = batch.Targets();
+        long labelled = targets.ne(TokenBatch.IgnoreIndex).sum().item<long>();
+        if (labelled == 0) throw new ArgumentException("The batch has no labelled token: there is no loss to train on.", nameof(batch));
+        var layers = model.model.layers;
+        using var positions = model.Positions(0, batch.Length);
+
+        // Forward without a graph, keeping each layer's input.
+        var inputs = new Tensor[layers.Count + 1];
+        using (no_grad())
+        {
+            inputs[0] = model.Embed(batch.InputIds);
+            for (int l = 0; l < layers.Count; l++)
+                inputs[l + 1] = layers[l].Forward(inputs[l], positions, null, null).Hidden;
+        }
+
+        // Head: loss from the last hidden state, gradient with respect to it.
+        var last = inputs[^1].detach().requires_grad_(true);
+        var loss = model.LossSum(model.model.norm.forward(last), targets) / labelled;
+        loss.backward();
+        var gradient = last.grad!;
+
+        // Layers in reverse: rebuild one layer's graph, push the output gradient through it.
+        for (int l = layers.Count - 1; l >= 0; l--)
+        {
+            using var layerScope = NewDisposeScope();
+            var input = inputs[l].detach().requires_grad_(true);
+            var output = layers[l].Forward(input, positions, null, null).Hidden;
+            autograd.backward(new[] { output }, new[] { gradient });
+            gradient = input.grad!.MoveToOuterDisposeScope();
+            inputs[l + 1].Dispose();
+        }
+
+        // Embeddings last (trainable only in full fine-tuning).
+        var embedded = model.Embed(batch.InputIds);
+        if (embedded.requires_grad) autograd.backward(new[] { embedded }, new[] { gradient });
+        return new StepResult(loss.item<double>(), labelled, 1, 1, 1);
+    }
+}

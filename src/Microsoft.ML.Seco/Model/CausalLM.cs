@@ -1,0 +1,346 @@
+using Microsoft.ML.Seco.Lora;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Seco.Model;
+
+// A Llama-family decoder (llama, mistral, qwen2) in one file, after Hugging Face's modeling_llama.py and
+// modeling_qwen2.py. Module and parameter names are Hugging Face's, so checkpoints and PEFT adapters map by name.
+// Every forward works on one chunk: token ids at absolute positions [start, start + T) attending to the cached
+// keys/values of positions [0, start) and causally to themselves. A whole sequence is the chunk with start 0.
+
+// Fields carry Hugging Face's snake_case names: TorchSharp's Module.to() and the checkpoint loader find them by name.
+#pragma warning disable IDE1006, CA1051
+
+/// <summary>Per-chunk inputs shared by all layers: rotary cos/sin and the additive attention mask.</summary>
+public sealed class ChunkPositions : IDisposable
+{
+    /// <summary>Absolute position of the chunk's first token.</summary>
+    public long Start { get; }
+    /// <summary>Tokens in the chunk.</summary>
+    public long Length { get; }
+    /// <summary>cos of the chunk's rotary angles, [length, head_dim].</summary>
+    public Tensor Cos { get; }
+    /// <summary>sin of the chunk's rotary angles, [length, head_dim].</summary>
+    public Tensor Sin { get; }
+    /// <summary>Additive mask [length, start + length]: 0 where query may see key, −∞ elsewhere.</summary>
+    public Tensor Mask { get; }
+
+    internal ChunkPositions(ModelConfig config, double[] inverseFrequencies, long start, long length, ScalarType dtype, Device device)
+    {
+        Start = start;
+        Length = length;
+        (Cos, Sin) = RotaryEmbedding.CosSin(inverseFrequencies, start, length, dtype, device);
+        // A query at absolute position p sees every key at position <= p (and, with a sliding window, > p - window).
+        // PyTorch's is_causal aligns the triangle top-left, which is wrong once a prefix is present.
+        using var scope = NewDisposeScope();
+        var query = arange(start, start + length, device: device).unsqueeze(1);
+        var key = arange(0, start + length, device: device).unsqueeze(0);
+        var visible = key <= query;
+        if (config.SlidingWindow is int window) visible = visible & (query - key < window);
+        var scoreType = CausalLM.ScoreType(dtype);
+        Mask = zeros(length, start + length, dtype: scoreType, device: device)
+            .masked_fill(visible.logical_not(), double.NegativeInfinity).MoveToOuterDisposeScope();
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        Cos.Dispose();
+        Sin.Dispose();
+        Mask.Dispose();
+    }
+}
+
+/// <summary>Root-mean-square layer norm: weight · x / sqrt(mean(x²) + eps), computed in at least float32.</summary>
+public sealed class RmsNorm : nn.Module<Tensor, Tensor>
+{
+    /// <summary>The per-feature scale.</summary>
+    public Parameter weight;
+    readonly double _eps;
+
+    /// <summary>Creates a norm of <paramref name="size"/> features with unit weight.</summary>
+    public RmsNorm(long size, double eps, ScalarType dtype, Device device) : base("RmsNorm")
+    {
+        weight = new Parameter(ones(size, dtype: dtype, device: device), requires_grad: false);
+        _eps = eps;
+        RegisterComponents();
+    }
+
+    /// <inheritdoc/>
+    public override Tensor forward(Tensor x)
+    {
+        var computeType = CausalLM.ScoreType(x.dtype);
+        var h = x.to(computeType);
+        h = h * rsqrt(h.pow(2).mean(new long[] { -1 }, keepdim: true) + _eps);
+        return weight * h.to(x.dtype);
+    }
+}
+
+/// <summary>Multi-head attention with grouped key/value heads and rotary positions, over [cached prefix ; chunk].</summary>
+public sealed class Attention : nn.Module
+{
+    /// <summary>Projections, named as in Hugging Face.</summary>
+    public LoraLinear q_proj, k_proj, v_proj, o_proj;
+    readonly ModelConfig _config;
+
+    /// <summary>Creates the projections for <paramref name="config"/>.</summary>
+    public Attention(ModelConfig config, ScalarType dtype, Device device) : base("Attention")
+    {
+        _config = config;
+        long h = config.HiddenSize, q = config.NumAttentionHeads * config.HeadDim, kv = config.NumKeyValueHeads * config.HeadDim;
+        q_proj = new LoraLinear(h, q, config.QkvBias, dtype, device);
+        k_proj = new LoraLinear(h, kv, config.QkvBias, dtype, device);
+        v_proj = new LoraLinear(h, kv, config.QkvBias, dtype, device);
+        o_proj = new LoraLinear(q, h, config.OutputBias, dtype, device);
+        RegisterComponents();
+    }
+
+    /// <summary>
+    /// Attends the chunk x [B, T, hidden] to the prefix keys/values [B, kv_heads, start, d] (null when start is 0)
+    /// and to itself. Returns the output and the chunk's own keys (rotated) and values, [B, kv_heads, T, d].
+    /// </summary>
+    public (Tensor Output, Tensor Keys, Tensor Values) Forward(Tensor x, ChunkPositions positions, Tensor? prefixKeys, Tensor? prefixValues)
+    {
+        long b = x.shape[0], t = x.shape[1], d = _config.HeadDim;
+        long kvHeads = _config.NumKeyValueHeads, groups = _config.QueriesPerKeyValueHead;
+        var q = q_proj.forward(x).view(b, t, kvHeads * groups, d).transpose(1, 2);
+        var k = k_proj.forward(x).view(b, t, kvHeads, d).transpose(1, 2);
+        var v = v_proj.forward(x).view(b, t, kvHeads, d).transpose(1, 2);
+        q = RotaryEmbedding.Apply(q, positions.Cos, positions.Sin);
+        k = RotaryEmbedding.Apply(k, positions.Cos, positions.Sin);
+
+        // Grouped-query attention without repeating K/V: query head h uses kv head h / groups, so the queries of one
+        // kv head are stacked along the row axis, [B, kv_heads, groups·T, d].
+        var qg = q.reshape(b, kvHeads, groups * t, d);
+        var scores = matmul(qg, k.transpose(-2, -1));
+        if (prefixKeys is not null)
+            scores = cat(new[] { matmul(qg, prefixKeys.transpose(-2, -1)), scores }, -1);
+        var scoreType = CausalLM.ScoreType(x.dtype);
+        scores = scores.to(scoreType).mul_(1.0 / Math.Sqrt(d));
+        long keys = scores.shape[^1];
+        var probs = nn.functional.softmax(scores.view(b, kvHeads, groups, t, keys) + positions.Mask, -1)
+            .to(x.dtype).view(b, kvHeads, groups * t, keys);
+
+        // Split the probabilities instead of concatenating K/V, so no copy of the prefix is kept in the graph.
+        var output = matmul(probs.narrow(-1, keys - t, t), v);
+        if (prefixValues is not null)
+            output = output + matmul(probs.narrow(-1, 0, keys - t), prefixValues);
+        output = output.view(b, kvHeads * groups, t, d).transpose(1, 2).reshape(b, t, kvHeads * groups * d);
+        return (o_proj.forward(output), k, v);
+    }
+}
+
+/// <summary>SwiGLU feed-forward: down(silu(gate(x)) · up(x)).</summary>
+public sealed class Mlp : nn.Module<Tensor, Tensor>
+{
+    /// <summary>Projections, named as in Hugging Face.</summary>
+    public LoraLinear gate_proj, up_proj, down_proj;
+
+    /// <summary>Creates the projections for <paramref name="config"/>.</summary>
+    public Mlp(ModelConfig config, ScalarType dtype, Device device) : base("Mlp")
+    {
+        gate_proj = new LoraLinear(config.HiddenSize, config.IntermediateSize, config.MlpBias, dtype, device);
+        up_proj = new LoraLinear(config.HiddenSize, config.IntermediateSize, config.MlpBias, dtype, device);
+        down_proj = new LoraLinear(config.IntermediateSize, config.HiddenSize, config.MlpBias, dtype, device);
+        RegisterComponents();
+    }
+
+    /// <inheritdoc/>
+    public override Tensor forward(Tensor x) => down_proj.forward(nn.functional.silu(gate_proj.forward(x)) * up_proj.forward(x));
+}
+
+/// <summary>One pre-norm decoder block: x + attn(norm(x)), then + mlp(norm(·)).</summary>
+public sealed class DecoderLayer : nn.Module
+{
+    /// <summary>Sub-modules, named as in Hugging Face.</summary>
+    public Attention self_attn;
+    /// <summary>The feed-forward block.</summary>
+    public Mlp mlp;
+    /// <summary>Norms before attention and before the MLP.</summary>
+    public RmsNorm input_layernorm, post_attention_layernorm;
+
+    /// <summary>Creates the block for <paramref name="config"/>.</summary>
+    public DecoderLayer(ModelConfig config, ScalarType dtype, Device device) : base("DecoderLayer")
+    {
+        self_attn = new Attention(config, dtype, device);
+        mlp = new Mlp(config, dtype, device);
+        input_layernorm = new RmsNorm(config.HiddenSize, config.RmsNormEps, dtype, device);
+        post_attention_layernorm = new RmsNorm(config.HiddenSize, config.RmsNormEps, dtype, device);
+        RegisterComponents();
+    }
+
+    /// <summary>Runs the block on a chunk; returns the new hidden states and the chunk's keys/values.</summary>
+    public (Tensor Hidden, Tensor Keys, Tensor Values) Forward(Tensor x, ChunkPositions positions, Tensor? prefixKeys, Tensor? prefixValues)
+    {
+        var (attended, keys, values) = self_attn.Forward(input_layernorm.forward(x), positions, prefixKeys, prefixValues);
+        var h = x + attended;
+        return (h + mlp.forward(post_attention_layernorm.forward(h)), keys, values);
+    }
+}
+
+/// <summary>The decoder stack (Hugging Face's <c>model</c>): embeddings, layers, final norm.</summary>
+public sealed class DecoderStack : nn.Module
+{
+    /// <summary>Token embeddings.</summary>
+    public Embedding embed_tokens;
+    /// <summary>The decoder blocks.</summary>
+    public ModuleList<DecoderLayer> layers;
+    /// <summary>Final norm.</summary>
+    public RmsNorm norm;
+
+    /// <summary>Creates the stack for <paramref name="config"/>.</summary>
+    public DecoderStack(ModelConfig config, ScalarType dtype, Device device) : base("DecoderStack")
+    {
+        embed_tokens = nn.Embedding(config.VocabSize, config.HiddenSize, device: device, dtype: dtype);
+        layers = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers).Select(_ => new DecoderLayer(config, dtype, device)).ToArray());
+        norm = new RmsNorm(config.HiddenSize, config.RmsNormEps, dtype, device);
+        RegisterComponents();
+    }
+}
+
+/// <summary>
+/// A causal language model (Hugging Face's <c>*ForCausalLM</c>): the decoder stack and the output projection
+/// <c>lm_head</c> (or the tied embedding matrix). Forward passes work chunk by chunk against a <see cref="KvCache"/>.
+/// </summary>
+public sealed class CausalLM : nn.Module
+{
+    /// <summary>The decoder stack.</summary>
+    public DecoderStack model;
+    /// <summary>Output projection; null when <see cref="ModelConfig.TieWordEmbeddings"/>.</summary>
+    public LoraLinear? lm_head;
+
+    readonly double[] _inverseFrequencies;
+
+    /// <summary>The architecture.</summary>
+    public ModelConfig Config { get; }
+    /// <summary>Parameter dtype.</summary>
+    public ScalarType DType { get; }
+    /// <summary>Parameter device.</summary>
+    public Device Device { get; }
+
+    /// <summary>Creates a model with uninitialised weights; load a checkpoint or call <see cref="InitializeRandom"/>.</summary>
+    public CausalLM(ModelConfig config, ScalarType dtype, Device device) : base("CausalLM")
+    {
+        config.Validate();
+        Config = config;
+        DType = dtype;
+        Device = device;
+        _inverseFrequencies = RotaryEmbedding.InverseFrequencies(config);
+        model = new DecoderStack(config, dtype, device);
+        if (!config.TieWordEmbeddings) lm_head = new LoraLinear(config.HiddenSize, config.VocabSize, false, dtype, device);
+        RegisterComponents();
+        foreach (var p in parameters()) p.requires_grad = false;
+    }
+
+    /// <summary>The dtype attention scores, softmax, norms and the loss are computed in: at least float32.</summary>
+    public static ScalarType ScoreType(ScalarType dtype) => dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
+
+    /// <summary>Hugging Face's initialisation: normal(0, std) for linear and embedding weights, zero biases, unit norms.</summary>
+    public void InitializeRandom(long seed, double std = 0.02)
+    {
+        using var _ = no_grad();
+        var generator = new Generator((ulong)seed, CPU);
+        foreach (var (name, p) in named_parameters())
+        {
+            if (name.Contains("lora_")) continue;
+            var values = name.EndsWith("norm.weight", StringComparison.Ordinal) ? ones(p.shape)
+                : name.EndsWith(".bias", StringComparison.Ordinal) ? zeros(p.shape)
+                : normal(0, std, p.shape, generator: generator, dtype: ScalarType.Float64);
+            p.copy_(values);
+            values.Dispose();
+        }
+    }
+
+    /// <summary>Precomputes rotary angles and the mask for a chunk at [start, start + length).</summary>
+    public ChunkPositions Positions(long start, long length) =>
+        new(Config, _inverseFrequencies, start, length, DType, Device);
+
+    /// <summary>Embeds token ids [B, T].</summary>
+    public Tensor Embed(Tensor inputIds) => model.embed_tokens.forward(inputIds);
+
+    /// <summary>
+    /// Runs one chunk [B, T] of token ids at absolute positions [start, start + T) through every layer, reading
+    /// positions [0, start) from <paramref name="cache"/> (which may be null when start is 0). Returns the final-norm
+    /// hidden states and, per layer, the chunk's keys and values (still attached to the graph when grad is on).
+    /// </summary>
+    public (Tensor Hidden, (Tensor Keys, Tensor Values)[] ChunkCache) ForwardChunk(Tensor inputIds, long start, KvCache? cache)
+    {
+        if (start > 0 && cache is null) throw new ArgumentException("A chunk after position 0 needs the cache of the positions before it.", nameof(cache));
+        using var positions = Positions(start, inputIds.shape[1]);
+        var h = Embed(inputIds);
+        var chunkCache = new (Tensor, Tensor)[Config.NumHiddenLayers];
+        for (int l = 0; l < Config.NumHiddenLayers; l++)
+        {
+            var (prefixKeys, prefixValues) = Prefix(cache, l, start);
+            (h, var k, var v) = model.layers[l].Forward(h, positions, prefixKeys, prefixValues);
+            chunkCache[l] = (k, v);
+        }
+        return (model.norm.forward(h), chunkCache);
+    }
+
+    /// <summary>The cached keys/values of positions [0, start) in one layer, as views; nulls when start is 0.</summary>
+    public static (Tensor? Keys, Tensor? Values) Prefix(KvCache? cache, int layer, long start) =>
+        start == 0 || cache is null ? (null, null) : (cache.Keys[layer].narrow(2, 0, start), cache.Values[layer].narrow(2, 0, start));
+
+    /// <summary>Logits [B, T, vocab] for final-norm hidden states, in at least float32.</summary>
+    public Tensor Logits(Tensor hidden)
+    {
+        var logits = lm_head is null ? nn.functional.linear(hidden, model.embed_tokens.weight!) : lm_head.forward(hidden);
+        return logits.to(ScoreType(DType));
+    }
+
+    /// <summary>
+    /// Summed cross-entropy of a chunk: hidden [B, T, H] predicting targets [B, T] (the NEXT token of each position;
+    /// −100 = ignored). Logits exist for this chunk only, never for a whole long sequence.
+    /// </summary>
+    public Tensor LossSum(Tensor hidden, Tensor targets)
+    {
+        var logits = Logits(hidden);
+        return nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets.reshape(-1),
+            ignore_index: -100, reduction: nn.Reduction.Sum);
+    }
+
+    /// <summary>Every projection in the model with its Hugging Face module path (e.g. <c>model.layers.0.self_attn.q_proj</c>).</summary>
+    public IEnumerable<(string Path, LoraLinear Projection)> Projections()
+    {
+        for (int l = 0; l < Config.NumHiddenLayers; l++)
+        {
+            var layer = model.layers[l];
+            string p = $"model.layers.{l}";
+            yield return ($"{p}.self_attn.q_proj", layer.self_attn.q_proj);
+            yield return ($"{p}.self_attn.k_proj", layer.self_attn.k_proj);
+            yield return ($"{p}.self_attn.v_proj", layer.self_attn.v_proj);
+            yield return ($"{p}.self_attn.o_proj", layer.self_attn.o_proj);
+            yield return ($"{p}.mlp.gate_proj", layer.mlp.gate_proj);
+            yield return ($"{p}.mlp.up_proj", layer.mlp.up_proj);
+            yield return ($"{p}.mlp.down_proj", layer.mlp.down_proj);
+        }
+    }
+
+    /// <summary>Attaches LoRA adapters to the target projections and makes only their parameters trainable.</summary>
+    public void AttachLora(LoraConfig config)
+    {
+        config.Validate();
+        foreach (var (path, projection) in Projections())
+            if (config.TargetModules.Contains(path[(path.LastIndexOf('.') + 1)..]))
+                projection.AttachAdapter(config);
+        Lora = config;
+        SetTrainable(fullFineTuning: false);
+    }
+
+    /// <summary>The LoRA configuration attached, or null.</summary>
+    public LoraConfig? Lora { get; private set; }
+
+    /// <summary>LoRA parameters only (default), or every parameter for full fine-tuning.</summary>
+    public void SetTrainable(bool fullFineTuning)
+    {
+        foreach (var (name, p) in named_parameters())
+            p.requires_grad = fullFineTuning || name.Contains(".lora_", StringComparison.Ordinal);
+    }
+
+    /// <summary>The parameters that receive gradients, by name.</summary>
+    public IReadOnlyList<(string Name, Parameter Parameter)> TrainableParameters() =>
+        named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)).ToList();
+}

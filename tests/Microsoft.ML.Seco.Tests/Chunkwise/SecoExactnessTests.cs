@@ -1,0 +1,64 @@
+using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Model;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Seco.Tests.Chunkwise;
+
+/// <summary>SeCO and layer checkpointing give the gradients of full backpropagation (float64).</summary>
+[TestClass]
+public sealed class SecoExactnessTests
+{
+    static (Dictionary<string, Tensor> Gradients, StepResult Result) Gradients(CausalLM model, ITrainingStep step, TokenBatch batch)
+    {
+        var result = step.Run(model, batch);
+        return (TestModels.TakeGradients(model), result);
+    }
+
+    static void AssertExact(CausalLM model, TokenBatch batch, ITrainingStep step)
+    {
+        var (reference, full) = Gradients(model, new FullBackprop(), batch);
+        var (actual, result) = Gradients(model, step, batch);
+        double error = TestModels.MaxRelativeError(actual, reference);
+        Assert.IsTrue(error <= 1e-10, $"{step.Name}: max relative gradient error {error:E3}");
+        Assert.AreEqual(full.Loss, result.Loss, 1e-12 * Math.Abs(full.Loss), $"{step.Name}: loss differs");
+        Assert.AreEqual(full.LabelledTokens, result.LabelledTokens);
+    }
+
+    [TestMethod]
+    public void SecoEqualsFullBackpropWithLora()
+    {
+        using var model = TestModels.WithLora(TestModels.Create(TestModels.Llama()));
+        using var batch = TestModels.Batch(61, new[] { 37 });
+        var step = new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 8 });
+        Assert.AreEqual(5, step.ChunkCount(37));
+        AssertExact(model, batch, step);
+    }
+
+    [TestMethod]
+    public void SecoEqualsFullBackpropInFullFineTuningWithIgnoredLabelsAndPadding()
+    {
+        using var model = TestModels.Create(TestModels.Qwen2());
+        model.SetTrainable(fullFineTuning: true);
+        using var batch = TestModels.Batch(61, new[] { 30, 19 }, ignoredFraction: 0.3);
+        AssertExact(model, batch, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 7 }));
+    }
+
+    [TestMethod]
+    public void SecoEqualsFullBackpropWhenOnlyTheLastChunkHasLabels()
+    {
+        using var model = TestModels.WithLora(TestModels.Create(TestModels.Llama(ropeType: "llama3")), allProjections: false);
+        using var batch = TestModels.Batch(61, new[] { 29 });
+        using (no_grad()) batch.Labels.narrow(1, 0, 25).fill_(TokenBatch.IgnoreIndex);
+        AssertExact(model, batch, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 6 }));
+    }
+
+    [TestMethod]
+    public void LayerCheckpointingEqualsFullBackprop()
+    {
+        using var model = TestModels.WithLora(TestModels.Create(TestModels.Llama()));
+        using var batch = TestModels.Batch(61, new[] { 26, 21 }, ignoredFraction: 0.2);
+        AssertExact(model, batch, new LayerCheckpointing());
+        model.SetTrainable(fullFineTuning: true);
+        AssertExact(model, batch, new LayerCheckpointing());
+    }
+}
