@@ -10,8 +10,9 @@ public sealed class SecoExactnessTests
 {
     static (Dictionary<string, Tensor> Gradients, StepResult Result) Gradients(CausalLM model, ITrainingStep step, TokenBatch batch)
     {
-        var result = step.Run(model, batch);
-        return (TestModels.TakeGradients(model), result);
+        StepResult? result = null;
+        var gradients = GradientCheck.Gradients(model, () => result = step.Run(model, batch));
+        return (gradients, result!);
     }
 
     static void AssertExact(CausalLM model, TokenBatch batch, ITrainingStep step)
