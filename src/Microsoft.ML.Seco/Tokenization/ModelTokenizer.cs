@@ -1,0 +1,225 @@
+using System.Text.Json;
+using Microsoft.ML.Tokenizers;
+
+namespace Microsoft.ML.Seco.Tokenization;
+
+/// <summary>
+/// The tokenizer of a model directory in Hugging Face layout, with the special-token ids the rest of the library
+/// needs. Wraps a Microsoft.ML.Tokenizers <see cref="Tokenizer"/>.
+/// </summary>
+public sealed class ModelTokenizer
+{
+    /// <summary>Hugging Face's fast-tokenizer file: byte-level BPE for GPT-2, Llama 3, Qwen2.</summary>
+    public const string TokenizerJsonFileName = "tokenizer.json";
+
+    /// <summary>The SentencePiece model file of Llama 2 and Mistral.</summary>
+    public const string SentencePieceFileName = "tokenizer.model";
+
+    private const string TokenizerConfigFileName = "tokenizer_config.json";
+    private const string ConfigFileName = "config.json";
+    private const string GenerationConfigFileName = "generation_config.json";
+
+    private readonly Func<string, int?> _lookup;
+
+    private ModelTokenizer(Tokenizer inner, int vocabularySize, Func<string, int?> lookup)
+    {
+        Inner = inner;
+        VocabularySize = vocabularySize;
+        _lookup = lookup;
+    }
+
+    /// <summary>The Microsoft.ML.Tokenizers object doing the work; it never adds BOS or EOS by itself.</summary>
+    public Tokenizer Inner { get; }
+
+    /// <summary>
+    /// Beginning-of-sequence id: tokenizer_config.json <c>bos_token</c> when that key is present (null there means
+    /// the tokenizer uses none, as with Qwen2), else config.json <c>bos_token_id</c>, else the SentencePiece model's.
+    /// </summary>
+    public int? BosId { get; private set; }
+
+    /// <summary>The first of <see cref="EosIds"/>, or null when there is none.</summary>
+    public int? EosId => EosIds.Count > 0 ? EosIds[0] : null;
+
+    /// <summary>
+    /// Every id that ends a sequence, for stopping generation: config.json <c>eos_token_id</c> (an int or a list,
+    /// in its order), then tokenizer_config.json <c>eos_token</c>, then generation_config.json <c>eos_token_id</c>,
+    /// then the SentencePiece model's, without repeats.
+    /// </summary>
+    public IReadOnlyList<int> EosIds { get; private set; } = [];
+
+    /// <summary>Padding id: tokenizer_config.json <c>pad_token</c>, else config.json <c>pad_token_id</c>, else null.</summary>
+    public int? PadId { get; private set; }
+
+    /// <summary>
+    /// One more than the largest id the tokenizer can produce (vocabulary and added tokens). A model's embedding
+    /// table may be larger (config.json <c>vocab_size</c> is often padded).
+    /// </summary>
+    public int VocabularySize { get; }
+
+    /// <summary>Encodes <paramref name="text"/>; added/special tokens written in the text become their ids, as in Hugging Face.</summary>
+    /// <param name="text">The text.</param>
+    /// <param name="addBos">Prepend <see cref="BosId"/> (nothing is prepended when the tokenizer has none).</param>
+    public IReadOnlyList<int> Encode(string text, bool addBos)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        IReadOnlyList<int> ids = Inner.EncodeToIds(text);
+        if (!addBos || BosId is not int bos) return ids;
+        var result = new List<int>(ids.Count + 1) { bos };
+        result.AddRange(ids);
+        return result;
+    }
+
+    /// <summary>Decodes ids to text; special tokens are kept as their text.</summary>
+    /// <param name="ids">Token ids.</param>
+    public string Decode(IEnumerable<int> ids)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        return Inner.Decode(ids) ?? string.Empty;
+    }
+
+    /// <summary>The id of a token given by its text (an added/special token or a vocabulary entry), or null.</summary>
+    /// <param name="token">The token's text, e.g. <c>&lt;|endoftext|&gt;</c>.</param>
+    public int? TokenToId(string token)
+    {
+        ArgumentNullException.ThrowIfNull(token);
+        return _lookup(token);
+    }
+
+    /// <summary>Whether <paramref name="modelDirectory"/> holds a tokenizer file <see cref="Load"/> looks for.</summary>
+    /// <param name="modelDirectory">A model directory in Hugging Face layout.</param>
+    public static bool Exists(string modelDirectory)
+    {
+        ArgumentNullException.ThrowIfNull(modelDirectory);
+        return File.Exists(Path.Combine(modelDirectory, TokenizerJsonFileName))
+            || File.Exists(Path.Combine(modelDirectory, SentencePieceFileName));
+    }
+
+    /// <summary>
+    /// Loads the tokenizer of a model directory: a byte-level BPE tokenizer.json when there is one, else the
+    /// SentencePiece tokenizer.model; special-token ids come from tokenizer_config.json, config.json and
+    /// generation_config.json.
+    /// </summary>
+    /// <param name="modelDirectory">A model directory in Hugging Face layout.</param>
+    /// <exception cref="FileNotFoundException">Neither tokenizer file exists.</exception>
+    /// <exception cref="NotSupportedException">The tokenizer's type or one of its components is not supported.</exception>
+    /// <exception cref="InvalidDataException">A file is malformed, or names a special token the vocabulary lacks.</exception>
+    public static ModelTokenizer Load(string modelDirectory)
+    {
+        ArgumentNullException.ThrowIfNull(modelDirectory);
+        string jsonPath = Path.Combine(modelDirectory, TokenizerJsonFileName);
+        string spPath = Path.Combine(modelDirectory, SentencePieceFileName);
+        bool hasJson = File.Exists(jsonPath), hasSp = File.Exists(spPath);
+        if (!hasJson && !hasSp)
+            throw new FileNotFoundException(
+                $"No tokenizer in {Path.GetFullPath(modelDirectory)}: looked for {TokenizerJsonFileName} and {SentencePieceFileName}.",
+                jsonPath);
+
+        ModelTokenizer tokenizer;
+        int? intrinsicBos = null, intrinsicEos = null;
+        using (JsonDocument? json = hasJson ? ParseJson(jsonPath) : null)
+        {
+            // Llama 2 and Mistral ship a SentencePiece-style tokenizer.json (byte fallback, no ByteLevel) next to
+            // tokenizer.model; that one is read from tokenizer.model, so tokenizer.json only wins when byte-level.
+            if (json is not null && (!hasSp || HuggingFaceTokenizerJson.IsByteLevelBpe(json.RootElement)))
+            {
+                var r = HuggingFaceTokenizerJson.Load(jsonPath, json.RootElement);
+                tokenizer = new ModelTokenizer(r.Tokenizer, r.VocabularySize, token =>
+                    r.AddedTokens.TryGetValue(token, out int id) || r.Vocabulary.TryGetValue(token, out id)
+                    || r.Vocabulary.TryGetValue(ByteLevel.EncodeText(token), out id) ? id : null);
+            }
+            else
+            {
+                SentencePieceTokenizer sp;
+                using (var stream = File.OpenRead(spPath))
+                {
+                    try
+                    {
+                        // BOS is added by Encode itself so that every tokenizer kind behaves alike.
+                        sp = LlamaTokenizer.Create(stream, addBeginOfSentence: false, addEndOfSentence: false);
+                    }
+                    catch (Exception e) when (e is not IOException and not OutOfMemoryException)
+                    {
+                        throw new NotSupportedException($"{spPath} could not be read as a SentencePiece model ({e.Message}); {HuggingFaceTokenizerJson.Supported}.", e);
+                    }
+                }
+                int size = sp.Vocabulary.Count == 0 ? 0 : sp.Vocabulary.Values.Max() + 1;
+                if (sp.SpecialTokens is { Count: > 0 } specials) size = Math.Max(size, specials.Values.Max() + 1);
+                tokenizer = new ModelTokenizer(sp, size, token =>
+                    sp.SpecialTokens is { } s && s.TryGetValue(token, out int id) || sp.Vocabulary.TryGetValue(token, out id) ? id : null);
+                intrinsicBos = sp.BeginningOfSentenceId;
+                intrinsicEos = sp.EndOfSentenceId;
+            }
+        }
+
+        tokenizer.ResolveSpecialIds(modelDirectory, intrinsicBos, intrinsicEos);
+        return tokenizer;
+    }
+
+    private void ResolveSpecialIds(string modelDirectory, int? intrinsicBos, int? intrinsicEos)
+    {
+        string tokenizerConfigPath = Path.Combine(modelDirectory, TokenizerConfigFileName);
+        string configPath = Path.Combine(modelDirectory, ConfigFileName);
+        string generationPath = Path.Combine(modelDirectory, GenerationConfigFileName);
+        using JsonDocument? tokenizerConfig = File.Exists(tokenizerConfigPath) ? ParseJson(tokenizerConfigPath) : null;
+        using JsonDocument? config = File.Exists(configPath) ? ParseJson(configPath) : null;
+        using JsonDocument? generation = File.Exists(generationPath) ? ParseJson(generationPath) : null;
+
+        var (hasBosToken, bosFromTokenizer) = TokenFromConfig(tokenizerConfig, tokenizerConfigPath, "bos_token");
+        BosId = hasBosToken ? bosFromTokenizer : IdsFromConfig(config, configPath, "bos_token_id").Select(i => (int?)i).FirstOrDefault(intrinsicBos);
+
+        var eos = new List<int>();
+        void Add(IEnumerable<int> ids) { foreach (int id in ids) if (!eos.Contains(id)) eos.Add(id); }
+        Add(IdsFromConfig(config, configPath, "eos_token_id"));
+        if (TokenFromConfig(tokenizerConfig, tokenizerConfigPath, "eos_token").Id is int eosFromTokenizer) Add([eosFromTokenizer]);
+        Add(IdsFromConfig(generation, generationPath, "eos_token_id"));
+        if (intrinsicEos is int e) Add([e]);
+        EosIds = eos;
+
+        var (hasPadToken, padFromTokenizer) = TokenFromConfig(tokenizerConfig, tokenizerConfigPath, "pad_token");
+        PadId = hasPadToken && padFromTokenizer is not null
+            ? padFromTokenizer
+            : IdsFromConfig(config, configPath, "pad_token_id").Select(i => (int?)i).FirstOrDefault();
+    }
+
+    // tokenizer_config.json names tokens by text, either "<s>" or {"content": "<s>", ...} (AddedToken form).
+    private (bool Present, int? Id) TokenFromConfig(JsonDocument? doc, string path, string key)
+    {
+        if (doc is null || !doc.RootElement.TryGetProperty(key, out var value)) return (false, null);
+        string? text = value.ValueKind switch
+        {
+            JsonValueKind.String => value.GetString(),
+            JsonValueKind.Object => HuggingFaceTokenizerJson.GetString(value, "content"),
+            JsonValueKind.Null => null,
+            _ => throw new InvalidDataException($"{path}: \"{key}\" is {value.GetRawText()}, neither a string nor {{\"content\": ...}}."),
+        };
+        if (text is null) return (true, null);
+        int? id = _lookup(text)
+            ?? throw new InvalidDataException($"{path}: {key} \"{text}\" is neither an added token nor in the vocabulary.");
+        return (true, id);
+    }
+
+    // config.json writes ids as an int, a list of ints (Llama 3 Instruct's eos_token_id) or null.
+    private static IReadOnlyList<int> IdsFromConfig(JsonDocument? doc, string path, string key)
+    {
+        if (doc is null || !doc.RootElement.TryGetProperty(key, out var value)) return [];
+        return value.ValueKind switch
+        {
+            JsonValueKind.Number => [value.GetInt32()],
+            JsonValueKind.Array => value.EnumerateArray().Select(v => v.GetInt32()).ToList(),
+            JsonValueKind.Null => [],
+            _ => throw new InvalidDataException($"{path}: \"{key}\" is {value.GetRawText()}, neither an int nor a list of ints."),
+        };
+    }
+
+    private static JsonDocument ParseJson(string path)
+    {
+        try
+        {
+            return JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{path} is not valid JSON: {e.Message}", e);
+        }
+    }
+}
