@@ -256,10 +256,13 @@ public static class HuggingFaceCheckpoint
 
     private static List<(string Name, string Shard)> ReadIndex(string indexPath)
     {
+        byte[] bytes = File.ReadAllBytes(indexPath);
+        // JsonDocument checks string contents only when they are read; fail here with the file named instead.
+        if (!System.Text.Unicode.Utf8.IsValid(bytes)) throw CheckpointErrors.Format(indexPath, $"{indexPath} is not valid UTF-8.");
         JsonDocument document;
         try
         {
-            document = JsonDocument.Parse(File.ReadAllBytes(indexPath));
+            document = JsonDocument.Parse(bytes);
         }
         catch (JsonException e)
         {

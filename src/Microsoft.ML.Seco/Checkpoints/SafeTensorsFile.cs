@@ -347,6 +347,12 @@ public sealed class SafeTensorsFile : IDisposable
         long bufferStart = 8 + (long)headerLength;
         long bufferLength = fileLength - bufferStart;
 
+        // JsonDocument checks string contents only when they are read, which would surface as a stray
+        // InvalidOperationException later on.
+        if (!System.Text.Unicode.Utf8.IsValid(headerBytes))
+        {
+            throw CheckpointErrors.Format(path, $"The header of {path} is not valid UTF-8.");
+        }
         JsonDocument document;
         try
         {
