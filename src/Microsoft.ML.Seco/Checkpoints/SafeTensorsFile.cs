@@ -27,7 +27,8 @@ public sealed class SafeTensorsFile : IDisposable
     private const long MaxHeaderLength = 100_000_000;
 
     // Span lengths are ints, and a single multi-GB embedding matrix must still load: move bytes in slices.
-    private const long ChunkBytes = 64L << 20;
+    // Settable so tests can exercise the slicing with tiny tensors.
+    internal static long ChunkBytes { get; set; } = 64L << 20;
 
     private readonly SafeFileHandle _handle;
     private readonly Dictionary<string, SafeTensorInfo> _tensors;
