@@ -155,33 +155,19 @@ public static class HuggingFaceCheckpoint
         string fullDirectory = Path.GetFullPath(directory);
         Directory.CreateDirectory(fullDirectory);
 
-        var shards = new List<List<(string name, Tensor tensor)>>();
-        var current = new List<(string name, Tensor tensor)>();
-        long currentBytes = 0, totalBytes = 0;
+        var entries = new List<(string name, Tensor tensor)>();
+        var sizes = new List<long>();
+        long totalBytes = 0;
         foreach (var entry in tensors)
         {
             ArgumentNullException.ThrowIfNull(entry.tensor, nameof(tensors));
             var type = dtype is { } d && entry.tensor.is_floating_point() ? d : entry.tensor.dtype;
             long bytes = checked(entry.tensor.numel() * SafeTensorsDType.SizeOf(type));
             totalBytes += bytes;
-            if (maxShardBytes is { } max)
-            {
-                if (bytes > max)
-                {
-                    shards.Add([entry]);
-                    continue;
-                }
-                if (currentBytes + bytes > max)
-                {
-                    shards.Add(current);
-                    current = [];
-                    currentBytes = 0;
-                }
-            }
-            current.Add(entry);
-            currentBytes += bytes;
+            entries.Add(entry);
+            sizes.Add(bytes);
         }
-        if (current.Count > 0 || shards.Count == 0) shards.Add(current);
+        var shards = PlanShards(sizes, maxShardBytes).Select(shard => shard.Select(i => entries[i]).ToList()).ToList();
 
         var metadata = new Dictionary<string, string> { ["format"] = "pt" };
         var written = new List<string>();
@@ -252,6 +238,38 @@ public static class HuggingFaceCheckpoint
             sources.Add(name, (file, info));
         }
         return sources;
+    }
+
+    /// <summary>
+    /// Hugging Face's sharding rule over tensor sizes in order: a tensor larger than the limit gets a shard of its own;
+    /// otherwise a new shard starts when the next tensor would exceed the limit. Returns the tensor indices per shard.
+    /// </summary>
+    public static List<List<int>> PlanShards(IReadOnlyList<long> sizes, long? maxShardBytes)
+    {
+        var shards = new List<List<int>>();
+        var current = new List<int>();
+        long currentBytes = 0;
+        for (int i = 0; i < sizes.Count; i++)
+        {
+            if (maxShardBytes is { } max)
+            {
+                if (sizes[i] > max)
+                {
+                    shards.Add([i]);
+                    continue;
+                }
+                if (currentBytes + sizes[i] > max)
+                {
+                    shards.Add(current);
+                    current = [];
+                    currentBytes = 0;
+                }
+            }
+            current.Add(i);
+            currentBytes += sizes[i];
+        }
+        if (current.Count > 0 || shards.Count == 0) shards.Add(current);
+        return shards;
     }
 
     private static List<(string Name, string Shard)> ReadIndex(string indexPath)

@@ -240,7 +240,8 @@ public sealed record ModelConfig
     static double? Number(JsonObject json, string name, string source) => Field(json, name) switch
     {
         null => null,
-        JsonValue v when v.GetValueKind() == JsonValueKind.Number => v.GetValue<double>(),
+        // Parsed files hold JsonElements; configs built in code hold CLR numbers of any type.
+        JsonValue v when v.GetValueKind() == JsonValueKind.Number => v.Deserialize<double>(),
         _ => throw new InvalidDataException($"{source}: field '{name}' must be a number."),
     };
 
@@ -263,7 +264,7 @@ public sealed record ModelConfig
     static IReadOnlyList<int> IntList(JsonObject json, string name, string source) => Field(json, name) switch
     {
         null => Array.Empty<int>(),
-        JsonArray array => array.Select(n => n is JsonValue v && v.GetValueKind() == JsonValueKind.Number ? v.GetValue<int>()
+        JsonArray array => array.Select(n => n is JsonValue v && v.GetValueKind() == JsonValueKind.Number ? v.Deserialize<int>()
             : throw new InvalidDataException($"{source}: field '{name}' must list integers.")).ToArray(),
         _ => new[] { Int(json, name, source)!.Value },
     };

@@ -1,0 +1,56 @@
+using System.Text.Json;
+using Microsoft.ML.Seco.Model;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Seco.Checkpoints;
+
+/// <summary>A Hugging Face model directory: config.json, safetensors weights (single or sharded), tokenizer files.</summary>
+public static class ModelDirectory
+{
+    static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    /// <summary>Loads the model in <paramref name="directory"/> onto <paramref name="device"/> in <paramref name="dtype"/>.</summary>
+    public static CausalLM Load(string directory, ScalarType dtype, Device device)
+    {
+        if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"Model directory '{directory}' does not exist.");
+        var config = ModelConfig.Load(directory);
+        var model = new CausalLM(config, dtype, device);
+        try
+        {
+            HuggingFaceCheckpoint.LoadInto(model, directory, dtype, device,
+                optional: name => name.Contains(".lora_", StringComparison.Ordinal),
+                // Tied checkpoints sometimes still store lm_head.weight; older ones store rotary inv_freq buffers.
+                ignore: name => (config.TieWordEmbeddings && name == "lm_head.weight") || name.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal));
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+        return model;
+    }
+
+    /// <summary>
+    /// Writes config.json and the base weights (LoRA parameters excluded: see <see cref="Lora.PeftAdapter"/>), optionally
+    /// sharded. To export a fine-tuned model as a plain checkpoint, merge its adapters first.
+    /// </summary>
+    public static void Save(CausalLM model, string directory, ScalarType? dtype = null, long? maxShardBytes = null)
+    {
+        Directory.CreateDirectory(directory);
+        var tensors = model.named_parameters()
+            .Where(p => !p.name.Contains(".lora_", StringComparison.Ordinal))
+            .Select(p => (p.name, (Tensor)p.parameter));
+        HuggingFaceCheckpoint.Save(tensors, directory, dtype, maxShardBytes);
+        var json = model.Config.ToJson();
+        json["torch_dtype"] = TensorSettings.Name(dtype ?? model.DType);
+        WriteAtomically(Path.Combine(directory, "config.json"), json.ToJsonString(Indented));
+    }
+
+    /// <summary>Writes text to a temporary file and renames it, so a crash never leaves half a file.</summary>
+    public static void WriteAtomically(string path, string text)
+    {
+        string temporary = path + ".tmp";
+        File.WriteAllText(temporary, text);
+        File.Move(temporary, path, overwrite: true);
+    }
+}

@@ -1,0 +1,84 @@
+using Microsoft.ML.Seco.Model;
+using Microsoft.ML.Seco.Tokenization;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Seco.Checkpoints;
+
+/// <summary>The shape of a random tiny model (defaults: a 2-layer Llama with GQA over GPT-2's vocabulary).</summary>
+public sealed record TinyModelSpec
+{
+    /// <summary>llama, mistral or qwen2.</summary>
+    public string ModelType { get; init; } = "llama";
+    /// <summary>Decoder layers.</summary>
+    public int Layers { get; init; } = 2;
+    /// <summary>Hidden size.</summary>
+    public int HiddenSize { get; init; } = 64;
+    /// <summary>Query heads.</summary>
+    public int Heads { get; init; } = 4;
+    /// <summary>Key/value heads (fewer than <see cref="Heads"/> gives grouped-query attention).</summary>
+    public int KeyValueHeads { get; init; } = 2;
+    /// <summary>MLP width.</summary>
+    public int IntermediateSize { get; init; } = 128;
+    /// <summary>Safetensors shards to write (1 = a single model.safetensors).</summary>
+    public int Shards { get; init; } = 1;
+    /// <summary>Initialisation seed.</summary>
+    public int Seed { get; init; }
+    /// <summary>Write GPT-2's tokenizer (vocabulary 50257); false gives a 512-token vocabulary and no tokenizer.</summary>
+    public bool WithTokenizer { get; init; } = true;
+}
+
+/// <summary>
+/// Writes random tiny models in exactly the Hugging Face layout (config.json, safetensors, tokenizer), so tests,
+/// examples and benchmarks go through the same loader as a real download.
+/// </summary>
+public static class TinyModel
+{
+    /// <summary>Writes the model into <paramref name="directory"/> and returns its config.</summary>
+    public static ModelConfig Write(string directory, TinyModelSpec spec)
+    {
+        if (spec.Layers <= 0) throw new ArgumentOutOfRangeException(nameof(spec), spec.Layers, "--layers must be positive.");
+        if (spec.Shards <= 0) throw new ArgumentOutOfRangeException(nameof(spec), spec.Shards, "--shards must be positive.");
+        if (spec.Heads <= 0 || spec.HiddenSize % spec.Heads != 0)
+            throw new ArgumentOutOfRangeException(nameof(spec), spec.Heads, $"--heads ({spec.Heads}) must divide --hidden-size ({spec.HiddenSize}).");
+        int vocab = spec.WithTokenizer ? TokenizerFiles.Gpt2EndOfTextId + 1 : 512;
+        var config = new ModelConfig
+        {
+            ModelType = spec.ModelType,
+            VocabSize = vocab,
+            HiddenSize = spec.HiddenSize,
+            IntermediateSize = spec.IntermediateSize,
+            NumHiddenLayers = spec.Layers,
+            NumAttentionHeads = spec.Heads,
+            NumKeyValueHeads = spec.KeyValueHeads,
+            HeadDim = spec.HiddenSize / spec.Heads,
+            RmsNormEps = 1e-6,
+            RopeTheta = 10000,
+            MaxPositionEmbeddings = 32768,
+            QkvBias = spec.ModelType == "qwen2",
+            TieWordEmbeddings = spec.ModelType == "qwen2",
+            BosTokenId = spec.WithTokenizer ? TokenizerFiles.Gpt2EndOfTextId : null,
+            EosTokenIds = spec.WithTokenizer ? new[] { TokenizerFiles.Gpt2EndOfTextId } : Array.Empty<int>(),
+        };
+        if (!ModelConfig.SupportedModelTypes.Contains(spec.ModelType))
+            throw new ArgumentException($"--model-type '{spec.ModelType}' is not supported; supported: {string.Join(", ", ModelConfig.SupportedModelTypes)}.", nameof(spec));
+        config.Validate("tiny model");
+        using var model = new CausalLM(config, ScalarType.Float32, CPU);
+        model.InitializeRandom(spec.Seed);
+        ModelDirectory.Save(model, directory, maxShardBytes: spec.Shards > 1 ? ShardLimit(model, spec.Shards) : null);
+        if (spec.WithTokenizer) TokenizerFiles.WriteGpt2(directory);
+        return config;
+    }
+
+    /// <summary>The smallest shard size limit that gives at most <paramref name="shards"/> shards.</summary>
+    static long ShardLimit(CausalLM model, int shards)
+    {
+        var sizes = model.named_parameters().Where(p => !p.name.Contains(".lora_", StringComparison.Ordinal)).Select(p => p.parameter.numel() * 4).ToList();
+        long low = 1, high = sizes.Sum();
+        while (low < high)
+        {
+            long middle = low + (high - low) / 2;
+            if (HuggingFaceCheckpoint.PlanShards(sizes, middle).Count <= shards) high = middle; else low = middle + 1;
+        }
+        return low;
+    }
+}

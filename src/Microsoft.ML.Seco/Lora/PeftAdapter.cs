@@ -1,0 +1,115 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.ML.Seco.Checkpoints;
+using Microsoft.ML.Seco.Model;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Seco.Lora;
+
+/// <summary>
+/// LoRA adapters in Hugging Face PEFT's layout: <c>adapter_config.json</c> and <c>adapter_model.safetensors</c>
+/// with keys such as <c>base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight</c>, so that
+/// <c>PeftModel.from_pretrained(base, dir)</c> loads what this library trained, and the other way round.
+/// </summary>
+public static class PeftAdapter
+{
+    /// <summary>PEFT's config file name.</summary>
+    public const string ConfigFileName = "adapter_config.json";
+    /// <summary>PEFT's weights file name.</summary>
+    public const string WeightsFileName = "adapter_model.safetensors";
+    /// <summary>The prefix PEFT puts before the base model's parameter names.</summary>
+    public const string KeyPrefix = "base_model.model.";
+
+    /// <summary>
+    /// Writes the model's adapters. The files are written into a fresh folder that then replaces
+    /// <paramref name="directory"/>, so an interrupted save never leaves a half-written adapter.
+    /// </summary>
+    public static void Save(CausalLM model, string directory, string? baseModelPath = null)
+    {
+        var config = model.Lora ?? throw new InvalidOperationException("The model has no LoRA adapter to save.");
+        string full = Path.GetFullPath(directory);
+        string staging = full.TrimEnd(Path.DirectorySeparatorChar) + $".saving-{Environment.ProcessId}";
+        if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
+        Directory.CreateDirectory(staging);
+        var tensors = model.named_parameters()
+            .Where(p => p.name.Contains(".lora_", StringComparison.Ordinal))
+            .Select(p => (KeyPrefix + p.name, (Tensor)p.parameter));
+        SafeTensorsFile.Write(Path.Combine(staging, WeightsFileName), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        File.WriteAllText(Path.Combine(staging, ConfigFileName), ConfigJson(config, baseModelPath).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+
+        string? previous = Directory.Exists(full) ? full + $".previous-{Environment.ProcessId}" : null;
+        if (previous is not null) Directory.Move(full, previous);
+        Directory.Move(staging, full);
+        if (previous is not null) Directory.Delete(previous, recursive: true);
+    }
+
+    /// <summary>PEFT's adapter_config.json for a LoRA config.</summary>
+    public static JsonObject ConfigJson(LoraConfig config, string? baseModelPath) => new()
+    {
+        ["peft_type"] = "LORA",
+        ["task_type"] = "CAUSAL_LM",
+        ["base_model_name_or_path"] = baseModelPath,
+        ["r"] = config.Rank,
+        ["lora_alpha"] = config.Alpha,
+        ["lora_dropout"] = config.Dropout,
+        ["target_modules"] = new JsonArray(config.TargetModules.Select(m => (JsonNode?)m).ToArray()),
+        ["bias"] = "none",
+        ["fan_in_fan_out"] = false,
+        ["inference_mode"] = true,
+        ["init_lora_weights"] = true,
+        ["modules_to_save"] = null,
+        ["use_rslora"] = false,
+        ["use_dora"] = false,
+    };
+
+    /// <summary>Reads adapter_config.json; refuses LoRA variants this library does not implement.</summary>
+    public static LoraConfig ReadConfig(string directory)
+    {
+        string path = Path.Combine(directory, ConfigFileName);
+        if (!File.Exists(path)) throw new FileNotFoundException($"No {ConfigFileName} in adapter directory '{directory}'.", path);
+        JsonObject json;
+        try { json = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: not a JSON object."); }
+        catch (JsonException e) { throw new InvalidDataException($"{path}: invalid JSON ({e.Message}).", e); }
+        string? type = json["peft_type"]?.GetValue<string>();
+        if (type != "LORA") throw new NotSupportedException($"{path}: peft_type '{type}' is not supported; supported: LORA.");
+        foreach (var flag in new[] { "use_rslora", "use_dora", "fan_in_fan_out" })
+            if (json[flag] is JsonValue v && v.GetValueKind() == JsonValueKind.True)
+                throw new NotSupportedException($"{path}: {flag} = true is not supported.");
+        if (json["bias"] is JsonValue bias && bias.GetValue<string>() != "none")
+            throw new NotSupportedException($"{path}: bias '{bias}' is not supported; supported: none.");
+        var targets = json["target_modules"] switch
+        {
+            JsonArray array => array.Select(n => n!.GetValue<string>()).ToArray(),
+            JsonValue single => new[] { single.GetValue<string>() },
+            _ => throw new InvalidDataException($"{path}: target_modules is missing."),
+        };
+        var config = new LoraConfig
+        {
+            Rank = json["r"]?.GetValue<int>() ?? throw new InvalidDataException($"{path}: r is missing."),
+            Alpha = json["lora_alpha"]?.GetValue<double>() ?? throw new InvalidDataException($"{path}: lora_alpha is missing."),
+            Dropout = json["lora_dropout"]?.GetValue<double>() ?? 0,
+            TargetModules = targets,
+        };
+        try { config.Validate(); }
+        catch (ArgumentException e) { throw new InvalidDataException($"{path}: {e.Message}", e); }
+        return config;
+    }
+
+    /// <summary>Attaches the adapter in <paramref name="directory"/> to a model that has none yet, and loads its weights.</summary>
+    public static LoraConfig Load(CausalLM model, string directory)
+    {
+        if (model.Lora is not null) throw new InvalidOperationException("The model already has a LoRA adapter.");
+        var config = ReadConfig(directory);
+        string weights = Path.Combine(directory, WeightsFileName);
+        if (!File.Exists(weights)) throw new FileNotFoundException($"No {WeightsFileName} in adapter directory '{directory}'.", weights);
+        model.AttachLora(config);
+        using var file = SafeTensorsFile.Open(weights);
+        var expected = model.named_parameters().Where(p => p.name.Contains(".lora_", StringComparison.Ordinal)).ToDictionary(p => KeyPrefix + p.name, p => p.parameter);
+        var missing = expected.Keys.Where(k => !file.Contains(k)).ToList();
+        var unexpected = file.TensorNames.Where(k => !expected.ContainsKey(k)).ToList();
+        if (missing.Count > 0 || unexpected.Count > 0)
+            throw new InvalidDataException($"{weights} does not fit the model: missing {missing.Count} ({string.Join(", ", missing.Take(5))}), unexpected {unexpected.Count} ({string.Join(", ", unexpected.Take(5))}).");
+        foreach (var (key, parameter) in expected) file.ReadInto(key, parameter);
+        return config;
+    }
+}

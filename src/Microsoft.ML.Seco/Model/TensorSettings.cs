@@ -1,0 +1,47 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Seco.Model;
+
+/// <summary>Parses the device and dtype names users write in options and config files.</summary>
+public static class TensorSettings
+{
+    /// <summary>The dtype names accepted, as Hugging Face's <c>torch_dtype</c> spells them.</summary>
+    public static readonly IReadOnlyList<string> DTypeNames = new[] { "float32", "bfloat16", "float16", "float64" };
+
+    /// <summary>"auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".</summary>
+    public static Device ResolveDevice(string name, string option = "Device")
+    {
+        string n = name.Trim().ToLowerInvariant();
+        if (n == "auto") return cuda.is_available() ? CUDA : CPU;
+        if (n == "cpu") return CPU;
+        if (n == "cuda" || n.StartsWith("cuda:", StringComparison.Ordinal))
+        {
+            if (!cuda.is_available())
+                throw new ArgumentException($"{option} '{name}' asks for CUDA, but no CUDA device is available (build with -p:TorchBackend=cuda on a GPU machine).", option);
+            return device(n);
+        }
+        throw new ArgumentException($"{option} '{name}' is not a device; use auto, cpu, cuda or cuda:N.", option);
+    }
+
+    /// <summary>float32, bfloat16, float16 or float64 (also "auto": float32 on CPU, bfloat16 on CUDA).</summary>
+    public static ScalarType ResolveDType(string name, Device device, string option = "DType") => name.Trim().ToLowerInvariant() switch
+    {
+        "auto" => device.type == DeviceType.CUDA ? ScalarType.BFloat16 : ScalarType.Float32,
+        "float32" or "fp32" => ScalarType.Float32,
+        "bfloat16" or "bf16" => ScalarType.BFloat16,
+        "float16" or "fp16" => ScalarType.Float16,
+        "float64" or "fp64" => ScalarType.Float64,
+        _ => throw new ArgumentException($"{option} '{name}' is not supported; use auto, {string.Join(", ", DTypeNames)}.", option),
+    };
+
+    /// <summary>The Hugging Face name of a dtype.</summary>
+    public static string Name(ScalarType dtype) => dtype switch
+    {
+        ScalarType.Float32 => "float32",
+        ScalarType.BFloat16 => "bfloat16",
+        ScalarType.Float16 => "float16",
+        ScalarType.Float64 => "float64",
+        _ => throw new ArgumentException($"dtype {dtype} is not a model dtype.", nameof(dtype)),
+    };
+}

@@ -1,0 +1,100 @@
+using System.Text.Json.Nodes;
+using Microsoft.ML.Seco.Checkpoints;
+using Microsoft.ML.Seco.Lora;
+using Microsoft.ML.Seco.Model;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Seco.Tests.Lora;
+
+[TestClass]
+public sealed class LoraTests
+{
+    static Tensor Logits(CausalLM model, Tensor ids)
+    {
+        using var _ = no_grad();
+        return model.Logits(model.ForwardChunk(ids, 0, null).Hidden);
+    }
+
+    static Tensor Ids() => TestModels.Batch(61, new[] { 9 }).InputIds;
+
+    [TestMethod]
+    public void FreshAdapterLeavesTheModelUnchanged()
+    {
+        using var model = TestModels.Create(TestModels.Llama());
+        var ids = Ids();
+        var before = Logits(model, ids);
+        model.AttachLora(new LoraConfig { TargetModules = LoraConfig.AttentionProjections.Concat(LoraConfig.MlpProjections).ToArray() });
+        Assert.AreEqual(0.0, (Logits(model, ids) - before).abs().max().item<double>());
+        foreach (var (name, p) in model.named_parameters().Where(p => p.name.Contains("lora_A")))
+            Assert.IsTrue(p.abs().max().item<double>() > 0, $"{name} must be randomly initialised");
+    }
+
+    [TestMethod]
+    public void OnlyLoraParametersAreTrainableByDefault()
+    {
+        using var model = TestModels.WithLora(TestModels.Create(TestModels.Llama()), allProjections: false);
+        var trainable = model.TrainableParameters().Select(p => p.Name).ToList();
+        Assert.AreEqual(2 * 4 * 2, trainable.Count); // layers × q,k,v,o × (A, B)
+        Assert.IsTrue(trainable.All(n => n.Contains(".lora_")));
+        model.SetTrainable(fullFineTuning: true);
+        Assert.AreEqual(model.parameters().Count(), model.TrainableParameters().Count);
+    }
+
+    [TestMethod]
+    public void MergedEqualsUnmergedAndUnmergeRestoresTheBase()
+    {
+        using var model = TestModels.WithLora(TestModels.Create(TestModels.Llama()));
+        var ids = Ids();
+        var baseWeight = model.model.layers[0].self_attn.q_proj.weight.clone();
+        var unmerged = Logits(model, ids);
+        foreach (var (_, projection) in model.Projections()) projection.Merge();
+        Assert.IsTrue((Logits(model, ids) - unmerged).abs().max().item<double>() <= 1e-12);
+        Assert.IsTrue((model.model.layers[0].self_attn.q_proj.weight - baseWeight).abs().max().item<double>() > 1e-3, "merge must change W");
+        foreach (var (_, projection) in model.Projections()) projection.Unmerge();
+        Assert.IsTrue((model.model.layers[0].self_attn.q_proj.weight - baseWeight).abs().max().item<double>() <= 1e-14);
+        Assert.IsTrue((Logits(model, ids) - unmerged).abs().max().item<double>() <= 1e-12);
+    }
+
+    [TestMethod]
+    public void AdapterFilesUsePeftNamesAndReloadToTheSameOutputs()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "seco-adapter-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            using var model = TestModels.WithLora(TestModels.Create(TestModels.Llama()), allProjections: false);
+            var ids = Ids();
+            var expected = Logits(model, ids);
+            PeftAdapter.Save(model, dir, baseModelPath: "models/tiny");
+
+            var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json")))!.AsObject();
+            Assert.AreEqual("LORA", (string?)config["peft_type"]);
+            Assert.AreEqual("CAUSAL_LM", (string?)config["task_type"]);
+            Assert.AreEqual(4, (int?)config["r"]);
+            Assert.AreEqual(8.0, (double?)config["lora_alpha"]);
+            CollectionAssert.AreEqual(new[] { "q_proj", "k_proj", "v_proj", "o_proj" }, config["target_modules"]!.AsArray().Select(n => (string?)n).ToArray());
+            using (var file = SafeTensorsFile.Open(Path.Combine(dir, "adapter_model.safetensors")))
+            {
+                Assert.IsTrue(file.Contains("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"));
+                Assert.IsTrue(file.Contains("base_model.model.model.layers.1.self_attn.o_proj.lora_B.weight"));
+                Assert.AreEqual(16, file.TensorNames.Count);
+                CollectionAssert.AreEqual(new long[] { 4, 32 }, file.GetInfo("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight").Shape.ToArray());
+            }
+
+            using var reloaded = TestModels.Create(TestModels.Llama());
+            PeftAdapter.Load(reloaded, dir);
+            Assert.AreEqual(0.0, (Logits(reloaded, ids) - expected).abs().max().item<double>());
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, true);
+        }
+    }
+
+    [TestMethod]
+    public void BadConfigValuesAreNamed()
+    {
+        Assert.AreEqual("Rank", Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new LoraConfig { Rank = 0 }.Validate()).ParamName);
+        var e = Assert.ThrowsExactly<ArgumentException>(() => new LoraConfig { TargetModules = new[] { "qkv" } }.Validate());
+        StringAssert.Contains(e.Message, "qkv");
+    }
+}
