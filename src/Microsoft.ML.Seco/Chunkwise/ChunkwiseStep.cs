@@ -73,12 +73,13 @@ public sealed class ChunkwiseStep : ITrainingStep
         long dropoutSeed = _random.NextInt64();
         using var scope = NewDisposeScope();
         var targets = batch.Targets();
-        long labelled = targets.ne(TokenBatch.IgnoreIndex).sum().item<long>();
+        var (labelledPositions, labelled) = TokenBatch.LabelledPositions(targets, Options.ChunkSize);
         if (labelled == 0) throw new ArgumentException("The batch has no labelled token: there is no loss to train on.", nameof(batch));
         long Start(int j) => (long)j * Options.ChunkSize;
         long Size(int j) => Math.Min(Options.ChunkSize, batch.Length - Start(j));
         Tensor Ids(int j) => batch.InputIds.narrow(1, Start(j), Size(j));
-        Tensor Targets(int j) => targets.narrow(1, Start(j), Size(j));
+        Tensor Loss(CausalLM m, Tensor hidden, int j) =>
+            m.LossSum(hidden, targets.narrow(1, Start(j), Size(j)), tensor(labelledPositions[j], device: m.Device));
 
         using var cache = new KvCache(model.Config, batch.BatchSize, batch.Length, model.DType, model.Device);
         var lossSum = zeros(1, dtype: CausalLM.ScoreType(model.DType), device: model.Device);
@@ -91,7 +92,7 @@ public sealed class ChunkwiseStep : ITrainingStep
                 using var chunkScope = NewDisposeScope();
                 ReplayDropout(model, dropoutSeed, j);
                 var (hidden, chunkCache) = model.ForwardChunk(Ids(j), Start(j), cache);
-                lossSum.add_(model.LossSum(hidden, Targets(j)));
+                lossSum.add_(Loss(model, hidden, j));
                 cache.Write(Start(j), chunkCache);
             }
         }
@@ -105,8 +106,11 @@ public sealed class ChunkwiseStep : ITrainingStep
             {
                 ReplayDropout(model, dropoutSeed, i);
                 var (hidden, chunkCache) = model.ForwardChunk(Ids(i), Start(i), cache);
-                var outputs = new List<Tensor> { model.LossSum(hidden, Targets(i)) / labelled };
-                var seeds = new List<Tensor> { full_like(outputs[0], selection.Compensation) };
+                var outputs = new List<Tensor>();
+                var seeds = new List<Tensor>();
+                var loss = Loss(model, hidden, i) / labelled;
+                // A chunk without labels has no loss of its own; its cache still carries gradient from later chunks.
+                if (loss.requires_grad) Seed(outputs, seeds, loss, full_like(loss, 1), selection.Compensation);
                 for (int l = 0; l < chunkCache.Length; l++)
                 {
                     // The gradient that later chunks sent to chunk i's cache, times c, seeds chunk i's own keys/values.
@@ -114,7 +118,7 @@ public sealed class ChunkwiseStep : ITrainingStep
                     Seed(outputs, seeds, chunkCache[l].Keys, gradKeys, selection.Compensation);
                     Seed(outputs, seeds, chunkCache[l].Values, gradValues, selection.Compensation);
                 }
-                autograd.backward(outputs, seeds);
+                if (outputs.Count > 0) autograd.backward(outputs, seeds);
             }
             AfterChunkBackward?.Invoke(i);
         }

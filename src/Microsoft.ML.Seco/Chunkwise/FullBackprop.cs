@@ -17,10 +17,10 @@ public sealed class FullBackprop : ITrainingStep
     {
         using var scope = NewDisposeScope();
         var targets = batch.Targets();
-        long labelled = targets.ne(TokenBatch.IgnoreIndex).sum().item<long>();
+        var (positions, labelled) = TokenBatch.LabelledPositions(targets, (int)batch.Length);
         if (labelled == 0) throw new ArgumentException("The batch has no labelled token: there is no loss to train on.", nameof(batch));
         var (hidden, _) = model.ForwardChunk(batch.InputIds, 0, null);
-        var loss = model.LossSum(hidden, targets) / labelled;
+        var loss = model.LossSum(hidden, targets, tensor(positions[0], device: model.Device)) / labelled;
         loss.backward();
         return new StepResult(loss.item<double>(), labelled, 1, 1, 1);
     }

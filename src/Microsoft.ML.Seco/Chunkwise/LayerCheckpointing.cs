@@ -20,7 +20,7 @@ public sealed class LayerCheckpointing : ITrainingStep
             throw new NotSupportedException("Layer checkpointing does not replay LoRA dropout; use LoRA dropout 0 with this baseline.");
         using var scope = NewDisposeScope();
         var targets = batch.Targets();
-        long labelled = targets.ne(TokenBatch.IgnoreIndex).sum().item<long>();
+        var (labelledPositions, labelled) = TokenBatch.LabelledPositions(targets, (int)batch.Length);
         if (labelled == 0) throw new ArgumentException("The batch has no labelled token: there is no loss to train on.", nameof(batch));
         var layers = model.model.layers;
         using var positions = model.Positions(0, batch.Length);
@@ -36,7 +36,7 @@ public sealed class LayerCheckpointing : ITrainingStep
 
         // Head: loss from the last hidden state, gradient with respect to it.
         var last = inputs[^1].detach().requires_grad_(true);
-        var loss = model.LossSum(model.model.norm.forward(last), targets) / labelled;
+        var loss = model.LossSum(model.model.norm.forward(last), targets, tensor(labelledPositions[0], device: model.Device)) / labelled;
         loss.backward();
         var gradient = last.grad!;
 

@@ -67,6 +67,31 @@ public sealed class TokenBatch : IDisposable
     public Tensor Targets() =>
         cat(new[] { Labels.narrow(1, 1, Length - 1), full(BatchSize, 1, IgnoreIndex, dtype: ScalarType.Int64, device: Labels.device) }, 1);
 
+    /// <summary>
+    /// For each chunk of <paramref name="chunkSize"/> positions, the flat indices (into the chunk's B·T positions) of
+    /// targets that carry a label, computed on the host from one copy of the targets per step, so chunk loops need
+    /// no device synchronisation. Also returns the total number of labelled targets.
+    /// </summary>
+    public static (long[][] PerChunk, long Total) LabelledPositions(Tensor targets, int chunkSize)
+    {
+        long batch = targets.shape[0], length = targets.shape[1];
+        var host = targets.cpu().data<long>().ToArray();
+        int chunks = (int)((length + chunkSize - 1) / chunkSize);
+        var perChunk = new long[chunks][];
+        long total = 0;
+        for (int j = 0; j < chunks; j++)
+        {
+            long start = (long)j * chunkSize, size = Math.Min(chunkSize, length - start);
+            var positions = new List<long>();
+            for (long b = 0; b < batch; b++)
+                for (long t = 0; t < size; t++)
+                    if (host[b * length + start + t] != IgnoreIndex) positions.Add(b * size + t);
+            perChunk[j] = positions.ToArray();
+            total += positions.Count;
+        }
+        return (perChunk, total);
+    }
+
     /// <inheritdoc/>
     public void Dispose()
     {

@@ -293,13 +293,21 @@ public sealed class CausalLM : nn.Module
 
     /// <summary>
     /// Summed cross-entropy of a chunk: hidden [B, T, H] predicting targets [B, T] (the NEXT token of each position;
-    /// −100 = ignored). Logits exist for this chunk only, never for a whole long sequence.
+    /// −100 = ignored). Logits exist for this chunk only, never for a whole long sequence. When
+    /// <paramref name="labelledPositions"/> (flat indices into B·T) is given, logits are computed for those positions
+    /// only, which is most of the work saved when few tokens carry a label (prompt/response data).
     /// </summary>
-    public Tensor LossSum(Tensor hidden, Tensor targets)
+    public Tensor LossSum(Tensor hidden, Tensor targets, Tensor? labelledPositions = null)
     {
-        var logits = Logits(hidden);
-        return nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), targets.reshape(-1),
-            ignore_index: -100, reduction: nn.Reduction.Sum);
+        var h = hidden.reshape(-1, hidden.shape[^1]);
+        var t = targets.reshape(-1);
+        if (labelledPositions is not null)
+        {
+            if (labelledPositions.numel() == 0) return zeros(new long[0], dtype: ScoreType(DType), device: Device);
+            h = h.index_select(0, labelledPositions);
+            t = t.index_select(0, labelledPositions);
+        }
+        return nn.functional.cross_entropy(Logits(h), t, ignore_index: -100, reduction: nn.Reduction.Sum);
     }
 
     /// <summary>Every projection in the model with its Hugging Face module path (e.g. <c>model.layers.0.self_attn.q_proj</c>).</summary>

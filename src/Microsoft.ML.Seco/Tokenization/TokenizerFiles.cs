@@ -14,6 +14,13 @@ public static class TokenizerFiles
     /// <summary>The id of <see cref="Gpt2EndOfText"/>.</summary>
     public const int Gpt2EndOfTextId = 50256;
 
+    /// <summary>The files of a model directory that belong to its tokenizer (copied along with exported models).</summary>
+    public static readonly IReadOnlyList<string> Names = new[]
+    {
+        ModelTokenizer.TokenizerJsonFileName, ModelTokenizer.SentencePieceFileName, "tokenizer_config.json",
+        "special_tokens_map.json", "generation_config.json",
+    };
+
     private static readonly Lazy<(string[] Tokens, string[] Merges)> s_gpt2 = new(BuildGpt2);
 
     /// <summary>
