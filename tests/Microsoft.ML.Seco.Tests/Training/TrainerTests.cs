@@ -24,10 +24,10 @@ public sealed class TrainerTests
     }
 
     /// <summary>The same model on every call: LoRA A is initialised from torch's global generator, so it is seeded first.</summary>
-    static CausalLM LoraModel()
+    static CausalLM LoraModel(double dropout = 0)
     {
         random.manual_seed(1);
-        return TestModels.WithLora(TestModels.Create(TestModels.Llama()));
+        return TestModels.WithLora(TestModels.Create(TestModels.Llama()), dropout: dropout);
     }
 
     /// <summary>Fresh batches on every call (the trainer disposes what it consumes): <paramref name="count"/> batches of two sequences.</summary>
@@ -189,11 +189,14 @@ public sealed class TrainerTests
     }
 
     [TestMethod]
-    public void ResumeFromSavedStateIsBitwiseIdenticalToAnUninterruptedRun()
+    [DataRow(false, DisplayName = "SeCO")]
+    [DataRow(true, DisplayName = "full backprop with LoRA dropout (torch's generator is part of the state)")]
+    public void ResumeFromSavedStateIsBitwiseIdenticalToAnUninterruptedRun(bool wholeSequenceWithDropout)
     {
-        // SeCO with accumulation 2 over 5 batches: a partial window ends each epoch and the save falls mid-epoch.
+        // Accumulation 2 over 5 batches: a partial window ends each epoch and the save falls mid-epoch.
         var options = new TrainingOptions { LearningRate = 5e-3, WeightDecay = 0.01, WarmupSteps = 2, GradientAccumulationSteps = 2, MaxEpoch = 3 };
-        ITrainingStep NewStep() => new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 8 });
+        ITrainingStep NewStep() => wholeSequenceWithDropout ? new FullBackprop() : new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 8 });
+        CausalLM LoraModel() => TrainerTests.LoraModel(wholeSequenceWithDropout ? 0.1 : 0);
         string directory = Path.Combine(Path.GetTempPath(), "seco-resume-" + Guid.NewGuid().ToString("N"));
         try
         {
