@@ -102,7 +102,7 @@ public sealed class Trainer : IDisposable
         ArgumentNullException.ThrowIfNull(epochBatches);
         if (batchesPerEpoch is <= 0) throw new ArgumentOutOfRangeException(nameof(batchesPerEpoch), batchesPerEpoch, "batchesPerEpoch must be positive when given.");
         int? totalSteps = TotalSteps(batchesPerEpoch);
-        Options.WarmupStepsFor(totalSteps);
+        Options.WarmupStepsFor(totalSteps); // fails now, not after an epoch, when WarmupRatio has no total to apply to
         if (CompletedSteps == 0 && BatchesConsumedInEpoch == 0) random.manual_seed(Options.Seed);
 
         var clock = Stopwatch.StartNew();
@@ -162,7 +162,6 @@ public sealed class Trainer : IDisposable
                     if (validationBatches is not null && (epochEnds || Finished))
                     {
                         var (sum, count) = Evaluation.MeanNll(Model, validationBatches(), ValidationChunkSize);
-                        Model.train();
                         stepValidation = validationLoss = count > 0 ? sum / count : double.NaN;
                     }
                     var record = Progress(stepNumber, totalSteps, finalLoss, learningRate, tokens, clock.Elapsed, stepsAtStart, stepValidation);
