@@ -1,0 +1,85 @@
+using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Model;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Seco.Training;
+
+/// <summary>
+/// Token negative log-likelihood of batches, computed chunk by chunk against a key/value cache without a graph, so
+/// memory is bounded by one chunk's activations and logits plus the cache, whatever the sequence length.
+/// </summary>
+public static class Evaluation
+{
+    /// <summary>
+    /// Per sequence of <paramref name="batch"/>: the summed NLL of its labelled next-token targets and their number.
+    /// The model is put in evaluation mode for the pass (no dropout) and its mode restored afterwards.
+    /// </summary>
+    /// <param name="model">The model.</param>
+    /// <param name="batch">The batch; not disposed.</param>
+    /// <param name="chunkSize">Tokens per forward pass.</param>
+    public static (double[] SumNll, long[] Tokens) SequenceNll(CausalLM model, TokenBatch batch, int chunkSize)
+    {
+        if (chunkSize <= 0) throw new ArgumentOutOfRangeException(nameof(chunkSize), chunkSize, "chunkSize must be positive.");
+        bool wasTraining = model.training;
+        model.eval();
+        try
+        {
+            using var _ = no_grad();
+            using var scope = NewDisposeScope();
+            var targets = batch.Targets();
+            using var cache = new KvCache(model.Config, batch.BatchSize, batch.Length, model.DType, model.Device);
+            var sums = zeros(batch.BatchSize, dtype: ScalarType.Float64, device: model.Device);
+            for (long start = 0; start < batch.Length; start += chunkSize)
+            {
+                using var chunkScope = NewDisposeScope();
+                long size = Math.Min(chunkSize, batch.Length - start);
+                var (hidden, chunkCache) = model.ForwardChunk(batch.InputIds.narrow(1, start, size), start, cache);
+                var logits = model.Logits(hidden);
+                var chunkTargets = targets.narrow(1, start, size);
+                var nll = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), chunkTargets.reshape(-1),
+                    ignore_index: TokenBatch.IgnoreIndex, reduction: nn.Reduction.None);
+                sums.add_(nll.view(batch.BatchSize, size).to(ScalarType.Float64).sum(1));
+                cache.Write(start, chunkCache);
+            }
+            var counts = targets.ne(TokenBatch.IgnoreIndex).sum(1).to(ScalarType.Int64);
+            return (sums.cpu().data<double>().ToArray(), counts.cpu().data<long>().ToArray());
+        }
+        finally
+        {
+            model.train(wasTraining);
+        }
+    }
+
+    /// <summary>Summed NLL and labelled-token count of one batch (mean NLL = sum / tokens, perplexity = exp of it).</summary>
+    /// <param name="model">The model.</param>
+    /// <param name="batch">The batch; not disposed.</param>
+    /// <param name="chunkSize">Tokens per forward pass.</param>
+    public static (double SumNll, long Tokens) MeanNll(CausalLM model, TokenBatch batch, int chunkSize)
+    {
+        var (sums, tokens) = SequenceNll(model, batch, chunkSize);
+        return (sums.Sum(), tokens.Sum());
+    }
+
+    /// <summary>
+    /// Summed NLL and labelled-token count over <paramref name="batches"/>, each disposed once evaluated (batches are
+    /// usually created on the fly by <see cref="Data.Batching.Batches"/>).
+    /// </summary>
+    /// <param name="model">The model.</param>
+    /// <param name="batches">The batches; each is disposed after use.</param>
+    /// <param name="chunkSize">Tokens per forward pass.</param>
+    public static (double SumNll, long Tokens) MeanNll(CausalLM model, IEnumerable<TokenBatch> batches, int chunkSize)
+    {
+        double sum = 0;
+        long tokens = 0;
+        foreach (var batch in batches)
+        {
+            using (batch)
+            {
+                var (s, t) = MeanNll(model, batch, chunkSize);
+                sum += s;
+                tokens += t;
+            }
+        }
+        return (sum, tokens);
+    }
+}

@@ -1,0 +1,383 @@
+using System.Diagnostics;
+using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Model;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Seco.Training;
+
+/// <summary>
+/// The training loop: AdamW over the model's trainable parameters, warmup and decay of the learning rate, gradient
+/// clipping, gradient accumulation, divergence detection, validation, cancellation and exact resume.
+/// </summary>
+/// <remarks>
+/// Gradient accumulation averages: each <see cref="ITrainingStep"/> leaves the gradient of its batch's mean token loss,
+/// and the summed gradients of the n micro-batches of an optimizer step are divided by n before clipping. The step
+/// therefore follows the mean of the micro-batch losses, each micro-batch weighing the same whatever its token count
+/// (equal to the mean over all their tokens when the micro-batches have equal labelled-token counts).
+/// At the end of an epoch a partial accumulation window is still applied, averaged over the micro-batches it has, so
+/// an epoch of b batches takes ⌈b / <see cref="TrainingOptions.GradientAccumulationSteps"/>⌉ optimizer steps.
+/// </remarks>
+public sealed class Trainer : IDisposable
+{
+    const string StateFileName = "trainer-state.bin";
+    const string StateMagic = "SECO-TRAINER";
+    const int StateVersion = 1;
+
+    readonly AdamW _optimizer;
+    // Parameters in the optimizer's order: AdamW's state_dict lists states group by group in this order.
+    readonly IReadOnlyList<(string Name, Parameter Parameter)> _parameters;
+
+    /// <summary>The model being trained.</summary>
+    public CausalLM Model { get; }
+    /// <summary>The forward/backward strategy of each micro-batch.</summary>
+    public ITrainingStep Step { get; }
+    /// <summary>The options.</summary>
+    public TrainingOptions Options { get; }
+    /// <summary>Tokens per forward pass of validation. Defaults to the chunk size of a <see cref="ChunkwiseStep"/>, else 256.</summary>
+    public int ValidationChunkSize { get; set; }
+
+    /// <summary>Optimizer steps completed (across resumes).</summary>
+    public int CompletedSteps { get; private set; }
+    /// <summary>Epochs completed (across resumes).</summary>
+    public int CompletedEpochs { get; private set; }
+    /// <summary>Batches of the current epoch already trained on; a resumed run skips them.</summary>
+    public int BatchesConsumedInEpoch { get; private set; }
+
+    /// <summary>Test hook: called once per optimizer step with the averaged, not yet clipped gradients in place.</summary>
+    internal Action<int>? BeforeOptimizerStep { get; set; }
+
+    /// <summary>Creates the trainer and its AdamW optimizer over <see cref="CausalLM.TrainableParameters"/>.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">An option is out of range (named by ParamName).</exception>
+    /// <exception cref="ArgumentException">The model has no trainable parameter.</exception>
+    public Trainer(CausalLM model, ITrainingStep step, TrainingOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(step);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        Model = model;
+        Step = step;
+        Options = options;
+        ValidationChunkSize = step is ChunkwiseStep chunkwise ? chunkwise.Options.ChunkSize : 256;
+
+        var trainable = model.TrainableParameters();
+        if (trainable.Count == 0)
+            throw new ArgumentException("The model has no trainable parameter: attach LoRA or call SetTrainable(fullFineTuning: true).", nameof(model));
+        // Decay matrices only: decaying biases and norm scales towards zero hurts and is not what Hugging Face does.
+        var decayed = trainable.Where(p => p.Parameter.dim() >= 2).ToList();
+        var notDecayed = trainable.Where(p => p.Parameter.dim() < 2).ToList();
+        _parameters = decayed.Concat(notDecayed).ToList();
+        var groups = new List<AdamW.ParamGroup>();
+        if (decayed.Count > 0) groups.Add(Group(decayed, options.WeightDecay));
+        if (notDecayed.Count > 0) groups.Add(Group(notDecayed, 0));
+        _optimizer = optim.AdamW(groups, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay);
+    }
+
+    AdamW.ParamGroup Group(List<(string Name, Parameter Parameter)> parameters, double weightDecay) =>
+        new(parameters.Select(p => p.Parameter), Options.LearningRate, Options.Beta1, Options.Beta2, Options.Epsilon, weightDecay, false, false);
+
+    /// <summary>Optimizer steps of a run, when known: MaxSteps, else ⌈batches per epoch / accumulation⌉ × MaxEpoch.</summary>
+    public int? TotalSteps(int? batchesPerEpoch) =>
+        Options.MaxSteps ?? (batchesPerEpoch is int b ? (b + Options.GradientAccumulationSteps - 1) / Options.GradientAccumulationSteps * Options.MaxEpoch : null);
+
+    /// <summary>
+    /// Trains from where the trainer stands (step 0, or the state last loaded) until MaxSteps optimizer steps, or
+    /// MaxEpoch epochs when MaxSteps is null, or cancellation.
+    /// </summary>
+    /// <param name="epochBatches">Creates the batches of one epoch; called once per epoch. Every batch is disposed after use,
+    /// so the enumerable must create fresh ones (as <see cref="Data.Batching.Batches"/> does). It must yield the same
+    /// batches in the same order on each call for a resumed run to skip exactly what was already trained on.</param>
+    /// <param name="batchesPerEpoch">Batches per epoch when known: gives the schedule its total length and the progress its ETA.
+    /// Unknown (null) without MaxSteps, the learning rate stays at its peak after warmup.</param>
+    /// <param name="progress">Receives a record after every optimizer step, synchronously on the training thread.</param>
+    /// <param name="cancellationToken">Checked before every optimizer step; cancellation returns normally with
+    /// <see cref="TrainingSummary.Cancelled"/> set, model and optimizer consistent (ready for <see cref="SaveState"/>).</param>
+    /// <param name="validationBatches">Creates validation batches (disposed after use); evaluated after each epoch and
+    /// after the final step.</param>
+    /// <exception cref="TrainingDivergedException">A loss or the gradient norm is NaN or infinite.</exception>
+    public TrainingSummary Train(Func<IEnumerable<TokenBatch>> epochBatches, int? batchesPerEpoch, IProgress<TrainingProgress>? progress,
+        CancellationToken cancellationToken, Func<IEnumerable<TokenBatch>>? validationBatches = null)
+    {
+        ArgumentNullException.ThrowIfNull(epochBatches);
+        if (batchesPerEpoch is <= 0) throw new ArgumentOutOfRangeException(nameof(batchesPerEpoch), batchesPerEpoch, "batchesPerEpoch must be positive when given.");
+        int? totalSteps = TotalSteps(batchesPerEpoch);
+        Options.WarmupStepsFor(totalSteps); // fails now, not after an epoch, when WarmupRatio has no total to apply to
+        if (CompletedSteps == 0 && BatchesConsumedInEpoch == 0) random.manual_seed(Options.Seed);
+
+        var clock = Stopwatch.StartNew();
+        var history = new List<TrainingProgress>();
+        int stepsAtStart = CompletedSteps;
+        long tokens = 0;
+        double finalLoss = double.NaN;
+        double? validationLoss = null;
+        bool cancelled = false;
+        bool wasTraining = Model.training;
+        Model.train();
+        try
+        {
+            while (!Finished)
+            {
+                using var batches = new Lookahead(epochBatches().GetEnumerator());
+                for (int i = 0; i < BatchesConsumedInEpoch; i++)
+                {
+                    if (batches.Next() is not TokenBatch skipped)
+                        throw new InvalidOperationException($"The epoch has fewer batches ({i}) than the saved position ({BatchesConsumedInEpoch}): the data differs from the run that was saved.");
+                    skipped.Dispose();
+                }
+                if (!batches.HasNext)
+                    throw new InvalidOperationException(BatchesConsumedInEpoch == 0 ? "The epoch yielded no batch: there is nothing to train on." :
+                        $"The epoch ends at the saved position ({BatchesConsumedInEpoch} batches): the data differs from the run that was saved.");
+
+                while (batches.HasNext && !Finished)
+                {
+                    if (cancellationToken.IsCancellationRequested) { cancelled = true; break; }
+                    int stepNumber = CompletedSteps + 1;
+                    double lossSum = 0;
+                    int micro = 0;
+                    while (micro < Options.GradientAccumulationSteps && batches.Next() is TokenBatch batch)
+                    {
+                        using (batch)
+                        using (NewDisposeScope())
+                        {
+                            var result = Step.Run(Model, batch);
+                            if (!double.IsFinite(result.Loss))
+                            {
+                                _optimizer.zero_grad();
+                                throw new TrainingDivergedException(stepNumber, $"the loss of micro-batch {micro + 1} is {result.Loss}");
+                            }
+                            lossSum += result.Loss;
+                            tokens += batch.InputIds.numel();
+                        }
+                        micro++;
+                    }
+                    double learningRate = Options.LearningRateAt(stepNumber, totalSteps);
+                    ApplyStep(stepNumber, micro, learningRate);
+                    CompletedSteps = stepNumber;
+                    BatchesConsumedInEpoch += micro;
+                    finalLoss = lossSum / micro;
+
+                    bool epochEnds = !batches.HasNext;
+                    double? stepValidation = null;
+                    if (validationBatches is not null && (epochEnds || Finished))
+                    {
+                        var (sum, count) = Evaluation.MeanNll(Model, validationBatches(), ValidationChunkSize);
+                        stepValidation = validationLoss = count > 0 ? sum / count : double.NaN;
+                    }
+                    var record = Progress(stepNumber, totalSteps, finalLoss, learningRate, tokens, clock.Elapsed, stepsAtStart, stepValidation);
+                    if (epochEnds)
+                    {
+                        CompletedEpochs++;
+                        BatchesConsumedInEpoch = 0;
+                    }
+                    history.Add(record);
+                    progress?.Report(record);
+                }
+                if (cancelled) break;
+            }
+        }
+        finally
+        {
+            Model.train(wasTraining);
+        }
+        return new TrainingSummary(CompletedSteps, CompletedEpochs, finalLoss, validationLoss, clock.Elapsed, cancelled, history);
+    }
+
+    bool Finished => Options.MaxSteps is int maxSteps ? CompletedSteps >= maxSteps : CompletedEpochs >= Options.MaxEpoch;
+
+    TrainingProgress Progress(int step, int? totalSteps, double loss, double learningRate, long tokens, TimeSpan elapsed, int stepsAtStart, double? validationLoss)
+    {
+        int stepsThisCall = step - stepsAtStart;
+        TimeSpan? eta = totalSteps is int total ? elapsed / stepsThisCall * Math.Max(0, total - step) : null;
+        long peak;
+        using (var process = Process.GetCurrentProcess()) peak = process.PeakWorkingSet64;
+        return new TrainingProgress(step, totalSteps, CompletedEpochs + 1, loss, learningRate,
+            tokens / Math.Max(elapsed.TotalSeconds, 1e-9), elapsed, eta, peak, validationLoss,
+            validationLoss is double v ? Math.Exp(v) : null);
+    }
+
+    void ApplyStep(int stepNumber, int microBatches, double learningRate)
+    {
+        using var scope = NewDisposeScope();
+        var parameters = _parameters.Select(p => p.Parameter).ToList();
+        var gradients = parameters.Select(p => p.grad).OfType<Tensor>().ToList();
+        if (microBatches > 1)
+            foreach (var g in gradients) g.div_(microBatches);
+        BeforeOptimizerStep?.Invoke(stepNumber);
+
+        double norm = Options.MaxGradNorm is double max && max > 0
+            ? nn.utils.clip_grad_norm_(parameters, max)
+            : gradients.Count == 0 ? 0 : stack(gradients.Select(g => g.norm().to(ScalarType.Float64))).norm().item<double>();
+        if (!double.IsFinite(norm))
+        {
+            _optimizer.zero_grad();
+            throw new TrainingDivergedException(stepNumber, $"the gradient norm is {norm}");
+        }
+        foreach (var group in _optimizer.ParamGroups) group.LearningRate = learningRate;
+        _optimizer.step();
+        _optimizer.zero_grad();
+    }
+
+    /// <summary>
+    /// Writes the step counter, epoch, position in the epoch, the trainable parameters' values, AdamW's moments per
+    /// parameter (by name), torch's CPU generator and the step's own state (<see cref="IResumableTrainingStep"/>) to
+    /// <c>trainer-state.bin</c> in <paramref name="directory"/>, through a temporary file renamed into place so that a
+    /// crash never leaves a half-written state. Call it between calls to <see cref="Train"/> (e.g. after cancellation).
+    /// </summary>
+    public void SaveState(string directory)
+    {
+        Directory.CreateDirectory(directory);
+        string path = Path.Combine(directory, StateFileName);
+        string temporary = path + "." + Guid.NewGuid().ToString("N") + ".tmp";
+        try
+        {
+            using (var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write))
+            using (var writer = new BinaryWriter(stream))
+            {
+                writer.Write(StateMagic);
+                writer.Write(StateVersion);
+                writer.Write(CompletedSteps);
+                writer.Write(CompletedEpochs);
+                writer.Write(BatchesConsumedInEpoch);
+                using (var rng = random.get_rng_state()) WriteTensor(writer, rng);
+                byte[]? stepState = (Step as IResumableTrainingStep)?.SaveState();
+                writer.Write(stepState is not null);
+                if (stepState is not null)
+                {
+                    writer.Write(stepState.Length);
+                    writer.Write(stepState);
+                }
+                var states = _optimizer.state_dict().State;
+                writer.Write(_parameters.Count);
+                for (int i = 0; i < _parameters.Count; i++)
+                {
+                    var (name, parameter) = _parameters[i];
+                    var state = (AdamW.State)states[i];
+                    writer.Write(name);
+                    WriteTensor(writer, parameter);
+                    writer.Write(state.step);
+                    WriteTensor(writer, state.exp_avg);
+                    WriteTensor(writer, state.exp_avg_sq);
+                }
+                writer.Flush();
+                stream.Flush(flushToDisk: true);
+            }
+            File.Move(temporary, path, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temporary)) File.Delete(temporary);
+        }
+    }
+
+    /// <summary>
+    /// Restores a state written by <see cref="SaveState"/> into this trainer (same model architecture, trainable
+    /// parameters and step type); the next <see cref="Train"/> continues where the saved run stopped.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">There is no saved state in <paramref name="directory"/>.</exception>
+    /// <exception cref="InvalidDataException">The file is not a trainer state, or its parameters do not match this model.</exception>
+    public void LoadState(string directory)
+    {
+        string path = Path.Combine(directory, StateFileName);
+        if (!File.Exists(path)) throw new FileNotFoundException($"No trainer state in '{directory}'.", path);
+        using var stream = File.OpenRead(path);
+        using var reader = new BinaryReader(stream);
+        try
+        {
+            if (reader.ReadString() != StateMagic) throw new InvalidDataException($"'{path}' is not a trainer state.");
+            int version = reader.ReadInt32();
+            if (version != StateVersion) throw new InvalidDataException($"'{path}' has trainer state version {version}; this library reads {StateVersion}.");
+            int steps = reader.ReadInt32(), epochs = reader.ReadInt32(), consumed = reader.ReadInt32();
+            using var rng = ReadTensor(reader);
+            byte[]? stepState = reader.ReadBoolean() ? reader.ReadBytes(reader.ReadInt32()) : null;
+            if (stepState is not null && Step is not IResumableTrainingStep)
+                throw new InvalidDataException($"'{path}' holds the state of a resumable training step, but {Step.Name} has none.");
+
+            int count = reader.ReadInt32();
+            var byName = _parameters.Select((p, i) => (p.Name, p.Parameter, Index: i)).ToDictionary(p => p.Name);
+            if (count != byName.Count) throw new InvalidDataException($"'{path}' holds {count} trainable parameters; the model has {byName.Count}.");
+            var states = _optimizer.state_dict().State;
+            using (no_grad())
+            {
+                for (int i = 0; i < count; i++)
+                {
+                    string name = reader.ReadString();
+                    if (!byName.TryGetValue(name, out var target)) throw new InvalidDataException($"'{path}' holds parameter '{name}', which is not trainable in this model.");
+                    var state = (AdamW.State)states[target.Index];
+                    ReadInto(reader, target.Parameter, name);
+                    state.step = reader.ReadInt64();
+                    ReadInto(reader, state.exp_avg, name + " (first moment)");
+                    ReadInto(reader, state.exp_avg_sq, name + " (second moment)");
+                }
+            }
+            random.set_rng_state(rng);
+            if (stepState is not null) ((IResumableTrainingStep)Step).LoadState(stepState);
+            CompletedSteps = steps;
+            CompletedEpochs = epochs;
+            BatchesConsumedInEpoch = consumed;
+        }
+        catch (EndOfStreamException e)
+        {
+            throw new InvalidDataException($"'{path}' is truncated.", e);
+        }
+    }
+
+    static void WriteTensor(BinaryWriter writer, Tensor tensor)
+    {
+        using var host = tensor.detach().cpu().contiguous();
+        writer.Write((int)host.dtype);
+        writer.Write(host.dim());
+        foreach (long size in host.shape) writer.Write(size);
+        var bytes = host.bytes;
+        writer.Write(bytes.Length);
+        writer.Write(bytes);
+    }
+
+    static Tensor ReadTensor(BinaryReader reader)
+    {
+        var dtype = (ScalarType)reader.ReadInt32();
+        var shape = new long[reader.ReadInt64()];
+        for (int d = 0; d < shape.Length; d++) shape[d] = reader.ReadInt64();
+        var bytes = reader.ReadBytes(reader.ReadInt32());
+        var tensor = empty(shape, dtype: dtype, device: CPU);
+        if (bytes.Length != tensor.bytes.Length)
+        {
+            tensor.Dispose();
+            throw new InvalidDataException($"A saved tensor of shape [{string.Join(", ", shape)}] has {bytes.Length} bytes.");
+        }
+        tensor.bytes = bytes;
+        return tensor;
+    }
+
+    static void ReadInto(BinaryReader reader, Tensor target, string name)
+    {
+        using var saved = ReadTensor(reader);
+        if (saved.dtype != target.dtype || !saved.shape.SequenceEqual(target.shape))
+            throw new InvalidDataException($"Saved '{name}' is {saved.dtype} [{string.Join(", ", saved.shape)}]; the model's is {target.dtype} [{string.Join(", ", target.shape)}].");
+        target.copy_(saved);
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() => _optimizer.Dispose();
+
+    /// <summary>An enumerator that knows whether another item follows, so an epoch's last step is recognised as such.</summary>
+    sealed class Lookahead(IEnumerator<TokenBatch> inner) : IDisposable
+    {
+        TokenBatch? _next = inner.MoveNext() ? inner.Current : null;
+
+        public bool HasNext => _next is not null;
+
+        public TokenBatch? Next()
+        {
+            var current = _next;
+            if (current is not null) _next = inner.MoveNext() ? inner.Current : null;
+            return current;
+        }
+
+        public void Dispose()
+        {
+            _next?.Dispose();
+            inner.Dispose();
+        }
+    }
+}
