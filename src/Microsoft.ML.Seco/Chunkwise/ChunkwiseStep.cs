@@ -33,9 +33,11 @@ public sealed record ChunkwiseOptions
 /// Stage 2 walks the selected chunks backwards, rebuilding one chunk's graph at a time on top of the cached prefix
 /// and backpropagating its loss together with the gradient later chunks sent to its cache.
 /// </summary>
-public sealed class ChunkwiseStep : ITrainingStep
+public sealed class ChunkwiseStep : IResumableTrainingStep
 {
-    readonly Random _random;
+    // Every step draws from a generator seeded by (Seed, steps run so far), so the whole random state is one counter
+    // that a resumed run restores.
+    long _stepsRun;
 
     /// <summary>The options.</summary>
     public ChunkwiseOptions Options { get; }
@@ -48,7 +50,6 @@ public sealed class ChunkwiseStep : ITrainingStep
     {
         options.Validate();
         Options = options;
-        _random = new Random(options.Seed);
     }
 
     /// <inheritdoc/>
@@ -60,17 +61,25 @@ public sealed class ChunkwiseStep : ITrainingStep
     /// <inheritdoc/>
     public StepResult Run(CausalLM model, TokenBatch batch)
     {
+        var random = new Random(HashCode.Combine(Options.Seed, _stepsRun++));
         int k = ChunkCount(batch.Length);
-        var selection = ChunkSelection.Sample(k, Options.SampledChunks ?? k, Options.Sampler, Options.Compensate, Options.MaxCompensation, _random);
-        return Run(model, batch, selection);
+        var selection = ChunkSelection.Sample(k, Options.SampledChunks ?? k, Options.Sampler, Options.Compensate, Options.MaxCompensation, random);
+        return Run(model, batch, selection, random.NextInt64());
     }
 
     /// <summary>Runs Stage 1 and Stage 2 for a given selection of chunks (used by the expectation checks).</summary>
-    public StepResult Run(CausalLM model, TokenBatch batch, ChunkSelection selection)
+    public StepResult Run(CausalLM model, TokenBatch batch, ChunkSelection selection) => Run(model, batch, selection, Options.Seed);
+
+    /// <inheritdoc/>
+    public byte[] SaveState() => BitConverter.GetBytes(_stepsRun);
+
+    /// <inheritdoc/>
+    public void LoadState(byte[] state) => _stepsRun = BitConverter.ToInt64(state);
+
+    StepResult Run(CausalLM model, TokenBatch batch, ChunkSelection selection, long dropoutSeed)
     {
         int k = ChunkCount(batch.Length);
         if (selection.Keep.Length != k) throw new ArgumentException($"The selection covers {selection.Keep.Length} chunks; the batch has {k}.", nameof(selection));
-        long dropoutSeed = _random.NextInt64();
         using var scope = NewDisposeScope();
         var targets = batch.Targets();
         var (labelledPositions, labelled) = TokenBatch.LabelledPositions(targets, Options.ChunkSize);
@@ -124,7 +133,7 @@ public sealed class ChunkwiseStep : ITrainingStep
         }
         cache.TrackGradients(false);
 
-        return new StepResult(lossSum.item<double>() / labelled, labelled, k, selection.Count, selection.Compensation);
+        return new StepResult(lossSum.to(ScalarType.Float64).item<double>() / labelled, labelled, k, selection.Count, selection.Compensation);
     }
 
     static void Seed(List<Tensor> outputs, List<Tensor> seeds, Tensor output, Tensor gradient, double compensation)

@@ -22,3 +22,16 @@ public interface ITrainingStep
     /// <summary>Runs the step.</summary>
     StepResult Run(CausalLM model, TokenBatch batch);
 }
+
+/// <summary>
+/// A training step with random state of its own (e.g. SpaCO's chunk sampler) that must survive
+/// <see cref="Training.Trainer.SaveState"/>/<see cref="Training.Trainer.LoadState"/> for a resumed run to repeat an uninterrupted one.
+/// </summary>
+public interface IResumableTrainingStep : ITrainingStep
+{
+    /// <summary>The step's state as bytes.</summary>
+    byte[] SaveState();
+
+    /// <summary>Restores a state returned by <see cref="SaveState"/>.</summary>
+    void LoadState(byte[] state);
+}

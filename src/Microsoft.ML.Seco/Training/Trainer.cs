@@ -218,6 +218,9 @@ public sealed class Trainer : IDisposable
         _optimizer.zero_grad();
     }
 
+    /// <summary>True when <paramref name="directory"/> holds a state written by <see cref="SaveState"/>.</summary>
+    public static bool HasState(string directory) => File.Exists(Path.Combine(directory, StateFileName));
+
     /// <summary>
     /// Writes the step counter, epoch, position in the epoch, the trainable parameters' values, AdamW's moments per
     /// parameter (by name), torch's CPU generator and the step's own state (<see cref="IResumableTrainingStep"/>) to

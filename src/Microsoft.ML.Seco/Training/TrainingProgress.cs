@@ -49,16 +49,3 @@ public sealed class TrainingDivergedException : Exception
     /// <summary>Creates the exception with a message of its own and an inner exception.</summary>
     public TrainingDivergedException(string message, Exception innerException) : base(message, innerException) { }
 }
-
-/// <summary>
-/// A training step with random state of its own (e.g. SpaCO's chunk sampler) that must survive
-/// <see cref="Trainer.SaveState"/>/<see cref="Trainer.LoadState"/> for a resumed run to repeat an uninterrupted one.
-/// </summary>
-public interface IResumableTrainingStep : Chunkwise.ITrainingStep
-{
-    /// <summary>The step's state as bytes.</summary>
-    byte[] SaveState();
-
-    /// <summary>Restores a state returned by <see cref="SaveState"/>.</summary>
-    void LoadState(byte[] state);
-}

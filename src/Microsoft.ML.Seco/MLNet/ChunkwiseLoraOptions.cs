@@ -1,0 +1,159 @@
+using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Data;
+using Microsoft.ML.Seco.Lora;
+using Microsoft.ML.Seco.Training;
+
+namespace Microsoft.ML.Seco;
+
+public sealed partial class ChunkwiseLoraTrainer
+{
+    /// <summary>
+    /// Everything the chunk-wise fine-tuning stage can be told. Field names follow Microsoft.ML.TorchSharp's trainers
+    /// where they mean the same (BatchSize, MaxEpoch, LearningRate, WeightDecay, FinalLearningRateRatio,
+    /// ValidationSet). It does not derive from TorchSharpBaseTrainer.Options: that class brings label, score and
+    /// predicted-label columns that a language-model stage has no use for.
+    /// </summary>
+    public sealed class Options
+    {
+        // Model
+
+        /// <summary>A Hugging Face model directory (config.json, safetensors, tokenizer). Required.</summary>
+        public string ModelPath = "";
+        /// <summary>"auto" (MLContext.GpuDeviceId or CUDA when available, else CPU), "cpu", "cuda", "cuda:N". Default "auto".</summary>
+        public string Device = "auto";
+        /// <summary>"auto" (float32 on CPU, bfloat16 on CUDA), "float32", "bfloat16", "float16", "float64". Default "auto".</summary>
+        public string DType = "auto";
+
+        // Data
+
+        /// <summary>Column with whole documents; the loss covers every token. Default "Text". Ignored when prompt and response columns are set.</summary>
+        public string TextColumnName = "Text";
+        /// <summary>Column with prompts (no loss on their tokens), used with <see cref="ResponseColumnName"/>. Default null.</summary>
+        public string? PromptColumnName;
+        /// <summary>Column with responses (the loss covers only these tokens). Default null.</summary>
+        public string? ResponseColumnName;
+        /// <summary>Longest token sequence trained on, 2 to 1,048,576. Default 16384.</summary>
+        public int MaxSequenceLength = 16384;
+        /// <summary>What happens to longer documents: split into consecutive windows, or truncated. Default Split.</summary>
+        public SequenceOverflow Overflow = SequenceOverflow.Split;
+
+        // Chunk-wise optimization
+
+        /// <summary>Tokens per chunk, at least 1. Default 128.</summary>
+        public int ChunkSize = 128;
+        /// <summary>Chunks backpropagated per sequence (SpaCO's t), at least 1; null or ≥ the chunk count = exact SeCO. Default null.</summary>
+        public int? SampledChunks;
+        /// <summary>How SpaCO draws chunks. Default Bernoulli (exactly unbiased).</summary>
+        public ChunkSampler Sampler = ChunkSampler.Bernoulli;
+        /// <summary>Multiply sampled losses and cache gradients by the compensation factor. Default true.</summary>
+        public bool Compensate = true;
+        /// <summary>Cap on the compensation factor, at least 1 (the paper recommends 2), or null. Default null.</summary>
+        public double? MaxCompensation;
+
+        // LoRA
+
+        /// <summary>LoRA rank r, at least 1. Default 8.</summary>
+        public int LoraRank = 8;
+        /// <summary>LoRA alpha (the update is scaled by alpha / r), positive. Default 16.</summary>
+        public double LoraAlpha = 16;
+        /// <summary>LoRA dropout in [0, 1). Default 0.</summary>
+        public double LoraDropout;
+        /// <summary>Projections that get adapters. Default q_proj, k_proj, v_proj, o_proj.</summary>
+        public string[] LoraTargetModules = LoraConfig.AttentionProjections.ToArray();
+        /// <summary>Train every parameter instead of LoRA adapters. Default false.</summary>
+        public bool FullFineTuning;
+
+        // Optimisation
+
+        /// <summary>Sequences per micro-batch, at least 1. Default 1.</summary>
+        public int BatchSize = 1;
+        /// <summary>Passes over the data, at least 1. Default 1.</summary>
+        public int MaxEpoch = 1;
+        /// <summary>Stop after this many optimizer steps, or null to run <see cref="MaxEpoch"/> epochs. Default null.</summary>
+        public int? MaxSteps;
+        /// <summary>Peak AdamW learning rate, positive. Default 1e-4.</summary>
+        public double LearningRate = 1e-4;
+        /// <summary>Final learning rate as a fraction of the peak (cosine or linear decay), in [0, 1]. Default 0.</summary>
+        public double FinalLearningRateRatio;
+        /// <summary>Warm-up optimizer steps, at least 0. Default 0.</summary>
+        public int WarmupSteps;
+        /// <summary>Learning-rate schedule after warm-up. Default Cosine.</summary>
+        public LearningRateSchedule Schedule = LearningRateSchedule.Cosine;
+        /// <summary>AdamW weight decay, at least 0. Default 0.</summary>
+        public double WeightDecay;
+        /// <summary>Gradient-norm clipping threshold, or null for none. Default 1.</summary>
+        public double? MaxGradNorm = 1.0;
+        /// <summary>Micro-batches per optimizer step, at least 1. Default 1.</summary>
+        public int GradientAccumulationSteps = 1;
+        /// <summary>Held-out documents (same columns); loss and perplexity on them are reported after each epoch. Default null.</summary>
+        public IDataView? ValidationSet;
+        /// <summary>Seed for LoRA initialisation, chunk sampling and dropout; null takes one from the MLContext's seed. Default null.</summary>
+        public int? Seed;
+
+        // Scoring
+
+        /// <summary>Tokens generated into a Completion column when <see cref="PromptColumnName"/> is set; 0 = no column. Default 0.</summary>
+        public int MaxNewTokens;
+
+        // Long runs
+
+        /// <summary>Folder for resumable training state; null = none. Default null.</summary>
+        public string? CheckpointDirectory;
+        /// <summary>Optimizer steps between saved states (with <see cref="CheckpointDirectory"/>), at least 1. Default 100.</summary>
+        public int CheckpointEverySteps = 100;
+        /// <summary>Continue from the state in <see cref="CheckpointDirectory"/> when there is one. Default true.</summary>
+        public bool Resume = true;
+        /// <summary>Receives a report after every optimizer step (in addition to MLContext.Log). Default null.</summary>
+        public IProgress<TrainingProgress>? Progress;
+        /// <summary>Stops training at the next step boundary; the stage then holds what was learnt so far. Default none.</summary>
+        public CancellationToken CancellationToken;
+
+        internal bool HasPromptResponse => PromptColumnName is not null && ResponseColumnName is not null;
+
+        /// <summary>Throws an ArgumentException naming the first option out of range.</summary>
+        public void Validate()
+        {
+            static void Require(bool condition, string option, object? value, string rule)
+            {
+                if (!condition) throw new ArgumentOutOfRangeException(option, value, $"{option} {rule}.");
+            }
+            if (string.IsNullOrWhiteSpace(ModelPath)) throw new ArgumentException("ModelPath is required: a Hugging Face model directory.", nameof(ModelPath));
+            if (ResponseColumnName is not null && PromptColumnName is null)
+                throw new ArgumentException("ResponseColumnName needs PromptColumnName: the loss covers responses given their prompts.", nameof(PromptColumnName));
+            Require(MaxSequenceLength is >= 2 and <= 1 << 20, nameof(MaxSequenceLength), MaxSequenceLength, "must be between 2 and 1,048,576");
+            Require(ChunkSize >= 1, nameof(ChunkSize), ChunkSize, "must be at least 1");
+            Require(SampledChunks is null or >= 1, nameof(SampledChunks), SampledChunks, "must be at least 1 (or null for exact SeCO)");
+            Require(MaxCompensation is null or >= 1, nameof(MaxCompensation), MaxCompensation, "must be at least 1 (or null)");
+            Require(LoraRank >= 1, nameof(LoraRank), LoraRank, "must be at least 1");
+            Require(LoraAlpha > 0, nameof(LoraAlpha), LoraAlpha, "must be positive");
+            Require(LoraDropout is >= 0 and < 1, nameof(LoraDropout), LoraDropout, "must be in [0, 1)");
+            Require(BatchSize >= 1, nameof(BatchSize), BatchSize, "must be at least 1");
+            Require(MaxEpoch >= 1, nameof(MaxEpoch), MaxEpoch, "must be at least 1");
+            Require(MaxSteps is null or >= 1, nameof(MaxSteps), MaxSteps, "must be at least 1 (or null)");
+            Require(LearningRate > 0 && double.IsFinite(LearningRate), nameof(LearningRate), LearningRate, "must be positive");
+            Require(FinalLearningRateRatio is >= 0 and <= 1, nameof(FinalLearningRateRatio), FinalLearningRateRatio, "must be in [0, 1]");
+            Require(WarmupSteps >= 0, nameof(WarmupSteps), WarmupSteps, "must be at least 0");
+            Require(WeightDecay >= 0, nameof(WeightDecay), WeightDecay, "must be at least 0");
+            Require(MaxGradNorm is null or > 0, nameof(MaxGradNorm), MaxGradNorm, "must be positive (or null)");
+            Require(GradientAccumulationSteps >= 1, nameof(GradientAccumulationSteps), GradientAccumulationSteps, "must be at least 1");
+            Require(MaxNewTokens >= 0, nameof(MaxNewTokens), MaxNewTokens, "must be at least 0");
+            Require(CheckpointEverySteps >= 1, nameof(CheckpointEverySteps), CheckpointEverySteps, "must be at least 1");
+            new LoraConfig { Rank = LoraRank, Alpha = LoraAlpha, Dropout = LoraDropout, TargetModules = LoraTargetModules }.Validate();
+        }
+
+        internal LoraConfig Lora => new() { Rank = LoraRank, Alpha = LoraAlpha, Dropout = LoraDropout, TargetModules = LoraTargetModules };
+
+        internal ChunkwiseOptions Chunkwise(int seed) => new()
+        {
+            ChunkSize = ChunkSize, SampledChunks = SampledChunks, Sampler = Sampler,
+            Compensate = Compensate, MaxCompensation = MaxCompensation, Seed = seed,
+        };
+
+        internal TrainingOptions Training(int seed) => new()
+        {
+            LearningRate = LearningRate, WeightDecay = WeightDecay, WarmupSteps = WarmupSteps, Schedule = Schedule,
+            MinLearningRateRatio = FinalLearningRateRatio, MaxGradNorm = MaxGradNorm,
+            GradientAccumulationSteps = GradientAccumulationSteps, MaxEpoch = MaxEpoch, MaxSteps = MaxSteps, Seed = seed,
+        };
+    }
+}

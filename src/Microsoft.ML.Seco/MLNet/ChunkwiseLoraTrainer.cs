@@ -1,0 +1,125 @@
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+using Microsoft.ML.Seco.Checkpoints;
+using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Data;
+using Microsoft.ML.Seco.Lora;
+using Microsoft.ML.Seco.Model;
+using Microsoft.ML.Seco.Tokenization;
+using Microsoft.ML.Seco.Training;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Seco;
+
+/// <summary>
+/// The estimator: fine-tunes a Hugging Face causal LM on the documents of an IDataView with chunk-wise optimization
+/// (SeCO when <see cref="Options.SampledChunks"/> is null, SpaCO otherwise), LoRA by default. Fitting yields a
+/// <see cref="ChunkwiseLoraTransformer"/> that scores documents (perplexity) and can generate.
+/// </summary>
+public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTransformer>
+{
+    readonly IHostEnvironment _environment;
+    readonly Options _options;
+
+    /// <summary>Creates the estimator; <c>mlContext.Transforms.Text.ChunkwiseLora(options)</c> does the same.</summary>
+    public ChunkwiseLoraTrainer(MLContext mlContext, Options options) : this((IHostEnvironment)mlContext, options) { }
+
+    internal ChunkwiseLoraTrainer(IHostEnvironment environment, Options options)
+    {
+        ArgumentNullException.ThrowIfNull(environment);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _environment = environment;
+        _options = options;
+    }
+
+    /// <summary>Checks the input columns and returns the schema with the scoring columns added.</summary>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        foreach (var column in DocumentRows.TrainingColumns(_options)) DocumentRows.CheckText(inputSchema, column);
+        return Scoring.OutputShape(_options, inputSchema);
+    }
+
+    /// <summary>Loads the base model, trains on <paramref name="input"/> and returns the fitted stage.</summary>
+    public ChunkwiseLoraTransformer Fit(IDataView input)
+    {
+        foreach (var column in DocumentRows.TrainingColumns(_options)) DocumentRows.CheckText(input.Schema, column);
+        if (_options.ValidationSet is { } validationSet)
+            foreach (var column in DocumentRows.TrainingColumns(_options)) DocumentRows.CheckText(validationSet.Schema, column);
+        var host = _environment.Register(nameof(ChunkwiseLoraTrainer));
+        int seed = _options.Seed ?? host.Rand.Next();
+        using var channel = host.Start("ChunkwiseLora");
+
+        var device = TensorSettings.ResolveDevice(_options.Device, nameof(Options.Device));
+        var dtype = TensorSettings.ResolveDType(_options.DType, device, nameof(Options.DType));
+        var tokenizer = ModelTokenizer.Load(_options.ModelPath);
+        var model = ModelDirectory.Load(_options.ModelPath, dtype, device);
+        try
+        {
+            manual_seed(seed); // LoRA A's Kaiming init draws from the global generator.
+            model.AttachLora(_options.Lora);
+            if (_options.FullFineTuning) model.SetTrainable(fullFineTuning: true);
+            model.train();
+            channel.Info(MessageSensitivity.None, $"ChunkwiseLora: {model.Config.ModelType} with {model.Config.NumHiddenLayers} layers on {device.type} ({TensorSettings.Name(dtype)}), " +
+                $"{(_options.SampledChunks is int t ? $"SpaCO t={t} {_options.Sampler}" : "SeCO")}, chunk {_options.ChunkSize}, " +
+                $"{model.TrainableParameters().Sum(p => p.Parameter.numel()):N0} trainable parameters.");
+
+            var summary = Train(model, tokenizer, input, seed, device, channel);
+            model.eval();
+            return new ChunkwiseLoraTransformer(model, tokenizer, ScoringSettings.From(_options, device, dtype), summary);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    TrainingSummary Train(CausalLM model, ModelTokenizer tokenizer, IDataView input, int seed, Device device, IChannel channel)
+    {
+        var builder = new SequenceBuilder(_options.MaxSequenceLength, _options.Overflow);
+        int padId = tokenizer.PadId ?? tokenizer.EosId ?? 0;
+        long skipped = 0;
+        IEnumerable<TrainingExample> Examples(IDataView data, bool countSkipped)
+        {
+            foreach (var row in DocumentRows.Read(data, _options))
+            {
+                var examples = (row.Text is not null ? builder.FromText(tokenizer, row.Text) : builder.FromPromptResponse(tokenizer, row.Prompt, row.Response)).ToList();
+                if (examples.Count == 0 && countSkipped) skipped++;
+                foreach (var example in examples) yield return example;
+            }
+        }
+        Func<IEnumerable<TokenBatch>> epoch = () => { skipped = 0; return Batching.Batches(Examples(input, true), _options.BatchSize, padId, device); };
+        Func<IEnumerable<TokenBatch>>? validation = _options.ValidationSet is { } v
+            ? () => Batching.Batches(Examples(v, false), _options.BatchSize, padId, device)
+            : null;
+
+        using var trainer = new Trainer(model, new ChunkwiseStep(_options.Chunkwise(seed)), _options.Training(seed));
+        if (_options.CheckpointDirectory is { } checkpoints && _options.Resume && Trainer.HasState(checkpoints))
+        {
+            trainer.LoadState(checkpoints);
+            channel.Info(MessageSensitivity.None, $"ChunkwiseLora: resumed from {checkpoints}.");
+        }
+        var progress = new Progress(channel, _options, trainer);
+        var summary = trainer.Train(epoch, null, progress, _options.CancellationToken, validation);
+        if (_options.CheckpointDirectory is { } directory) trainer.SaveState(directory);
+        if (skipped > 0) channel.Warning(MessageSensitivity.None, $"ChunkwiseLora: skipped {skipped} empty row(s) in the last epoch.");
+        channel.Info(MessageSensitivity.None, $"ChunkwiseLora: {(summary.Cancelled ? "cancelled" : "finished")} after {summary.Steps} steps, " +
+            $"final loss {summary.FinalLoss:F4}{(summary.ValidationLoss is double vl ? $", validation loss {vl:F4}" : "")}, {summary.Elapsed:hh\\:mm\\:ss}.");
+        return summary;
+    }
+
+    /// <summary>Forwards progress to ML.NET's log, the user's IProgress, and the periodic checkpoint.</summary>
+    sealed class Progress(IChannel channel, Options options, Trainer trainer) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress p)
+        {
+            channel.Info(MessageSensitivity.None,
+                $"step {p.Step}{(p.TotalSteps is int total ? $"/{total}" : "")} epoch {p.Epoch} loss {p.Loss:F4} lr {p.LearningRate:E2} " +
+                $"{p.TokensPerSecond:F0} tok/s elapsed {p.Elapsed:hh\\:mm\\:ss}{(p.Eta is TimeSpan eta ? $" eta {eta:hh\\:mm\\:ss}" : "")} " +
+                $"peak {p.PeakMemoryBytes / (1024.0 * 1024):F0} MiB{(p.ValidationLoss is double v ? $" validation loss {v:F4} ppl {p.ValidationPerplexity:F2}" : "")}");
+            options.Progress?.Report(p);
+            if (options.CheckpointDirectory is { } directory && p.Step % options.CheckpointEverySteps == 0) trainer.SaveState(directory);
+        }
+    }
+}

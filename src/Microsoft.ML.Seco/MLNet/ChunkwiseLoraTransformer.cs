@@ -1,0 +1,145 @@
+using Microsoft.ML.Data;
+using Microsoft.ML.Seco.Checkpoints;
+using Microsoft.ML.Seco.Inference;
+using Microsoft.ML.Seco.Lora;
+using Microsoft.ML.Seco.Model;
+using Microsoft.ML.Seco.Tokenization;
+using Microsoft.ML.Seco.Training;
+
+namespace Microsoft.ML.Seco;
+
+/// <summary>
+/// The fitted stage: the base model with its trained adapter. <see cref="Transform"/> adds Perplexity,
+/// NegativeLogLikelihood and ScoredTokens columns (and Completion when a prompt column and MaxNewTokens are set),
+/// computed lazily as ML.NET cursors read rows. Dispose it to release the model's native memory.
+/// </summary>
+public sealed class ChunkwiseLoraTransformer : ITransformer, IDisposable
+{
+    readonly object _gate = new();
+    bool _disposed;
+
+    internal ChunkwiseLoraTransformer(CausalLM model, ModelTokenizer tokenizer, ScoringSettings settings, TrainingSummary? summary)
+    {
+        Model = model;
+        Tokenizer = tokenizer;
+        Settings = settings;
+        TrainingSummary = summary;
+    }
+
+    /// <summary>The fine-tuned model (base weights + adapters).</summary>
+    public CausalLM Model { get; }
+    /// <summary>The model's tokenizer.</summary>
+    public ModelTokenizer Tokenizer { get; }
+    /// <summary>Scoring and persistence settings.</summary>
+    public ScoringSettings Settings { get; }
+    /// <summary>How training went; null for a stage loaded from a file.</summary>
+    public TrainingSummary? TrainingSummary { get; }
+
+    /// <summary>False: the stage scores through <see cref="Transform"/> only.</summary>
+    public bool IsRowToRowMapper => false;
+
+    /// <summary>The input schema plus the scoring columns.</summary>
+    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
+    {
+        CheckInput(inputSchema);
+        var builder = new DataViewSchema.Builder();
+        builder.AddColumns(inputSchema);
+        builder.AddColumn(nameof(ScoringOutput.Perplexity), NumberDataViewType.Single);
+        builder.AddColumn(nameof(ScoringOutput.NegativeLogLikelihood), NumberDataViewType.Single);
+        builder.AddColumn(nameof(ScoringOutput.ScoredTokens), NumberDataViewType.Int32);
+        if (Settings.PromptColumnName is not null && Settings.MaxNewTokens > 0)
+            builder.AddColumn(nameof(CompletionOutput.Completion), TextDataViewType.Instance);
+        return builder.ToSchema();
+    }
+
+    /// <summary>Not supported: use <see cref="Transform"/>.</summary>
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) =>
+        throw new NotSupportedException("ChunkwiseLoraTransformer scores through Transform(IDataView); it has no row-to-row mapper.");
+
+    /// <summary>Adds the scoring columns; rows are scored when a cursor reads them.</summary>
+    public IDataView Transform(IDataView input)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        CheckInput(input.Schema);
+        return Scoring.Estimator(Settings, Score, (prompt, output) => output.Completion = Complete(prompt)).Fit(input).Transform(input);
+    }
+
+    /// <summary>Perplexity of one document (exp of the mean token negative log-likelihood).</summary>
+    public double Perplexity(string text)
+    {
+        var (sum, tokens) = Nll(new DocumentRow(text, null, null));
+        return tokens == 0 ? double.NaN : Math.Exp(sum / tokens);
+    }
+
+    /// <summary>Continues a prompt (greedy, <see cref="ScoringSettings.MaxNewTokens"/> tokens unless options say otherwise).</summary>
+    public string Complete(string prompt, GenerationOptions? options = null)
+    {
+        lock (_gate) return Scoring.Complete(Model, Tokenizer, Settings, prompt, options);
+    }
+
+    /// <summary>Writes the adapter in Hugging Face PEFT's layout (adapter_config.json + adapter_model.safetensors).</summary>
+    public void SaveAdapter(string directory)
+    {
+        if (Settings.FullFineTuning) throw new InvalidOperationException("This stage was fully fine-tuned: save it with SaveMerged, there is no adapter.");
+        lock (_gate) PeftAdapter.Save(Model, directory, Settings.ModelPath);
+    }
+
+    /// <summary>Writes a plain Hugging Face checkpoint with the adapters merged into the weights, plus the tokenizer files.</summary>
+    public void SaveMerged(string directory)
+    {
+        lock (_gate)
+        {
+            var projections = Model.Projections().Select(p => p.Projection).ToList();
+            projections.ForEach(p => p.Merge());
+            try { ModelDirectory.Save(Model, directory); }
+            finally { projections.ForEach(p => p.Unmerge()); }
+        }
+        foreach (var file in TokenizerFiles.Names)
+        {
+            string source = Path.Combine(Settings.ModelPath, file);
+            if (File.Exists(source)) File.Copy(source, Path.Combine(directory, file), overwrite: true);
+        }
+    }
+
+    /// <summary>Saves this stage to one file (see <see cref="SecoModel"/>).</summary>
+    public void Save(MLContext mlContext, string path) => SecoModel.Save(mlContext, this, null, path);
+
+    void ICanSaveModel.Save(ModelSaveContext ctx) =>
+        throw new NotSupportedException(
+            "ChunkwiseLoraTransformer cannot be written by MLContext.Model.Save: ML.NET keeps the API for saving custom " +
+            "transformers internal. Use SecoModel.Save(mlContext, model, inputSchema, path) and SecoModel.Load(mlContext, path): " +
+            "they save a whole pipeline, ML.NET stages included, as one file. Any file Model.Save created is incomplete; delete it.");
+
+    void Score(DocumentRow row, ScoringOutput output)
+    {
+        var (sum, tokens) = Nll(row);
+        output.ScoredTokens = (int)tokens;
+        output.NegativeLogLikelihood = tokens == 0 ? float.NaN : (float)(sum / tokens);
+        output.Perplexity = tokens == 0 ? float.NaN : (float)Math.Exp(sum / tokens);
+    }
+
+    (double Sum, long Tokens) Nll(DocumentRow row)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        // ML.NET may read rows from several threads; the model's forward pass is not re-entrant.
+        lock (_gate) return Scoring.Nll(Model, Tokenizer, Settings, row);
+    }
+
+    void CheckInput(DataViewSchema schema)
+    {
+        if (Settings.HasPromptResponse)
+        {
+            DocumentRows.CheckText(schema, Settings.PromptColumnName!);
+            DocumentRows.CheckText(schema, Settings.ResponseColumnName!);
+        }
+        else DocumentRows.CheckText(schema, Settings.TextColumnName);
+    }
+
+    /// <summary>Releases the model's native memory.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        Model.Dispose();
+    }
+}

@@ -1,0 +1,161 @@
+using Microsoft.ML.Data;
+using Microsoft.ML.Seco.Data;
+using Microsoft.ML.Seco.Inference;
+using Microsoft.ML.Seco.Lora;
+using Microsoft.ML.Seco.Model;
+using Microsoft.ML.Seco.Tokenization;
+using Microsoft.ML.Seco.Training;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Seco;
+
+/// <summary>What a fitted stage needs to score and to be saved and reloaded (no training-only settings).</summary>
+public sealed record ScoringSettings
+{
+    /// <summary>The base model directory.</summary>
+    public required string ModelPath { get; init; }
+    /// <summary>Device name the stage runs on ("cpu", "cuda:0").</summary>
+    public required string Device { get; init; }
+    /// <summary>Model dtype name ("float32", ...).</summary>
+    public required string DType { get; init; }
+    /// <summary>Column with documents to score.</summary>
+    public string TextColumnName { get; init; } = "Text";
+    /// <summary>Prompt column (scores responses given prompts; feeds Completion).</summary>
+    public string? PromptColumnName { get; init; }
+    /// <summary>Response column.</summary>
+    public string? ResponseColumnName { get; init; }
+    /// <summary>Chunk size of the scoring forward passes (memory bounded by one chunk).</summary>
+    public int ChunkSize { get; init; } = 128;
+    /// <summary>Documents longer than this are scored window by window.</summary>
+    public int MaxSequenceLength { get; init; } = 16384;
+    /// <summary>Tokens generated into the Completion column (0 = no column).</summary>
+    public int MaxNewTokens { get; init; }
+    /// <summary>The LoRA adapter configuration.</summary>
+    public required LoraConfig Lora { get; init; }
+    /// <summary>True when every parameter was trained (the saved stage then holds full weights).</summary>
+    public bool FullFineTuning { get; init; }
+
+    internal bool HasPromptResponse => PromptColumnName is not null && ResponseColumnName is not null;
+
+    internal static ScoringSettings From(ChunkwiseLoraTrainer.Options o, Device device, ScalarType dtype) => new()
+    {
+        ModelPath = Path.GetFullPath(o.ModelPath), Device = device.ToString(), DType = TensorSettings.Name(dtype),
+        TextColumnName = o.TextColumnName, PromptColumnName = o.PromptColumnName, ResponseColumnName = o.ResponseColumnName,
+        ChunkSize = o.ChunkSize, MaxSequenceLength = o.MaxSequenceLength, MaxNewTokens = o.MaxNewTokens,
+        Lora = o.Lora, FullFineTuning = o.FullFineTuning,
+    };
+}
+
+/// <summary>Rows of the scoring columns (ML.NET custom mapping types).</summary>
+public sealed class ScoringOutput
+{
+    /// <summary>exp(mean negative log-likelihood) of the scored tokens; NaN for an empty document.</summary>
+    public float Perplexity;
+    /// <summary>Mean negative log-likelihood per scored token (nats).</summary>
+    public float NegativeLogLikelihood;
+    /// <summary>Tokens scored (predicted) in the row.</summary>
+    public int ScoredTokens;
+}
+
+/// <summary>The generated continuation of a row's prompt.</summary>
+public sealed class CompletionOutput
+{
+    /// <summary>Generated text.</summary>
+    public string Completion = "";
+}
+
+/// <summary>Input row types the custom mappings read; their column names are set per stage.</summary>
+public sealed class TextInput
+{
+    /// <summary>The document.</summary>
+    public string Text = "";
+}
+
+/// <summary>Prompt + response input.</summary>
+public sealed class PromptResponseInput
+{
+    /// <summary>The prompt.</summary>
+    public string Prompt = "";
+    /// <summary>The response.</summary>
+    public string Response = "";
+}
+
+/// <summary>Prompt-only input (for completions).</summary>
+public sealed class PromptInput
+{
+    /// <summary>The prompt.</summary>
+    public string Prompt = "";
+}
+
+/// <summary>
+/// The scoring half of the stage, as ML.NET custom mappings (lazy, cursor-driven): per-row perplexity by chunked
+/// forward passes with bounded memory, and an optional Completion column.
+/// </summary>
+internal static class Scoring
+{
+    // Custom mappings are built on a private context: the transformer must work without the MLContext that trained it
+    // (after SecoModel.Load, or in a chain saved and reloaded), and a mapping does not depend on its context's state.
+    static readonly MLContext MappingContext = new(seed: 0);
+
+    /// <summary>The schema the stage adds to <paramref name="input"/>.</summary>
+    public static SchemaShape OutputShape(ChunkwiseLoraTrainer.Options options, SchemaShape input)
+    {
+        var settings = new ScoringSettings
+        {
+            ModelPath = options.ModelPath, Device = "cpu", DType = "float32", Lora = options.Lora,
+            TextColumnName = options.TextColumnName, PromptColumnName = options.PromptColumnName,
+            ResponseColumnName = options.ResponseColumnName, MaxNewTokens = options.MaxNewTokens,
+        };
+        return Estimator(settings, (_, _) => { }, (_, _) => { }).GetOutputSchema(input);
+    }
+
+    /// <summary>The custom-mapping estimator chain for a stage; the actions do the work.</summary>
+    public static IEstimator<ITransformer> Estimator(ScoringSettings s, Action<DocumentRow, ScoringOutput> score, Action<string, CompletionOutput> complete)
+    {
+        var ml = MappingContext;
+        IEstimator<ITransformer> estimator = s.HasPromptResponse
+            ? ml.Transforms.CustomMapping<PromptResponseInput, ScoringOutput>((i, o) => score(new DocumentRow(null, i.Prompt, i.Response), o), null,
+                Columns<PromptResponseInput>((nameof(PromptResponseInput.Prompt), s.PromptColumnName!), (nameof(PromptResponseInput.Response), s.ResponseColumnName!)))
+            : ml.Transforms.CustomMapping<TextInput, ScoringOutput>((i, o) => score(new DocumentRow(i.Text, null, null), o), null,
+                Columns<TextInput>((nameof(TextInput.Text), s.TextColumnName)));
+        if (s.PromptColumnName is not null && s.MaxNewTokens > 0)
+            estimator = estimator.Append(ml.Transforms.CustomMapping<PromptInput, CompletionOutput>((i, o) => complete(i.Prompt, o), null,
+                Columns<PromptInput>((nameof(PromptInput.Prompt), s.PromptColumnName))));
+        return estimator;
+    }
+
+    static SchemaDefinition Columns<T>(params (string Field, string Column)[] map)
+    {
+        var definition = SchemaDefinition.Create(typeof(T), SchemaDefinition.Direction.Read);
+        foreach (var (field, column) in map) definition[field].ColumnName = column;
+        return definition;
+    }
+
+    /// <summary>Mean NLL over a document's scored tokens, window by window (training's split), chunk by chunk.</summary>
+    public static (double SumNll, long Tokens) Nll(CausalLM model, ModelTokenizer tokenizer, ScoringSettings s, DocumentRow row)
+    {
+        var builder = new SequenceBuilder(s.MaxSequenceLength, SequenceOverflow.Split);
+        var examples = row.Text is not null ? builder.FromText(tokenizer, row.Text) : builder.FromPromptResponse(tokenizer, row.Prompt, row.Response);
+        double sum = 0;
+        long tokens = 0;
+        foreach (var batch in Batching.Batches(examples, 1, tokenizer.PadId ?? tokenizer.EosId ?? 0, model.Device))
+        {
+            using (batch)
+            {
+                var (batchSum, batchTokens) = Evaluation.MeanNll(model, batch, s.ChunkSize);
+                sum += batchSum;
+                tokens += batchTokens;
+            }
+        }
+        return (sum, tokens);
+    }
+
+    /// <summary>Greedy continuation of a prompt, stopping at the tokenizer's end-of-sequence tokens.</summary>
+    public static string Complete(CausalLM model, ModelTokenizer tokenizer, ScoringSettings s, string prompt, GenerationOptions? options = null)
+    {
+        var ids = tokenizer.Encode(prompt, addBos: true);
+        if (ids.Count == 0) return "";
+        options ??= new GenerationOptions { MaxNewTokens = s.MaxNewTokens, StopTokens = tokenizer.EosIds, PrefillChunkSize = s.ChunkSize };
+        return tokenizer.Decode(TextGenerator.Generate(model, ids, options));
+    }
+}
