@@ -63,7 +63,9 @@ public static class TinyModel
             throw new ArgumentException($"--model-type '{spec.ModelType}' is not supported; supported: {string.Join(", ", ModelConfig.SupportedModelTypes)}.", nameof(spec));
         config.Validate("tiny model");
         using var model = new CausalLM(config, ScalarType.Float32, CPU);
-        model.InitializeRandom(spec.Seed);
+        // HF's std of 0.02 suits hidden sizes in the thousands; at a tiny width it leaves the logits nearly flat (a row of
+        // lm_head would have norm 0.1), so that no adapter could move them. 1/sqrt(hidden) keeps rows at unit norm.
+        model.InitializeRandom(spec.Seed, std: 1 / Math.Sqrt(spec.HiddenSize));
         ModelDirectory.Save(model, directory, maxShardBytes: spec.Shards > 1 ? ShardLimit(model, spec.Shards) : null);
         if (spec.WithTokenizer) TokenizerFiles.WriteGpt2(directory);
         return config;

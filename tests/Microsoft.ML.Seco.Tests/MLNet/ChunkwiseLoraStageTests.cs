@@ -1,0 +1,128 @@
+using Microsoft.ML.Data;
+using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Training;
+using static Microsoft.ML.Seco.Tests.MLNet.TinyModelFixture;
+
+namespace Microsoft.ML.Seco.Tests.MLNet;
+
+/// <summary>The estimator/transformer pair as a user drives it through MLContext.</summary>
+[TestClass]
+public sealed class ChunkwiseLoraStageTests
+{
+    static ChunkwiseLoraTrainer.Options Options(int steps = 8) => new()
+    {
+        ModelPath = ModelPath, ChunkSize = 16, SampledChunks = 2, MaxSequenceLength = 96, LoraRank = 4,
+        LearningRate = 5e-3, MaxSteps = steps, Seed = 3, Device = "cpu", DType = "float32",
+    };
+
+    static float[] Perplexities(IDataView scored) => scored.GetColumn<float>("Perplexity").ToArray();
+
+    [TestMethod]
+    public void FitTransformSaveLoadGivesTheSamePerplexities()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(Documents(12));
+        var messages = new List<string>();
+        ml.Log += (_, e) => { if (e.Source.Contains("ChunkwiseLora")) messages.Add(e.Message); };
+        using var model = ml.Transforms.Text.ChunkwiseLora(Options()).Fit(data);
+        Assert.IsTrue(messages.Any(m => m.Contains("] step 8/8 ", StringComparison.Ordinal)), "progress reaches MLContext.Log: " + string.Join(" | ", messages.Take(5)));
+
+        var heldOut = ml.Data.LoadFromEnumerable(Documents(3, seed: 9));
+        var scored = model.Transform(heldOut);
+        var before = Perplexities(scored);
+        Assert.AreEqual(3, before.Length);
+        Assert.IsTrue(before.All(p => p > 1 && float.IsFinite(p)));
+        Assert.AreEqual(model.Perplexity(Documents(3, seed: 9)[0].Text), before[0], 1e-3 * before[0]);
+
+        string path = TempPath("stage") + ".seco";
+        try
+        {
+            model.Save(ml, path);
+            using var reloaded = (ChunkwiseLoraTransformer)SecoModel.Load(ml, path);
+            CollectionAssert.AreEqual(before, Perplexities(reloaded.Transform(heldOut)));
+        }
+        finally { File.Delete(path); }
+    }
+
+    [TestMethod]
+    public void AChainWithMlNetStagesSavesAndLoadsAsOneFile()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(Documents(10));
+        var pipeline = ml.Transforms.Text.NormalizeText("Clean", "Text", keepDiacritics: true)
+            .Append(ml.Transforms.Text.ChunkwiseLora(new ChunkwiseLoraTrainer.Options
+            {
+                ModelPath = ModelPath, TextColumnName = "Clean", ChunkSize = 16, MaxSequenceLength = 64, MaxSteps = 3, Seed = 2, Device = "cpu",
+            }))
+            .Append(ml.Transforms.CopyColumns("PerplexityCopy", "Perplexity"));
+        var model = pipeline.Fit(data);
+        var heldOut = ml.Data.LoadFromEnumerable(Documents(2, seed: 5));
+        var expected = model.Transform(heldOut).GetColumn<float>("PerplexityCopy").ToArray();
+
+        string path = TempPath("chain") + ".seco";
+        try
+        {
+            SecoModel.Save(ml, model, data.Schema, path);
+            var reloaded = SecoModel.Load(ml, path);
+            CollectionAssert.AreEqual(expected, reloaded.Transform(heldOut).GetColumn<float>("PerplexityCopy").ToArray());
+            (reloaded as IDisposable)?.Dispose();
+        }
+        finally
+        {
+            File.Delete(path);
+            model.Dispose();
+        }
+    }
+
+    [TestMethod]
+    public void MlNetModelSaveRefusesWithAPointerToSecoModel()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(Documents(4));
+        using var model = ml.Transforms.Text.ChunkwiseLora(Options(steps: 1)).Fit(data);
+        using var stream = new MemoryStream();
+        var e = Assert.Throws<Exception>(() => ml.Model.Save(model, data.Schema, stream));
+        var notSupported = e as NotSupportedException ?? e.InnerException as NotSupportedException;
+        Assert.IsNotNull(notSupported, e.ToString());
+        StringAssert.Contains(notSupported.Message, "SecoModel.Save");
+    }
+
+    [TestMethod]
+    public void MissingOrWrongColumnsAreNamed()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(Documents(2));
+        var wrongName = ml.Transforms.Text.ChunkwiseLora(new ChunkwiseLoraTrainer.Options { ModelPath = ModelPath, TextColumnName = "Body" });
+        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => wrongName.Fit(data));
+        StringAssert.Contains(e.Message, "'Body'");
+        var numbers = ml.Data.LoadFromEnumerable(new[] { new Numbers { Text = 1.5f } });
+        e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.Transforms.Text.ChunkwiseLora(Options()).Fit(numbers));
+        StringAssert.Contains(e.Message, "'Text'");
+        StringAssert.Contains(e.Message, "expects Text");
+    }
+
+    sealed class Numbers
+    {
+        public float Text { get; set; }
+    }
+
+    [TestMethod]
+    public void OptionsOutOfRangeAreNamed()
+    {
+        var ml = new MLContext();
+        foreach (var (options, name) in new (ChunkwiseLoraTrainer.Options, string)[]
+        {
+            (new() { ModelPath = ModelPath, ChunkSize = 0 }, "ChunkSize"),
+            (new() { ModelPath = ModelPath, SampledChunks = 0 }, "SampledChunks"),
+            (new() { ModelPath = ModelPath, MaxCompensation = 0.5 }, "MaxCompensation"),
+            (new() { ModelPath = ModelPath, LearningRate = -1 }, "LearningRate"),
+            (new() { ModelPath = ModelPath, MaxSequenceLength = 1 }, "MaxSequenceLength"),
+            (new() { ModelPath = ModelPath, GradientAccumulationSteps = 0 }, "GradientAccumulationSteps"),
+            (new() { ModelPath = "" }, "ModelPath"),
+        })
+        {
+            var e = Assert.Throws<ArgumentException>(() => ml.Transforms.Text.ChunkwiseLora(options));
+            Assert.AreEqual(name, e.ParamName);
+        }
+    }
+}
