@@ -25,7 +25,7 @@ public sealed class ModelDirectoryTests
             using var a = ModelDirectory.Load(single, ScalarType.Float32, CPU);
             using var b = ModelDirectory.Load(sharded, ScalarType.Float32, CPU);
             using var reference = new CausalLM(a.Config, ScalarType.Float32, CPU);
-            reference.InitializeRandom(3);
+            reference.InitializeRandom(3, std: 1 / Math.Sqrt(a.Config.HiddenSize));
             Assert.IsTrue(a.Config.TieWordEmbeddings && a.Config.QkvBias);
             foreach (var ((name, p), (_, q), (_, r)) in a.named_parameters().Zip(b.named_parameters(), reference.named_parameters()))
             {
