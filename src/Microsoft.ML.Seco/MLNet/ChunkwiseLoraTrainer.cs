@@ -100,8 +100,11 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
             trainer.LoadState(checkpoints);
             channel.Info(MessageSensitivity.None, $"ChunkwiseLora: resumed from {checkpoints}.");
         }
+        // One tokenising pass tells the schedule (cosine/linear decay) and the ETA how many steps there will be.
+        int? batchesPerEpoch = _options.MaxSteps is null ? (int)Math.Ceiling(Examples(input, false).LongCount() / (double)_options.BatchSize) : null;
+        if (batchesPerEpoch == 0) throw new ArgumentException($"No row of the training data has any text to train on (column {string.Join(", ", DocumentRows.TrainingColumns(_options))}).", nameof(input));
         var progress = new Progress(channel, _options, trainer);
-        var summary = trainer.Train(epoch, null, progress, _options.CancellationToken, validation);
+        var summary = trainer.Train(epoch, batchesPerEpoch, progress, _options.CancellationToken, validation);
         if (_options.CheckpointDirectory is { } directory) trainer.SaveState(directory);
         if (skipped > 0) channel.Warning(MessageSensitivity.None, $"ChunkwiseLora: skipped {skipped} empty row(s) in the last epoch.");
         channel.Info(MessageSensitivity.None, $"ChunkwiseLora: {(summary.Cancelled ? "cancelled" : "finished")} after {summary.Steps} steps, " +
