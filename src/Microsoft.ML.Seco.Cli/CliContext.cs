@@ -18,7 +18,7 @@ internal sealed class UsageException(string message) : Exception(message);
 /// <summary>Where a command writes, and how errors become exit codes.</summary>
 internal sealed class CliContext(TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken)
 {
-    public static readonly Option<bool> VerboseOption = new("--verbose")
+    public Option<bool> VerboseOption { get; } = new("--verbose")
     {
         Description = "Print stack traces with errors.",
         Recursive = true,

@@ -38,10 +38,10 @@ public static class Program
         var context = new CliContext(stdout, stderr, cancellationToken);
         var root = BuildRoot(context);
         var parse = root.Parse(args);
-        context.Verbose = parse.GetValue(CliContext.VerboseOption);
+        context.Verbose = parse.GetValue(context.VerboseOption);
         if (parse.Errors.Count > 0 && parse.Action is not System.CommandLine.Help.HelpAction)
         {
-            foreach (var error in parse.Errors) stderr.WriteLine($"seco: error: {error.Message}");
+            foreach (var error in parse.Errors) stderr.WriteLine($"seco: error: {Describe(error)}");
             stderr.WriteLine($"Run 'seco {string.Join(' ', CommandPath(parse))} --help' for the options.".Replace("  ", " ", StringComparison.Ordinal));
             return ExitCodes.BadInput;
         }
@@ -53,6 +53,22 @@ public static class Program
         {
             return context.Fail(e);
         }
+    }
+
+    // One line that names the flag: "--model-type: Argument 'gpt2' not recognized. Must be one of: 'llama', 'mistral', 'qwen2'".
+    static string Describe(System.CommandLine.Parsing.ParseError error)
+    {
+        string message = System.Text.RegularExpressions.Regex.Replace(error.Message, @"\s*\n\s*", " ")
+            .Replace(":  ", ": ", StringComparison.Ordinal)
+            .Replace("' '", "', '", StringComparison.Ordinal);
+        message = System.Text.RegularExpressions.Regex.Replace(message, @"System\.Nullable`1\[System\.(\w+)\]", "$1").Replace("System.", "", StringComparison.Ordinal);
+        var symbol = error.SymbolResult switch
+        {
+            System.CommandLine.Parsing.OptionResult o => o.Option.Name,
+            System.CommandLine.Parsing.ArgumentResult { Parent: System.CommandLine.Parsing.OptionResult o } => o.Option.Name,
+            _ => null,
+        };
+        return symbol is not null && !message.Contains(symbol, StringComparison.Ordinal) ? $"{symbol}: {message}" : message;
     }
 
     static IEnumerable<string> CommandPath(ParseResult parse)
@@ -67,7 +83,7 @@ public static class Program
     {
         var root = new RootCommand("seco: chunk-wise long-context fine-tuning (SeCO exact, SpaCO sparse) of Llama-family LLMs with Microsoft.ML.Seco.\n" +
                                    "Exit codes: 0 success, 2 bad arguments/config/input, 1 failure while running.");
-        root.Options.Add(CliContext.VerboseOption);
+        root.Options.Add(context.VerboseOption);
         root.Subcommands.Add(InitTinyCommand.Create(context));
         root.Subcommands.Add(TrainCommand.Create(context));
         root.Subcommands.Add(EvalCommand.Create(context));
