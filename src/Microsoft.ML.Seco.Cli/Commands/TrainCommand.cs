@@ -252,7 +252,8 @@ internal static class TrainCommand
             if (interactive && Task is { } task)
             {
                 if (p.TotalSteps is int t) { task.IsIndeterminate = false; task.MaxValue = t; task.Value = p.Step; }
-                task.Description = Markup.Escape(line);
+                // Short enough for an 80-column terminal; the bar's own columns show progress and the remaining time.
+                task.Description = Markup.Escape($"step {p.Step} loss {p.Loss:F4} {p.TokensPerSecond:F0} tok/s{(p.ValidationLoss is double vl ? $" val {vl:F4}" : "")}");
             }
             else console.WriteLine(line);
         }
