@@ -1,0 +1,71 @@
+using System.CommandLine;
+using System.Text.Json;
+using Microsoft.ML.Seco.Training;
+
+namespace Microsoft.ML.Seco.Cli;
+
+/// <summary>Process exit codes.</summary>
+internal static class ExitCodes
+{
+    public const int Success = 0;
+    public const int Failure = 1;
+    public const int BadInput = 2;
+}
+
+/// <summary>A problem with the user's arguments, configuration or input files (exit code 2); the message names it.</summary>
+internal sealed class UsageException(string message) : Exception(message);
+
+/// <summary>Where a command writes, and how errors become exit codes.</summary>
+internal sealed class CliContext(TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken)
+{
+    public Option<bool> VerboseOption { get; } = new("--verbose")
+    {
+        Description = "Print stack traces with errors.",
+        Recursive = true,
+    };
+
+    public TextWriter Out { get; } = stdout;
+    public TextWriter Error { get; } = stderr;
+    public CancellationToken CancellationToken { get; } = cancellationToken;
+    public bool Verbose { get; set; }
+
+    /// <summary>Runs a command body and maps exceptions to one error line and an exit code.</summary>
+    public int Guard(Func<int> body)
+    {
+        try { return body(); }
+        catch (Exception e) { return Fail(e); }
+    }
+
+    public int Fail(Exception e)
+    {
+        int code = IsBadInput(e) ? ExitCodes.BadInput : ExitCodes.Failure;
+        Error.WriteLine($"seco: error: {Message(e)}");
+        if (Verbose) Error.WriteLine(e.ToString());
+        return code;
+    }
+
+    static bool IsBadInput(Exception e) => e switch
+    {
+        UsageException => true,
+        TrainingDivergedException => false,
+        OperationCanceledException => false,
+        FileNotFoundException or DirectoryNotFoundException or InvalidDataException or NotSupportedException => true,
+        JsonException => true,
+        ArgumentException => true,
+        // ML.NET wraps errors thrown while a cursor reads the data (e.g. a malformed JSON line) in its own exceptions.
+        _ when e.InnerException is { } inner => IsBadInput(inner),
+        _ => false,
+    };
+
+    static string Message(Exception e)
+    {
+        // ArgumentException appends " (Parameter 'x')" and, when out of range, "Actual value was ..."; keep the first line.
+        var message = e is ArgumentException a && a.ParamName is not null
+            ? a.Message.Replace($" (Parameter '{a.ParamName}')", "", StringComparison.Ordinal)
+            : e.Message;
+        if (e is not UsageException && e.InnerException is { } inner && (e.GetType().Namespace?.StartsWith("Microsoft.ML", StringComparison.Ordinal) == true && e is InvalidOperationException))
+            message = Message(inner);
+        int newline = message.IndexOfAny(['\r', '\n']);
+        return newline >= 0 ? message[..newline] : message;
+    }
+}

@@ -1,0 +1,159 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Data;
+using Microsoft.ML.Seco.Model;
+using Microsoft.ML.Seco.Tokenization;
+using Microsoft.ML.Seco.Training;
+using Spectre.Console;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Seco.Cli.Commands;
+
+// Microsoft.ML has a namespace named Command, which would hide System.CommandLine.Command here.
+using Command = System.CommandLine.Command;
+
+/// <summary>seco eval: negative log-likelihood and perplexity, computed chunk by chunk (memory bounded by one chunk + the cache).</summary>
+internal static class EvalCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var model = ModelLoading.ModelOption();
+        var adapter = ModelLoading.AdapterOption();
+        var data = new Option<string?>("--data") { Description = "Documents to score: a .jsonl file (\"text\", or \"prompt\" + \"response\": only the response is scored), a .txt file or a folder of .txt files. Needs the model's tokenizer. Default: none (give --data or --input-ids)." };
+        var inputIds = new Option<string?>("--input-ids") { Description = "One sequence of token ids, comma-separated (e.g. 1,2,3); needs no tokenizer. Default: none." };
+        var chunkSize = new Option<int>("--chunk-size") { Description = "Tokens per forward pass.", DefaultValueFactory = _ => 128 };
+        var maxSeqLen = new Option<int>("--max-seq-len") { Description = "Documents longer than this are scored window by window (as in training).", DefaultValueFactory = _ => 16384 };
+        var perToken = new Option<bool>("--per-token") { Description = "Also report each scored token's NLL: entry i is -log p(token i+1 | tokens 0..i), sequences one after another.", DefaultValueFactory = _ => false };
+        var device = ModelLoading.DeviceOption();
+        var dtype = ModelLoading.DTypeOption();
+        var json = new Option<bool>("--json") { Description = "Print one JSON object: {\"tokens\", \"nll\", \"perplexity\", \"per_token_nll\" (with --per-token)}.", DefaultValueFactory = _ => false };
+
+        var command = new Command("eval", "Score documents or token ids: mean negative log-likelihood per token and perplexity.")
+        {
+            model, adapter, data, inputIds, chunkSize, maxSeqLen, perToken, device, dtype, json,
+        };
+        command.SetAction(parse => context.Guard(() =>
+        {
+            string? dataPath = parse.GetValue(data), ids = parse.GetValue(inputIds);
+            if ((dataPath is null) == (ids is null)) throw new UsageException("give exactly one of --data and --input-ids.");
+            int chunk = parse.GetValue(chunkSize);
+            if (chunk <= 0) throw new UsageException($"--chunk-size must be positive (got {chunk}).");
+            int maxLength = parse.GetValue(maxSeqLen);
+            if (maxLength < 2) throw new UsageException($"--max-seq-len must be at least 2 (got {maxLength}).");
+            bool wantPerToken = parse.GetValue(perToken);
+            var parsedIds = ids is null ? null : ParseIds(ids);
+            using var m = ModelLoading.Load(parse.GetValue(model)!, parse.GetValue(adapter), parse.GetValue(dtype)!, parse.GetValue(device)!);
+
+            IEnumerable<TrainingExample> examples;
+            int padId = 0;
+            if (parsedIds is not null)
+            {
+                if (parsedIds.FirstOrDefault(id => id >= m.Config.VocabSize) is int bad && bad >= m.Config.VocabSize)
+                    throw new UsageException($"--input-ids: id {bad} is outside the model's vocabulary (0 to {m.Config.VocabSize - 1}).");
+                examples = [new TrainingExample(parsedIds, parsedIds)];
+            }
+            else
+            {
+                var tokenizer = ModelTokenizer.Load(parse.GetValue(model)!);
+                padId = tokenizer.PadId ?? tokenizer.EosId ?? 0;
+                var builder = new SequenceBuilder(maxLength, SequenceOverflow.Split);
+                examples = DataSources.Documents(dataPath!, "--data")
+                    .SelectMany(d => d.Text is not null ? builder.FromText(tokenizer, d.Text) : builder.FromPromptResponse(tokenizer, d.Prompt, d.Response));
+            }
+
+            double sum = 0;
+            long tokens = 0;
+            int sequences = 0;
+            var perTokenNll = new List<double>();
+            foreach (var example in examples)
+            {
+                using var batch = TokenBatch.FromSequences([example.Ids], [example.Labels], padId, m.Device);
+                sequences++;
+                if (wantPerToken)
+                {
+                    var values = PerTokenNll(m, batch, chunk);
+                    perTokenNll.AddRange(values);
+                    sum += values.Sum();
+                    tokens += values.Length;
+                }
+                else
+                {
+                    var (s, t) = Evaluation.MeanNll(m, batch, chunk);
+                    sum += s;
+                    tokens += t;
+                }
+            }
+            if (tokens == 0) throw new UsageException(parsedIds is not null ? "--input-ids needs at least 2 ids." : $"--data '{dataPath}' has no token to score.");
+            double nll = sum / tokens;
+            if (parse.GetValue(json))
+            {
+                var result = new JsonObject
+                {
+                    ["tokens"] = tokens,
+                    ["sequences"] = sequences,
+                    ["nll"] = Json.Number(nll),
+                    ["perplexity"] = Json.Number(Math.Exp(nll)),
+                };
+                if (wantPerToken) result["per_token_nll"] = new JsonArray(perTokenNll.Select(v => Json.Number(v)).ToArray());
+                Json.WriteLine(context.Out, result);
+            }
+            else
+            {
+                var console = TrainCommand.Console(context.Out);
+                var table = new Table().AddColumn("tokens").AddColumn("sequences").AddColumn("nll").AddColumn("perplexity");
+                table.AddRow(tokens.ToString(CultureInfo.InvariantCulture), sequences.ToString(CultureInfo.InvariantCulture),
+                    nll.ToString("F6", CultureInfo.InvariantCulture), Math.Exp(nll).ToString("F4", CultureInfo.InvariantCulture));
+                console.Write(table);
+                if (wantPerToken)
+                {
+                    var tokensTable = new Table().AddColumn("i").AddColumn("nll");
+                    for (int i = 0; i < perTokenNll.Count; i++)
+                        tokensTable.AddRow(i.ToString(CultureInfo.InvariantCulture), perTokenNll[i].ToString("F6", CultureInfo.InvariantCulture));
+                    console.Write(tokensTable);
+                }
+            }
+            return ExitCodes.Success;
+        }));
+        return command;
+    }
+
+    static int[] ParseIds(string text)
+    {
+        var parts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        var ids = new int[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+            if (!int.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out ids[i]))
+                throw new UsageException($"--input-ids: '{parts[i]}' (item {i + 1}) is not a non-negative integer token id.");
+        if (ids.Length < 2) throw new UsageException($"--input-ids needs at least 2 ids (got {ids.Length}): the first token is only context.");
+        return ids;
+    }
+
+    /// <summary>
+    /// NLL of every labelled next-token target of a one-sequence batch, chunk by chunk against a key/value cache
+    /// (no graph): memory is one chunk's activations and logits plus the cache.
+    /// </summary>
+    internal static double[] PerTokenNll(CausalLM model, TokenBatch batch, int chunkSize)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var targets = batch.Targets();
+        using var cache = new KvCache(model.Config, 1, batch.Length, model.DType, model.Device);
+        var result = new List<double>();
+        for (long start = 0; start < batch.Length; start += chunkSize)
+        {
+            using var chunkScope = NewDisposeScope();
+            long size = Math.Min(chunkSize, batch.Length - start);
+            var (hidden, chunkCache) = model.ForwardChunk(batch.InputIds.narrow(1, start, size), start, cache);
+            var logits = model.Logits(hidden);
+            var chunkTargets = targets.narrow(1, start, size).reshape(-1);
+            var nll = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), chunkTargets,
+                ignore_index: TokenBatch.IgnoreIndex, reduction: nn.Reduction.None);
+            var labelled = chunkTargets.ne(TokenBatch.IgnoreIndex);
+            result.AddRange(nll.masked_select(labelled).to(ScalarType.Float64).cpu().data<double>().ToArray());
+            cache.Write(start, chunkCache);
+        }
+        return result.ToArray();
+    }
+}

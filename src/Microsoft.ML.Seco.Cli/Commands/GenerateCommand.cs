@@ -1,0 +1,75 @@
+using System.CommandLine;
+using System.Text.Json.Nodes;
+using Microsoft.ML.Seco.Inference;
+using Microsoft.ML.Seco.Tokenization;
+
+namespace Microsoft.ML.Seco.Cli.Commands;
+
+// Microsoft.ML has a namespace named Command, which would hide System.CommandLine.Command here.
+using Command = System.CommandLine.Command;
+
+/// <summary>seco generate: continues a prompt with TextGenerator, stopping at the tokenizer's end-of-sequence tokens.</summary>
+internal static class GenerateCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var defaults = new GenerationOptions();
+        var model = ModelLoading.ModelOption();
+        var adapter = ModelLoading.AdapterOption();
+        var prompt = new Option<string>("--prompt") { Description = "The text to continue.", Required = true };
+        var maxNewTokens = new Option<int>("--max-new-tokens") { Description = "Tokens to generate at most.", DefaultValueFactory = _ => defaults.MaxNewTokens };
+        var temperature = new Option<double>("--temperature") { Description = "0 = greedy; otherwise logits are divided by it before sampling.", DefaultValueFactory = _ => defaults.Temperature };
+        var topP = new Option<double>("--top-p") { Description = "Nucleus sampling threshold in (0, 1]; 1 = off.", DefaultValueFactory = _ => defaults.TopP };
+        var seed = new Option<int>("--seed") { Description = "Sampling seed.", DefaultValueFactory = _ => 0 };
+        var chunkSize = new Option<int>("--chunk-size") { Description = "Prompt tokens per forward pass while prefilling.", DefaultValueFactory = _ => defaults.PrefillChunkSize };
+        var device = ModelLoading.DeviceOption();
+        var dtype = ModelLoading.DTypeOption();
+        var json = new Option<bool>("--json") { Description = "Print one JSON object {\"completion\", \"prompt_tokens\", \"generated_tokens\"} instead of the text.", DefaultValueFactory = _ => false };
+
+        var command = new Command("generate", "Continue a prompt with the model (and adapter); prints the generated text.")
+        {
+            model, adapter, prompt, maxNewTokens, temperature, topP, seed, chunkSize, device, dtype, json,
+        };
+        command.SetAction(parse => context.Guard(() =>
+        {
+            var options = new GenerationOptions
+            {
+                MaxNewTokens = parse.GetValue(maxNewTokens),
+                Temperature = parse.GetValue(temperature),
+                TopP = parse.GetValue(topP),
+                Seed = parse.GetValue(seed),
+                PrefillChunkSize = parse.GetValue(chunkSize),
+            };
+            try { options.Validate(); }
+            catch (ArgumentOutOfRangeException e)
+            {
+                string flag = e.ParamName switch
+                {
+                    nameof(GenerationOptions.MaxNewTokens) => "--max-new-tokens",
+                    nameof(GenerationOptions.Temperature) => "--temperature",
+                    nameof(GenerationOptions.TopP) => "--top-p",
+                    _ => "--chunk-size",
+                };
+                throw new UsageException($"{flag} {e.ActualValue} is out of range: {e.Message.Split('\n')[0].Replace($" (Parameter '{e.ParamName}')", "", StringComparison.Ordinal)}");
+            }
+            string directory = parse.GetValue(model)!;
+            string text = parse.GetValue(prompt)!;
+            var tokenizer = ModelTokenizer.Load(directory);
+            var ids = tokenizer.Encode(text, addBos: true);
+            if (ids.Count == 0) throw new UsageException("--prompt is empty after tokenization.");
+            using var m = ModelLoading.Load(directory, parse.GetValue(adapter), parse.GetValue(dtype)!, parse.GetValue(device)!);
+            var generated = TextGenerator.Generate(m, ids, options with { StopTokens = tokenizer.EosIds });
+            string completion = tokenizer.Decode(generated);
+            if (parse.GetValue(json))
+                Json.WriteLine(context.Out, new JsonObject
+                {
+                    ["completion"] = completion,
+                    ["prompt_tokens"] = ids.Count,
+                    ["generated_tokens"] = generated.Count,
+                });
+            else context.Out.WriteLine(completion);
+            return ExitCodes.Success;
+        }));
+        return command;
+    }
+}

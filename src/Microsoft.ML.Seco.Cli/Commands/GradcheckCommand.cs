@@ -1,0 +1,146 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Lora;
+using Spectre.Console;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Seco.Cli.Commands;
+
+// Microsoft.ML has a namespace named Command, which would hide System.CommandLine.Command here.
+using Command = System.CommandLine.Command;
+
+/// <summary>seco gradcheck: GradientCheck.Run on seeded random token ids against full backpropagation.</summary>
+internal static class GradcheckCommand
+{
+    static readonly string[] Strategies = ["seco", "checkpoint", "spaco-fixed", "spaco-bernoulli"];
+
+    public static Command Create(CliContext context)
+    {
+        var model = ModelLoading.ModelOption();
+        var seqLen = new Option<int>("--seq-len") { Description = "Length of the random token sequence.", Required = true };
+        var chunkSize = new Option<int>("--chunk-size") { Description = "Tokens per chunk.", Required = true };
+        var strategy = new Option<string>("--strategy")
+        {
+            Description = "seco and checkpoint must equal full backpropagation; spaco-bernoulli's exact expectation (all 2^k keep patterns) must too; " +
+                          "spaco-fixed (the paper's sampler, all C(k,t) subsets) is biased for chains through the cache: its error is reported, not judged.",
+            DefaultValueFactory = _ => "seco",
+        };
+        strategy.AcceptOnlyFromAmong(Strategies);
+        var sampledChunks = new Option<int?>("--sampled-chunks") { Description = "SpaCO's t (required for the spaco strategies). Default: none." };
+        var dtype = new Option<string>("--dtype") { Description = "float64 (pass: max relative error <= 1e-8) or float32 (<= 1e-3).", DefaultValueFactory = _ => "float64" };
+        dtype.AcceptOnlyFromAmong("float64", "float32");
+        var fullFinetune = new Option<bool>("--full-finetune") { Description = "Check every parameter's gradient instead of LoRA's.", DefaultValueFactory = _ => false };
+        var loraRank = new Option<int>("--lora-rank") { Description = "Rank of the LoRA adapters attached to q/k/v/o and the MLP projections.", DefaultValueFactory = _ => 4 };
+        var seed = new Option<int>("--seed") { Description = "Seed of the token ids and of the adapter's weights.", DefaultValueFactory = _ => 0 };
+        var maxPatterns = new Option<int>("--max-patterns") { Description = "Refuse (exit 2) when SpaCO has more selections than this to enumerate.", DefaultValueFactory = _ => 4096 };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object {\"strategy\", \"parameters\", \"max_abs_error\", \"max_rel_error\", \"groups\": [...]}.", DefaultValueFactory = _ => false };
+
+        var command = new Command("gradcheck",
+            "Compare a strategy's gradients with full backpropagation on the model, for random token ids (seeded). " +
+            "Unless --full-finetune, LoRA adapters are attached and their B matrices randomised: a fresh adapter has B = 0, which gives A no gradient " +
+            "and would make the check vacuous for A. Exit 0 when within tolerance (spaco-fixed: always), 1 when not, 2 when there are too many chunks to enumerate.")
+        {
+            model, seqLen, chunkSize, strategy, sampledChunks, dtype, fullFinetune, loraRank, seed, maxPatterns, json,
+        };
+        command.SetAction(parse => context.Guard(() =>
+        {
+            int length = parse.GetValue(seqLen), chunk = parse.GetValue(chunkSize);
+            if (length < 2) throw new UsageException($"--seq-len must be at least 2 (got {length}).");
+            if (chunk < 1) throw new UsageException($"--chunk-size must be positive (got {chunk}).");
+            string strategyName = parse.GetValue(strategy)!;
+            var kind = strategyName switch
+            {
+                "checkpoint" => GradientCheckStrategy.Checkpoint,
+                "spaco-fixed" => GradientCheckStrategy.SpacoFixed,
+                "spaco-bernoulli" => GradientCheckStrategy.SpacoBernoulli,
+                _ => GradientCheckStrategy.Seco,
+            };
+            int? t = parse.GetValue(sampledChunks);
+            bool spaco = kind is GradientCheckStrategy.SpacoFixed or GradientCheckStrategy.SpacoBernoulli;
+            if (spaco && t is null) throw new UsageException($"--sampled-chunks is required with --strategy {strategyName}.");
+            if (t is <= 0) throw new UsageException($"--sampled-chunks must be positive (got {t}).");
+            string dtypeName = parse.GetValue(dtype)!;
+            int seedValue = parse.GetValue(seed);
+            bool full = parse.GetValue(fullFinetune);
+            int chunks = (length + chunk - 1) / chunk;
+            if (spaco && t < chunks)
+            {
+                // Fail before loading the model when the enumeration would be refused anyway (the library's message).
+                try { GradientCheck.Selections(chunks, t!.Value, kind == GradientCheckStrategy.SpacoFixed ? ChunkSampler.FixedBudget : ChunkSampler.Bernoulli, null, parse.GetValue(maxPatterns)); }
+                catch (ArgumentOutOfRangeException e) { throw new UsageException(e.Message.Split('\n')[0].Replace(" (Parameter 'chunks')", "", StringComparison.Ordinal)); }
+            }
+
+            using var m = ModelLoading.Load(parse.GetValue(model)!, null, dtypeName, "cpu");
+            using (var _ = no_grad())
+            {
+                if (full) m.SetTrainable(fullFineTuning: true);
+                else
+                {
+                    manual_seed(seedValue);
+                    m.AttachLora(new LoraConfig
+                    {
+                        Rank = parse.GetValue(loraRank), Alpha = 2.0 * parse.GetValue(loraRank),
+                        TargetModules = LoraConfig.AttentionProjections.Concat(LoraConfig.MlpProjections).ToArray(),
+                    });
+                    var generator = new Generator((ulong)seedValue + 1, CPU);
+                    foreach (var (name, p) in m.named_parameters())
+                        if (name.Contains("lora_B", StringComparison.Ordinal))
+                            p.copy_(normal(0, 0.2, p.shape, generator: generator, dtype: ScalarType.Float64));
+                }
+            }
+            var random = new Random(seedValue);
+            var ids = Enumerable.Range(0, length).Select(_ => random.Next(m.Config.VocabSize)).ToArray();
+            using var batch = TokenBatch.FromSequences([ids], [ids], 0, m.Device);
+            var result = GradientCheck.Run(m, batch, kind, chunk, t, maxPatterns: parse.GetValue(maxPatterns));
+
+            double threshold = dtypeName == "float64" ? 1e-8 : 1e-3;
+            bool judged = kind != GradientCheckStrategy.SpacoFixed;
+            bool passed = result.MaxRelError <= threshold;
+            int exit = !judged || passed ? ExitCodes.Success : ExitCodes.Failure;
+            if (parse.GetValue(json))
+            {
+                Json.WriteLine(context.Out, new JsonObject
+                {
+                    ["strategy"] = strategyName,
+                    ["dtype"] = dtypeName,
+                    ["trainable"] = full ? "full" : "lora",
+                    ["seq_len"] = length,
+                    ["chunk_size"] = chunk,
+                    ["chunks"] = result.Chunks,
+                    ["sampled_chunks"] = t,
+                    ["runs"] = result.Runs,
+                    ["parameters"] = result.Parameters,
+                    ["max_abs_error"] = result.MaxAbsError,
+                    ["max_rel_error"] = result.MaxRelError,
+                    ["threshold"] = threshold,
+                    ["judged"] = judged,
+                    ["passed"] = judged ? passed : null,
+                    ["groups"] = new JsonArray(result.Groups.Select(g => (JsonNode)new JsonObject
+                    {
+                        ["group"] = g.Group,
+                        ["tensors"] = g.Tensors,
+                        ["max_abs_error"] = g.MaxAbsError,
+                        ["max_rel_error"] = g.MaxRelError,
+                    }).ToArray()),
+                });
+            }
+            else
+            {
+                var console = TrainCommand.Console(context.Out);
+                var table = new Table().AddColumn("parameter group").AddColumn("tensors").AddColumn("max abs error").AddColumn("max rel error");
+                foreach (var g in result.Groups)
+                    table.AddRow(new Text(g.Group), new Text(g.Tensors.ToString(CultureInfo.InvariantCulture)),
+                        new Text(g.MaxAbsError.ToString("E3", CultureInfo.InvariantCulture)), new Text(g.MaxRelError.ToString("E3", CultureInfo.InvariantCulture)));
+                console.Write(table);
+                string verdict = !judged
+                    ? $"spaco-fixed: max relative error {result.MaxRelError:E3} is the bias of the paper's sampler over {result.Runs} subsets (not judged)."
+                    : $"{strategyName}: max relative error {result.MaxRelError:E3} {(passed ? "<=" : ">")} {threshold:E0} over {result.Parameters} tensors, {result.Chunks} chunks, {result.Runs} run(s): {(passed ? "PASS" : "FAIL")}";
+                console.WriteLine(verdict);
+            }
+            return exit;
+        }));
+        return command;
+    }
+}

@@ -1,0 +1,312 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace Microsoft.ML.Seco.Cli.Tests;
+
+/// <summary>
+/// End-to-end tests of the seco commands through the real entry point (Program.Run, in process) on tiny random models
+/// written once per class by init-tiny.
+/// </summary>
+[TestClass]
+public sealed class CliTests
+{
+    static string _root = "";
+    static string _model = "";
+    static string _modelWithoutTokenizer = "";
+    static string _data = "";
+
+    sealed record Result(int ExitCode, string Out, string Error)
+    {
+        public IReadOnlyList<JsonObject> JsonLines() =>
+            Out.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(l => (JsonObject)JsonNode.Parse(l)!).ToList();
+        public override string ToString() => $"exit {ExitCode}\nstdout:\n{Out}\nstderr:\n{Error}";
+    }
+
+    static Result Seco(params string[] args) => Seco(CancellationToken.None, null, args);
+
+    static Result Seco(CancellationToken token, TextWriter? stdout, params string[] args)
+    {
+        var output = stdout ?? new StringWriter(CultureInfo.InvariantCulture);
+        var error = new StringWriter(CultureInfo.InvariantCulture);
+        int code = Program.Run(args, output, error, token);
+        return new Result(code, output.ToString() ?? "", error.ToString());
+    }
+
+    [ClassInitialize]
+    public static void CreateModels(TestContext _)
+    {
+        _root = Path.Combine(Path.GetTempPath(), "seco-cli-tests-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(_root);
+        _model = Path.Combine(_root, "tiny");
+        _modelWithoutTokenizer = Path.Combine(_root, "tiny-ids");
+        string[] shape = ["--layers", "2", "--hidden-size", "32", "--heads", "4", "--kv-heads", "2", "--intermediate-size", "64", "--seed", "1"];
+        var r = Seco(["init-tiny", "--out", _model, .. shape]);
+        Assert.AreEqual(0, r.ExitCode, r.ToString());
+        r = Seco(["init-tiny", "--out", _modelWithoutTokenizer, "--no-tokenizer", "--model-type", "qwen2", .. shape]);
+        Assert.AreEqual(0, r.ExitCode, r.ToString());
+        _data = Path.Combine(_root, "data.jsonl");
+        File.WriteAllLines(_data, Enumerable.Range(0, 8).Select(i =>
+            JsonSerializer.Serialize(new { text = $"Document {i}: " + string.Concat(Enumerable.Repeat("the quick brown fox jumps over the lazy dog. ", 2 + i % 3)) })));
+    }
+
+    [ClassCleanup]
+    public static void DeleteModels()
+    {
+        if (Directory.Exists(_root)) Directory.Delete(_root, recursive: true);
+    }
+
+    string Output(string name) => Path.Combine(_root, name);
+
+    static string[] TrainArgs(string output, params string[] more) =>
+        ["train", "--model", _model, "--data", _data, "--output", output, "--chunk-size", "8", "--max-seq-len", "24", "--lr", "1e-3", "--json", .. more];
+
+    [TestMethod]
+    public void InitTinyWritesAHuggingFaceLayoutAndRefusesBadShapes()
+    {
+        Assert.IsTrue(File.Exists(Path.Combine(_model, "config.json")));
+        Assert.IsTrue(File.Exists(Path.Combine(_model, "model.safetensors")));
+        Assert.IsTrue(File.Exists(Path.Combine(_model, "tokenizer.json")));
+        Assert.IsFalse(File.Exists(Path.Combine(_modelWithoutTokenizer, "tokenizer.json")));
+        var r = Seco("init-tiny", "--out", Output("bad"), "--hidden-size", "30", "--heads", "4");
+        Assert.AreEqual(2, r.ExitCode, r.ToString());
+        StringAssert.Contains(r.Error, "--heads");
+        r = Seco("init-tiny", "--out", Output("bad"), "--model-type", "gpt2");
+        Assert.AreEqual(2, r.ExitCode, r.ToString());
+        StringAssert.Contains(r.Error, "--model-type");
+    }
+
+    [TestMethod]
+    public void HelpShowsEveryOptionWithItsDefault()
+    {
+        foreach (var (command, expected) in new[]
+        {
+            ("init-tiny", new[] { "--layers", "[default: 2]", "--hidden-size", "[default: 64]" }),
+            ("train", new[] { "--chunk-size", "Default: 128", "--lr", "Default: 1e-4", "--resume", "--json", "--config" }),
+            ("eval", new[] { "--input-ids", "--per-token", "[default: 128]" }),
+            ("generate", new[] { "--max-new-tokens", "[default: 64]", "--top-p" }),
+            ("gradcheck", new[] { "--strategy", "[default: seco]", "B matrices randomised", "--dtype", "[default: float64]" }),
+        })
+        {
+            var r = Seco(command, "--help");
+            Assert.AreEqual(0, r.ExitCode, r.ToString());
+            foreach (var text in expected) StringAssert.Contains(r.Out, text, $"{command} --help");
+        }
+    }
+
+    [TestMethod]
+    public void BadArgumentsExitWithTwoAndNameTheFlag()
+    {
+        var r = Seco("eval", "--model", _model, "--input-ids", "1,2", "--chunk-size", "lots");
+        Assert.AreEqual(2, r.ExitCode, r.ToString());
+        StringAssert.Contains(r.Error, "--chunk-size");
+        r = Seco("frobnicate");
+        Assert.AreEqual(2, r.ExitCode, r.ToString());
+        r = Seco("eval", "--model", Output("missing-model"), "--input-ids", "1,2");
+        Assert.AreEqual(2, r.ExitCode, r.ToString());
+        StringAssert.Contains(r.Error, "missing-model");
+        Assert.IsFalse(r.Error.Contains("   at ", StringComparison.Ordinal), "no stack trace without --verbose");
+        r = Seco("bench");
+        Assert.AreEqual(2, r.ExitCode, r.ToString());
+        StringAssert.Contains(r.Error, "separate issue");
+    }
+
+    [TestMethod]
+    public void TrainWritesEveryArtifactAndResumeContinuesFromTheCheckpoint()
+    {
+        string output = Output("train");
+        var r = Seco(TrainArgs(output, "--max-steps", "3"));
+        Assert.AreEqual(0, r.ExitCode, r.ToString());
+        var lines = r.JsonLines();
+        Assert.AreEqual(4, lines.Count, r.Out);
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.AreEqual("progress", (string?)lines[i]["event"]);
+            Assert.AreEqual(i + 1, (int)lines[i]["step"]!);
+            Assert.IsTrue(double.IsFinite((double)lines[i]["loss"]!));
+            Assert.IsTrue((double)lines[i]["tokens_per_second"]! > 0);
+        }
+        var summary = lines[^1];
+        Assert.AreEqual("summary", (string?)summary["event"]);
+        Assert.AreEqual(3, (int)summary["steps"]!);
+        Assert.IsFalse((bool)summary["cancelled"]!);
+        foreach (var file in new[] { "seco-config.json", "metrics.csv", "loss.png", "model.seco", "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "checkpoints/trainer-state.bin" })
+            Assert.IsTrue(File.Exists(Path.Combine(output, file)), $"{file} is missing");
+        var png = File.ReadAllBytes(Path.Combine(output, "loss.png"));
+        CollectionAssert.AreEqual(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, png.Take(4).ToArray());
+        var csv = File.ReadAllLines(Path.Combine(output, "metrics.csv"));
+        Assert.AreEqual("step,loss,learning_rate,tokens_per_second,seconds,peak_memory_bytes,validation_loss", csv[0]);
+        Assert.AreEqual(4, csv.Length);
+
+        // --resume reads OUTPUT/seco-config.json and the checkpoint: steps 4 and 5 only.
+        r = Seco("train", "--output", output, "--resume", "--max-steps", "5", "--json");
+        Assert.AreEqual(0, r.ExitCode, r.ToString());
+        lines = r.JsonLines();
+        CollectionAssert.AreEqual(new[] { 4, 5 }, lines.Where(l => (string?)l["event"] == "progress").Select(l => (int)l["step"]!).ToArray());
+        Assert.AreEqual(5, (int)lines[^1]["steps"]!);
+        Assert.IsTrue((bool)lines[^1]["resumed"]!);
+        csv = File.ReadAllLines(Path.Combine(output, "metrics.csv"));
+        CollectionAssert.AreEqual(new[] { "1", "2", "3", "4", "5" }, csv.Skip(1).Select(l => l.Split(',')[0]).ToArray());
+
+        // The trained adapter and the saved pipeline load back.
+        r = Seco("eval", "--model", _model, "--adapter", Path.Combine(output, "adapter"), "--data", _data, "--chunk-size", "8", "--json");
+        Assert.AreEqual(0, r.ExitCode, r.ToString());
+        Assert.IsTrue((long)r.JsonLines()[0]["tokens"]! > 0);
+        using (var loaded = (ChunkwiseLoraTransformer)SecoModel.Load(new MLContext(), Path.Combine(output, "model.seco")))
+            Assert.IsTrue(double.IsFinite(loaded.Perplexity("the quick brown fox")));
+        r = Seco("generate", "--model", _model, "--adapter", Path.Combine(output, "adapter"), "--prompt", "The quick brown", "--max-new-tokens", "5", "--json");
+        Assert.AreEqual(0, r.ExitCode, r.ToString());
+        var generated = r.JsonLines()[0];
+        Assert.AreEqual(5, (int)generated["generated_tokens"]!);
+        Assert.IsFalse(string.IsNullOrEmpty((string?)generated["completion"]));
+    }
+
+    [TestMethod]
+    public void ConfigFileIsReadAndFlagsOverrideIt()
+    {
+        string output = Output("config-run");
+        string config = Path.Combine(_root, "run.json");
+        File.WriteAllText(config, JsonSerializer.Serialize(new
+        {
+            modelPath = _model, data = _data, output, chunkSize = 4, learningRate = 0.005, maxSequenceLength = 16, maxSteps = 1,
+            sampledChunks = 2, sampler = "fixed", maxCompensation = 2.0, loraRank = 2,
+        }));
+        var r = Seco("train", "--config", config, "--chunk-size", "8", "--json");
+        Assert.AreEqual(0, r.ExitCode, r.ToString());
+        var effective = JsonNode.Parse(File.ReadAllText(Path.Combine(output, "seco-config.json")))!;
+        Assert.AreEqual(8, (int)effective["chunkSize"]!, "the flag wins over the file");
+        Assert.AreEqual(0.005, (double)effective["learningRate"]!);
+        Assert.AreEqual(2, (int)effective["loraRank"]!);
+        Assert.AreEqual("fixed", (string?)effective["sampler"]);
+        Assert.AreEqual(1, (int)effective["maxSteps"]!);
+        Assert.AreEqual(16, (int)effective["maxSequenceLength"]!);
+        Assert.AreEqual(16.0, (double)effective["loraAlpha"]!, "fields not given keep the library's defaults");
+    }
+
+    [TestMethod]
+    public void BadConfigFieldsAreNamedWithExitCodeTwo()
+    {
+        string config = Path.Combine(_root, "bad.json");
+        File.WriteAllText(config, "{\n  \"modelPath\": \"x\",\n  \"chunkSzie\": 64\n}\n");
+        var r = Seco("train", "--config", config);
+        Assert.AreEqual(2, r.ExitCode, r.ToString());
+        StringAssert.Contains(r.Error, "chunkSzie");
+        StringAssert.Contains(r.Error, "line 3");
+
+        File.WriteAllText(config, "{ \"chunkSize\": \"big\" }");
+        r = Seco("train", "--config", config);
+        Assert.AreEqual(2, r.ExitCode, r.ToString());
+        StringAssert.Contains(r.Error, "chunkSize");
+        StringAssert.Contains(r.Error, "integer");
+
+        File.WriteAllText(config, JsonSerializer.Serialize(new { modelPath = _model, data = _data, output = Output("bad-run"), chunkSize = 0 }));
+        r = Seco("train", "--config", config);
+        Assert.AreEqual(2, r.ExitCode, r.ToString());
+        StringAssert.Contains(r.Error, "ChunkSize");
+
+        r = Seco("train", "--model", _model, "--data", Path.Combine(_root, "nope.jsonl"), "--output", Output("bad-run"));
+        Assert.AreEqual(2, r.ExitCode, r.ToString());
+        StringAssert.Contains(r.Error, "nope.jsonl");
+    }
+
+    [TestMethod]
+    public void CancellationStopsAtAStepBoundaryAndSavesWhatWasLearnt()
+    {
+        string output = Output("cancelled");
+        using var cancellation = new CancellationTokenSource();
+        using var stdout = new CancelOnProgress(cancellation);
+        var r = Seco(cancellation.Token, stdout, TrainArgs(output, "--max-steps", "50"));
+        Assert.AreEqual(1, r.ExitCode, r.ToString());
+        StringAssert.Contains(r.Error, "cancelled");
+        var summary = r.JsonLines()[^1];
+        Assert.IsTrue((bool)summary["cancelled"]!);
+        Assert.IsTrue((int)summary["steps"]! < 50);
+        Assert.IsTrue(File.Exists(Path.Combine(output, "adapter", "adapter_model.safetensors")));
+        Assert.IsTrue(File.Exists(Path.Combine(output, "checkpoints", "trainer-state.bin")));
+    }
+
+    /// <summary>Cancels the token as soon as the first progress event is written (what Ctrl+C does in the process).</summary>
+    sealed class CancelOnProgress(CancellationTokenSource cancellation) : StringWriter(CultureInfo.InvariantCulture)
+    {
+        public override void WriteLine(string? value)
+        {
+            base.WriteLine(value);
+            if (value?.Contains("\"event\":\"progress\"", StringComparison.Ordinal) == true) cancellation.Cancel();
+        }
+    }
+
+    [TestMethod]
+    public void EvalPerTokenValuesAverageToTheNll()
+    {
+        var totals = Seco("eval", "--model", _model, "--data", _data, "--chunk-size", "8", "--json");
+        Assert.AreEqual(0, totals.ExitCode, totals.ToString());
+        var perToken = Seco("eval", "--model", _model, "--data", _data, "--chunk-size", "5", "--per-token", "--json");
+        Assert.AreEqual(0, perToken.ExitCode, perToken.ToString());
+        var a = totals.JsonLines()[0];
+        var b = perToken.JsonLines()[0];
+        Assert.IsNull(a["per_token_nll"], "the list only with --per-token");
+        var values = b["per_token_nll"]!.AsArray().Select(v => (double)v!).ToArray();
+        Assert.AreEqual((long)b["tokens"]!, values.Length);
+        Assert.AreEqual((long)a["tokens"]!, (long)b["tokens"]!);
+        Assert.AreEqual((double)b["nll"]!, values.Average(), 1e-6);
+        Assert.AreEqual((double)a["nll"]!, (double)b["nll"]!, 1e-5, "chunked totals (Evaluation) and per-token values agree");
+        Assert.AreEqual(Math.Exp((double)a["nll"]!), (double)a["perplexity"]!, 1e-6 * (double)a["perplexity"]!);
+
+        var table = Seco("eval", "--model", _model, "--data", _data);
+        Assert.AreEqual(0, table.ExitCode, table.ToString());
+        StringAssert.Contains(table.Out, "perplexity");
+    }
+
+    [TestMethod]
+    public void EvalInputIdsNeedsNoTokenizer()
+    {
+        var r = Seco("eval", "--model", _modelWithoutTokenizer, "--input-ids", "5,17,3,99,250,7,7,1", "--chunk-size", "3", "--per-token", "--json");
+        Assert.AreEqual(0, r.ExitCode, r.ToString());
+        var result = r.JsonLines()[0];
+        Assert.AreEqual(7, (long)result["tokens"]!);
+        var values = result["per_token_nll"]!.AsArray().Select(v => (double)v!).ToArray();
+        Assert.AreEqual(7, values.Length);
+        Assert.AreEqual((double)result["nll"]!, values.Average(), 1e-6);
+
+        r = Seco("eval", "--model", _modelWithoutTokenizer, "--input-ids", "1,600");
+        Assert.AreEqual(2, r.ExitCode, r.ToString());
+        StringAssert.Contains(r.Error, "--input-ids");
+        r = Seco("eval", "--model", _modelWithoutTokenizer, "--data", _data);
+        Assert.AreEqual(2, r.ExitCode, r.ToString());
+        StringAssert.Contains(r.Error, "tokenizer");
+    }
+
+    [TestMethod]
+    public void GradcheckPassesItsThresholdsAndRefusesTooManyChunks()
+    {
+        foreach (var strategy in new[] { new[] { "seco" }, new[] { "checkpoint" }, new[] { "spaco-bernoulli", "--sampled-chunks", "2" } })
+        {
+            var r = Seco(["gradcheck", "--model", _model, "--seq-len", "20", "--chunk-size", "7", "--strategy", .. strategy, "--json"]);
+            Assert.AreEqual(0, r.ExitCode, r.ToString());
+            var result = r.JsonLines()[0];
+            Assert.AreEqual(strategy[0], (string?)result["strategy"]);
+            Assert.IsTrue((int)result["parameters"]! > 0);
+            Assert.IsTrue((double)result["max_rel_error"]! <= 1e-8, r.Out);
+            Assert.IsTrue((double)result["max_abs_error"]! >= 0);
+            Assert.IsTrue(result["groups"]!.AsArray().Count > 0);
+        }
+        var fixedBudget = Seco("gradcheck", "--model", _model, "--seq-len", "20", "--chunk-size", "7", "--strategy", "spaco-fixed", "--sampled-chunks", "2", "--json");
+        Assert.AreEqual(0, fixedBudget.ExitCode, fixedBudget.ToString());
+        Assert.IsTrue((double)fixedBudget.JsonLines()[0]["max_rel_error"]! > 1e-6, "the paper's sampler is biased for chains through the cache");
+
+        var tooMany = Seco("gradcheck", "--model", _model, "--seq-len", "200", "--chunk-size", "4", "--strategy", "spaco-bernoulli", "--sampled-chunks", "2");
+        Assert.AreEqual(2, tooMany.ExitCode, tooMany.ToString());
+        StringAssert.Contains(tooMany.Error, "limit");
+    }
+
+    [TestMethod]
+    public void GenerateContinuesAPrompt()
+    {
+        var r = Seco("generate", "--model", _model, "--prompt", "Once upon a time", "--max-new-tokens", "6", "--temperature", "0.8", "--top-p", "0.9", "--seed", "3");
+        Assert.AreEqual(0, r.ExitCode, r.ToString());
+        Assert.IsFalse(string.IsNullOrWhiteSpace(r.Out));
+        r = Seco("generate", "--model", _model, "--prompt", "x", "--top-p", "0");
+        Assert.AreEqual(2, r.ExitCode, r.ToString());
+        StringAssert.Contains(r.Error, "--top-p");
+    }
+}
