@@ -3,6 +3,7 @@
 // saved to one file and loaded back. Usage: [--model DIR] [--out DIR] (default: a random tiny model, no downloads).
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using Microsoft.ML.Transforms.Text;
 using Microsoft.ML.Seco;
 using Microsoft.ML.Seco.Checkpoints;
 

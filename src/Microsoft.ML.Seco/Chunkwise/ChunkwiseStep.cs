@@ -81,9 +81,7 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
         int k = ChunkCount(batch.Length);
         if (selection.Keep.Length != k) throw new ArgumentException($"The selection covers {selection.Keep.Length} chunks; the batch has {k}.", nameof(selection));
         using var scope = NewDisposeScope();
-        var targets = batch.Targets();
-        var (labelledPositions, labelled) = TokenBatch.LabelledPositions(targets, Options.ChunkSize);
-        if (labelled == 0) throw new ArgumentException("The batch has no labelled token: there is no loss to train on.", nameof(batch));
+        var (targets, labelledPositions, labelled) = batch.LabelledTargets(Options.ChunkSize);
         long Start(int j) => (long)j * Options.ChunkSize;
         long Size(int j) => Math.Min(Options.ChunkSize, batch.Length - Start(j));
         Tensor Ids(int j) => batch.InputIds.narrow(1, Start(j), Size(j));

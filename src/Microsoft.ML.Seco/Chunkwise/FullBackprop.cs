@@ -16,9 +16,7 @@ public sealed class FullBackprop : ITrainingStep
     public StepResult Run(CausalLM model, TokenBatch batch)
     {
         using var scope = NewDisposeScope();
-        var targets = batch.Targets();
-        var (positions, labelled) = TokenBatch.LabelledPositions(targets, (int)batch.Length);
-        if (labelled == 0) throw new ArgumentException("The batch has no labelled token: there is no loss to train on.", nameof(batch));
+        var (targets, positions, labelled) = batch.LabelledTargets((int)batch.Length);
         var (hidden, _) = model.ForwardChunk(batch.InputIds, 0, null);
         var loss = model.LossSum(hidden, targets, tensor(positions[0], device: model.Device)) / labelled;
         loss.backward();

@@ -19,9 +19,7 @@ public sealed class LayerCheckpointing : ITrainingStep
         if (model.training && model.Lora is { Dropout: > 0 })
             throw new NotSupportedException("Layer checkpointing does not replay LoRA dropout; use LoRA dropout 0 with this baseline.");
         using var scope = NewDisposeScope();
-        var targets = batch.Targets();
-        var (labelledPositions, labelled) = TokenBatch.LabelledPositions(targets, (int)batch.Length);
-        if (labelled == 0) throw new ArgumentException("The batch has no labelled token: there is no loss to train on.", nameof(batch));
+        var (targets, labelledPositions, labelled) = batch.LabelledTargets((int)batch.Length);
         var layers = model.model.layers;
         using var positions = model.Positions(0, batch.Length);
 

@@ -68,6 +68,18 @@ public sealed class TokenBatch : IDisposable
         cat(new[] { Labels.narrow(1, 1, Length - 1), full(BatchSize, 1, IgnoreIndex, dtype: ScalarType.Int64, device: Labels.device) }, 1);
 
     /// <summary>
+    /// The step's targets and, per chunk, where the labels are (see <see cref="LabelledPositions"/>). Every strategy
+    /// starts here; a batch with no labelled token has no loss and is refused.
+    /// </summary>
+    public (Tensor Targets, long[][] PerChunk, long Count) LabelledTargets(int chunkSize)
+    {
+        var targets = Targets();
+        var (perChunk, count) = LabelledPositions(targets, chunkSize);
+        if (count == 0) throw new ArgumentException("The batch has no labelled token: there is no loss to train on.");
+        return (targets, perChunk, count);
+    }
+
+    /// <summary>
     /// For each chunk of <paramref name="chunkSize"/> positions, the flat indices (into the chunk's B·T positions) of
     /// targets that carry a label, computed on the host from one copy of the targets per step, so chunk loops need
     /// no device synchronisation. Also returns the total number of labelled targets.
