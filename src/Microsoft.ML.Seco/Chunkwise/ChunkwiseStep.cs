@@ -61,7 +61,7 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
     /// <inheritdoc/>
     public StepResult Run(CausalLM model, TokenBatch batch)
     {
-        var random = new Random(HashCode.Combine(Options.Seed, _stepsRun++));
+        var random = new Random(StepSeed(Options.Seed, _stepsRun++));
         int k = ChunkCount(batch.Length);
         var selection = ChunkSelection.Sample(k, Options.SampledChunks ?? k, Options.Sampler, Options.Compensate, Options.MaxCompensation, random);
         return Run(model, batch, selection, random.NextInt64());
@@ -69,6 +69,18 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
 
     /// <summary>Runs Stage 1 and Stage 2 for a given selection of chunks (used by the expectation checks).</summary>
     public StepResult Run(CausalLM model, TokenBatch batch, ChunkSelection selection) => Run(model, batch, selection, Options.Seed);
+
+    /// <summary>
+    /// A seed for step <paramref name="step"/>: SplitMix64 of (seed, step). Not HashCode.Combine, whose values change
+    /// from process to process, which would make a resumed or repeated run sample other chunks.
+    /// </summary>
+    internal static int StepSeed(int seed, long step)
+    {
+        ulong z = unchecked((ulong)seed * 0x9E3779B97F4A7C15UL + (ulong)step + 1);
+        z = unchecked((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL);
+        z = unchecked((z ^ (z >> 27)) * 0x94D049BB133111EBUL);
+        return (int)((z ^ (z >> 31)) & int.MaxValue);
+    }
 
     /// <inheritdoc/>
     public byte[] SaveState() => BitConverter.GetBytes(_stepsRun);

@@ -78,6 +78,17 @@ public sealed class EngineBehaviourTests
     static bool BitwiseEqual(Tensor a, Tensor b) => a.data<double>().ToArray().SequenceEqual(b.data<double>().ToArray());
 
     [TestMethod]
+    public void StepSeedsArePinnedSoOtherProcessesSampleTheSameChunks()
+    {
+        // Fixed values: a per-process hash (HashCode.Combine) here once made runs differ from process to process.
+        Assert.AreEqual(ChunkwiseStep.StepSeed(42, 0), ChunkwiseStep.StepSeed(42, 0));
+        Assert.AreEqual(269157861, ChunkwiseStep.StepSeed(0, 0)); // SplitMix64(1), computed independently
+        Assert.AreEqual(ChunkwiseStep.StepSeed(7, 3), ChunkwiseStep.StepSeed(7, 3));
+        Assert.AreNotEqual(ChunkwiseStep.StepSeed(7, 3), ChunkwiseStep.StepSeed(7, 4));
+        Assert.AreNotEqual(ChunkwiseStep.StepSeed(7, 3), ChunkwiseStep.StepSeed(8, 3));
+    }
+
+    [TestMethod]
     public void OptionsOutOfRangeNameTheOption()
     {
         var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 0 }));
