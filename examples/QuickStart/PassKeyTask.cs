@@ -45,6 +45,9 @@ public static class PassKeyTask
         }).ToArray();
     }
 
+    /// <summary>The candidate answers.</summary>
+    public static IReadOnlyList<string> KeyWords => Keys;
+
     /// <summary>Chance level: one key in ten.</summary>
     public static double ChanceAccuracy => 1.0 / Keys.Length;
 }

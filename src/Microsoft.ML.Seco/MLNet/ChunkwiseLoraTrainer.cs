@@ -56,9 +56,12 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
         var model = ModelDirectory.Load(_options.ModelPath, dtype, device);
         try
         {
-            manual_seed(seed); // LoRA A's Kaiming init draws from the global generator.
-            model.AttachLora(_options.Lora);
             if (_options.FullFineTuning) model.SetTrainable(fullFineTuning: true);
+            else
+            {
+                manual_seed(seed); // LoRA A's Kaiming init draws from the global generator.
+                model.AttachLora(_options.Lora);
+            }
             model.train();
             channel.Info(MessageSensitivity.None, $"ChunkwiseLora: {model.Config.ModelType} with {model.Config.NumHiddenLayers} layers on {device.type} ({TensorSettings.Name(dtype)}), " +
                 $"{(_options.SampledChunks is int t ? $"SpaCO t={t} {_options.Sampler}" : "SeCO")}, chunk {_options.ChunkSize}, " +

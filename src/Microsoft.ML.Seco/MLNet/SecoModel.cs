@@ -179,11 +179,7 @@ public static class SecoModel
             var model = ModelDirectory.Load(modelPath, dtype, device);
             try
             {
-                if (settings.FullFineTuning)
-                {
-                    HuggingFaceCheckpoint.LoadInto(model, scratch, dtype, device);
-                    model.AttachLora(settings.Lora);
-                }
+                if (settings.FullFineTuning) HuggingFaceCheckpoint.LoadInto(model, scratch, dtype, device);
                 else PeftAdapter.Load(model, scratch);
                 model.eval();
                 return new ChunkwiseLoraTransformer(model, ModelTokenizer.Load(modelPath), settings with { Device = device.ToString() }, null);

@@ -45,6 +45,28 @@ public sealed class ChunkwiseLoraStageTests
     }
 
     [TestMethod]
+    public void FullFineTuningSavesEveryWeightAndReloads()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(Documents(6));
+        var options = Options(steps: 3);
+        options.FullFineTuning = true;
+        using var model = ml.Transforms.Text.ChunkwiseLora(options).Fit(data);
+        Assert.IsNull(model.Model.Lora, "full fine-tuning attaches no adapter");
+        Assert.ThrowsExactly<InvalidOperationException>(() => model.SaveAdapter(TempPath("no-adapter")));
+        var heldOut = ml.Data.LoadFromEnumerable(Documents(2, seed: 4));
+        var before = Perplexities(model.Transform(heldOut));
+        string path = TempPath("full") + ".seco";
+        try
+        {
+            model.Save(ml, path);
+            using var reloaded = (ChunkwiseLoraTransformer)SecoModel.Load(ml, path);
+            CollectionAssert.AreEqual(before, Perplexities(reloaded.Transform(heldOut)));
+        }
+        finally { File.Delete(path); }
+    }
+
+    [TestMethod]
     public void AChainWithMlNetStagesSavesAndLoadsAsOneFile()
     {
         var ml = new MLContext(seed: 1);

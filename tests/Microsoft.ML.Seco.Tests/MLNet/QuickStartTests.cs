@@ -15,9 +15,9 @@ public sealed class QuickStartTests
             var output = new StringWriter();
             Assert.AreEqual(0, QuickStartRun.Run(new[] { "--fast", "--out", run }, output), output.ToString());
             string text = output.ToString();
-            StringAssert.Contains(text, "Before fine-tuning: accuracy");
-            StringAssert.Contains(text, "After fine-tuning:  accuracy");
-            foreach (var file in new[] { "model.seco", "loss.csv", "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "tiny-model/config.json" })
+            StringAssert.Contains(text, "Before fine-tuning: pass-key accuracy");
+            StringAssert.Contains(text, "After fine-tuning:  pass-key accuracy");
+            foreach (var file in new[] { "model.seco", "loss.csv", "merged/config.json", "merged/model.safetensors", "merged/tokenizer.json", "tiny-model/config.json" })
                 Assert.IsTrue(File.Exists(Path.Combine(run, file)), $"{file} missing; output:\n{text}");
         }
         finally
