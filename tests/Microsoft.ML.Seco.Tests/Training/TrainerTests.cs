@@ -189,14 +189,20 @@ public sealed class TrainerTests
     }
 
     [TestMethod]
-    [DataRow(false, DisplayName = "SeCO")]
-    [DataRow(true, DisplayName = "full backprop with LoRA dropout (torch's generator is part of the state)")]
-    public void ResumeFromSavedStateIsBitwiseIdenticalToAnUninterruptedRun(bool wholeSequenceWithDropout)
+    [DataRow("seco", DisplayName = "SeCO")]
+    [DataRow("full", DisplayName = "full backprop with LoRA dropout (torch's generator is part of the state)")]
+    [DataRow("spaco", DisplayName = "SpaCO with LoRA dropout (the sampler's step counter is part of the state)")]
+    public void ResumeFromSavedStateIsBitwiseIdenticalToAnUninterruptedRun(string strategy)
     {
         // Accumulation 2 over 5 batches: a partial window ends each epoch and the save falls mid-epoch.
         var options = new TrainingOptions { LearningRate = 5e-3, WeightDecay = 0.01, WarmupSteps = 2, GradientAccumulationSteps = 2, MaxEpoch = 3 };
-        ITrainingStep NewStep() => wholeSequenceWithDropout ? new FullBackprop() : new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 8 });
-        CausalLM LoraModel() => TrainerTests.LoraModel(wholeSequenceWithDropout ? 0.1 : 0);
+        ITrainingStep NewStep() => strategy switch
+        {
+            "full" => new FullBackprop(),
+            "spaco" => new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 8, SampledChunks = 2, Seed = 5 }),
+            _ => new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 8 }),
+        };
+        CausalLM LoraModel() => TrainerTests.LoraModel(strategy == "seco" ? 0 : 0.1);
         string directory = Path.Combine(Path.GetTempPath(), "seco-resume-" + Guid.NewGuid().ToString("N"));
         try
         {
