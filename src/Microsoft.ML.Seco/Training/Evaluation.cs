@@ -27,19 +27,22 @@ public static class Evaluation
             using var _ = no_grad();
             using var scope = NewDisposeScope();
             var targets = batch.Targets();
+            var (labelledPositions, _) = TokenBatch.LabelledPositions(targets, chunkSize);
             using var cache = new KvCache(model.Config, batch.BatchSize, batch.Length, model.DType, model.Device);
             var sums = zeros(batch.BatchSize, dtype: ScalarType.Float64, device: model.Device);
-            for (long start = 0; start < batch.Length; start += chunkSize)
+            for (int j = 0; j < labelledPositions.Length; j++)
             {
                 using var chunkScope = NewDisposeScope();
-                long size = Math.Min(chunkSize, batch.Length - start);
+                long start = (long)j * chunkSize, size = Math.Min(chunkSize, batch.Length - start);
                 var (hidden, chunkCache) = model.ForwardChunk(batch.InputIds.narrow(1, start, size), start, cache);
-                var logits = model.Logits(hidden);
-                var chunkTargets = targets.narrow(1, start, size);
-                var nll = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), chunkTargets.reshape(-1),
-                    ignore_index: TokenBatch.IgnoreIndex, reduction: nn.Reduction.None);
-                sums.add_(nll.view(batch.BatchSize, size).to(ScalarType.Float64).sum(1));
                 cache.Write(start, chunkCache);
+                if (labelledPositions[j].Length == 0) continue; // nothing to score: no logits needed
+                // Logits only where a label is, the same saving the training steps make.
+                var positions = tensor(labelledPositions[j], device: model.Device);
+                var logits = model.Logits(hidden.reshape(-1, hidden.shape[^1]).index_select(0, positions));
+                var nll = nn.functional.cross_entropy(logits, targets.narrow(1, start, size).reshape(-1).index_select(0, positions),
+                    reduction: nn.Reduction.None);
+                sums.index_add_(0, positions.div(size, rounding_mode: RoundingMode.floor), nll.to(ScalarType.Float64), 1);
             }
             var counts = targets.ne(TokenBatch.IgnoreIndex).sum(1).to(ScalarType.Int64);
             return (sums.cpu().data<double>().ToArray(), counts.cpu().data<long>().ToArray());
