@@ -101,6 +101,9 @@ public sealed record ModelConfig
         int headDim = Int(json, "head_dim", source) ?? (heads > 0 ? hidden / heads : 0);
         bool attentionBias = Bool(json, "attention_bias", source) ?? false;
         bool useSliding = Bool(json, "use_sliding_window", source) ?? modelType == "mistral";
+        // Qwen2 windows only the layers from max_window_layers on; this library windows every layer or none.
+        if (modelType == "qwen2" && useSliding && Int(json, "max_window_layers", source) is int windowLayers && windowLayers > 0)
+            throw new NotSupportedException($"{source}: use_sliding_window = true with max_window_layers = {windowLayers} is not supported; supported: use_sliding_window = false, or max_window_layers = 0.");
 
         var config = new ModelConfig
         {
