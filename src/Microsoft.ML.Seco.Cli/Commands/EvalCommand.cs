@@ -134,26 +134,5 @@ internal static class EvalCommand
     /// NLL of every labelled next-token target of a one-sequence batch, chunk by chunk against a key/value cache
     /// (no graph): memory is one chunk's activations and logits plus the cache.
     /// </summary>
-    internal static double[] PerTokenNll(CausalLM model, TokenBatch batch, int chunkSize)
-    {
-        using var _ = no_grad();
-        using var scope = NewDisposeScope();
-        var targets = batch.Targets();
-        using var cache = new KvCache(model.Config, 1, batch.Length, model.DType, model.Device);
-        var result = new List<double>();
-        for (long start = 0; start < batch.Length; start += chunkSize)
-        {
-            using var chunkScope = NewDisposeScope();
-            long size = Math.Min(chunkSize, batch.Length - start);
-            var (hidden, chunkCache) = model.ForwardChunk(batch.InputIds.narrow(1, start, size), start, cache);
-            var logits = model.Logits(hidden);
-            var chunkTargets = targets.narrow(1, start, size).reshape(-1);
-            var nll = nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), chunkTargets,
-                ignore_index: TokenBatch.IgnoreIndex, reduction: nn.Reduction.None);
-            var labelled = chunkTargets.ne(TokenBatch.IgnoreIndex);
-            result.AddRange(nll.masked_select(labelled).to(ScalarType.Float64).cpu().data<double>().ToArray());
-            cache.Write(start, chunkCache);
-        }
-        return result.ToArray();
-    }
+    internal static double[] PerTokenNll(CausalLM model, TokenBatch batch, int chunkSize) => Evaluation.TokenNll(model, batch, chunkSize)[0];
 }

@@ -19,6 +19,40 @@ public static class Evaluation
     /// <param name="chunkSize">Tokens per forward pass.</param>
     public static (double[] SumNll, long[] Tokens) SequenceNll(CausalLM model, TokenBatch batch, int chunkSize)
     {
+        using var scope = NewDisposeScope();
+        var sums = zeros(batch.BatchSize, dtype: ScalarType.Float64, device: model.Device);
+        var counts = new long[batch.BatchSize];
+        ForEachScoredChunk(model, batch, chunkSize, (rows, nll) =>
+        {
+            sums.index_add_(0, rows, nll, 1);
+            return true;
+        }, counts);
+        return (sums.cpu().data<double>().ToArray(), counts);
+    }
+
+    /// <summary>
+    /// Per sequence, the NLL of every labelled next-token target in order (entry i of a plain text is
+    /// −log p(token i+1 | tokens 0..i)). Copies each chunk's values to the host: for reports, not for training loops.
+    /// </summary>
+    public static double[][] TokenNll(CausalLM model, TokenBatch batch, int chunkSize)
+    {
+        var perRow = Enumerable.Range(0, (int)batch.BatchSize).Select(_ => new List<double>()).ToArray();
+        ForEachScoredChunk(model, batch, chunkSize, (rows, nll) =>
+        {
+            var r = rows.cpu().data<long>().ToArray();
+            var v = nll.cpu().data<double>().ToArray();
+            for (int i = 0; i < r.Length; i++) perRow[r[i]].Add(v[i]);
+            return true;
+        }, new long[batch.BatchSize]);
+        return perRow.Select(r => r.ToArray()).ToArray();
+    }
+
+    /// <summary>
+    /// The one chunk loop behind both views: forward each chunk against the cache (no graph, eval mode), compute
+    /// float64 NLL only where a label is (positions in row-major order), and hand (row of each value, values) over.
+    /// </summary>
+    static void ForEachScoredChunk(CausalLM model, TokenBatch batch, int chunkSize, Func<Tensor, Tensor, bool> consume, long[] counts)
+    {
         if (chunkSize <= 0) throw new ArgumentOutOfRangeException(nameof(chunkSize), chunkSize, "chunkSize must be positive.");
         bool wasTraining = model.training;
         model.eval();
@@ -29,7 +63,6 @@ public static class Evaluation
             var targets = batch.Targets();
             var (labelledPositions, _) = TokenBatch.LabelledPositions(targets, chunkSize);
             using var cache = new KvCache(model.Config, batch.BatchSize, batch.Length, model.DType, model.Device);
-            var sums = zeros(batch.BatchSize, dtype: ScalarType.Float64, device: model.Device);
             for (int j = 0; j < labelledPositions.Length; j++)
             {
                 using var chunkScope = NewDisposeScope();
@@ -37,15 +70,14 @@ public static class Evaluation
                 var (hidden, chunkCache) = model.ForwardChunk(batch.InputIds.narrow(1, start, size), start, cache);
                 cache.Write(start, chunkCache);
                 if (labelledPositions[j].Length == 0) continue; // nothing to score: no logits needed
+                foreach (long position in labelledPositions[j]) counts[position / size]++;
                 // Logits only where a label is, the same saving the training steps make.
                 var positions = tensor(labelledPositions[j], device: model.Device);
                 var logits = model.Logits(hidden.reshape(-1, hidden.shape[^1]).index_select(0, positions));
                 var nll = nn.functional.cross_entropy(logits, targets.narrow(1, start, size).reshape(-1).index_select(0, positions),
                     reduction: nn.Reduction.None);
-                sums.index_add_(0, positions.div(size, rounding_mode: RoundingMode.floor), nll.to(ScalarType.Float64), 1);
+                consume(positions.div(size, rounding_mode: RoundingMode.floor), nll.to(ScalarType.Float64));
             }
-            var counts = targets.ne(TokenBatch.IgnoreIndex).sum(1).to(ScalarType.Int64);
-            return (sums.cpu().data<double>().ToArray(), counts.cpu().data<long>().ToArray());
         }
         finally
         {
