@@ -107,6 +107,16 @@ public sealed class ChunkwiseLoraStageTests
         var notSupported = e as NotSupportedException ?? e.InnerException as NotSupportedException;
         Assert.IsNotNull(notSupported, e.ToString());
         StringAssert.Contains(notSupported.Message, "SecoModel.Save");
+
+        // Through a file path, ML.NET has already created the file when it reaches this stage (a 193-byte stub with
+        // Microsoft.ML 5.0.1): it must not load back as a model.
+        string path = TempPath("mlnet") + ".zip";
+        try
+        {
+            Assert.Throws<Exception>(() => ml.Model.Save(model, data.Schema, path));
+            if (File.Exists(path)) Assert.Throws<Exception>(() => ml.Model.Load(path, out _));
+        }
+        finally { File.Delete(path); }
     }
 
     [TestMethod]
