@@ -114,21 +114,31 @@ public sealed class Attention : nn.Module
         // Grouped-query attention without repeating K/V: query head h uses kv head h / groups, so the queries of one
         // kv head are stacked along the row axis, [B, kv_heads, groups·T, d].
         var qg = q.reshape(b, kvHeads, groups * t, d);
+        var output = prefixKeys is not null && prefixValues is not null && is_grad_enabled()
+            ? PrefixAttention.Apply(qg, prefixKeys, prefixValues, k, v, positions.Mask, groups)
+            : PlainAttention(qg, k, v, prefixKeys, prefixValues, positions.Mask, groups, x.dtype);
+        output = output.view(b, kvHeads * groups, t, d).transpose(1, 2).reshape(b, t, kvHeads * groups * d);
+        return (o_proj.forward(output), k, v);
+    }
+
+    /// <summary>The same attention through plain autograd: full sequences, Stage 1 and inference (no graph kept).</summary>
+    static Tensor PlainAttention(Tensor qg, Tensor k, Tensor v, Tensor? prefixKeys, Tensor? prefixValues, Tensor mask, long groups, ScalarType dtype)
+    {
+        long b = qg.shape[0], kvHeads = qg.shape[1], t = k.shape[2], d = qg.shape[^1];
         var scores = matmul(qg, k.transpose(-2, -1));
         if (prefixKeys is not null)
             scores = cat(new[] { matmul(qg, prefixKeys.transpose(-2, -1)), scores }, -1);
-        var scoreType = CausalLM.ScoreType(x.dtype);
+        var scoreType = CausalLM.ScoreType(dtype);
         scores = scores.to(scoreType).mul_(1.0 / Math.Sqrt(d));
         long keys = scores.shape[^1];
-        var probs = nn.functional.softmax(scores.view(b, kvHeads, groups, t, keys) + positions.Mask, -1)
-            .to(x.dtype).view(b, kvHeads, groups * t, keys);
+        var probs = nn.functional.softmax(scores.view(b, kvHeads, groups, t, keys) + mask, -1)
+            .to(dtype).view(b, kvHeads, groups * t, keys);
 
-        // Split the probabilities instead of concatenating K/V, so no copy of the prefix is kept in the graph.
+        // Split the probabilities instead of concatenating K/V, so no copy of the prefix is made.
         var output = matmul(probs.narrow(-1, keys - t, t), v);
         if (prefixValues is not null)
             output = output + matmul(probs.narrow(-1, 0, keys - t), prefixValues);
-        output = output.view(b, kvHeads * groups, t, d).transpose(1, 2).reshape(b, t, kvHeads * groups * d);
-        return (o_proj.forward(output), k, v);
+        return output;
     }
 }
 
