@@ -106,9 +106,31 @@ public sealed class CliTests
         Assert.AreEqual(2, r.ExitCode, r.ToString());
         StringAssert.Contains(r.Error, "missing-model");
         Assert.IsFalse(r.Error.Contains("   at ", StringComparison.Ordinal), "no stack trace without --verbose");
-        r = Seco("bench");
+        r = Seco("bench", "--strategies", "seco,magic");
         Assert.AreEqual(2, r.ExitCode, r.ToString());
-        StringAssert.Contains(r.Error, "separate issue");
+        StringAssert.Contains(r.Error, "magic");
+    }
+
+    [TestMethod]
+    public void BenchMeasuresEveryStrategyOnOneRun()
+    {
+        string csv = Output("bench.csv");
+        var r = Seco("bench", "--lengths", "64,128", "--layers", "1", "--hidden-size", "32", "--heads", "4", "--kv-heads", "2",
+            "--vocab", "97", "--chunk-size", "32", "--sampled-chunks", "2", "--steps", "1", "--json", "--csv", csv);
+        Assert.AreEqual(0, r.ExitCode, r.ToString());
+        var points = r.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => System.Text.Json.Nodes.JsonNode.Parse(l)!.AsObject())
+            .Where(o => (string?)o["event"] == "point").ToList();
+        Assert.AreEqual(10, points.Count, r.Out);
+        foreach (var length in new[] { 64, 128 })
+        {
+            var atLength = points.Where(p => (int)p["length"]! == length).ToList();
+            CollectionAssert.AreEquivalent(new[] { "full", "checkpoint", "seco", "spaco", "inference" }, atLength.Select(p => (string?)p["strategy"]).ToArray());
+            Assert.IsTrue(atLength.All(p => (double)p["seconds_per_step"]! > 0));
+            // Every training strategy computes the same exact loss at a length; inference reports it too.
+            double loss = (double)atLength[0]["loss"]!;
+            Assert.IsTrue(atLength.All(p => Math.Abs((double)p["loss"]! - loss) <= 1e-4 * loss), r.Out);
+        }
+        Assert.AreEqual(11, File.ReadAllLines(csv).Length);
     }
 
     [TestMethod]

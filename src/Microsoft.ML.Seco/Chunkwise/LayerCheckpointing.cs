@@ -29,7 +29,11 @@ public sealed class LayerCheckpointing : ITrainingStep
         {
             inputs[0] = model.Embed(batch.InputIds);
             for (int l = 0; l < layers.Count; l++)
-                inputs[l + 1] = layers[l].Forward(inputs[l], positions, null, null).Hidden;
+            {
+                // Each layer's intermediates (attention scores, MLP activations) go when the layer is done.
+                using var layerScope = NewDisposeScope();
+                inputs[l + 1] = layers[l].Forward(inputs[l], positions, null, null).Hidden.MoveToOuterDisposeScope();
+            }
         }
 
         // Head: loss from the last hidden state, gradient with respect to it.
