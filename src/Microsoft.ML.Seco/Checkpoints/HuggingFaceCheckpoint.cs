@@ -369,7 +369,8 @@ public static class HuggingFaceCheckpoint
         return buffer.ToArray();
     }
 
-    private static void WriteAtomically(string path, byte[] content)
+    /// <summary>Writes a file through a temporary file renamed into place, so a crash never leaves half a file.</summary>
+    internal static void WriteAtomically(string path, byte[] content)
     {
         string temp = Path.Combine(Path.GetDirectoryName(path)!, $".{Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
         try

@@ -43,14 +43,6 @@ public static class ModelDirectory
         HuggingFaceCheckpoint.Save(tensors, directory, dtype, maxShardBytes);
         var json = model.Config.ToJson();
         json["torch_dtype"] = TensorSettings.Name(dtype ?? model.DType);
-        WriteAtomically(Path.Combine(directory, "config.json"), json.ToJsonString(Indented));
-    }
-
-    /// <summary>Writes text to a temporary file and renames it, so a crash never leaves half a file.</summary>
-    public static void WriteAtomically(string path, string text)
-    {
-        string temporary = path + ".tmp";
-        File.WriteAllText(temporary, text);
-        File.Move(temporary, path, overwrite: true);
+        HuggingFaceCheckpoint.WriteAtomically(Path.Combine(directory, "config.json"), System.Text.Encoding.UTF8.GetBytes(json.ToJsonString(Indented)));
     }
 }
