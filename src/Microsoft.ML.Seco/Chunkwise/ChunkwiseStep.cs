@@ -116,8 +116,10 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
             }
         }
 
-        // Stage 2: for i = k..1 over the selected chunks, prefix caches become leaves that accumulate gradient.
+        // Stage 2: for i = k..1 over the selected chunks; attention adds the gradient of every prefix key/value to
+        // the cache's gradient buffers, which hold zeros until a chunk with a prefix has been backpropagated.
         cache.TrackGradients(true);
+        bool cacheHasGradient = false;
         for (int i = k - 1; i >= 0; i--)
         {
             if (!selection.Keep[i]) continue;
@@ -130,7 +132,7 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
                 var loss = Loss(model, hidden, i) / labelled;
                 // A chunk without labels has no loss of its own; its cache still carries gradient from later chunks.
                 if (loss.requires_grad) Seed(outputs, seeds, loss, full_like(loss, 1), selection.Compensation);
-                for (int l = 0; l < chunkCache.Length; l++)
+                for (int l = 0; cacheHasGradient && l < chunkCache.Length; l++)
                 {
                     // The gradient that later chunks sent to chunk i's cache, times c, seeds chunk i's own keys/values.
                     if (cache.GradientOf(l, Start(i), Size(i)) is not var (gradKeys, gradValues)) continue;
@@ -138,6 +140,7 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
                     Seed(outputs, seeds, chunkCache[l].Values, gradValues, selection.Compensation);
                 }
                 if (outputs.Count > 0) autograd.backward(outputs, seeds);
+                cacheHasGradient |= outputs.Count > 0 && i > 0;
             }
             AfterChunkBackward?.Invoke(i);
         }

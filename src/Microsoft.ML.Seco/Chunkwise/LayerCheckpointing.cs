@@ -32,7 +32,7 @@ public sealed class LayerCheckpointing : ITrainingStep
             {
                 // Each layer's intermediates (attention scores, MLP activations) go when the layer is done.
                 using var layerScope = NewDisposeScope();
-                inputs[l + 1] = layers[l].Forward(inputs[l], positions, null, null).Hidden.MoveToOuterDisposeScope();
+                inputs[l + 1] = layers[l].Forward(inputs[l], positions, null).Hidden.MoveToOuterDisposeScope();
             }
         }
 
@@ -47,7 +47,7 @@ public sealed class LayerCheckpointing : ITrainingStep
         {
             using var layerScope = NewDisposeScope();
             var input = inputs[l].detach().requires_grad_(true);
-            var output = layers[l].Forward(input, positions, null, null).Hidden;
+            var output = layers[l].Forward(input, positions, null).Hidden;
             autograd.backward(new[] { output }, new[] { gradient });
             gradient = input.grad!.MoveToOuterDisposeScope();
             inputs[l + 1].Dispose();

@@ -13,7 +13,7 @@ namespace Microsoft.ML.Seco.Model;
 // Fields carry Hugging Face's snake_case names: TorchSharp's Module.to() and the checkpoint loader find them by name.
 #pragma warning disable IDE1006, CA1051
 
-/// <summary>Per-chunk inputs shared by all layers: rotary cos/sin and the additive attention mask.</summary>
+/// <summary>Per-chunk inputs shared by all layers: where the chunk is and its rotary cos/sin.</summary>
 public sealed class ChunkPositions : IDisposable
 {
     /// <summary>Absolute position of the chunk's first token.</summary>
@@ -24,24 +24,12 @@ public sealed class ChunkPositions : IDisposable
     public Tensor Cos { get; }
     /// <summary>sin of the chunk's rotary angles, [length, head_dim].</summary>
     public Tensor Sin { get; }
-    /// <summary>Additive mask [length, start + length]: 0 where query may see key, −∞ elsewhere.</summary>
-    public Tensor Mask { get; }
 
-    internal ChunkPositions(ModelConfig config, double[] inverseFrequencies, long start, long length, ScalarType dtype, Device device)
+    internal ChunkPositions(double[] inverseFrequencies, long start, long length, ScalarType dtype, Device device)
     {
         Start = start;
         Length = length;
         (Cos, Sin) = RotaryEmbedding.CosSin(inverseFrequencies, start, length, dtype, device);
-        // A query at absolute position p sees every key at position <= p (and, with a sliding window, > p - window).
-        // PyTorch's is_causal aligns the triangle top-left, which is wrong once a prefix is present.
-        using var scope = NewDisposeScope();
-        var query = arange(start, start + length, device: device).unsqueeze(1);
-        var key = arange(0, start + length, device: device).unsqueeze(0);
-        var visible = key <= query;
-        if (config.SlidingWindow is int window) visible = visible & (query - key < window);
-        var scoreType = CausalLM.ScoreType(dtype);
-        Mask = zeros(length, start + length, dtype: scoreType, device: device)
-            .masked_fill(visible.logical_not(), double.NegativeInfinity).MoveToOuterDisposeScope();
     }
 
     /// <inheritdoc/>
@@ -49,7 +37,6 @@ public sealed class ChunkPositions : IDisposable
     {
         Cos.Dispose();
         Sin.Dispose();
-        Mask.Dispose();
     }
 }
 
@@ -98,47 +85,50 @@ public sealed class Attention : nn.Module
     }
 
     /// <summary>
-    /// Attends the chunk x [B, T, hidden] to the prefix keys/values [B, kv_heads, start, d] (null when start is 0)
-    /// and to itself. Returns the output and the chunk's own keys (rotated) and values, [B, kv_heads, T, d].
+    /// Attends the chunk x [B, T, hidden] to the cached prefix (null when the chunk starts at position 0) and causally
+    /// to itself. Returns the output and the chunk's own keys (rotated) and values, [B, kv_heads, T, d].
     /// </summary>
-    public (Tensor Output, Tensor Keys, Tensor Values) Forward(Tensor x, ChunkPositions positions, Tensor? prefixKeys, Tensor? prefixValues)
+    internal (Tensor Output, Tensor Keys, Tensor Values) Forward(Tensor x, ChunkPositions positions, CachedPrefix? prefix)
     {
         long b = x.shape[0], t = x.shape[1], d = _config.HeadDim;
-        long kvHeads = _config.NumKeyValueHeads, groups = _config.QueriesPerKeyValueHead;
-        var q = q_proj.forward(x).view(b, t, kvHeads * groups, d).transpose(1, 2);
-        var k = k_proj.forward(x).view(b, t, kvHeads, d).transpose(1, 2);
-        var v = v_proj.forward(x).view(b, t, kvHeads, d).transpose(1, 2);
+        long kvHeads = _config.NumKeyValueHeads, groups = _config.QueriesPerKeyValueHead, heads = kvHeads * groups;
+        var q = q_proj.forward(x).view(b, t, heads, d).transpose(1, 2);     // [B, heads, T, d]
+        var k = k_proj.forward(x).view(b, t, kvHeads, d).transpose(1, 2);   // [B, kv_heads, T, d]
+        var v = v_proj.forward(x).view(b, t, kvHeads, d).transpose(1, 2);   // [B, kv_heads, T, d]
         q = RotaryEmbedding.Apply(q, positions.Cos, positions.Sin);
         k = RotaryEmbedding.Apply(k, positions.Cos, positions.Sin);
 
-        // Grouped-query attention without repeating K/V: query head h uses kv head h / groups, so the queries of one
-        // kv head are stacked along the row axis, [B, kv_heads, groups·T, d].
-        var qg = q.reshape(b, kvHeads, groups * t, d);
-        var output = prefixKeys is not null && prefixValues is not null && is_grad_enabled()
-            ? PrefixAttention.Apply(qg, prefixKeys, prefixValues, k, v, positions.Mask, groups)
-            : PlainAttention(qg, k, v, prefixKeys, prefixValues, positions.Mask, groups, x.dtype);
-        output = output.view(b, kvHeads * groups, t, d).transpose(1, 2).reshape(b, t, kvHeads * groups * d);
+        var output = prefix is null
+            ? SelfAttention(q, k, v, groups, _config.SlidingWindow)
+            // Query head h uses kv head h / groups, so the queries of one kv head stack on the row axis:
+            // [B, kv_heads, groups·T, d], and grouped-query attention needs no repeated keys/values over the prefix.
+            : ChunkAttention.Apply(q.reshape(b, kvHeads, groups * t, d), k, v, prefix, _config.SlidingWindow).view(b, heads, t, d);
+        output = output.transpose(1, 2).reshape(b, t, heads * d);           // [B, T, heads·d]
         return (o_proj.forward(output), k, v);
     }
 
-    /// <summary>The same attention through plain autograd: full sequences, Stage 1 and inference (no graph kept).</summary>
-    static Tensor PlainAttention(Tensor qg, Tensor k, Tensor v, Tensor? prefixKeys, Tensor? prefixValues, Tensor mask, long groups, ScalarType dtype)
+    /// <summary>
+    /// Causal attention of a chunk with no prefix (a whole sequence, or the first chunk) through libtorch's fused
+    /// scaled_dot_product_attention, as Hugging Face's default <c>sdpa</c> attention runs it: the whole-sequence
+    /// baselines then grow linearly with length, like a user's run, instead of materialising L × L scores.
+    /// </summary>
+    internal static Tensor SelfAttention(Tensor q, Tensor k, Tensor v, long groups, int? window)
     {
-        long b = qg.shape[0], kvHeads = qg.shape[1], t = k.shape[2], d = qg.shape[^1];
-        var scores = matmul(qg, k.transpose(-2, -1));
-        if (prefixKeys is not null)
-            scores = cat(new[] { matmul(qg, prefixKeys.transpose(-2, -1)), scores }, -1);
-        var scoreType = CausalLM.ScoreType(dtype);
-        scores = scores.to(scoreType).mul_(1.0 / Math.Sqrt(d));
-        long keys = scores.shape[^1];
-        var probs = nn.functional.softmax(scores.view(b, kvHeads, groups, t, keys) + mask, -1)
-            .to(dtype).view(b, kvHeads, groups * t, keys);
-
-        // Split the probabilities instead of concatenating K/V, so no copy of the prefix is made.
-        var output = matmul(probs.narrow(-1, keys - t, t), v);
-        if (prefixValues is not null)
-            output = output + matmul(probs.narrow(-1, 0, keys - t), prefixValues);
-        return output;
+        if (groups > 1)
+        {
+            // TorchSharp's binding has no enable_gqa: repeat each kv head for its query heads (Hugging Face's repeat_kv).
+            long b = k.shape[0], kvHeads = k.shape[1], t = k.shape[2], d = k.shape[3];
+            k = k.unsqueeze(2).expand(b, kvHeads, groups, t, d).reshape(b, kvHeads * groups, t, d);
+            v = v.unsqueeze(2).expand(b, kvHeads, groups, t, d).reshape(b, kvHeads * groups, t, d);
+        }
+        if (window is not int span) return nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true);
+        // A sliding window needs an explicit mask (Hugging Face's sdpa path builds the same boolean matrix).
+        using var scope = NewDisposeScope();
+        long length = q.shape[2];
+        var query = arange(length, device: q.device).unsqueeze(1);
+        var key = arange(length, device: q.device).unsqueeze(0);
+        var visible = (key <= query).logical_and(query - key < span);
+        return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: visible).MoveToOuterDisposeScope();
     }
 }
 
@@ -182,9 +172,9 @@ public sealed class DecoderLayer : nn.Module
     }
 
     /// <summary>Runs the block on a chunk; returns the new hidden states and the chunk's keys/values.</summary>
-    public (Tensor Hidden, Tensor Keys, Tensor Values) Forward(Tensor x, ChunkPositions positions, Tensor? prefixKeys, Tensor? prefixValues)
+    internal (Tensor Hidden, Tensor Keys, Tensor Values) Forward(Tensor x, ChunkPositions positions, CachedPrefix? prefix)
     {
-        var (attended, keys, values) = self_attn.Forward(input_layernorm.forward(x), positions, prefixKeys, prefixValues);
+        var (attended, keys, values) = self_attn.Forward(input_layernorm.forward(x), positions, prefix);
         var h = x + attended;
         return (h + mlp.forward(post_attention_layernorm.forward(h)), keys, values);
     }
@@ -265,7 +255,7 @@ public sealed class CausalLM : nn.Module
 
     /// <summary>Precomputes rotary angles and the mask for a chunk at [start, start + length).</summary>
     public ChunkPositions Positions(long start, long length) =>
-        new(Config, _inverseFrequencies, start, length, DType, Device);
+        new(_inverseFrequencies, start, length, DType, Device);
 
     /// <summary>Embeds token ids [B, T].</summary>
     public Tensor Embed(Tensor inputIds) => model.embed_tokens.forward(inputIds);
@@ -283,16 +273,11 @@ public sealed class CausalLM : nn.Module
         var chunkCache = new (Tensor, Tensor)[Config.NumHiddenLayers];
         for (int l = 0; l < Config.NumHiddenLayers; l++)
         {
-            var (prefixKeys, prefixValues) = Prefix(cache, l, start);
-            (h, var k, var v) = model.layers[l].Forward(h, positions, prefixKeys, prefixValues);
+            (h, var k, var v) = model.layers[l].Forward(h, positions, start == 0 ? null : cache!.Prefix(l, start));
             chunkCache[l] = (k, v);
         }
         return (model.norm.forward(h), chunkCache);
     }
-
-    /// <summary>The cached keys/values of positions [0, start) in one layer, as views; nulls when start is 0.</summary>
-    public static (Tensor? Keys, Tensor? Values) Prefix(KvCache? cache, int layer, long start) =>
-        start == 0 || cache is null ? (null, null) : (cache.Keys[layer].narrow(2, 0, start), cache.Values[layer].narrow(2, 0, start));
 
     /// <summary>Logits [B, T, vocab] for final-norm hidden states, in at least float32.</summary>
     public Tensor Logits(Tensor hidden)

@@ -5,11 +5,14 @@ namespace Microsoft.ML.Seco.Model;
 /// <summary>
 /// Keys (after rotary embedding) and values of every layer for positions [0, capacity), one preallocated buffer per
 /// layer and kind, [batch, kv_heads, capacity, head_dim]. A chunk at absolute start s reads the prefix [0, s) as a
-/// view (no copy), and its own keys/values are written into [s, s + length). SeCO's Stage 2 turns the buffers into
-/// leaves that require grad, so the gradient that later chunks send to chunk i's cache lands in the same layout.
+/// view (no copy), and its own keys/values are written into [s, s + length). For SeCO's Stage 2 the cache also holds
+/// one gradient buffer per key/value buffer, in the same layout: attention adds the gradient that later chunks send
+/// to chunk i's cache there in place, and Stage 2 reads it back when it reaches chunk i.
 /// </summary>
 public sealed class KvCache : IDisposable
 {
+    Tensor[]? _keyGradients, _valueGradients;
+
     /// <summary>Per-layer key buffers.</summary>
     public Tensor[] Keys { get; }
     /// <summary>Per-layer value buffers.</summary>
@@ -42,26 +45,36 @@ public sealed class KvCache : IDisposable
         }
     }
 
-    /// <summary>Makes every buffer a leaf that accumulates gradient (SeCO Stage 2), or stops that and frees the gradients.</summary>
+    /// <summary>Allocates zeroed gradient buffers for every layer (SeCO Stage 2), or frees them.</summary>
     public void TrackGradients(bool track)
     {
-        foreach (var buffer in Keys.Concat(Values))
-        {
-            if (!track && buffer.grad is { } grad) { grad.Dispose(); buffer.grad = null; }
-            buffer.requires_grad_(track);
-        }
+        FreeGradients();
+        if (!track) return;
+        _keyGradients = Keys.Select(b => zeros_like(b)).ToArray();
+        _valueGradients = Values.Select(b => zeros_like(b)).ToArray();
     }
 
-    /// <summary>The gradient accumulated on positions [start, start + length) of a layer's keys and values, or null if none yet.</summary>
+    /// <summary>The gradient accumulated on positions [start, start + length) of a layer's keys and values, or null when gradients are not tracked.</summary>
     public (Tensor Keys, Tensor Values)? GradientOf(int layer, long start, long length) =>
-        Keys[layer].grad is { } gk && Values[layer].grad is { } gv
-            ? (gk.narrow(2, start, length), gv.narrow(2, start, length))
+        _keyGradients is { } keys && _valueGradients is { } values
+            ? (keys[layer].narrow(2, start, length), values[layer].narrow(2, start, length))
             : null;
+
+    /// <summary>Positions [0, start) of one layer, with their gradient buffers when gradients are tracked.</summary>
+    internal CachedPrefix Prefix(int layer, long start) => new(
+        Keys[layer].narrow(2, 0, start), Values[layer].narrow(2, 0, start),
+        _keyGradients?[layer].narrow(2, 0, start), _valueGradients?[layer].narrow(2, 0, start));
+
+    void FreeGradients()
+    {
+        foreach (var gradient in (_keyGradients ?? []).Concat(_valueGradients ?? [])) gradient.Dispose();
+        (_keyGradients, _valueGradients) = (null, null);
+    }
 
     /// <inheritdoc/>
     public void Dispose()
     {
-        TrackGradients(false);
+        FreeGradients();
         foreach (var buffer in Keys.Concat(Values)) buffer.Dispose();
     }
 }

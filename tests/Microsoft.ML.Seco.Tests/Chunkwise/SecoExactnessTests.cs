@@ -54,6 +54,17 @@ public sealed class SecoExactnessTests
     }
 
     [TestMethod]
+    public void SecoEqualsFullBackpropWithASlidingWindowAndPrefixBlocks()
+    {
+        // The window (5) cuts across chunks (4) and prefix blocks (3); the whole-sequence reference runs the fused
+        // attention with its own mask, an independent path.
+        using var blocks = Tests.Model.ChunkAttentionTests.Blocks(3);
+        using var model = TestModels.WithLora(TestModels.Create(TestModels.Llama() with { ModelType = "mistral", SlidingWindow = 5 }));
+        using var batch = TestModels.Batch(61, new[] { 29, 22 }, ignoredFraction: 0.2);
+        AssertExact(model, batch, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 4 }));
+    }
+
+    [TestMethod]
     public void LayerCheckpointingEqualsFullBackprop()
     {
         using var model = TestModels.WithLora(TestModels.Create(TestModels.Llama()));

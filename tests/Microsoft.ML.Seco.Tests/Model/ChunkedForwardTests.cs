@@ -45,6 +45,15 @@ public sealed class ChunkedForwardTests
         Assert.IsTrue(MaxChunkedDifference(TestModels.Llama() with { ModelType = "mistral", SlidingWindow = 7 }, 30, 4) <= 1e-10);
 
     [TestMethod]
+    public void PrefixReadInBlocksSmallerThanTheChunk()
+    {
+        // Blocks of 3 prefix positions: several blocks per chunk, a partial last block, a window cutting blocks.
+        using var blocks = ChunkAttentionTests.Blocks(3);
+        Assert.IsTrue(MaxChunkedDifference(TestModels.Llama(), 23, 5) <= 1e-10);
+        Assert.IsTrue(MaxChunkedDifference(TestModels.Llama() with { ModelType = "mistral", SlidingWindow = 7 }, 30, 4) <= 1e-10);
+    }
+
+    [TestMethod]
     public void ChunksMatterOnlyThroughTheCache()
     {
         // The check above must be able to fail: a chunk that ignores its prefix gives other logits.

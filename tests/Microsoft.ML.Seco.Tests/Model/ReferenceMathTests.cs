@@ -152,7 +152,7 @@ public sealed class ReferenceMathTests
 
         var input = tensor(x.SelectMany(r => r).ToArray(), new long[] { 1, T, 8 });
         using var positions = new CausalLM(config with { NumHiddenLayers = 1, VocabSize = 3 }, ScalarType.Float64, CPU).Positions(0, T);
-        var (output, _, _) = attention.Forward(input, positions, null, null);
+        var (output, _, _) = attention.Forward(input, positions, null);
         AssertClose(expected, Values(output), 1e-13, "attention");
     }
 }

@@ -1,0 +1,178 @@
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Seco.Model;
+
+/// <summary>
+/// The cached keys/values of positions [0, start) of one layer, as views of the <see cref="KvCache"/> buffers, and,
+/// during SeCO's Stage 2, views of the buffers that accumulate their gradient.
+/// </summary>
+internal sealed record CachedPrefix(Tensor Keys, Tensor Values, Tensor? KeyGradient, Tensor? ValueGradient)
+{
+    /// <summary>Positions in the prefix.</summary>
+    public long Length => Keys.shape[2];
+}
+
+/// <summary>
+/// Attention of one chunk's queries over [cached prefix ; the chunk itself], computed block by block with an online
+/// softmax (FlashAttention's recurrence), so that no tensor of size heads × chunk × prefix ever exists: a score block
+/// is heads × chunk × <see cref="BlockSize"/>, whatever the prefix length.
+/// </summary>
+/// <remarks>
+/// The differentiable form saves only the chunk's queries, keys, values, output and per-row log-sum-exp (all O(chunk));
+/// its backward recomputes each block's probabilities and adds the prefix keys' and values' gradients straight into
+/// the cache-gradient buffers (no full-length temporary, as the backward of a view of a leaf would allocate).
+/// What grows with the context during a training step is then the cache and its gradient alone: the 2× floor of
+/// docs/ALGORITHM.md. Shapes: queries [B, kv_heads, groups·T, d] (the query heads of one kv head stacked on the row
+/// axis, head h using kv head h / groups as Hugging Face's repeat_kv does), keys and values [B, kv_heads, T or P, d].
+/// </remarks>
+internal static class ChunkAttention
+{
+    /// <summary>Prefix positions per score block. Internal so that a test can disable blocking and see it fail.</summary>
+    internal static long BlockSize { get; set; } = 1024;
+
+    /// <summary>
+    /// softmax(q·kᵀ/√d + mask)·v over [prefix ; chunk] for queries at absolute positions [start, start + T), where the
+    /// prefix holds positions [0, start). With <paramref name="window"/>, query p sees only keys in (p − window, p].
+    /// Differentiable with respect to queries, keys and values (and, through the cache-gradient buffers, the prefix)
+    /// when gradients are enabled.
+    /// </summary>
+    public static Tensor Apply(Tensor queries, Tensor keys, Tensor values, CachedPrefix prefix, int? window) =>
+        // With nothing upstream trainable, earlier chunks' keys/values of this layer have no trainable ancestor either,
+        // so their gradient is not needed and no graph is built.
+        is_grad_enabled() && (queries.requires_grad || keys.requires_grad || values.requires_grad)
+            ? BlockwiseFunction.apply(queries, keys, values, new Context(prefix, window))
+            : Forward(queries, keys, values, prefix, window).Output;
+
+    /// <summary>The non-tensor arguments of the autograd function (kept out of its variable list on purpose).</summary>
+    sealed record Context(CachedPrefix Prefix, int? Window);
+
+    sealed class BlockwiseFunction : autograd.SingleTensorFunction<BlockwiseFunction>
+    {
+        public override string Name => nameof(ChunkAttention);
+
+        public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+        {
+            var (q, k, v, context) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (Context)vars[3]);
+            var (output, logSumExp) = Forward(q, k, v, context.Prefix, context.Window);
+            ctx.save_for_backward(new List<Tensor> { q, k, v, output, logSumExp });
+            ctx.save_data("context", context);
+            return output;
+        }
+
+        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
+        {
+            var saved = ctx.get_saved_variables();
+            var context = (Context)ctx.get_data("context");
+            var (dq, dk, dv) = Backward(saved[0], saved[1], saved[2], saved[3], saved[4], gradOutput, context.Prefix, context.Window);
+            return new List<Tensor> { dq, dk, dv, null! };
+        }
+    }
+
+    /// <summary>Output [B, kv_heads, groups·T, d] in the queries' dtype, and the row log-sum-exp [.., groups·T, 1] in the score dtype.</summary>
+    static (Tensor Output, Tensor LogSumExp) Forward(Tensor q, Tensor k, Tensor v, CachedPrefix prefix, int? window)
+    {
+        using var scope = NewDisposeScope();
+        var scoreType = CausalLM.ScoreType(q.dtype);
+        var qs = ScaledQueries(q, scoreType);
+
+        // The chunk's own block first: every query sees at least itself, so the running maximum is finite from here
+        // on and a fully masked prefix block (sliding window) contributes exp(−∞) = 0 instead of NaN.
+        long t = k.shape[2];
+        var scores = Scores(qs, k, prefix.Length, prefix.Length, t, window);
+        var max = scores.amax(new long[] { -1 }, keepdim: true);
+        var weights = scores.sub_(max).exp_();
+        var sum = weights.sum(-1, keepdim: true);
+        var accumulated = matmul(weights, v.to(scoreType));
+
+        foreach (var (from, length) in PrefixBlocks(prefix.Length, window))
+        {
+            using var blockScope = NewDisposeScope();
+            var blockScores = Scores(qs, prefix.Keys.narrow(2, from, length), from, prefix.Length, t, window);
+            var newMax = maximum(max, blockScores.amax(new long[] { -1 }, keepdim: true));
+            var rescale = (max - newMax).exp_();
+            var blockWeights = blockScores.sub_(newMax).exp_();
+            sum.mul_(rescale).add_(blockWeights.sum(-1, keepdim: true));
+            accumulated.mul_(rescale).add_(matmul(blockWeights, prefix.Values.narrow(2, from, length).to(scoreType)));
+            max.copy_(newMax);
+        }
+        var output = accumulated.div_(sum).to(q.dtype);
+        var logSumExp = max.add_(sum.log_());
+        return (output.MoveToOuterDisposeScope(), logSumExp.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// Gradients of the queries and the chunk's keys/values; the prefix keys'/values' gradients are added in place to
+    /// the cache-gradient buffers. With P = exp(S − lse): dV = Pᵀ·dO, dS = P ∘ (dO·Vᵀ − rowsum(dO ∘ O)),
+    /// dQ = dS·K / √d, dK = dSᵀ·Q / √d.
+    /// </summary>
+    static (Tensor Queries, Tensor Keys, Tensor Values) Backward(Tensor q, Tensor k, Tensor v, Tensor output, Tensor logSumExp,
+        Tensor gradOutput, CachedPrefix prefix, int? window)
+    {
+        using var scope = NewDisposeScope();
+        var scoreType = logSumExp.dtype;
+        var qs = ScaledQueries(q, scoreType);
+        var dO = gradOutput.to(scoreType);
+        var rowDot = (dO * output.to(scoreType)).sum(-1, keepdim: true);
+
+        // One block: returns this block's (dK, dV) and adds its share of dQ (with respect to the scaled queries).
+        Tensor? dQs = null;
+        (Tensor Keys, Tensor Values) Block(Tensor blockKeys, Tensor blockValues, long from)
+        {
+            var probabilities = Scores(qs, blockKeys, from, prefix.Length, k.shape[2], window).sub_(logSumExp).exp_();
+            var dV = matmul(probabilities.transpose(-2, -1), dO);
+            var dS = probabilities.mul_(matmul(dO, blockValues.to(scoreType).transpose(-2, -1)).sub_(rowDot));
+            var share = matmul(dS, blockKeys.to(scoreType));
+            if (dQs is null) dQs = share;
+            else dQs.add_(share);
+            return (matmul(dS.transpose(-2, -1), qs), dV);
+        }
+
+        var (dK, dV) = Block(k, v, prefix.Length);
+        foreach (var (from, length) in PrefixBlocks(prefix.Length, window))
+        {
+            using var blockScope = NewDisposeScope();
+            var (blockKeys, blockValues) = Block(prefix.Keys.narrow(2, from, length), prefix.Values.narrow(2, from, length), from);
+            // Straight into the cache-gradient buffers: Stage 2 reads them when it reaches the chunk that wrote them.
+            prefix.KeyGradient?.narrow(2, from, length).add_(blockKeys.to(prefix.KeyGradient.dtype));
+            prefix.ValueGradient?.narrow(2, from, length).add_(blockValues.to(prefix.ValueGradient.dtype));
+        }
+        double scale = 1 / Math.Sqrt(q.shape[^1]);
+        var gradQueries = dQs!.mul_(scale).to(q.dtype).MoveToOuterDisposeScope();
+        // dK needs no 1/√d: it came from the queries already scaled.
+        return (gradQueries, dK.to(k.dtype).MoveToOuterDisposeScope(), dV.to(v.dtype).MoveToOuterDisposeScope());
+    }
+
+    /// <summary>Queries in the score dtype, pre-multiplied by 1/√d so that no score block needs its own scaling.</summary>
+    static Tensor ScaledQueries(Tensor q, ScalarType scoreType) => q.to(scoreType) * (1 / Math.Sqrt(q.shape[^1]));
+
+    /// <summary>
+    /// Scores [B, kv_heads, g·T, n] of the stacked, scaled queries (row r at absolute position start + r mod T) against
+    /// keys at positions [from, from + n), with −∞ where the causal or the sliding-window rule hides a key. The mask is
+    /// built only for blocks it cuts: the chunk's own block, and prefix blocks that reach older than the window.
+    /// </summary>
+    static Tensor Scores(Tensor scaledQueries, Tensor blockKeys, long from, long start, long t, int? window)
+    {
+        var scores = matmul(scaledQueries, blockKeys.to(scaledQueries.dtype).transpose(-2, -1));
+        long n = blockKeys.shape[2], last = start + t - 1;
+        bool causalCut = from + n - 1 > start;                      // some key lies after the first query
+        bool windowCut = window is int w && last - from >= w;       // some key is too old for the last query
+        if (!causalCut && !windowCut) return scores;
+        var device = scores.device;
+        var query = arange(start, start + t, device: device).repeat(scaledQueries.shape[2] / t).unsqueeze(1); // [g·T, 1]
+        var key = arange(from, from + n, device: device).unsqueeze(0);                                        // [1, n]
+        var hidden = key > query;
+        if (window is int span) hidden = hidden.logical_or(query - key >= span);
+        return scores.masked_fill_(hidden, double.NegativeInfinity);
+    }
+
+    /// <summary>
+    /// [from, length) blocks of the prefix [0, prefix) that some query of the chunk can see: with a sliding window, the
+    /// first query (at position prefix) sees keys after prefix − window, and older keys are skipped without being read.
+    /// </summary>
+    static IEnumerable<(long From, long Length)> PrefixBlocks(long prefix, int? window)
+    {
+        long first = window is int w ? Math.Max(0, prefix - w + 1) : 0;
+        for (long from = first; from < prefix; from += BlockSize)
+            yield return (from, Math.Min(BlockSize, prefix - from));
+    }
+}
