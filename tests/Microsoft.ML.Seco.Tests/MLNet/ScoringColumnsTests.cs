@@ -42,6 +42,11 @@ public sealed class ScoringColumnsTests
         // The column holds exactly what Complete returns for the row's prompt.
         CollectionAssert.AreEqual(Rows().Select(r => generating.Complete(r.Prompt)).ToArray(), completions);
         Assert.IsTrue(completions.All(c => c.Length > 0), "three greedy tokens give text");
+
+        // README's column table states these types ("| `Perplexity` | `Single` ...").
+        string readme = File.ReadAllText(Packaging.RepositoryFiles.PathOf("README.md"));
+        foreach (var name in new[] { "Perplexity", "NegativeLogLikelihood", "ScoredTokens", "Completion" })
+            StringAssert.Contains(readme, $"| `{name}` | `{scored.Schema[name].Type}`", $"README's column table misstates {name}");
     }
 
     [TestMethod]

@@ -17,6 +17,8 @@ public sealed class ConsumerBuildTests
 #endif
     const string LibTorchVersion = "2.10.0";
     static readonly TimeSpan CommandTimeout = TimeSpan.FromMinutes(8);
+    // The dotnet that runs `dotnet test` (the SDK sets DOTNET_HOST_PATH for the processes it starts).
+    static readonly string Dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet";
 
     [TestMethod]
     [TestCategory("EndToEnd")]
@@ -30,7 +32,7 @@ public sealed class ConsumerBuildTests
         {
             string feed = Path.Combine(work, "feed");
             // The library is already built (this test runs from its output); pack what was built.
-            Run(RepositoryFiles.Root, "dotnet", "pack", RepositoryFiles.PathOf("src/Microsoft.ML.Seco/Microsoft.ML.Seco.csproj"),
+            Run(RepositoryFiles.Root, Dotnet, "pack", RepositoryFiles.PathOf("src/Microsoft.ML.Seco/Microsoft.ML.Seco.csproj"),
                 "-c", Configuration, "--no-build", "-o", feed, $"-p:PackageVersion={version}");
             string nupkg = Path.Combine(feed, $"Microsoft.ML.Seco.{version}.nupkg");
             Assert.IsTrue(File.Exists(nupkg), $"{nupkg} was not written");
@@ -103,10 +105,10 @@ public sealed class ConsumerBuildTests
 
     static void BuildAndRun(string app)
     {
-        Run(app, "dotnet", "build", "-c", "Release");
+        Run(app, Dotnet, "build", "-c", "Release");
         string output = Path.Combine(app, "bin", "Release", "net10.0");
         if (OperatingSystem.IsLinux()) AssertNativeLibraryLoadsOnThisHost(output);
-        string stdout = Run(app, "dotnet", Path.Combine(output, "ConsumerApp.dll"));
+        string stdout = Run(app, Dotnet, Path.Combine(output, "ConsumerApp.dll"));
         StringAssert.Contains(stdout, "held-out document 1:");
         StringAssert.Contains(stdout, "the reloaded pipeline gives the same perplexities: True");
     }
