@@ -5,8 +5,9 @@
 // the dynamic loader refuses the library and the first torch.* call throws TypeInitializationException. The marker
 // is never called, so marking that version requirement weak (VER_FLG_WEAK in .gnu.version_r) lets glibc load it.
 //
-// This file is compiled twice: by MSBuild's RoslynCodeTaskFactory (Directory.Build.targets) as the task, and by
-// the test project (with SECO_ELF_ONLY defined) so that tests can check the patched output with the same reader.
+// This file is compiled twice: by MSBuild's RoslynCodeTaskFactory (Microsoft.ML.Seco.targets beside it, which the
+// repository imports and the NuGet package carries in buildTransitive/) as the task, and by the test project (with
+// SECO_ELF_ONLY defined) so that tests can check the patched output with the same reader.
 #nullable enable
 using System;
 using System.Collections.Generic;

@@ -92,7 +92,11 @@ public sealed partial class ChunkwiseLoraTrainer
 
         // Scoring
 
-        /// <summary>Tokens generated into a Completion column when <see cref="PromptColumnName"/> is set; 0 = no column. Default 0.</summary>
+        /// <summary>
+        /// Tokens generated per row into a Completion column (string) when <see cref="PromptColumnName"/> is set, and by
+        /// <see cref="ChunkwiseLoraTransformer.Complete"/>. Default 0: no Completion column (generation for every row
+        /// that Transform reads is costly, so the column is opt-in), and Complete generates 64 tokens.
+        /// </summary>
         public int MaxNewTokens;
 
         // Long runs

@@ -71,7 +71,11 @@ public sealed class ChunkwiseLoraTransformer : ITransformer, IDisposable
         return tokens == 0 ? double.NaN : Math.Exp(sum / tokens);
     }
 
-    /// <summary>Continues a prompt (greedy, <see cref="ScoringSettings.MaxNewTokens"/> tokens unless options say otherwise).</summary>
+    /// <summary>
+    /// Continues a prompt: greedy, stopping at the tokenizer's end-of-sequence tokens, at most
+    /// <see cref="ScoringSettings.MaxNewTokens"/> new tokens, or 64 when that is 0 (the default); <paramref name="options"/>
+    /// overrides all of it. Returns only the generated text.
+    /// </summary>
     public string Complete(string prompt, GenerationOptions? options = null)
     {
         lock (_gate) return Scoring.Complete(Model, Tokenizer, Settings, prompt, options);

@@ -28,7 +28,7 @@ public sealed record ScoringSettings
     public int ChunkSize { get; init; } = 128;
     /// <summary>Documents longer than this are scored window by window.</summary>
     public int MaxSequenceLength { get; init; } = 16384;
-    /// <summary>Tokens generated into the Completion column (0 = no column).</summary>
+    /// <summary>Tokens generated into the Completion column and by Complete(prompt) (0 = no column; Complete then generates 64).</summary>
     public int MaxNewTokens { get; init; }
     /// <summary>The LoRA adapter configuration.</summary>
     public required LoraConfig Lora { get; init; }
@@ -150,12 +150,22 @@ internal static class Scoring
         return (sum, tokens);
     }
 
-    /// <summary>Greedy continuation of a prompt, stopping at the tokenizer's end-of-sequence tokens.</summary>
+    /// <summary>
+    /// Greedy continuation of a prompt, stopping at the tokenizer's end-of-sequence tokens: the stage's MaxNewTokens
+    /// tokens when set, else <see cref="GenerationOptions"/>' default (64, as <c>seco generate</c>).
+    /// </summary>
     public static string Complete(CausalLM model, ModelTokenizer tokenizer, ScoringSettings s, string prompt, GenerationOptions? options = null)
     {
         var ids = tokenizer.Encode(prompt, addBos: true);
         if (ids.Count == 0) return "";
-        options ??= new GenerationOptions { MaxNewTokens = s.MaxNewTokens, StopTokens = tokenizer.EosIds, PrefillChunkSize = s.ChunkSize };
+        // MaxNewTokens = 0 means "no Completion column" (generating for every row in Transform is costly, so the column
+        // is opt-in); a direct call still deserves a continuation.
+        var defaults = new GenerationOptions();
+        options ??= defaults with
+        {
+            MaxNewTokens = s.MaxNewTokens > 0 ? s.MaxNewTokens : defaults.MaxNewTokens,
+            StopTokens = tokenizer.EosIds, PrefillChunkSize = s.ChunkSize,
+        };
         return tokenizer.Decode(TextGenerator.Generate(model, ids, options));
     }
 }
