@@ -69,6 +69,52 @@ public sealed class RealTokenizerTests
     }
 
     [TestMethod]
+    public void MetaspacePreTokenizerMatchesTheJavaScriptReference()
+    {
+        // Newer conversions of the same vocabulary (legacy: false) replace the Prepend + Replace normalizer with a
+        // Metaspace pre-tokenizer that prepends '▁' only to the text's first segment, not after added tokens.
+        string directory;
+        try
+        {
+            directory = RealTokenizerFiles.ModelDirectory("llama2");
+        }
+        catch (InvalidOperationException e)
+        {
+            Assert.Inconclusive($"npm or the registry is unavailable here: {e.Message}");
+            return;
+        }
+        string variant = Path.Combine(Path.GetTempPath(), "seco-metaspace-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(variant);
+        try
+        {
+            var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(directory, "tokenizer.json")))!.AsObject();
+            json["normalizer"] = null;
+            // split false, since the reference does not implement Metaspace splitting (it ignores the flag).
+            json["pre_tokenizer"] = new System.Text.Json.Nodes.JsonObject
+            {
+                ["type"] = "Metaspace", ["replacement"] = "▁", ["prepend_scheme"] = "first", ["split"] = false, ["add_prefix_space"] = true,
+            };
+            File.WriteAllText(Path.Combine(variant, "tokenizer.json"), json.ToJsonString());
+            File.Copy(Path.Combine(directory, "tokenizer_config.json"), Path.Combine(variant, "tokenizer_config.json"));
+
+            var reference = RealTokenizerFiles.RunReference(variant, s_hardTexts);
+            var tokenizer = ModelTokenizer.Load(variant);
+            for (int i = 0; i < s_hardTexts.Length; i++)
+            {
+                AssertSameIds(reference.IdsPlain[i], tokenizer.EncodeWithSpecialTokens(s_hardTexts[i], addSpecialTokens: false).ToArray(),
+                    $"Metaspace, text {i} \"{Shorten(s_hardTexts[i])}\"");
+            }
+            // The difference from the Prepend normalizer, so that the comparison above is not vacuous.
+            var prepend = ModelTokenizer.Load(directory);
+            CollectionAssert.AreNotEqual(prepend.EncodeWithSpecialTokens("x</s>y", false).ToArray(), tokenizer.EncodeWithSpecialTokens("x</s>y", false).ToArray());
+        }
+        finally
+        {
+            Directory.Delete(variant, recursive: true);
+        }
+    }
+
+    [TestMethod]
     [DataRow("llama2")]
     [DataRow("llama3")]
     [DataRow("qwen3")]
