@@ -361,7 +361,7 @@ internal sealed class SentencePieceBpeTokenizer : Tokenizer
         switch (type)
         {
             case "Sequence":
-                foreach (var item in Array(path, n, "normalizers", "normalizer")) ReadNormalizer(path, item, steps);
+                foreach (var item in Items(path, n, "normalizers", "normalizer")) ReadNormalizer(path, item, steps);
                 break;
             case "Prepend":
                 string prepend = Required(path, n, "prepend", "normalizer Prepend");
@@ -385,7 +385,7 @@ internal sealed class SentencePieceBpeTokenizer : Tokenizer
         string? type = HuggingFaceTokenizerJson.GetString(pre, "type");
         if (type == "Sequence")
         {
-            var items = Array(path, pre, "pretokenizers", "pre_tokenizer").ToList();
+            var items = Items(path, pre, "pretokenizers", "pre_tokenizer").ToList();
             if (items.Count == 0) return null;
             if (items.Count == 1) return ReadPreTokenizer(path, items[0]);
             type = "Sequence[" + string.Join(", ", items.Select(i => HuggingFaceTokenizerJson.GetString(i, "type"))) + "]";
@@ -409,7 +409,7 @@ internal sealed class SentencePieceBpeTokenizer : Tokenizer
         switch (type)
         {
             case "Sequence":
-                foreach (var item in Array(path, d, "decoders", "decoder")) ReadDecoder(path, item, steps);
+                foreach (var item in Items(path, d, "decoders", "decoder")) ReadDecoder(path, item, steps);
                 break;
             case "Replace":
                 var replace = Replace(path, d, "decoder");
@@ -494,7 +494,7 @@ internal sealed class SentencePieceBpeTokenizer : Tokenizer
     private static string Required(string path, JsonElement e, string name, string where) =>
         HuggingFaceTokenizerJson.GetString(e, name) ?? throw new InvalidDataException($"{path}: {where} has no string \"{name}\".");
 
-    private static IEnumerable<JsonElement> Array(string path, JsonElement e, string name, string where) =>
+    private static IEnumerable<JsonElement> Items(string path, JsonElement e, string name, string where) =>
         e.TryGetProperty(name, out var list) && list.ValueKind == JsonValueKind.Array
             ? list.EnumerateArray()
             : throw new InvalidDataException($"{path}: {where} Sequence has no \"{name}\" array.");
