@@ -15,16 +15,13 @@ namespace Microsoft.ML.Seco.Tokenization;
 /// </remarks>
 internal sealed class HuggingFacePreTokenizer : PreTokenizer
 {
-    private readonly Regex? _addedTokens;
+    private readonly AddedTokens _addedTokens;
     private readonly IReadOnlyList<Regex> _stages;
 
-    public HuggingFacePreTokenizer(IReadOnlyList<Regex> stages, IEnumerable<string> addedTokens)
+    public HuggingFacePreTokenizer(IReadOnlyList<Regex> stages, AddedTokens addedTokens)
     {
         _stages = stages;
-        // Longest first so that alternation picks the longest token at a position, as HF's leftmost-longest matcher does.
-        var alternatives = addedTokens.Where(t => t.Length > 0).Distinct().OrderByDescending(t => t.Length)
-            .Select(Regex.Escape).ToList();
-        _addedTokens = alternatives.Count == 0 ? null : new Regex(string.Join("|", alternatives), RegexOptions.CultureInvariant);
+        _addedTokens = addedTokens;
     }
 
     public IReadOnlyList<Regex> Stages => _stages;
@@ -46,17 +43,13 @@ internal sealed class HuggingFacePreTokenizer : PreTokenizer
         var result = new List<(int, int)>();
         var pieces = new List<(int Offset, int Length)>();
         var next = new List<(int Offset, int Length)>();
-        int start = 0;
-        if (_addedTokens is not null)
+        var segments = new List<(int Offset, int Length, bool Added)>();
+        _addedTokens.Split(text, segments);
+        foreach (var (offset, length, added) in segments)
         {
-            foreach (ValueMatch m in _addedTokens.EnumerateMatches(text))
-            {
-                SplitPlain(text, start, m.Index - start, pieces, next, result);
-                result.Add((m.Index, m.Length));
-                start = m.Index + m.Length;
-            }
+            if (added) result.Add((offset, length));
+            else SplitPlain(text, offset, length, pieces, next, result);
         }
-        SplitPlain(text, start, text.Length - start, pieces, next, result);
         return result;
     }
 

@@ -5,24 +5,26 @@ using Microsoft.ML.Tokenizers;
 
 namespace Microsoft.ML.Seco.Tokenization;
 
-/// <summary>Builds a Microsoft.ML.Tokenizers tokenizer from a Hugging Face tokenizer.json of byte-level BPE type.</summary>
+/// <summary>
+/// Builds a Microsoft.ML.Tokenizers tokenizer from a Hugging Face tokenizer.json of BPE type: byte-level (GPT-2,
+/// Llama 3, Qwen2) or SentencePiece-style over characters with byte fallback (Llama 2, Mistral).
+/// </summary>
 internal static class HuggingFaceTokenizerJson
 {
     internal const string Supported =
         "supported: tokenizer.json with model.type \"BPE\" and a ByteLevel pre-tokenizer (GPT-2, Llama 3, Qwen2), " +
         "optionally preceded by Split(regex, behavior Isolated) stages, normalizer none or NFC; " +
+        "tokenizer.json with model.type \"BPE\" over characters (Llama 2, Mistral, TinyLlama: byte_fallback, normalizers " +
+        "Prepend, Replace, NFC/NFD/NFKC/NFKD, pre-tokenizer none or Metaspace, decoders Replace, ByteFallback, Fuse, Strip, Metaspace); " +
         "or a SentencePiece tokenizer.model (Llama 2, Mistral)";
 
-    /// <summary>What was read from tokenizer.json, beyond the tokenizer itself.</summary>
+    /// <summary>
+    /// What was read from tokenizer.json: the tokenizer, model.vocab, added_tokens, one more than the largest id, and
+    /// the special-token ids the post_processor (TemplateProcessing) puts before and after a single sequence, or null
+    /// when it declares none.
+    /// </summary>
     internal sealed record Result(Tokenizer Tokenizer, IReadOnlyDictionary<string, int> Vocabulary,
-        IReadOnlyDictionary<string, int> AddedTokens, int VocabularySize);
-
-    /// <summary>True when the file holds a byte-level BPE, the only tokenizer.json flavour <see cref="Load"/> builds.</summary>
-    internal static bool IsByteLevelBpe(JsonElement root) =>
-        root.TryGetProperty("model", out var model) && model.ValueKind == JsonValueKind.Object
-        && GetString(model, "type") is "BPE" or null
-        && model.TryGetProperty("merges", out _)
-        && root.TryGetProperty("pre_tokenizer", out var pre) && HasByteLevel(pre);
+        IReadOnlyDictionary<string, int> AddedTokens, int VocabularySize, (int[] Prefix, int[] Suffix)? Template);
 
     private static bool HasByteLevel(JsonElement pre)
     {
@@ -41,11 +43,19 @@ internal static class HuggingFaceTokenizerJson
         string type = GetString(model, "type") ?? (model.TryGetProperty("merges", out _) ? "BPE" : "(missing)");
         if (type != "BPE")
             throw new NotSupportedException($"Tokenizer model type \"{type}\" in {path} is not supported; {Supported}.");
+        var vocab = ReadVocabulary(path, model);
+        var merges = ReadMerges(path, model);
+        var added = ReadAddedTokens(root);
+        var template = ReadTemplate(path, root);
+        int size = 0;
+        foreach (int id in vocab.Values) size = Math.Max(size, id + 1);
+        foreach (int id in added.Values) size = Math.Max(size, id + 1);
+
         if (!root.TryGetProperty("pre_tokenizer", out var pre) || !HasByteLevel(pre))
-            throw new NotSupportedException(
-                $"{path} is a BPE tokenizer without a ByteLevel pre-tokenizer (SentencePiece-style BPE with byte fallback, " +
-                $"as Llama 2 and Mistral ship alongside tokenizer.model); it is not supported from tokenizer.json — " +
-                $"place the model's tokenizer.model next to it. {char.ToUpperInvariant(Supported[0])}{Supported[1..]}.");
+        {
+            var sentencePiece = SentencePieceBpeTokenizer.Create(path, root, model, vocab, merges, added);
+            return new Result(sentencePiece, vocab, added, size, template);
+        }
         if (model.TryGetProperty("byte_fallback", out var fallback) && fallback.ValueKind == JsonValueKind.True)
             throw new NotSupportedException($"{path}: byte-level BPE with byte_fallback is not supported; {Supported}.");
         foreach (string affix in new[] { "continuing_subword_prefix", "end_of_word_suffix" })
@@ -54,35 +64,31 @@ internal static class HuggingFaceTokenizerJson
                 throw new NotSupportedException($"{path}: model.{affix} is set, which byte-level BPE here does not support; {Supported}.");
         }
 
-        var vocab = ReadVocabulary(path, model);
-        var merges = ReadMerges(path, model);
-        var added = ReadAddedTokens(root);
         Normalizer? normalizer = ReadNormalizer(path, root);
         var stages = new List<Regex>();
         ReadPreTokenizer(path, pre, stages);
-        var preTokenizer = new HuggingFacePreTokenizer(stages, added.Keys);
+        var preTokenizer = new HuggingFacePreTokenizer(stages, new AddedTokens(added.Keys));
         var special = new Dictionary<string, int>(added);
 
         bool ignoreMerges = model.TryGetProperty("ignore_merges", out var im) && im.ValueKind == JsonValueKind.True;
         Tokenizer tokenizer = ignoreMerges
             ? CreateTiktoken(path, vocab, preTokenizer, normalizer, special)
-            : CreateBpe(vocab, merges, preTokenizer, normalizer, special);
-
-        int size = 0;
-        foreach (int id in vocab.Values) size = Math.Max(size, id + 1);
-        foreach (int id in added.Values) size = Math.Max(size, id + 1);
-        return new Result(tokenizer, vocab, added, size);
+            : CreateBpe(path, vocab, merges, preTokenizer, normalizer, special);
+        return new Result(tokenizer, vocab, added, size, template);
     }
 
     // BpeTokenizer applies merges by their position in model.merges, which is precisely Hugging Face's BPE; a
     // tiktoken tokenizer would merge by token id instead, which agrees only for vocabularies converted from
     // tiktoken. Measured: on GPT-2's vocabulary this path matches TiktokenTokenizer.CreateForModel("gpt2") id for id.
-    private static BpeTokenizer CreateBpe(Dictionary<string, int> vocab, List<string> merges,
+    private static BpeTokenizer CreateBpe(string path, Dictionary<string, int> vocab, List<(string Left, string Right)> merges,
         PreTokenizer preTokenizer, Normalizer? normalizer, Dictionary<string, int> special)
     {
         var options = new BpeOptions(vocab)
         {
-            Merges = merges,
+            // BpeOptions only takes the "a b" form; byte-level tokens never contain a space (it is spelled 'Ġ').
+            Merges = merges.Select(m => m.Left.Contains(' ') || m.Right.Contains(' ')
+                ? throw new NotSupportedException($"{path}: merge [\"{m.Left}\", \"{m.Right}\"] has a token containing a space, which byte-level BPE never produces.")
+                : m.Left + " " + m.Right),
             ByteLevel = true,
             PreTokenizer = preTokenizer,
             Normalizer = normalizer,
@@ -118,31 +124,47 @@ internal static class HuggingFaceTokenizerJson
         return result;
     }
 
-    private static List<string> ReadMerges(string path, JsonElement model)
+    private static List<(string Left, string Right)> ReadMerges(string path, JsonElement model)
     {
-        var result = new List<string>();
+        var result = new List<(string, string)>();
         if (!model.TryGetProperty("merges", out var merges) || merges.ValueKind != JsonValueKind.Array) return result;
         foreach (var m in merges.EnumerateArray())
         {
             // tokenizers < 0.20 writes "a b"; newer versions write ["a", "b"] so that tokens may contain spaces.
-            // BpeOptions only takes the "a b" form; byte-level tokens never contain a space (it is spelled 'Ġ').
-            if (m.ValueKind == JsonValueKind.String)
-            {
-                result.Add(m.GetString()!);
-            }
-            else if (m.ValueKind == JsonValueKind.Array && m.GetArrayLength() == 2)
-            {
-                string left = m[0].GetString()!, right = m[1].GetString()!;
-                if (left.Contains(' ') || right.Contains(' '))
-                    throw new NotSupportedException($"{path}: merge [\"{left}\", \"{right}\"] has a token containing a space, which byte-level BPE never produces.");
-                result.Add(left + " " + right);
-            }
+            if (m.ValueKind == JsonValueKind.String && m.GetString()!.Split(' ') is [var left, var right])
+                result.Add((left, right));
+            else if (m.ValueKind == JsonValueKind.Array && m.GetArrayLength() == 2 && m[0].ValueKind == JsonValueKind.String && m[1].ValueKind == JsonValueKind.String)
+                result.Add((m[0].GetString()!, m[1].GetString()!));
             else
-            {
                 throw new InvalidDataException($"{path}: model.merges entry {m.GetRawText()} is neither \"a b\" nor [\"a\", \"b\"].");
-            }
         }
         return result;
+    }
+
+    // TemplateProcessing's "single" template, alone or inside a Sequence of processors (Llama 3.1 pairs it with ByteLevel):
+    // the SpecialToken items before $A are the prefix, those after it the suffix.
+    private static (int[] Prefix, int[] Suffix)? ReadTemplate(string path, JsonElement root)
+    {
+        if (!root.TryGetProperty("post_processor", out var post)) return null;
+        if (GetString(post, "type") == "Sequence" && post.TryGetProperty("processors", out var list) && list.ValueKind == JsonValueKind.Array)
+            post = list.EnumerateArray().FirstOrDefault(p => GetString(p, "type") == "TemplateProcessing");
+        if (GetString(post, "type") != "TemplateProcessing") return null;
+        if (!post.TryGetProperty("single", out var single) || single.ValueKind != JsonValueKind.Array)
+            throw new InvalidDataException($"{path}: post_processor TemplateProcessing has no \"single\" array.");
+        var prefix = new List<int>();
+        var suffix = new List<int>();
+        bool afterSequence = false;
+        foreach (var item in single.EnumerateArray())
+        {
+            if (item.TryGetProperty("Sequence", out _)) { afterSequence = true; continue; }
+            if (!item.TryGetProperty("SpecialToken", out var special) || GetString(special, "id") is not { } name)
+                throw new InvalidDataException($"{path}: post_processor template item {item.GetRawText()} is neither a Sequence nor a SpecialToken.");
+            if (!post.TryGetProperty("special_tokens", out var specials) || !specials.TryGetProperty(name, out var entry)
+                || !entry.TryGetProperty("ids", out var ids) || ids.ValueKind != JsonValueKind.Array)
+                throw new InvalidDataException($"{path}: post_processor special_tokens has no ids for \"{name}\".");
+            (afterSequence ? suffix : prefix).AddRange(ids.EnumerateArray().Select(i => i.GetInt32()));
+        }
+        return (prefix.ToArray(), suffix.ToArray());
     }
 
     private static Dictionary<string, int> ReadAddedTokens(JsonElement root)

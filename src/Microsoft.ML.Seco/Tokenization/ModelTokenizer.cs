@@ -9,7 +9,10 @@ namespace Microsoft.ML.Seco.Tokenization;
 /// </summary>
 public sealed class ModelTokenizer
 {
-    /// <summary>Hugging Face's fast-tokenizer file: byte-level BPE for GPT-2, Llama 3, Qwen2.</summary>
+    /// <summary>
+    /// Hugging Face's fast-tokenizer file: byte-level BPE (GPT-2, Llama 3, Qwen2) or SentencePiece-style BPE with byte
+    /// fallback (Llama 2, Mistral, TinyLlama).
+    /// </summary>
     public const string TokenizerJsonFileName = "tokenizer.json";
 
     /// <summary>The SentencePiece model file of Llama 2 and Mistral.</summary>
@@ -20,12 +23,18 @@ public sealed class ModelTokenizer
     private const string GenerationConfigFileName = "generation_config.json";
 
     private readonly Func<string, int?> _lookup;
+    private readonly string?[] _idToToken;
+    private readonly (int[] Prefix, int[] Suffix)? _template;
 
-    private ModelTokenizer(Tokenizer inner, int vocabularySize, Func<string, int?> lookup)
+    private ModelTokenizer(Tokenizer inner, int vocabularySize, Func<string, int?> lookup,
+        IEnumerable<KeyValuePair<string, int>> tokens, (int[] Prefix, int[] Suffix)? template)
     {
         Inner = inner;
         VocabularySize = vocabularySize;
         _lookup = lookup;
+        _idToToken = new string?[vocabularySize];
+        foreach (var (token, id) in tokens) if ((uint)id < (uint)vocabularySize) _idToToken[id] = token;
+        _template = template;
     }
 
     /// <summary>The Microsoft.ML.Tokenizers object doing the work; it never adds BOS or EOS by itself.</summary>
@@ -69,6 +78,42 @@ public sealed class ModelTokenizer
         return result;
     }
 
+    /// <summary>
+    /// The special-token ids Hugging Face's tokenizer puts before the text when asked to add special tokens
+    /// (<c>add_special_tokens=True</c>): tokenizer_config.json <c>add_bos_token</c> when present (BOS or nothing),
+    /// else tokenizer.json's TemplateProcessing post-processor, else nothing; with only tokenizer.model, BOS unless
+    /// <c>add_bos_token</c> is false (LlamaTokenizer's default).
+    /// </summary>
+    public IReadOnlyList<int> SpecialPrefixIds { get; private set; } = [];
+
+    /// <summary>As <see cref="SpecialPrefixIds"/>, after the text (tokenizer_config.json <c>add_eos_token</c>: EOS).</summary>
+    public IReadOnlyList<int> SpecialSuffixIds { get; private set; } = [];
+
+    /// <summary>
+    /// Encodes <paramref name="text"/> as Hugging Face's tokenizer does with <c>add_special_tokens</c> =
+    /// <paramref name="addSpecialTokens"/>: <see cref="SpecialPrefixIds"/>, the text, <see cref="SpecialSuffixIds"/>.
+    /// </summary>
+    /// <param name="text">The text.</param>
+    /// <param name="addSpecialTokens">Add the tokenizer's own special tokens around the text.</param>
+    public IReadOnlyList<int> EncodeWithSpecialTokens(string text, bool addSpecialTokens = true)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        IReadOnlyList<int> ids = Inner.EncodeToIds(text);
+        if (!addSpecialTokens || (SpecialPrefixIds.Count == 0 && SpecialSuffixIds.Count == 0)) return ids;
+        var result = new List<int>(ids.Count + SpecialPrefixIds.Count + SpecialSuffixIds.Count);
+        result.AddRange(SpecialPrefixIds);
+        result.AddRange(ids);
+        result.AddRange(SpecialSuffixIds);
+        return result;
+    }
+
+    /// <summary>
+    /// The token of <paramref name="id"/> as the vocabulary spells it (e.g. <c>▁Hello</c>, <c>&lt;0x0A&gt;</c>,
+    /// <c>Ġworld</c>, <c>&lt;s&gt;</c>), or null when no token has that id.
+    /// </summary>
+    /// <param name="id">A token id.</param>
+    public string? IdToToken(int id) => (uint)id < (uint)_idToToken.Length ? _idToToken[id] : null;
+
     /// <summary>Decodes ids to text; special tokens are kept as their text.</summary>
     /// <param name="ids">Token ids.</param>
     public string Decode(IEnumerable<int> ids)
@@ -95,8 +140,8 @@ public sealed class ModelTokenizer
     }
 
     /// <summary>
-    /// Loads the tokenizer of a model directory: a byte-level BPE tokenizer.json when there is one, else the
-    /// SentencePiece tokenizer.model; special-token ids come from tokenizer_config.json, config.json and
+    /// Loads the tokenizer of a model directory: tokenizer.json when there is one (as Hugging Face's fast tokenizers
+    /// do), else the SentencePiece tokenizer.model; special-token ids come from tokenizer_config.json, config.json and
     /// generation_config.json.
     /// </summary>
     /// <param name="modelDirectory">A model directory in Hugging Face layout.</param>
@@ -116,39 +161,39 @@ public sealed class ModelTokenizer
 
         ModelTokenizer tokenizer;
         int? intrinsicBos = null, intrinsicEos = null;
-        using (JsonDocument? json = hasJson ? ParseJson(jsonPath) : null)
+        if (hasJson)
         {
-            // Llama 2 and Mistral ship a SentencePiece-style tokenizer.json (byte fallback, no ByteLevel) next to
-            // tokenizer.model; that one is read from tokenizer.model, so tokenizer.json only wins when byte-level.
-            if (json is not null && (!hasSp || HuggingFaceTokenizerJson.IsByteLevelBpe(json.RootElement)))
+            // Llama 2 and Mistral ship tokenizer.json next to tokenizer.model; tokenizer.json is what transformers
+            // loads by default, and its SentencePiece-style BPE is checked id for id against an independent implementation.
+            using JsonDocument json = ParseJson(jsonPath);
+            var r = HuggingFaceTokenizerJson.Load(jsonPath, json.RootElement);
+            tokenizer = new ModelTokenizer(r.Tokenizer, r.VocabularySize, token =>
+                r.AddedTokens.TryGetValue(token, out int id) || r.Vocabulary.TryGetValue(token, out id)
+                || r.Vocabulary.TryGetValue(ByteLevel.EncodeText(token), out id) ? id : null,
+                r.Vocabulary.Concat(r.AddedTokens), r.Template);
+        }
+        else
+        {
+            SentencePieceTokenizer sp;
+            using (var stream = File.OpenRead(spPath))
             {
-                var r = HuggingFaceTokenizerJson.Load(jsonPath, json.RootElement);
-                tokenizer = new ModelTokenizer(r.Tokenizer, r.VocabularySize, token =>
-                    r.AddedTokens.TryGetValue(token, out int id) || r.Vocabulary.TryGetValue(token, out id)
-                    || r.Vocabulary.TryGetValue(ByteLevel.EncodeText(token), out id) ? id : null);
-            }
-            else
-            {
-                SentencePieceTokenizer sp;
-                using (var stream = File.OpenRead(spPath))
+                try
                 {
-                    try
-                    {
-                        // BOS is added by Encode itself so that every tokenizer kind behaves alike.
-                        sp = LlamaTokenizer.Create(stream, addBeginOfSentence: false, addEndOfSentence: false);
-                    }
-                    catch (Exception e) when (e is not IOException and not OutOfMemoryException)
-                    {
-                        throw new NotSupportedException($"{spPath} could not be read as a SentencePiece model ({e.Message}); {HuggingFaceTokenizerJson.Supported}.", e);
-                    }
+                    // BOS is added by Encode itself so that every tokenizer kind behaves alike.
+                    sp = LlamaTokenizer.Create(stream, addBeginOfSentence: false, addEndOfSentence: false);
                 }
-                int size = sp.Vocabulary.Count == 0 ? 0 : sp.Vocabulary.Values.Max() + 1;
-                if (sp.SpecialTokens is { Count: > 0 } specials) size = Math.Max(size, specials.Values.Max() + 1);
-                tokenizer = new ModelTokenizer(sp, size, token =>
-                    sp.SpecialTokens is { } s && s.TryGetValue(token, out int id) || sp.Vocabulary.TryGetValue(token, out id) ? id : null);
-                intrinsicBos = sp.BeginningOfSentenceId;
-                intrinsicEos = sp.EndOfSentenceId;
+                catch (Exception e) when (e is not IOException and not OutOfMemoryException)
+                {
+                    throw new NotSupportedException($"{spPath} could not be read as a SentencePiece model ({e.Message}); {HuggingFaceTokenizerJson.Supported}.", e);
+                }
             }
+            int size = sp.Vocabulary.Count == 0 ? 0 : sp.Vocabulary.Values.Max() + 1;
+            if (sp.SpecialTokens is { Count: > 0 } specials) size = Math.Max(size, specials.Values.Max() + 1);
+            tokenizer = new ModelTokenizer(sp, size, token =>
+                sp.SpecialTokens is { } s && s.TryGetValue(token, out int id) || sp.Vocabulary.TryGetValue(token, out id) ? id : null,
+                sp.Vocabulary.Concat(sp.SpecialTokens ?? new Dictionary<string, int>()), null);
+            intrinsicBos = sp.BeginningOfSentenceId;
+            intrinsicEos = sp.EndOfSentenceId;
         }
 
         tokenizer.ResolveSpecialIds(modelDirectory, intrinsicBos, intrinsicEos);
@@ -179,6 +224,28 @@ public sealed class ModelTokenizer
         PadId = hasPadToken && padFromTokenizer is not null
             ? padFromTokenizer
             : IdsFromConfig(config, configPath, "pad_token_id").Select(i => (int?)i).FirstOrDefault();
+
+        // transformers rebuilds a Llama tokenizer's post-processor from add_bos_token / add_eos_token when they are
+        // given; a slow LlamaTokenizer (tokenizer.model alone) adds BOS unless told otherwise.
+        bool? addBos = FlagFromConfig(tokenizerConfig, tokenizerConfigPath, "add_bos_token");
+        bool? addEos = FlagFromConfig(tokenizerConfig, tokenizerConfigPath, "add_eos_token");
+        var (prefix, suffix) = _template ?? ([], []);
+        if (_template is null && addBos is null && !File.Exists(Path.Combine(modelDirectory, TokenizerJsonFileName))) addBos = true;
+        if (addBos is bool withBos) prefix = withBos && BosId is int bosId ? [bosId] : [];
+        if (addEos is bool withEos) suffix = withEos && TokenFromConfig(tokenizerConfig, tokenizerConfigPath, "eos_token").Id is int eosId ? [eosId] : [];
+        SpecialPrefixIds = prefix;
+        SpecialSuffixIds = suffix;
+    }
+
+    private static bool? FlagFromConfig(JsonDocument? doc, string path, string key)
+    {
+        if (doc is null || !doc.RootElement.TryGetProperty(key, out var value) || value.ValueKind == JsonValueKind.Null) return null;
+        return value.ValueKind switch
+        {
+            JsonValueKind.True => true,
+            JsonValueKind.False => false,
+            _ => throw new InvalidDataException($"{path}: \"{key}\" is {value.GetRawText()}, not true or false."),
+        };
     }
 
     // tokenizer_config.json names tokens by text, either "<s>" or {"content": "<s>", ...} (AddedToken form).

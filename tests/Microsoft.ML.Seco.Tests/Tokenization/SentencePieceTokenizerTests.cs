@@ -50,18 +50,6 @@ public sealed class SentencePieceTokenizerTests
         Assert.AreEqual("hi ü", tokenizer.Decode(fallback));
     }
 
-    [TestMethod]
-    public void TokenizerModelWinsOverSentencePieceStyleTokenizerJson()
-    {
-        // Llama 2 and Mistral repositories carry both; their tokenizer.json is BPE without ByteLevel.
-        File.WriteAllText(Path.Combine(_dir, "tokenizer.json"),
-            """{ "model": { "type": "BPE", "byte_fallback": true, "vocab": { "a": 0 }, "merges": [] }, "pre_tokenizer": null, "normalizer": { "type": "Sequence", "normalizers": [ { "type": "Prepend", "prepend": "▁" } ] } }""");
-        File.WriteAllText(Path.Combine(_dir, "config.json"), """{ "bos_token_id": 1, "eos_token_id": [2, 4] }""");
-        var tokenizer = ModelTokenizer.Load(_dir);
-        Assert.IsInstanceOfType<LlamaTokenizer>(tokenizer.Inner);
-        CollectionAssert.AreEqual(new[] { 2, 4 }, tokenizer.EosIds.ToArray());
-    }
-
     private static int P(string piece) => FirstPiece + Array.IndexOf(s_pieces, piece);
 
     private static byte[] BuildModel()
