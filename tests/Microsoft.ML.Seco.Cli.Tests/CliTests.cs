@@ -369,6 +369,11 @@ public sealed class CliTests
         var cacheOnly = Seco("gradcheck", "--model", _model, "--seq-len", "20", "--chunk-size", "7", "--strategy", "spaco-bernoulli", "--sampled-chunks", "2", "--compensation", "cache");
         Assert.AreEqual(0, cacheOnly.ExitCode, cacheOnly.ToString());
         StringAssert.Contains(cacheOnly.Out, "not judged");
+        var capped = Seco("gradcheck", "--model", _model, "--seq-len", "20", "--chunk-size", "7", "--strategy", "spaco-bernoulli", "--sampled-chunks", "2",
+            "--compensation", "both", "--max-compensation", "1.2", "--json");
+        Assert.AreEqual(0, capped.ExitCode, capped.ToString());
+        Assert.IsFalse((bool)capped.JsonLines()[0]["judged"]!, "a cap below k/t biases even the Bernoulli sampler");
+        Assert.IsTrue((double)capped.JsonLines()[0]["max_rel_error"]! > 1e-3);
 
         var fixedBudget = Seco("gradcheck", "--model", _model, "--seq-len", "20", "--chunk-size", "7", "--strategy", "spaco-fixed", "--sampled-chunks", "2", "--json");
         Assert.AreEqual(0, fixedBudget.ExitCode, fixedBudget.ToString());

@@ -40,7 +40,9 @@ internal static class TrainCommand
         var epsilon = new Option<double?>("--epsilon") { Description = "AdamW epsilon. Default: 1e-8." };
         var maxGradNorm = new Option<string?>("--max-grad-norm") { Description = "Clip the gradient's global L2 norm to this (positive), or none for no clipping. Default: 1." };
         var fullFinetune = new Option<bool>("--full-finetune") { Description = "Train every parameter instead of LoRA adapters (writes merged/ instead of adapter/). Default: false." };
-        var maxSeqLen = new Option<int?>("--max-seq-len") { Description = "Longest sequence trained on; longer documents are split into windows. Default: 16384." };
+        var maxSeqLen = new Option<int?>("--max-seq-len") { Description = "Longest sequence trained on; longer documents are split into windows (see --overflow). Default: 16384." };
+        var overflow = new Option<string?>("--overflow") { Description = "Documents longer than --max-seq-len: split (consecutive windows) or truncate (the first window only). Default: split." };
+        overflow.AcceptOnlyFromAmong("split", "truncate");
         var lr = new Option<double?>("--lr") { Description = "Peak AdamW learning rate. Default: 1e-4." };
         var epochs = new Option<int?>("--epochs") { Description = "Passes over the data. Default: 1." };
         var maxSteps = new Option<int?>("--max-steps") { Description = "Stop after this many optimizer steps (counted across resumes). Default: none (run the epochs)." };
@@ -54,7 +56,7 @@ internal static class TrainCommand
         var command = new Command("train", "Fine-tune a model with chunk-wise optimization (SeCO, or SpaCO with --sampled-chunks) and write the adapter, metrics and loss curve.")
         {
             config, model, data, validation, output, chunkSize, sampledChunks, sampler, compensation, maxCompensation, loraRank, loraAlpha,
-            loraTargets, fullFinetune, maxSeqLen, lr, epochs, maxSteps, gradAccum, warmupSteps, warmupRatio, weightDecay, beta1, beta2, epsilon,
+            loraTargets, fullFinetune, maxSeqLen, overflow, lr, epochs, maxSteps, gradAccum, warmupSteps, warmupRatio, weightDecay, beta1, beta2, epsilon,
             maxGradNorm, seed, device, dtype, checkpointEvery, resume, json,
         };
         command.SetAction(parse => context.Guard(() =>
@@ -89,6 +91,7 @@ internal static class TrainCommand
             SetRef(maxGradNorm, v => c.MaxGradNorm = ParseMaxGradNorm(v));
             if (parse.GetValue(fullFinetune)) c.FullFineTuning = true;
             Set(maxSeqLen, v => c.MaxSequenceLength = v);
+            SetRef(overflow, v => c.Overflow = v);
             Set(lr, v => c.LearningRate = v);
             Set(epochs, v => c.MaxEpoch = v);
             Set(maxSteps, v => c.MaxSteps = v);
