@@ -47,7 +47,11 @@ internal sealed class TrainConfig
     public int ChunkSize { get; set; } = Defaults.ChunkSize;
     public int? SampledChunks { get; set; } = Defaults.SampledChunks;
     public string Sampler { get; set; } = "bernoulli";
-    public bool Compensate { get; set; } = Defaults.Compensate;
+    /// <summary>both, loss, cache or none; null = both (or what the earlier <see cref="Compensate"/> says).</summary>
+    public string? Compensation { get; set; }
+    /// <summary>The earlier name of <see cref="Compensation"/> (true = both, false = none), still read so old configurations load; never written.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public bool? Compensate { get; set; }
     public double? MaxCompensation { get; set; } = Defaults.MaxCompensation;
 
     // LoRA
@@ -64,8 +68,12 @@ internal sealed class TrainConfig
     public double LearningRate { get; set; } = Defaults.LearningRate;
     public double FinalLearningRateRatio { get; set; } = Defaults.FinalLearningRateRatio;
     public int WarmupSteps { get; set; } = Defaults.WarmupSteps;
+    public double? WarmupRatio { get; set; } = Defaults.WarmupRatio;
     public string Schedule { get; set; } = "cosine";
     public double WeightDecay { get; set; } = Defaults.WeightDecay;
+    public double Beta1 { get; set; } = Defaults.Beta1;
+    public double Beta2 { get; set; } = Defaults.Beta2;
+    public double Epsilon { get; set; } = Defaults.Epsilon;
     public double? MaxGradNorm { get; set; } = Defaults.MaxGradNorm;
     public int GradientAccumulationSteps { get; set; } = Defaults.GradientAccumulationSteps;
 
@@ -127,7 +135,7 @@ internal sealed class TrainConfig
         ChunkSize = ChunkSize,
         SampledChunks = SampledChunks,
         Sampler = ParseSampler(Sampler, "sampler"),
-        Compensate = Compensate,
+        Compensation = ResolveCompensation(),
         MaxCompensation = MaxCompensation,
         LoraRank = LoraRank,
         LoraAlpha = LoraAlpha,
@@ -140,8 +148,12 @@ internal sealed class TrainConfig
         LearningRate = LearningRate,
         FinalLearningRateRatio = FinalLearningRateRatio,
         WarmupSteps = WarmupSteps,
+        WarmupRatio = WarmupRatio,
         Schedule = ParseSchedule(Schedule),
         WeightDecay = WeightDecay,
+        Beta1 = Beta1,
+        Beta2 = Beta2,
+        Epsilon = Epsilon,
         MaxGradNorm = MaxGradNorm,
         GradientAccumulationSteps = GradientAccumulationSteps,
         Device = Device,
@@ -154,7 +166,41 @@ internal sealed class TrainConfig
     {
         "bernoulli" => ChunkSampler.Bernoulli,
         "fixed" or "fixedbudget" or "fixed-budget" => ChunkSampler.FixedBudget,
-        _ => throw new UsageException($"{name} '{value}' is not a sampler; use fixed or bernoulli."),
+        "stratified" => ChunkSampler.Stratified,
+        _ => throw new UsageException($"{name} '{value}' is not a sampler; use fixed, bernoulli or stratified."),
+    };
+
+    Compensation ResolveCompensation()
+    {
+        if (Compensation is not null && Compensate is not null)
+            throw new UsageException("compensate (the earlier name) and compensation are both set; keep only compensation (both, loss, cache or none).");
+        return Compensation is string name ? ParseCompensation(name, "compensation")
+            : Compensate is false ? Chunkwise.Compensation.None : Chunkwise.Compensation.LossAndCache;
+    }
+
+    /// <summary>The names the configuration and --compensation use, by mode.</summary>
+    public static string CompensationName(Compensation mode) => mode switch
+    {
+        Chunkwise.Compensation.LossOnly => "loss",
+        Chunkwise.Compensation.CacheOnly => "cache",
+        Chunkwise.Compensation.None => "none",
+        _ => "both",
+    };
+
+    public static Compensation ParseCompensation(string value, string name) => value.Trim().ToLowerInvariant() switch
+    {
+        "both" or "lossandcache" => Chunkwise.Compensation.LossAndCache,
+        "loss" or "lossonly" => Chunkwise.Compensation.LossOnly,
+        "cache" or "cacheonly" => Chunkwise.Compensation.CacheOnly,
+        "none" => Chunkwise.Compensation.None,
+        _ => throw new UsageException($"{name} '{value}' is not a compensation mode; use both, loss, cache or none."),
+    };
+
+    public static string SamplerName(ChunkSampler sampler) => sampler switch
+    {
+        ChunkSampler.FixedBudget => "fixed",
+        ChunkSampler.Stratified => "stratified",
+        _ => "bernoulli",
     };
 
     static SequenceOverflow ParseOverflow(string value) => value.Trim().ToLowerInvariant() switch

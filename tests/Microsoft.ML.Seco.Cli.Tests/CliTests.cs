@@ -206,6 +206,53 @@ public sealed class CliTests
     }
 
     [TestMethod]
+    public void PaperSettingsAreFlagsAndOldConfigsStillLoad()
+    {
+        // A configuration written before compensation had modes: "compensate": false means none.
+        string output = Output("paper-run");
+        string config = Path.Combine(_root, "old.json");
+        File.WriteAllText(config, JsonSerializer.Serialize(new { modelPath = _model, data = _data, output, sampledChunks = 2, compensate = false, maxSteps = 1 }));
+        var r = Seco("train", "--config", config, "--chunk-size", "8", "--max-seq-len", "24", "--beta1", "0.85", "--beta2", "0.95", "--epsilon", "1e-6",
+            "--weight-decay", "0.05", "--warmup-ratio", "0.01", "--max-grad-norm", "none", "--lora-targets", "q_proj,v_proj", "--grad-accum", "2", "--json");
+        Assert.AreEqual(0, r.ExitCode, r.ToString());
+        var effective = JsonNode.Parse(File.ReadAllText(Path.Combine(output, "seco-config.json")))!.AsObject();
+        Assert.AreEqual("none", (string?)effective["compensation"]);
+        Assert.IsFalse(effective.ContainsKey("compensate"), "the earlier name is read, not written");
+        Assert.AreEqual(0.85, (double)effective["beta1"]!);
+        Assert.AreEqual(0.95, (double)effective["beta2"]!);
+        Assert.AreEqual(1e-6, (double)effective["epsilon"]!);
+        Assert.AreEqual(0.05, (double)effective["weightDecay"]!);
+        Assert.AreEqual(0.01, (double)effective["warmupRatio"]!);
+        Assert.IsTrue(effective.ContainsKey("maxGradNorm") && effective["maxGradNorm"] is null, "none = no clipping = null");
+        CollectionAssert.AreEqual(new[] { "q_proj", "v_proj" }, effective["loraTargetModules"]!.AsArray().Select(v => (string?)v).ToArray());
+        Assert.AreEqual(2, (int)effective["gradientAccumulationSteps"]!);
+
+        // The written configuration reads back, and a flag replaces the earlier name.
+        r = Seco("train", "--config", Path.Combine(output, "seco-config.json"), "--output", Output("paper-run-2"), "--compensation", "cache", "--json");
+        Assert.AreEqual(0, r.ExitCode, r.ToString());
+        Assert.AreEqual("cache", (string?)JsonNode.Parse(File.ReadAllText(Path.Combine(Output("paper-run-2"), "seco-config.json")))!["compensation"]);
+
+        File.WriteAllText(config, JsonSerializer.Serialize(new { modelPath = _model, data = _data, output, compensate = true, compensation = "loss" }));
+        r = Seco("train", "--config", config);
+        Assert.AreEqual(2, r.ExitCode, r.ToString());
+        StringAssert.Contains(r.Error, "compensate");
+
+        foreach (var (flags, named) in new[]
+        {
+            (new[] { "--sampled-chunks", "2", "--sampler", "stratified" }, "Compensation"),
+            (new[] { "--max-grad-norm", "0" }, "MaxGradNorm"),
+            (new[] { "--max-grad-norm", "big" }, "--max-grad-norm"),
+            (new[] { "--beta2", "1" }, "Beta2"),
+            (new[] { "--warmup-ratio", "0.1", "--warmup-steps", "3" }, "WarmupRatio"),
+        })
+        {
+            r = Seco(TrainArgs(Output("paper-bad"), flags));
+            Assert.AreEqual(2, r.ExitCode, r.ToString());
+            StringAssert.Contains(r.Error, named, string.Join(" ", flags));
+        }
+    }
+
+    [TestMethod]
     public void BadConfigFieldsAreNamedWithExitCodeTwo()
     {
         string config = Path.Combine(_root, "bad.json");
@@ -312,6 +359,22 @@ public sealed class CliTests
             Assert.IsTrue((double)result["max_abs_error"]! >= 0);
             Assert.IsTrue(result["groups"]!.AsArray().Count > 0);
         }
+        // Without --compensation every mode is reported; only Bernoulli with both is unbiased.
+        var modes = Seco("gradcheck", "--model", _model, "--seq-len", "20", "--chunk-size", "7", "--strategy", "spaco-bernoulli", "--sampled-chunks", "2", "--json");
+        Assert.AreEqual(0, modes.ExitCode, modes.ToString());
+        var byMode = modes.JsonLines()[0]["modes"]!.AsArray().ToDictionary(m => (string)m!["compensation"]!, m => (double)m!["max_rel_error"]!);
+        CollectionAssert.AreEquivalent(new[] { "both", "loss", "cache", "none" }, byMode.Keys.ToArray());
+        Assert.IsTrue(byMode["both"] <= 1e-8, modes.Out);
+        foreach (var mode in new[] { "loss", "cache", "none" }) Assert.IsTrue(byMode[mode] > 1e-3, $"{mode} is biased: {modes.Out}");
+        var cacheOnly = Seco("gradcheck", "--model", _model, "--seq-len", "20", "--chunk-size", "7", "--strategy", "spaco-bernoulli", "--sampled-chunks", "2", "--compensation", "cache");
+        Assert.AreEqual(0, cacheOnly.ExitCode, cacheOnly.ToString());
+        StringAssert.Contains(cacheOnly.Out, "not judged");
+        var capped = Seco("gradcheck", "--model", _model, "--seq-len", "20", "--chunk-size", "7", "--strategy", "spaco-bernoulli", "--sampled-chunks", "2",
+            "--compensation", "both", "--max-compensation", "1.2", "--json");
+        Assert.AreEqual(0, capped.ExitCode, capped.ToString());
+        Assert.IsFalse((bool)capped.JsonLines()[0]["judged"]!, "a cap below k/t biases even the Bernoulli sampler");
+        Assert.IsTrue((double)capped.JsonLines()[0]["max_rel_error"]! > 1e-3);
+
         var fixedBudget = Seco("gradcheck", "--model", _model, "--seq-len", "20", "--chunk-size", "7", "--strategy", "spaco-fixed", "--sampled-chunks", "2", "--json");
         Assert.AreEqual(0, fixedBudget.ExitCode, fixedBudget.ToString());
         Assert.IsTrue((double)fixedBudget.JsonLines()[0]["max_rel_error"]! > 1e-6, "the paper's sampler is biased for chains through the cache");

@@ -23,13 +23,26 @@ internal static class TrainCommand
         var output = new Option<string?>("--output") { Description = "Output folder for seco-config.json, metrics.csv, loss.png, adapter/ (or merged/), model.seco and checkpoints/. Required." };
         var chunkSize = new Option<int?>("--chunk-size") { Description = "Tokens per chunk. Default: 128." };
         var sampledChunks = new Option<int?>("--sampled-chunks") { Description = "Chunks backpropagated per sequence (SpaCO's t); omit for exact SeCO. Default: none (SeCO)." };
-        var sampler = new Option<string?>("--sampler") { Description = "SpaCO sampler: fixed (the paper's: exactly t chunks) or bernoulli (unbiased). Default: bernoulli." };
-        sampler.AcceptOnlyFromAmong("fixed", "bernoulli");
-        var maxCompensation = new Option<double?>("--max-compensation") { Description = "Cap on SpaCO's compensation factor (the paper recommends 2). Default: none." };
+        var sampler = new Option<string?>("--sampler") { Description = "SpaCO sampler: fixed (the paper's: exactly t chunks), bernoulli (unbiased) or stratified (the authors' for prompt/response data: half of t to chunks with response tokens; needs --compensation none). Default: bernoulli." };
+        sampler.AcceptOnlyFromAmong("fixed", "bernoulli", "stratified");
+        var compensation = new Option<string?>("--compensation") { Description = "Which seeds SpaCO's factor k/t multiplies: both (loss and injected cache gradient; unbiased with bernoulli), loss (the authors' released code), cache (the paper's Algorithm 2) or none. Default: both." };
+        compensation.AcceptOnlyFromAmong("both", "loss", "cache", "none");
+        var maxCompensation = new Option<double?>("--max-compensation") { Description = "Cap on SpaCO's compensation factor in every mode (the paper recommends 2). Default: none." };
         var loraRank = new Option<int?>("--lora-rank") { Description = "LoRA rank r. Default: 8." };
         var loraAlpha = new Option<double?>("--lora-alpha") { Description = "LoRA alpha (update scaled by alpha / r). Default: 16." };
+        var loraTargets = new Option<string?>("--lora-targets") { Description = "Comma-separated projections that get adapters (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj). Default: q_proj,k_proj,v_proj,o_proj." };
+        var gradAccum = new Option<int?>("--grad-accum") { Description = "Micro-batches per optimizer step. Default: 1." };
+        var warmupSteps = new Option<int?>("--warmup-steps") { Description = "Optimizer steps of linear warm-up (not with --warmup-ratio). Default: 0." };
+        var warmupRatio = new Option<double?>("--warmup-ratio") { Description = "Warm-up as a fraction of the run's optimizer steps, rounded up (not with --warmup-steps). Default: none." };
+        var weightDecay = new Option<double?>("--weight-decay") { Description = "AdamW weight decay (matrices only). Default: 0." };
+        var beta1 = new Option<double?>("--beta1") { Description = "AdamW beta1. Default: 0.9." };
+        var beta2 = new Option<double?>("--beta2") { Description = "AdamW beta2. Default: 0.999." };
+        var epsilon = new Option<double?>("--epsilon") { Description = "AdamW epsilon. Default: 1e-8." };
+        var maxGradNorm = new Option<string?>("--max-grad-norm") { Description = "Clip the gradient's global L2 norm to this (positive), or none for no clipping. Default: 1." };
         var fullFinetune = new Option<bool>("--full-finetune") { Description = "Train every parameter instead of LoRA adapters (writes merged/ instead of adapter/). Default: false." };
-        var maxSeqLen = new Option<int?>("--max-seq-len") { Description = "Longest sequence trained on; longer documents are split into windows. Default: 16384." };
+        var maxSeqLen = new Option<int?>("--max-seq-len") { Description = "Longest sequence trained on; longer documents are split into windows (see --overflow). Default: 16384." };
+        var overflow = new Option<string?>("--overflow") { Description = "Documents longer than --max-seq-len: split (consecutive windows) or truncate (the first window only). Default: split." };
+        overflow.AcceptOnlyFromAmong("split", "truncate");
         var lr = new Option<double?>("--lr") { Description = "Peak AdamW learning rate. Default: 1e-4." };
         var epochs = new Option<int?>("--epochs") { Description = "Passes over the data. Default: 1." };
         var maxSteps = new Option<int?>("--max-steps") { Description = "Stop after this many optimizer steps (counted across resumes). Default: none (run the epochs)." };
@@ -42,8 +55,9 @@ internal static class TrainCommand
 
         var command = new Command("train", "Fine-tune a model with chunk-wise optimization (SeCO, or SpaCO with --sampled-chunks) and write the adapter, metrics and loss curve.")
         {
-            config, model, data, validation, output, chunkSize, sampledChunks, sampler, maxCompensation, loraRank, loraAlpha, fullFinetune,
-            maxSeqLen, lr, epochs, maxSteps, seed, device, dtype, checkpointEvery, resume, json,
+            config, model, data, validation, output, chunkSize, sampledChunks, sampler, compensation, maxCompensation, loraRank, loraAlpha,
+            loraTargets, fullFinetune, maxSeqLen, overflow, lr, epochs, maxSteps, gradAccum, warmupSteps, warmupRatio, weightDecay, beta1, beta2, epsilon,
+            maxGradNorm, seed, device, dtype, checkpointEvery, resume, json,
         };
         command.SetAction(parse => context.Guard(() =>
         {
@@ -61,11 +75,23 @@ internal static class TrainCommand
             Set(chunkSize, v => c.ChunkSize = v);
             Set(sampledChunks, v => c.SampledChunks = v);
             SetRef(sampler, v => c.Sampler = v);
+            // The flag replaces whatever the file said under either name.
+            SetRef(compensation, v => { c.Compensation = v; c.Compensate = null; });
             Set(maxCompensation, v => c.MaxCompensation = v);
             Set(loraRank, v => c.LoraRank = v);
             Set(loraAlpha, v => c.LoraAlpha = v);
+            SetRef(loraTargets, v => c.LoraTargetModules = v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+            Set(gradAccum, v => c.GradientAccumulationSteps = v);
+            Set(warmupSteps, v => c.WarmupSteps = v);
+            Set(warmupRatio, v => c.WarmupRatio = v);
+            Set(weightDecay, v => c.WeightDecay = v);
+            Set(beta1, v => c.Beta1 = v);
+            Set(beta2, v => c.Beta2 = v);
+            Set(epsilon, v => c.Epsilon = v);
+            SetRef(maxGradNorm, v => c.MaxGradNorm = ParseMaxGradNorm(v));
             if (parse.GetValue(fullFinetune)) c.FullFineTuning = true;
             Set(maxSeqLen, v => c.MaxSequenceLength = v);
+            SetRef(overflow, v => c.Overflow = v);
             Set(lr, v => c.LearningRate = v);
             Set(epochs, v => c.MaxEpoch = v);
             Set(maxSteps, v => c.MaxSteps = v);
@@ -86,7 +112,9 @@ internal static class TrainCommand
         if (!Directory.Exists(c.ModelPath)) throw new UsageException($"--model '{c.ModelPath}' is not a directory.");
 
         var options = c.ToOptions();
-        c.Sampler = options.Sampler == Chunkwise.ChunkSampler.FixedBudget ? "fixed" : "bernoulli";
+        c.Sampler = TrainConfig.SamplerName(options.Sampler);
+        c.Compensation = TrainConfig.CompensationName(options.Compensation);
+        c.Compensate = null;
         c.Overflow = options.Overflow.ToString().ToLowerInvariant();
         c.Schedule = options.Schedule.ToString().ToLowerInvariant();
         try { options.Validate(); }
@@ -113,7 +141,7 @@ internal static class TrainCommand
         if (!json)
         {
             console.MarkupLine($"[bold]seco train[/] {Markup.Escape(c.ModelPath)} on {Markup.Escape(c.Data)} → {Markup.Escape(outputDir)}" +
-                $" ({(options.SampledChunks is int t ? $"SpaCO t={t} {c.Sampler}" : "SeCO")}, chunk {options.ChunkSize}, {(options.FullFineTuning ? "full fine-tuning" : $"LoRA r={options.LoraRank}")})");
+                $" ({(options.SampledChunks is int t ? $"SpaCO t={t} {c.Sampler}, compensation {c.Compensation}" : "SeCO")}, chunk {options.ChunkSize}, {(options.FullFineTuning ? "full fine-tuning" : $"LoRA r={options.LoraRank}")})");
             if (resume && !resumed) console.MarkupLine("[yellow]--resume: no training state in the checkpoints folder yet; starting afresh.[/]");
         }
 
@@ -205,6 +233,11 @@ internal static class TrainCommand
             return ExitCodes.Success;
         }
     }
+
+    static double? ParseMaxGradNorm(string value) =>
+        value.Trim().Equals("none", StringComparison.OrdinalIgnoreCase) ? null
+        : double.TryParse(value, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double norm) ? norm
+        : throw new UsageException($"--max-grad-norm '{value}' is neither a number nor none.");
 
     /// <summary>A Spectre console over <paramref name="writer"/>: decorated on a terminal, plain and wide when redirected.</summary>
     internal static IAnsiConsole Console(TextWriter writer)

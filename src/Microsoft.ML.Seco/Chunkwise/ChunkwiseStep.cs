@@ -8,13 +8,21 @@ public sealed record ChunkwiseOptions
 {
     /// <summary>Tokens per chunk. Default 128 (the paper finds gains flatten above 128).</summary>
     public int ChunkSize { get; init; } = 128;
-    /// <summary>Chunks backpropagated per step (t). Null, or at least the chunk count, means every chunk: exact SeCO.</summary>
+    /// <summary>
+    /// Chunks backpropagated per step (t). Null, or at least the step's chunk count k, means every chunk with factors 1:
+    /// exact SeCO (the authors' code instead keeps scaling by k/t &lt; 1 when t &gt; k). One selection is drawn per
+    /// batch and shared by all its sequences; k is the chunk count of the batch's padded length, ⌈L / ChunkSize⌉.
+    /// </summary>
     public int? SampledChunks { get; init; }
-    /// <summary>How the t chunks are drawn. Default <see cref="ChunkSampler.Bernoulli"/> (unbiased).</summary>
+    /// <summary>
+    /// How the t chunks are drawn. Default <see cref="ChunkSampler.Bernoulli"/> (unbiased). For
+    /// <see cref="ChunkSampler.Stratified"/> a chunk counts as labelled when any sequence of the batch has a labelled
+    /// target in it.
+    /// </summary>
     public ChunkSampler Sampler { get; init; } = ChunkSampler.Bernoulli;
-    /// <summary>Multiply sampled losses and cache gradients by the compensation factor. Default true.</summary>
-    public bool Compensate { get; init; } = true;
-    /// <summary>Upper bound on the compensation factor (paper: 2), or null for none.</summary>
+    /// <summary>Which seeds the factor k/t multiplies. Default <see cref="Chunkwise.Compensation.LossAndCache"/>.</summary>
+    public Compensation Compensation { get; init; } = Compensation.LossAndCache;
+    /// <summary>Upper bound on the compensation factor in every mode (paper: 2), at least 1, or null for none.</summary>
     public double? MaxCompensation { get; init; }
     /// <summary>Seed of the chunk sampler and of dropout replay.</summary>
     public int Seed { get; init; }
@@ -25,6 +33,10 @@ public sealed record ChunkwiseOptions
         if (ChunkSize <= 0) throw new ArgumentOutOfRangeException(nameof(ChunkSize), ChunkSize, "ChunkSize must be positive.");
         if (SampledChunks is <= 0) throw new ArgumentOutOfRangeException(nameof(SampledChunks), SampledChunks, "SampledChunks must be positive (or null for exact SeCO).");
         if (MaxCompensation is double cap && !(cap >= 1)) throw new ArgumentOutOfRangeException(nameof(MaxCompensation), cap, "MaxCompensation must be at least 1.");
+        if (!Enum.IsDefined(Sampler)) throw new ArgumentOutOfRangeException(nameof(Sampler), Sampler, "Sampler is not a known sampler.");
+        if (!Enum.IsDefined(Compensation)) throw new ArgumentOutOfRangeException(nameof(Compensation), Compensation, "Compensation is not a known mode.");
+        if (Sampler == ChunkSampler.Stratified && Compensation != Compensation.None)
+            throw new ArgumentOutOfRangeException(nameof(Compensation), Compensation, ChunkSelection.StratifiedNeedsNone);
     }
 }
 
@@ -63,7 +75,8 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
     {
         var random = new Random(StepSeed(Options.Seed, _stepsRun++));
         int k = ChunkCount(batch.Length);
-        var selection = ChunkSelection.Sample(k, Options.SampledChunks ?? k, Options.Sampler, Options.Compensate, Options.MaxCompensation, random);
+        var selection = ChunkSelection.Sample(k, Options.SampledChunks ?? k, Options.Sampler, Options.Compensation, Options.MaxCompensation, random,
+            Options.Sampler == ChunkSampler.Stratified ? batch.ChunksWithLabels(Options.ChunkSize) : null);
         return Run(model, batch, selection, random.NextInt64());
     }
 
@@ -131,13 +144,13 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
                 var seeds = new List<Tensor>();
                 var loss = Loss(model, hidden, i) / labelled;
                 // A chunk without labels has no loss of its own; its cache still carries gradient from later chunks.
-                if (loss.requires_grad) Seed(outputs, seeds, loss, full_like(loss, 1), selection.Compensation);
+                if (loss.requires_grad) Seed(outputs, seeds, loss, full_like(loss, 1), selection.LossFactor);
                 for (int l = 0; cacheHasGradient && l < chunkCache.Length; l++)
                 {
-                    // The gradient that later chunks sent to chunk i's cache, times c, seeds chunk i's own keys/values.
+                    // The gradient that later chunks sent to chunk i's cache, times b, seeds chunk i's own keys/values.
                     if (cache.GradientOf(l, Start(i), Size(i)) is not var (gradKeys, gradValues)) continue;
-                    Seed(outputs, seeds, chunkCache[l].Keys, gradKeys, selection.Compensation);
-                    Seed(outputs, seeds, chunkCache[l].Values, gradValues, selection.Compensation);
+                    Seed(outputs, seeds, chunkCache[l].Keys, gradKeys, selection.CacheFactor);
+                    Seed(outputs, seeds, chunkCache[l].Values, gradValues, selection.CacheFactor);
                 }
                 if (outputs.Count > 0) autograd.backward(outputs, seeds);
                 cacheHasGradient |= outputs.Count > 0 && i > 0;
@@ -146,7 +159,7 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
         }
         cache.TrackGradients(false);
 
-        return new StepResult(lossSum.to(ScalarType.Float64).item<double>() / labelled, labelled, k, selection.Count, selection.Compensation);
+        return new StepResult(lossSum.to(ScalarType.Float64).item<double>() / labelled, labelled, k, selection.Count, selection.LossFactor, selection.CacheFactor);
     }
 
     static void Seed(List<Tensor> outputs, List<Tensor> seeds, Tensor output, Tensor gradient, double compensation)

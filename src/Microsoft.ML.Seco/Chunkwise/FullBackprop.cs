@@ -20,6 +20,6 @@ public sealed class FullBackprop : ITrainingStep
         var (hidden, _) = model.ForwardChunk(batch.InputIds, 0, null);
         var loss = model.LossSum(hidden, targets, tensor(positions[0], device: model.Device)) / labelled;
         loss.backward();
-        return new StepResult(loss.to(ScalarType.Float64).item<double>(), labelled, 1, 1, 1);
+        return new StepResult(loss.to(ScalarType.Float64).item<double>(), labelled, 1, 1, 1, 1);
     }
 }

@@ -32,6 +32,9 @@ public sealed record ParameterGroupError(string Group, int Tensors, double MaxAb
 /// <param name="Groups">Errors per parameter group.</param>
 public sealed record GradientCheckResult(GradientCheckStrategy Strategy, int Chunks, int Runs, int Parameters, IReadOnlyList<ParameterGroupError> Groups)
 {
+    /// <summary>The compensation mode of a SpaCO check (<see cref="Compensation.None"/> is meaningless for exact strategies, which use factors 1).</summary>
+    public Compensation Compensation { get; init; } = Compensation.LossAndCache;
+
     /// <summary>Largest absolute error over all groups.</summary>
     public double MaxAbsError => Groups.Max(g => g.MaxAbsError);
     /// <summary>Largest relative error over all groups.</summary>
@@ -41,17 +44,22 @@ public sealed record GradientCheckResult(GradientCheckStrategy Strategy, int Chu
 /// <summary>
 /// Checks the engine on the user's own model: runs a strategy and full backpropagation on the same batch and
 /// compares the gradients of every trainable parameter. For SpaCO it computes the exact expectation of the estimate
-/// by enumerating every selection with its probability, which for the Bernoulli sampler must equal the full gradient.
+/// by enumerating every selection with its probability, which for the Bernoulli sampler with
+/// <see cref="Compensation.LossAndCache"/> must equal the full gradient.
 /// </summary>
 public static class GradientCheck
 {
-    /// <summary>Runs the check. Gradients already on the model are cleared first and after.</summary>
+    /// <summary>
+    /// Runs the check. Gradients already on the model are cleared first and after. <paramref name="compensation"/> and
+    /// <paramref name="maxCompensation"/> apply to the SpaCO strategies.
+    /// </summary>
     public static GradientCheckResult Run(CausalLM model, TokenBatch batch, GradientCheckStrategy strategy, int chunkSize,
-                                          int? sampledChunks = null, double? maxCompensation = null, int maxPatterns = 4096)
+                                          int? sampledChunks = null, double? maxCompensation = null, int maxPatterns = 4096,
+                                          Compensation compensation = Compensation.LossAndCache)
     {
         model.zero_grad();
         var reference = Gradients(model, () => new FullBackprop().Run(model, batch));
-        var step = new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = chunkSize, MaxCompensation = maxCompensation });
+        var step = new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = chunkSize, Compensation = compensation, MaxCompensation = maxCompensation });
         int k = step.ChunkCount(batch.Length);
         int t = sampledChunks ?? k;
         Dictionary<string, Tensor> actual;
@@ -66,14 +74,14 @@ public static class GradientCheck
                 break;
             default:
                 var sampler = strategy == GradientCheckStrategy.SpacoFixed ? ChunkSampler.FixedBudget : ChunkSampler.Bernoulli;
-                var patterns = Selections(k, t, sampler, maxCompensation, maxPatterns);
+                var patterns = Selections(k, t, sampler, compensation, maxCompensation, maxPatterns);
                 runs = patterns.Count;
                 actual = Expectation(model, batch, step, patterns);
                 break;
         }
         try
         {
-            return new GradientCheckResult(strategy, k, runs, reference.Count, Compare(actual, reference));
+            return new GradientCheckResult(strategy, k, runs, reference.Count, Compare(actual, reference)) { Compensation = compensation };
         }
         finally
         {
@@ -82,29 +90,46 @@ public static class GradientCheck
     }
 
     /// <summary>
-    /// Every selection a sampler can draw, with its probability: the C(k, t) subsets for the fixed budget, the 2^k keep
-    /// patterns for Bernoulli. Refuses more than <paramref name="maxPatterns"/> (name the limit in the message).
+    /// Every selection a sampler can draw, with its probability and the factors of <paramref name="compensation"/>: the
+    /// C(k, t) subsets for the fixed budget, the 2^k keep patterns for Bernoulli, the products of per-group subsets for
+    /// the stratified sampler (which needs <paramref name="labelledChunks"/>). Refuses more than
+    /// <paramref name="maxPatterns"/> (naming the limit in the message).
     /// </summary>
-    public static IReadOnlyList<(ChunkSelection Selection, double Probability)> Selections(int chunks, int sampled, ChunkSampler sampler, double? maxCompensation, int maxPatterns = 4096)
+    public static IReadOnlyList<(ChunkSelection Selection, double Probability)> Selections(int chunks, int sampled, ChunkSampler sampler,
+        Compensation compensation, double? maxCompensation, int maxPatterns = 4096, IReadOnlyList<bool>? labelledChunks = null)
     {
         if (sampled <= 0) throw new ArgumentOutOfRangeException(nameof(sampled), sampled, "sampled chunks must be positive.");
+        var (lossFactor, cacheFactor) = ChunkSelection.Factors(chunks, sampled, sampler, compensation, maxCompensation);
         if (sampled >= chunks) return new[] { (ChunkSelection.All(chunks), 1.0) };
-        double count = sampler == ChunkSampler.Bernoulli ? Math.Pow(2, chunks) : Binomial(chunks, sampled);
+        if (sampler == ChunkSampler.Stratified && (labelledChunks is null || labelledChunks.Count != chunks))
+            throw new ArgumentException($"The stratified sampler needs to know which of the {chunks} chunks hold labels.", nameof(labelledChunks));
+        int labelledCount = labelledChunks?.Count(x => x) ?? 0;
+        var (fromLabelled, fromOthers) = ChunkSelection.StratifiedBudget(labelledCount, chunks - labelledCount, sampled);
+        double count = sampler switch
+        {
+            ChunkSampler.Bernoulli => Math.Pow(2, chunks),
+            ChunkSampler.FixedBudget => Binomial(chunks, sampled),
+            _ => Binomial(labelledCount, fromLabelled) * Binomial(chunks - labelledCount, fromOthers),
+        };
         if (count > maxPatterns)
             throw new ArgumentOutOfRangeException(nameof(chunks), chunks,
                 $"{chunks} chunks give {count:N0} {(sampler == ChunkSampler.Bernoulli ? "keep patterns" : "subsets")} to enumerate, more than the limit of {maxPatterns:N0}; use a shorter sequence or a larger chunk size.");
+        // The enumeration walks all 2^k keep patterns, whatever the sampler keeps of them.
+        if (chunks > 30)
+            throw new ArgumentOutOfRangeException(nameof(chunks), chunks, $"{chunks} chunks are too many to enumerate (the limit is 30); use a shorter sequence or a larger chunk size.");
         double q = (double)sampled / chunks;
-        double factor = Math.Min(1 / q, maxCompensation ?? double.PositiveInfinity);
         var result = new List<(ChunkSelection, double)>();
         for (int mask = 0; mask < 1 << chunks; mask++)
         {
             var keep = Enumerable.Range(0, chunks).Select(j => (mask >> j & 1) == 1).ToArray();
             int kept = keep.Count(x => x);
             if (sampler == ChunkSampler.FixedBudget && kept != sampled) continue;
+            if (sampler == ChunkSampler.Stratified &&
+                (Enumerable.Range(0, chunks).Count(j => keep[j] && labelledChunks![j]) != fromLabelled || kept != fromLabelled + fromOthers)) continue;
             double probability = sampler == ChunkSampler.Bernoulli
                 ? Math.Pow(q, kept) * Math.Pow(1 - q, chunks - kept)
                 : 1 / count;
-            result.Add((new ChunkSelection(keep, factor), probability));
+            result.Add((new ChunkSelection(keep, lossFactor, cacheFactor), probability));
         }
         return result;
     }

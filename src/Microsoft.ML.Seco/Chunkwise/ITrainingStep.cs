@@ -7,8 +7,9 @@ namespace Microsoft.ML.Seco.Chunkwise;
 /// <param name="LabelledTokens">Tokens that carried a label, the loss's denominator.</param>
 /// <param name="Chunks">Chunks the sequence was split into (1 for whole-sequence strategies).</param>
 /// <param name="BackpropagatedChunks">Chunks whose graph was rebuilt and backpropagated in Stage 2.</param>
-/// <param name="Compensation">Factor applied to the sampled chunks' losses and cache gradients (1 when exact).</param>
-public sealed record StepResult(double Loss, long LabelledTokens, int Chunks, int BackpropagatedChunks, double Compensation);
+/// <param name="LossFactor">Factor applied to the sampled chunks' losses (1 when exact).</param>
+/// <param name="CacheFactor">Factor applied to the cache gradients injected into sampled chunks (1 when exact).</param>
+public sealed record StepResult(double Loss, long LabelledTokens, int Chunks, int BackpropagatedChunks, double LossFactor, double CacheFactor);
 
 /// <summary>
 /// One training step: forward and backward over a batch, leaving gradients on the model's trainable parameters

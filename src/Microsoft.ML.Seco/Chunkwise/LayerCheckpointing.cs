@@ -56,6 +56,6 @@ public sealed class LayerCheckpointing : ITrainingStep
         // Embeddings last (trainable only in full fine-tuning).
         var embedded = model.Embed(batch.InputIds);
         if (embedded.requires_grad) autograd.backward(new[] { embedded }, new[] { gradient });
-        return new StepResult(loss.to(ScalarType.Float64).item<double>(), labelled, 1, 1, 1);
+        return new StepResult(loss.to(ScalarType.Float64).item<double>(), labelled, 1, 1, 1, 1);
     }
 }

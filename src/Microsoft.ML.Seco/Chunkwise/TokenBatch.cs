@@ -104,6 +104,16 @@ public sealed class TokenBatch : IDisposable
         return (perChunk, total);
     }
 
+    /// <summary>
+    /// For each chunk of <paramref name="chunkSize"/> positions, whether any sequence of the batch has a labelled
+    /// target in it (what the stratified sampler calls a response chunk).
+    /// </summary>
+    public bool[] ChunksWithLabels(int chunkSize)
+    {
+        using var targets = Targets();
+        return LabelledPositions(targets, chunkSize).PerChunk.Select(positions => positions.Length > 0).ToArray();
+    }
+
     /// <inheritdoc/>
     public void Dispose()
     {

@@ -41,14 +41,33 @@ public sealed partial class ChunkwiseLoraTrainer
 
         /// <summary>Tokens per chunk, at least 1. Default 128.</summary>
         public int ChunkSize = 128;
-        /// <summary>Chunks backpropagated per sequence (SpaCO's t), at least 1; null or ≥ the chunk count = exact SeCO. Default null.</summary>
+        /// <summary>
+        /// Chunks backpropagated per micro-batch (SpaCO's t), at least 1; null or ≥ the chunk count k = exact SeCO
+        /// (every chunk, factors 1). One selection is drawn per micro-batch and shared by all its sequences, k being the
+        /// chunk count of the batch's padded length. Default null.
+        /// </summary>
         public int? SampledChunks;
-        /// <summary>How SpaCO draws chunks. Default Bernoulli (exactly unbiased).</summary>
+        /// <summary>
+        /// How SpaCO draws chunks: Bernoulli (exactly unbiased with LossAndCache), FixedBudget (the paper's: exactly t),
+        /// Stratified (the authors' for prompt/response data: half the budget to chunks with response tokens; needs
+        /// Compensation = None). Default Bernoulli.
+        /// </summary>
         public ChunkSampler Sampler = ChunkSampler.Bernoulli;
-        /// <summary>Multiply sampled losses and cache gradients by the compensation factor. Default true.</summary>
-        public bool Compensate = true;
-        /// <summary>Cap on the compensation factor, at least 1 (the paper recommends 2), or null. Default null.</summary>
+        /// <summary>
+        /// Which of Stage 2's seeds the factor k/t multiplies: LossAndCache (unbiased with Bernoulli), LossOnly (the
+        /// authors' released code), CacheOnly (the paper's Algorithm 2) or None. Default LossAndCache.
+        /// </summary>
+        public Compensation Compensation = Compensation.LossAndCache;
+        /// <summary>Cap on the compensation factor in every mode, at least 1 (the paper recommends 2), or null. Default null.</summary>
         public double? MaxCompensation;
+
+        /// <summary>Earlier name of <see cref="Compensation"/>: true = LossAndCache, false = None.</summary>
+        [Obsolete("Use Compensation: true is Compensation.LossAndCache, false is Compensation.None.")]
+        public bool Compensate
+        {
+            get => Compensation != Compensation.None;
+            set => Compensation = value ? Compensation.LossAndCache : Compensation.None;
+        }
 
         // LoRA
 
@@ -75,13 +94,24 @@ public sealed partial class ChunkwiseLoraTrainer
         public double LearningRate = 1e-4;
         /// <summary>Final learning rate as a fraction of the peak (cosine or linear decay), in [0, 1]. Default 0.</summary>
         public double FinalLearningRateRatio;
-        /// <summary>Warm-up optimizer steps, at least 0. Default 0.</summary>
+        /// <summary>Warm-up optimizer steps, at least 0. Default 0. Set this or <see cref="WarmupRatio"/>, not both.</summary>
         public int WarmupSteps;
+        /// <summary>
+        /// Warm-up as a fraction in [0, 1] of the run's optimizer steps, rounded up (the authors: 0.01), or null.
+        /// Needs the total to be known (MaxSteps, or data whose size is known up front). Default null.
+        /// </summary>
+        public double? WarmupRatio;
         /// <summary>Learning-rate schedule after warm-up. Default Cosine.</summary>
         public LearningRateSchedule Schedule = LearningRateSchedule.Cosine;
-        /// <summary>AdamW weight decay, at least 0. Default 0.</summary>
+        /// <summary>AdamW weight decay, at least 0, applied to matrices (every LoRA weight) but not to biases and norms. Default 0.</summary>
         public double WeightDecay;
-        /// <summary>Gradient-norm clipping threshold, or null for none. Default 1.</summary>
+        /// <summary>AdamW's first-moment decay β1, in [0, 1). Default 0.9.</summary>
+        public double Beta1 = 0.9;
+        /// <summary>AdamW's second-moment decay β2, in [0, 1) (the authors: 0.95). Default 0.999.</summary>
+        public double Beta2 = 0.999;
+        /// <summary>AdamW's ε, at least 0. Default 1e-8.</summary>
+        public double Epsilon = 1e-8;
+        /// <summary>Gradient-norm clipping threshold, positive, or null for no clipping. Default 1.</summary>
         public double? MaxGradNorm = 1.0;
         /// <summary>Micro-batches per optimizer step, at least 1. Default 1.</summary>
         public int GradientAccumulationSteps = 1;
@@ -143,6 +173,9 @@ public sealed partial class ChunkwiseLoraTrainer
             Require(MaxNewTokens >= 0, nameof(MaxNewTokens), MaxNewTokens, "must be at least 0");
             Require(CheckpointEverySteps >= 1, nameof(CheckpointEverySteps), CheckpointEverySteps, "must be at least 1");
             new LoraConfig { Rank = LoraRank, Alpha = LoraAlpha, Dropout = LoraDropout, TargetModules = LoraTargetModules }.Validate();
+            // The engine's own rules (sampler/compensation pairing, betas, warm-up exclusivity) live there, once.
+            Chunkwise(seed: 0).Validate();
+            Training(seed: 0).Validate();
         }
 
         internal LoraConfig Lora => new() { Rank = LoraRank, Alpha = LoraAlpha, Dropout = LoraDropout, TargetModules = LoraTargetModules };
@@ -150,12 +183,13 @@ public sealed partial class ChunkwiseLoraTrainer
         internal ChunkwiseOptions Chunkwise(int seed) => new()
         {
             ChunkSize = ChunkSize, SampledChunks = SampledChunks, Sampler = Sampler,
-            Compensate = Compensate, MaxCompensation = MaxCompensation, Seed = seed,
+            Compensation = Compensation, MaxCompensation = MaxCompensation, Seed = seed,
         };
 
         internal TrainingOptions Training(int seed) => new()
         {
-            LearningRate = LearningRate, WeightDecay = WeightDecay, WarmupSteps = WarmupSteps, Schedule = Schedule,
+            LearningRate = LearningRate, WeightDecay = WeightDecay, Beta1 = Beta1, Beta2 = Beta2, Epsilon = Epsilon,
+            WarmupSteps = WarmupSteps, WarmupRatio = WarmupRatio, Schedule = Schedule,
             MinLearningRateRatio = FinalLearningRateRatio, MaxGradNorm = MaxGradNorm,
             GradientAccumulationSteps = GradientAccumulationSteps, MaxEpoch = MaxEpoch, MaxSteps = MaxSteps, Seed = seed,
         };

@@ -64,7 +64,7 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
             }
             model.train();
             channel.Info(MessageSensitivity.None, $"ChunkwiseLora: {model.Config.ModelType} with {model.Config.NumHiddenLayers} layers on {device.type} ({TensorSettings.Name(dtype)}), " +
-                $"{(_options.SampledChunks is int t ? $"SpaCO t={t} {_options.Sampler}" : "SeCO")}, chunk {_options.ChunkSize}, " +
+                $"{(_options.SampledChunks is int t ? $"SpaCO t={t} {_options.Sampler} compensation {_options.Compensation}" : "SeCO")}, chunk {_options.ChunkSize}, " +
                 $"{model.TrainableParameters().Sum(p => p.Parameter.numel()):N0} trainable parameters.");
 
             var summary = Train(model, tokenizer, input, seed, device, channel);

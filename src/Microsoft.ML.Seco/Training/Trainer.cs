@@ -205,7 +205,7 @@ public sealed class Trainer : IDisposable
             foreach (var g in gradients) g.div_(microBatches);
         BeforeOptimizerStep?.Invoke(stepNumber);
 
-        double norm = Options.MaxGradNorm is double max && max > 0
+        double norm = Options.MaxGradNorm is double max
             ? nn.utils.clip_grad_norm_(parameters, max)
             : gradients.Count == 0 ? 0 : stack(gradients.Select(g => g.norm().to(ScalarType.Float64))).norm().item<double>();
         if (!double.IsFinite(norm))

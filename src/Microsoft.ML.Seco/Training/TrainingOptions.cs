@@ -32,7 +32,7 @@ public sealed record TrainingOptions
     public LearningRateSchedule Schedule { get; init; } = LearningRateSchedule.Cosine;
     /// <summary>The learning rate the decay tends to, as a fraction of the peak. Default 0.</summary>
     public double MinLearningRateRatio { get; init; }
-    /// <summary>Gradients are rescaled so that their global L2 norm is at most this. Null or 0: no clipping. Default 1.</summary>
+    /// <summary>Gradients are rescaled so that their global L2 norm is at most this; positive, or null for no clipping. Default 1.</summary>
     public double? MaxGradNorm { get; init; } = 1.0;
     /// <summary>Micro-batches whose gradients are averaged into one optimizer step. Default 1.</summary>
     public int GradientAccumulationSteps { get; init; } = 1;
@@ -59,7 +59,7 @@ public sealed record TrainingOptions
         }
         if (!Enum.IsDefined(Schedule)) Throw(nameof(Schedule), Schedule, "is not a known schedule");
         if (!(MinLearningRateRatio >= 0 && MinLearningRateRatio <= 1)) Throw(nameof(MinLearningRateRatio), MinLearningRateRatio, "must be in [0, 1]");
-        if (MaxGradNorm is double norm && (!(norm >= 0) || double.IsInfinity(norm))) Throw(nameof(MaxGradNorm), norm, "must be zero (no clipping) or positive and finite");
+        if (MaxGradNorm is double norm && (!(norm > 0) || double.IsInfinity(norm))) Throw(nameof(MaxGradNorm), norm, "must be positive and finite (null for no clipping)");
         if (GradientAccumulationSteps < 1) Throw(nameof(GradientAccumulationSteps), GradientAccumulationSteps, "must be at least 1");
         if (MaxEpoch < 1) Throw(nameof(MaxEpoch), MaxEpoch, "must be at least 1");
         if (MaxSteps is < 1) Throw(nameof(MaxSteps), MaxSteps, "must be at least 1 (or null to let MaxEpoch decide)");

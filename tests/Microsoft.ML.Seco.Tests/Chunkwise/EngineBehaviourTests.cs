@@ -105,16 +105,74 @@ public sealed class EngineBehaviourTests
         var random = new Random(1);
         for (int i = 0; i < 50; i++)
         {
-            var fixedBudget = ChunkSelection.Sample(10, 3, ChunkSampler.FixedBudget, true, null, random);
+            var fixedBudget = ChunkSelection.Sample(10, 3, ChunkSampler.FixedBudget, Compensation.LossAndCache, null, random);
             Assert.AreEqual(3, fixedBudget.Count);
-            Assert.AreEqual(10.0 / 3, fixedBudget.Compensation, 1e-15);
+            Assert.AreEqual(10.0 / 3, fixedBudget.LossFactor, 1e-15);
+            Assert.AreEqual(10.0 / 3, fixedBudget.CacheFactor, 1e-15);
         }
-        Assert.AreEqual(2.0, ChunkSelection.Sample(10, 3, ChunkSampler.FixedBudget, true, 2, random).Compensation);
-        Assert.AreEqual(1.0, ChunkSelection.Sample(10, 3, ChunkSampler.Bernoulli, false, null, random).Compensation);
-        var all = ChunkSelection.Sample(4, 9, ChunkSampler.Bernoulli, true, null, random);
+        // Each mode puts k/t (capped) where its name says and 1 elsewhere.
+        var modes = new (Compensation Mode, double? Cap, double Loss, double Cache)[]
+        {
+            (Compensation.LossOnly, null, 2.5, 1), (Compensation.CacheOnly, null, 1, 2.5), (Compensation.None, null, 1, 1),
+            (Compensation.LossAndCache, 2, 2, 2), (Compensation.LossOnly, 2, 2, 1), (Compensation.CacheOnly, 1.5, 1, 1.5),
+        };
+        foreach (var (mode, cap, loss, cache) in modes)
+        {
+            var selection = ChunkSelection.Sample(10, 4, ChunkSampler.FixedBudget, mode, cap, random);
+            Assert.AreEqual((loss, cache), (selection.LossFactor, selection.CacheFactor), $"{mode}, cap {cap}");
+        }
+        var all = ChunkSelection.Sample(4, 9, ChunkSampler.Bernoulli, Compensation.LossAndCache, null, random);
         Assert.AreEqual(4, all.Count);
-        Assert.AreEqual(1.0, all.Compensation);
-        int kept = Enumerable.Range(0, 2000).Sum(_ => ChunkSelection.Sample(10, 3, ChunkSampler.Bernoulli, true, null, random).Count);
+        Assert.AreEqual((1.0, 1.0), (all.LossFactor, all.CacheFactor), "t >= k is SeCO: every chunk, factors 1");
+        int kept = Enumerable.Range(0, 2000).Sum(_ => ChunkSelection.Sample(10, 3, ChunkSampler.Bernoulli, Compensation.LossAndCache, null, random).Count);
         Assert.AreEqual(3.0, kept / 2000.0, 0.1, "Bernoulli keeps t chunks on average");
+
+        // Stratified: ⌈t/2⌉ from the labelled chunks, ⌊t/2⌋ from the others, a short group's remainder to the other.
+        var labelled = new[] { false, true, false, true, true, false, false, true, false, false };
+        for (int t = 1; t < 10; t++)
+        {
+            var selection = ChunkSelection.Sample(10, t, ChunkSampler.Stratified, Compensation.None, null, random, labelled);
+            int fromLabelled = Enumerable.Range(0, 10).Count(j => selection.Keep[j] && labelled[j]);
+            Assert.AreEqual(ChunkSelection.StratifiedBudget(4, 6, t), (fromLabelled, selection.Count - fromLabelled), $"t = {t}");
+            Assert.AreEqual((1.0, 1.0), (selection.LossFactor, selection.CacheFactor));
+        }
+        foreach (var (labelledChunks, others, t, expected) in new[] { (5, 5, 4, (2, 2)), (5, 5, 3, (2, 1)), (1, 9, 4, (1, 3)), (9, 1, 4, (3, 1)), (0, 5, 3, (0, 3)), (4, 6, 9, (4, 5)) })
+            Assert.AreEqual(expected, ChunkSelection.StratifiedBudget(labelledChunks, others, t), $"{labelledChunks} labelled, {others} others, t = {t}");
+        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ChunkSelection.Sample(10, 3, ChunkSampler.Stratified, Compensation.LossAndCache, null, random, labelled));
+        StringAssert.Contains(e.Message, "None");
+        e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new ChunkwiseStep(new ChunkwiseOptions { SampledChunks = 2, Sampler = ChunkSampler.Stratified }));
+        Assert.AreEqual("Compensation", e.ParamName);
+        Assert.ThrowsExactly<ArgumentException>(() => ChunkSelection.Sample(10, 3, ChunkSampler.Stratified, Compensation.None, null, random));
     }
+
+    [TestMethod]
+    public void SampleDrawsEachSelectionWithItsEnumeratedProbability()
+    {
+        // Sample and GradientCheck.Selections are separate code: the draws' frequencies must match the enumeration.
+        var labelled = new[] { false, true, false, true, false };
+        var random = new Random(4);
+        const int draws = 40000;
+        foreach (var (sampler, t) in new[] { (ChunkSampler.Bernoulli, 2), (ChunkSampler.FixedBudget, 2), (ChunkSampler.Stratified, 3), (ChunkSampler.Stratified, 1) })
+        {
+            var mode = sampler == ChunkSampler.Stratified ? Compensation.None : Compensation.LossAndCache;
+            var expected = GradientCheck.Selections(5, t, sampler, mode, null, labelledChunks: labelled)
+                .ToDictionary(s => Mask(s.Selection.Keep), s => s.Probability);
+            Assert.AreEqual(1.0, expected.Values.Sum(), 1e-12);
+            var counts = new Dictionary<int, int>();
+            for (int i = 0; i < draws; i++)
+            {
+                int mask = Mask(ChunkSelection.Sample(5, t, sampler, mode, null, random, labelled).Keep);
+                counts[mask] = counts.GetValueOrDefault(mask) + 1;
+            }
+            foreach (var mask in counts.Keys) Assert.IsTrue(expected.ContainsKey(mask), $"{sampler} t = {t} drew pattern {mask}, which the enumeration calls impossible");
+            foreach (var (mask, p) in expected)
+            {
+                double frequency = counts.GetValueOrDefault(mask) / (double)draws;
+                double sigma = Math.Sqrt(p * (1 - p) / draws);
+                Assert.AreEqual(p, frequency, 5 * sigma, $"{sampler} t = {t}, pattern {mask}");
+            }
+        }
+    }
+
+    static int Mask(bool[] keep) => keep.Select((k, j) => k ? 1 << j : 0).Sum();
 }

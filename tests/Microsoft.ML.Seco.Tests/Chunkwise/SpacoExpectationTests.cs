@@ -22,7 +22,7 @@ public sealed class SpacoExpectationTests
         var full = GradientCheck.Gradients(model, () => new FullBackprop().Run(model, batch));
         for (int t = 1; t <= 4; t++)
         {
-            var selections = GradientCheck.Selections(5, t, ChunkSampler.Bernoulli, null);
+            var selections = GradientCheck.Selections(5, t, ChunkSampler.Bernoulli, Compensation.LossAndCache, null);
             Assert.AreEqual(32, selections.Count);
             Assert.AreEqual(1.0, selections.Sum(s => s.Probability), 1e-12);
             var expectation = GradientCheck.Expectation(model, batch, step, selections);
@@ -44,13 +44,13 @@ public sealed class SpacoExpectationTests
         // chunks. Four factors determine G_1..G_4; then E_fixed = Σ_p c^p · P(a chain of p survives) · G_p with
         // P = t(t−1)..(t−p+1) / (k(k−1)..(k−p+1)).
         var factors = new double[] { 1, 2, 3, 4 };
-        var atFactor = factors.Select(c => GradientCheck.Gradients(model, () => step.Run(model, batch, new ChunkSelection(Enumerable.Repeat(true, k).ToArray(), c)))).ToArray();
+        var atFactor = factors.Select(c => GradientCheck.Gradients(model, () => step.Run(model, batch, new ChunkSelection(Enumerable.Repeat(true, k).ToArray(), c, c)))).ToArray();
         var inverse = InvertVandermonde(factors);
 
         Assert.AreEqual(0, TestModels.MaxRelativeError(atFactor[0], full), 1e-10, "with c = 1 every chain has weight 1");
         foreach (var (t, cap) in new (int, double?)[] { (1, null), (2, null), (3, null), (1, 2.0), (2, 1.5), (4, null) })
         {
-            var selections = GradientCheck.Selections(k, t, ChunkSampler.FixedBudget, cap);
+            var selections = GradientCheck.Selections(k, t, ChunkSampler.FixedBudget, Compensation.LossAndCache, cap);
             var measured = GradientCheck.Expectation(model, batch, step, selections);
             double c = Math.Min((double)k / t, cap ?? double.PositiveInfinity);
             var predicted = Predict(atFactor, inverse, p => Math.Pow(c, p) * Survival(k, t, p));
@@ -62,6 +62,142 @@ public sealed class SpacoExpectationTests
         }
     }
 
+    [TestMethod]
+    public void AChainOfPChunksCarriesLossFactorTimesCacheFactorToThePMinusOne()
+    {
+        using var model = Model();
+        using var batch = TestModels.Batch(61, new[] { 30 }, seed: 5); // 4 chunks of 8, the last of 6
+        const int k = 4;
+        var step = new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 8 });
+        var (atFactor, inverse) = ChainComponents(model, batch, step, k);
+        foreach (var (a, b) in new[] { (2.0, 1.0), (1.0, 3.0), (2.5, 0.5), (1.0, 1.0) })
+        {
+            var measured = GradientCheck.Gradients(model, () => step.Run(model, batch, new ChunkSelection(Enumerable.Repeat(true, k).ToArray(), a, b)));
+            var predicted = Predict(atFactor, inverse, p => a * Math.Pow(b, p - 1));
+            double mismatch = TestModels.MaxRelativeError(measured, predicted);
+            Assert.IsTrue(mismatch <= 1e-8, $"a = {a}, b = {b}: Stage 2 differs from Σ_p a·b^(p−1)·G_p by {mismatch:E3}");
+        }
+    }
+
+    [TestMethod]
+    public void EveryCompensationModeHasItsClosedFormExpectation()
+    {
+        using var model = Model();
+        using var batch = TestModels.Batch(61, new[] { 30 }, seed: 5, ignoredFraction: 0.1);
+        const int k = 4;
+        var step = new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 8 });
+        var full = GradientCheck.Gradients(model, () => new FullBackprop().Run(model, batch));
+        var (atFactor, inverse) = ChainComponents(model, batch, step, k);
+
+        // E[g] = Σ_p a·b^(p−1)·P_p·G_p, P_p the probability that p given chunks are all kept: q^p for Bernoulli
+        // (q = t/k), t(t−1)..(t−p+1) / (k(k−1)..(k−p+1)) for the fixed budget. With f = min(k/t, cap):
+        // LossAndCache a = b = f; LossOnly a = f, b = 1; CacheOnly a = 1, b = f; None a = b = 1.
+        var cases = new List<(ChunkSampler, int, double?)>();
+        foreach (var sampler in new[] { ChunkSampler.Bernoulli, ChunkSampler.FixedBudget })
+        {
+            foreach (int t in new[] { 1, 2, 3 }) cases.Add((sampler, t, null));
+            cases.Add((sampler, 1, 2.0));
+        }
+        foreach (var (sampler, t, cap) in cases)
+        {
+            foreach (var mode in Enum.GetValues<Compensation>())
+            {
+                double f = Math.Min((double)k / t, cap ?? double.PositiveInfinity);
+                double a = mode is Compensation.LossAndCache or Compensation.LossOnly ? f : 1;
+                double b = mode is Compensation.LossAndCache or Compensation.CacheOnly ? f : 1;
+                Func<int, double> survival = sampler == ChunkSampler.Bernoulli ? p => Math.Pow((double)t / k, p) : p => Survival(k, t, p);
+                var predicted = Predict(atFactor, inverse, p => a * Math.Pow(b, p - 1) * survival(p));
+                var measured = GradientCheck.Expectation(model, batch, step, GradientCheck.Selections(k, t, sampler, mode, cap));
+                string name = $"{sampler} t = {t} cap = {cap} {mode}";
+                double mismatch = TestModels.MaxRelativeError(measured, predicted);
+                Assert.IsTrue(mismatch <= 1e-8, $"{name}: measured expectation differs from the closed form by {mismatch:E3}");
+                double bias = TestModels.MaxRelativeError(measured, full);
+                if (sampler == ChunkSampler.Bernoulli && mode == Compensation.LossAndCache && cap is null)
+                    Assert.IsTrue(bias <= 1e-10, $"{name} must be unbiased, bias {bias:E3}");
+                else Assert.IsTrue(bias >= 1e-3, $"{name}: a bias of {bias:E3} is implausibly small");
+            }
+        }
+    }
+
+    [TestMethod]
+    public void StratifiedSamplerHasItsClosedFormExpectation()
+    {
+        using var model = Model();
+        const int k = 5, chunkSize = 8;
+        // Two response spans between prompt text: targets in chunks 1 and 3 only (target p is label p + 1).
+        var random = new Random(9);
+        var ids = Enumerable.Range(0, 38).Select(_ => random.Next(61)).ToArray();
+        var labels = ids.Select((id, p) => p is >= 9 and < 16 or >= 25 and < 32 ? id : (int)TokenBatch.IgnoreIndex).ToArray();
+        using var batch = TokenBatch.FromSequences([ids], [labels], 0, CPU);
+        var labelled = batch.ChunksWithLabels(chunkSize);
+        CollectionAssert.AreEqual(new[] { false, true, false, true, false }, labelled);
+        var step = new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = chunkSize });
+        var full = GradientCheck.Gradients(model, () => new FullBackprop().Run(model, batch));
+
+        // G_S, the chain through exactly the chunks of S, by Möbius inversion of the subset runs g_T = Σ_{S⊆T} G_S
+        // (factors 1). Summed by |S| they must equal the G_p that the factor runs give: the chain model holds.
+        var subsetRuns = Enumerable.Range(0, 1 << k).Select(mask => GradientCheck.Gradients(model, () =>
+            step.Run(model, batch, new ChunkSelection(Enumerable.Range(0, k).Select(j => (mask >> j & 1) == 1).ToArray(), 1, 1)))).ToArray();
+        var chains = new Dictionary<string, Tensor>[1 << k];
+        for (int set = 1; set < 1 << k; set++)
+        {
+            chains[set] = full.ToDictionary(kv => kv.Key, kv => zeros_like(kv.Value));
+            for (int subset = set; ; subset = (subset - 1) & set)
+            {
+                double sign = (BitCount(set) - BitCount(subset)) % 2 == 0 ? 1 : -1;
+                foreach (var (name, g) in subsetRuns[subset]) chains[set][name].add_(g, alpha: sign);
+                if (subset == 0) break;
+            }
+        }
+        var (atFactor, inverse) = ChainComponents(model, batch, step, k);
+        for (int p = 1; p <= k; p++)
+        {
+            int length = p;
+            var bySize = Sum(Enumerable.Range(1, (1 << k) - 1).Where(set => BitCount(set) == length).Select(set => (chains[set], 1.0)));
+            // Relative to the whole gradient: some groups have no chain of a given length (a 2-layer model's chains
+            // reach at most 3 chunks, and only k/v projections of layer 0 end one of 3), so per-group ratios are 0/0.
+            var byFactor = Predict(atFactor, inverse, q => q == length ? 1 : 0);
+            double mismatch = bySize.Max(kv => (kv.Value - byFactor[kv.Key]).abs().max().item<double>()) / full.Values.Max(g => g.abs().max().item<double>());
+            Assert.IsTrue(mismatch <= 1e-8, $"chains through {p} chunks: subset and factor decompositions differ by {mismatch:E3}");
+        }
+
+        // E[g] = Σ_S P(S ⊆ kept)·G_S, with P the product over the two groups of t_g(t_g−1).. / (n_g(n_g−1)..).
+        int labelledMask = Enumerable.Range(0, k).Where(j => labelled[j]).Sum(j => 1 << j);
+        foreach (int t in new[] { 1, 2, 3, 4 })
+        {
+            var (fromLabelled, fromOthers) = ChunkSelection.StratifiedBudget(2, 3, t);
+            var predicted = Sum(Enumerable.Range(1, (1 << k) - 1).Select(set =>
+                (chains[set], Survival(2, fromLabelled, BitCount(set & labelledMask)) * Survival(3, fromOthers, BitCount(set & ~labelledMask)))));
+            var selections = GradientCheck.Selections(k, t, ChunkSampler.Stratified, Compensation.None, null, labelledChunks: labelled);
+            var measured = GradientCheck.Expectation(model, batch, step, selections);
+            double mismatch = TestModels.MaxRelativeError(measured, predicted);
+            Assert.IsTrue(mismatch <= 1e-8, $"t = {t}: stratified expectation differs from the closed form by {mismatch:E3}");
+            Assert.IsTrue(TestModels.MaxRelativeError(measured, full) >= 1e-3, $"t = {t}: without compensation the estimate must be biased");
+        }
+    }
+
+    static int BitCount(int x) => System.Numerics.BitOperations.PopCount((uint)x);
+
+    static Dictionary<string, Tensor> Sum(IEnumerable<(Dictionary<string, Tensor> Gradients, double Weight)> terms)
+    {
+        Dictionary<string, Tensor>? result = null;
+        foreach (var (gradients, weight) in terms)
+        {
+            result ??= gradients.ToDictionary(kv => kv.Key, kv => zeros_like(kv.Value));
+            foreach (var (name, g) in gradients) result[name].add_(g, alpha: weight);
+        }
+        return result!;
+    }
+
+    /// <summary>Stage 2 with every chunk kept at factors c = 1..k, and the inverse Vandermonde that turns them into G_p.</summary>
+    static (Dictionary<string, Tensor>[] AtFactor, double[,] Inverse) ChainComponents(CausalLM model, TokenBatch batch, ChunkwiseStep step, int k)
+    {
+        var factors = Enumerable.Range(1, k).Select(c => (double)c).ToArray();
+        var atFactor = factors.Select(c => GradientCheck.Gradients(model, () => step.Run(model, batch, new ChunkSelection(Enumerable.Repeat(true, k).ToArray(), c, c)))).ToArray();
+        return (atFactor, InvertVandermonde(factors));
+    }
+
+    /// <summary>The probability that p given chunks of k are all among t drawn without replacement.</summary>
     static double Survival(int k, int t, int p)
     {
         double probability = 1;

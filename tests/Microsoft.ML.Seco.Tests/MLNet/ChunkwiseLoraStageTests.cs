@@ -150,10 +150,40 @@ public sealed class ChunkwiseLoraStageTests
             (new() { ModelPath = ModelPath, MaxSequenceLength = 1 }, "MaxSequenceLength"),
             (new() { ModelPath = ModelPath, GradientAccumulationSteps = 0 }, "GradientAccumulationSteps"),
             (new() { ModelPath = "" }, "ModelPath"),
+            (new() { ModelPath = ModelPath, SampledChunks = 2, Sampler = ChunkSampler.Stratified }, "Compensation"),
+            (new() { ModelPath = ModelPath, Beta2 = 1 }, "Beta2"),
+            (new() { ModelPath = ModelPath, Epsilon = -1 }, "Epsilon"),
+            (new() { ModelPath = ModelPath, WarmupRatio = 0.1, WarmupSteps = 2 }, "WarmupRatio"),
+            (new() { ModelPath = ModelPath, MaxGradNorm = 0 }, "MaxGradNorm"),
         })
         {
             var e = Assert.Throws<ArgumentException>(() => ml.Transforms.Text.ChunkwiseLora(options));
             Assert.AreEqual(name, e.ParamName);
         }
+    }
+
+    [TestMethod]
+    public void PaperSettingsReachTheEngine()
+    {
+        var options = new ChunkwiseLoraTrainer.Options
+        {
+            ModelPath = ModelPath, SampledChunks = 3, Sampler = ChunkSampler.FixedBudget, Compensation = Compensation.LossOnly, MaxCompensation = 2,
+            Beta1 = 0.8, Beta2 = 0.95, Epsilon = 1e-6, WeightDecay = 0.05, WarmupRatio = 0.01, MaxGradNorm = null,
+        };
+        options.Validate();
+        var chunkwise = options.Chunkwise(seed: 4);
+        Assert.AreEqual((ChunkSampler.FixedBudget, Compensation.LossOnly, (double?)2), (chunkwise.Sampler, chunkwise.Compensation, chunkwise.MaxCompensation));
+        var training = options.Training(seed: 4);
+        Assert.AreEqual((0.8, 0.95, 1e-6, 0.05, (double?)0.01, (double?)null),
+            (training.Beta1, training.Beta2, training.Epsilon, training.WeightDecay, training.WarmupRatio, training.MaxGradNorm));
+        Assert.AreEqual(10, training.WarmupStepsFor(1000), "1% of 1,000 steps");
+        Assert.AreEqual(1, training.WarmupStepsFor(40), "rounded up");
+
+#pragma warning disable CS0618 // the earlier name must keep meaning what it meant
+        options.Compensate = false;
+        Assert.AreEqual(Compensation.None, options.Compensation);
+        options.Compensate = true;
+        Assert.AreEqual(Compensation.LossAndCache, options.Compensation);
+#pragma warning restore CS0618
     }
 }

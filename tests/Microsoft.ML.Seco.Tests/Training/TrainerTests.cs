@@ -109,6 +109,7 @@ public sealed class TrainerTests
         Check(nameof(TrainingOptions.WarmupRatio), ok with { WarmupRatio = 0.1, WarmupSteps = 3 });
         Check(nameof(TrainingOptions.MinLearningRateRatio), ok with { MinLearningRateRatio = 2 });
         Check(nameof(TrainingOptions.MaxGradNorm), ok with { MaxGradNorm = -1 });
+        Check(nameof(TrainingOptions.MaxGradNorm), ok with { MaxGradNorm = 0 }); // null, not 0, turns clipping off
         Check(nameof(TrainingOptions.GradientAccumulationSteps), ok with { GradientAccumulationSteps = 0 });
         Check(nameof(TrainingOptions.MaxEpoch), ok with { MaxEpoch = 0 });
         Check(nameof(TrainingOptions.MaxSteps), ok with { MaxSteps = 0 });
