@@ -86,6 +86,7 @@ public sealed class CliTests
             ("eval", new[] { "--input-ids", "--per-token", "[default: 128]" }),
             ("generate", new[] { "--max-new-tokens", "[default: 64]", "--top-p" }),
             ("gradcheck", new[] { "--strategy", "[default: seco]", "B matrices randomised", "--dtype", "[default: float64]" }),
+            ("bench", new[] { "--shape", "qwen2.5-0.5b", "--quick", "--memory-budget", "--sampler", "[default: fixed]", "--steps", "[default: 3]", "--plots" }),
         })
         {
             var r = Seco(command, "--help");
@@ -115,22 +116,76 @@ public sealed class CliTests
     public void BenchMeasuresEveryStrategyOnOneRun()
     {
         string csv = Output("bench.csv");
-        var r = Seco("bench", "--lengths", "64,128", "--layers", "1", "--hidden-size", "32", "--heads", "4", "--kv-heads", "2",
-            "--vocab", "97", "--chunk-size", "32", "--sampled-chunks", "2", "--steps", "1", "--json", "--csv", csv);
+        // --quick's tiny shape with shorter lengths and one timed step: the test checks the outputs, not the timings.
+        var r = Seco("bench", "--quick", "--lengths", "64,128", "--chunk-size", "32", "--sampled-chunks", "2", "--steps", "1",
+            "--memory-budget", "1TiB", "--json", "--csv", csv);
         Assert.AreEqual(0, r.ExitCode, r.ToString());
-        var points = r.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => System.Text.Json.Nodes.JsonNode.Parse(l)!.AsObject())
-            .Where(o => (string?)o["event"] == "point").ToList();
+        var events = r.JsonLines();
+        var points = events.Where(o => (string?)o["event"] == "point").ToList();
         Assert.AreEqual(10, points.Count, r.Out);
         foreach (var length in new[] { 64, 128 })
         {
             var atLength = points.Where(p => (int)p["length"]! == length).ToList();
             CollectionAssert.AreEquivalent(new[] { "full", "checkpoint", "seco", "spaco", "inference" }, atLength.Select(p => (string?)p["strategy"]).ToArray());
-            Assert.IsTrue(atLength.All(p => (double)p["seconds_per_step"]! > 0));
+            Assert.IsTrue(atLength.All(p => (string?)p["status"] == "measured" && (double)p["seconds_per_step"]! > 0 && (int)p["chunks"]! == length / 32));
             // Every training strategy computes the same exact loss at a length; inference reports it too.
             double loss = (double)atLength[0]["loss"]!;
             Assert.IsTrue(atLength.All(p => Math.Abs((double)p["loss"]! - loss) <= 1e-4 * loss), r.Out);
+            // Model FLOPs: a training step costs more than the inference pass at the same length; SeCO's Stage 1 adds a
+            // forward to full; SpaCO with t = 2 is SeCO at 2 chunks and cheaper beyond.
+            double Flops(string s) => (double)atLength.Single(p => (string?)p["strategy"] == s)["model_flops"]!;
+            Assert.IsTrue(Flops("full") > Flops("inference") && Flops("seco") > Flops("full"), r.Out);
+            Assert.IsTrue(length / 32 > 2 ? Flops("spaco") < Flops("seco") : Flops("spaco") == Flops("seco"), r.Out);
         }
+
+        var summary = events.Single(o => (string?)o["event"] == "summary");
+        // The tiny preset: 2 layers, 2 kv heads of 16 dims, float32: keys and values, 4 bytes each.
+        Assert.AreEqual(2 * 2 * 2 * 16 * 4, (int)summary["kv_bytes_per_token"]!);
+        Assert.IsTrue((double)summary["matmul_peak_flops_per_second"]! > 0);
+        var strategies = summary["strategies"]!.AsArray().Select(n => n!.AsObject()).ToList();
+        Assert.AreEqual(5, strategies.Count);
+        if (OperatingSystem.IsLinux())
+        {
+            foreach (var row in strategies)
+            {
+                // The slope is the least-squares fit through the points' peaks; with two lengths, the line through them.
+                var peaks = points.Where(p => (string?)p["strategy"] == (string?)row["strategy"]).OrderBy(p => (int)p["length"]!).Select(p => (double)p["peak_bytes"]!).ToArray();
+                double slope = (peaks[1] - peaks[0]) / (128 - 64);
+                Assert.AreEqual(slope, (double)row["memory_slope_bytes_per_token"]!, 1e-6 * Math.Abs(slope) + 1e-9, r.Out);
+                Assert.AreEqual(slope / (2 * 2 * 2 * 16 * 4), (double)row["memory_slope_over_kv_bytes_per_token"]!, 1e-6 * Math.Abs(slope) + 1e-9);
+                // A terabyte holds far more than the measured 128 tokens: the figure is extrapolated beyond them.
+                Assert.IsTrue((long)row["longest_length_within_budget"]! > 128, r.Out);
+                StringAssert.Matches((string)row["budget_basis"]!, new System.Text.RegularExpressions.Regex("^(extrapolated|search-limit)$"));
+            }
+        }
+
         Assert.AreEqual(11, File.ReadAllLines(csv).Length);
+        var summaryCsv = File.ReadAllLines(Output("bench-summary.csv"));
+        Assert.AreEqual(6, summaryCsv.Length);
+        StringAssert.StartsWith(summaryCsv[0], "strategy,measured_points,memory_slope_bytes_per_token,kv_bytes_per_token,memory_slope_over_kv_bytes_per_token");
+        foreach (var png in new[] { "bench-time.png", "bench-memory.png" })
+        {
+            var bytes = File.ReadAllBytes(Output(png));
+            CollectionAssert.AreEqual(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, bytes.Take(4).ToArray(), png);
+        }
+    }
+
+    [TestMethod]
+    public void BenchRefusesBadShapesDevicesAndSizesNamingTheFlag()
+    {
+        foreach (var (args, flag) in new[]
+        {
+            (new[] { "--shape", "gpt-5" }, "--shape"),
+            (new[] { "--quick", "--memory-budget", "lots" }, "--memory-budget"),
+            (new[] { "--quick", "--sampler", "stratified" }, "--sampler"),
+            (new[] { "--quick", "--hidden-size", "30", "--heads", "4" }, "--heads"),
+            (new[] { "--quick", "--device", "tpu" }, "--device"),
+        })
+        {
+            var r = Seco(["bench", .. args]);
+            Assert.AreEqual(2, r.ExitCode, r.ToString());
+            StringAssert.Contains(r.Error, flag);
+        }
     }
 
     [TestMethod]

@@ -4,55 +4,81 @@ using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Lora;
 using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Training;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Cli.Benchmarks;
 
-/// <summary>One measured (strategy, length) point.</summary>
+/// <summary>What happened to a (strategy, length) point.</summary>
+internal enum PointStatus
+{
+    /// <summary>Run and measured.</summary>
+    Measured,
+    /// <summary>Not attempted: its predicted peak exceeds the memory available (out of memory).</summary>
+    Oom,
+}
+
+/// <summary>One (strategy, length) point of the study.</summary>
 /// <param name="Strategy">full, checkpoint, seco, spaco or inference.</param>
 /// <param name="Length">Tokens in the sequence.</param>
-/// <param name="SecondsPerStep">Median wall time of the timed steps.</param>
-/// <param name="PeakBytes">Peak resident memory above the level before the steps (Linux only; null elsewhere).</param>
-/// <param name="Loss">The step's loss, the same for every strategy at a length (a cross-check).</param>
-internal sealed record BenchmarkPoint(string Strategy, int Length, double SecondsPerStep, long? PeakBytes, double Loss);
+/// <param name="Chunks">Chunks of the chunk size in the sequence (k).</param>
+/// <param name="Status">Measured, or why it was not attempted.</param>
+/// <param name="SecondsPerStep">Median wall time of the timed steps; null when not measured.</param>
+/// <param name="PeakBytes">Peak memory of one step above the level before it; null when not measured or not measurable.</param>
+/// <param name="PredictedBytes">The memory guard's prediction made before the point (null where memory is not measurable).</param>
+/// <param name="Loss">The step's loss, the same for every strategy at a length (a cross-check); null when not measured.</param>
+/// <param name="ModelFlops">Analytic model FLOPs of the step (<see cref="StepFlops"/>).</param>
+internal sealed record BenchmarkPoint(string Strategy, int Length, int Chunks, PointStatus Status, double? SecondsPerStep, long? PeakBytes,
+    double? PredictedBytes, double? Loss, double ModelFlops)
+{
+    /// <summary>Achieved model FLOP/s, or null when not measured.</summary>
+    public double? FlopsPerSecond => SecondsPerStep is double s && s > 0 ? ModelFlops / s : null;
+
+    /// <summary>The status as the CSV and JSON spell it.</summary>
+    public string StatusName => Status == PointStatus.Oom ? "oom" : "measured";
+}
+
+/// <summary>Median time and peak memory of one measured point.</summary>
+internal sealed record Measurement(double SecondsPerStep, long? PeakBytes, double Loss);
 
 /// <summary>
 /// The paper's efficiency study on a random model built in memory: time per training step and peak memory of plain
 /// training, layer checkpointing, SeCO and SpaCO, and of a chunked inference pass, at growing sequence lengths.
-/// Memory is the process's peak resident set during one step above its level before it, read from /proc/self/status
-/// after returning freed memory (malloc_trim) and resetting the peak (/proc/self/clear_refs), so every point is
-/// measured in one process and one run (Linux with glibc; elsewhere memory is not reported).
+/// On the CPU, memory is the process's peak resident set during one step above its level before it, read from
+/// /proc/self/status after returning freed memory (malloc_trim) and resetting the peak (/proc/self/clear_refs), so every
+/// point is measured in one process and one run (Linux with glibc; elsewhere memory is not reported). On CUDA, memory
+/// is not reported: TorchSharp 0.107 exposes no CUDA allocator statistics, and host RSS says nothing about the device.
 /// </summary>
 internal static class EfficiencyBenchmark
 {
     public static readonly string[] Strategies = { "full", "checkpoint", "seco", "spaco", "inference" };
 
-    public static CausalLM Model(int layers, int hidden, int heads, int kvHeads, int vocab, ScalarType dtype)
+    /// <summary>The LoRA adapters every benchmark model carries (PEFT's defaults: r = 8 on q, k, v, o).</summary>
+    public static readonly LoraConfig Lora = new() { Rank = 8, Alpha = 16 };
+
+    public static CausalLM Model(ModelConfig config, ScalarType dtype, Device device)
     {
-        var config = new ModelConfig
-        {
-            ModelType = "llama", VocabSize = vocab, HiddenSize = hidden, IntermediateSize = hidden * 8 / 3,
-            NumHiddenLayers = layers, NumAttentionHeads = heads, NumKeyValueHeads = kvHeads, HeadDim = hidden / heads,
-            RopeTheta = 500000, MaxPositionEmbeddings = 1 << 20,
-        };
-        var model = new CausalLM(config, dtype, CPU);
-        model.InitializeRandom(0, std: 1 / Math.Sqrt(hidden));
+        var model = new CausalLM(config, dtype, device);
+        model.InitializeRandom(0, std: 1 / Math.Sqrt(config.HiddenSize));
         manual_seed(0);
-        model.AttachLora(new LoraConfig { Rank = 8, Alpha = 16 });
+        model.AttachLora(Lora);
         return model;
     }
 
-    public static BenchmarkPoint Measure(CausalLM model, string strategy, int length, int chunkSize, int sampledChunks, int steps)
+    /// <summary>True where <see cref="Measure"/> reports memory: the CPU on Linux (see the class remarks).</summary>
+    public static bool MemoryMeasurable(Device device) => device.type == DeviceType.CPU && OperatingSystem.IsLinux();
+
+    public static Measurement Measure(CausalLM model, string strategy, int length, int chunkSize, int sampledChunks, ChunkSampler sampler, int steps)
     {
         var random = new Random(length);
         var ids = Enumerable.Range(0, length).Select(_ => random.Next(model.Config.VocabSize)).ToArray();
         using var batch = TokenBatch.FromSequences(new[] { ids }, null, 0, model.Device);
-        Func<double> run = strategy switch
+        Func<double> step = strategy switch
         {
             "full" => Step(model, batch, new FullBackprop()),
             "checkpoint" => Step(model, batch, new LayerCheckpointing()),
             "seco" => Step(model, batch, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = chunkSize })),
-            "spaco" => Step(model, batch, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = chunkSize, SampledChunks = sampledChunks, Sampler = ChunkSampler.Bernoulli, Seed = 1 })),
+            "spaco" => Step(model, batch, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = chunkSize, SampledChunks = sampledChunks, Sampler = sampler, Seed = 1 })),
             "inference" => () =>
             {
                 var (sum, tokens) = Evaluation.MeanNll(model, batch, chunkSize);
@@ -60,10 +86,17 @@ internal static class EfficiencyBenchmark
             },
             _ => throw new UsageException($"--strategies: unknown strategy '{strategy}'; use {string.Join(", ", Strategies)}."),
         };
+        double run()
+        {
+            double value = step();
+            Synchronize(model.Device);
+            return value;
+        }
+        bool hostMemory = MemoryMeasurable(model.Device);
         // Time with glibc's heap reuse (its threshold as it settles after large frees), memory with every tensor over
         // 128 KB in its own mapping: then resident memory follows live tensors, and the peak above the level before
         // the step is what the strategy holds rather than the allocator's history. The two need different settings.
-        MallOpt(MmapThreshold, 32 << 20);
+        if (hostMemory) MallOpt(MmapThreshold, 32 << 20);
         run(); // warm-up: first-use costs stay out of the figures
         var times = new List<double>();
         double loss = 0;
@@ -74,12 +107,43 @@ internal static class EfficiencyBenchmark
             times.Add(clock.Elapsed.TotalSeconds);
         }
         times.Sort();
+        double median = times.Count % 2 == 1 ? times[times.Count / 2] : (times[times.Count / 2 - 1] + times[times.Count / 2]) / 2;
+        if (!hostMemory) return new Measurement(median, null, loss);
 
         MallOpt(MmapThreshold, 128 << 10);
         long? before = Settle();
         run();
         long? peak = Resident("VmHWM") is long hwm && before is long b ? Math.Max(0, hwm - b) : null;
-        return new BenchmarkPoint(strategy, length, times[times.Count / 2], peak, loss);
+        return new Measurement(median, peak, loss);
+    }
+
+    /// <summary>
+    /// The best FLOP/s of a dense n × n matrix product in the model's dtype on its device (one warm-up, then the fastest
+    /// of five): the peak the step's achieved FLOP/s are compared with.
+    /// </summary>
+    public static double MatmulPeak(Device device, ScalarType dtype, int n = 2048)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var a = randn(n, n, dtype: dtype, device: device);
+        var b = randn(n, n, dtype: dtype, device: device);
+        a.matmul(b).Dispose();
+        Synchronize(device);
+        double best = double.PositiveInfinity;
+        for (int i = 0; i < 5; i++)
+        {
+            var clock = Stopwatch.StartNew();
+            a.matmul(b).Dispose();
+            Synchronize(device);
+            best = Math.Min(best, clock.Elapsed.TotalSeconds);
+        }
+        return 2.0 * n * n * n / best;
+    }
+
+    // CUDA kernels run asynchronously: a clock read without waiting for them times the launch, not the work.
+    static void Synchronize(Device device)
+    {
+        if (device.type == DeviceType.CUDA) cuda.synchronize(device);
     }
 
     static Func<double> Step(CausalLM model, TokenBatch batch, ITrainingStep step) => () =>

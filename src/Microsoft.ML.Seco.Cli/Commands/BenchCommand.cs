@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json.Nodes;
+using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Cli.Benchmarks;
 using Microsoft.ML.Seco.Model;
 using Spectre.Console;
@@ -10,93 +11,306 @@ namespace Microsoft.ML.Seco.Cli.Commands;
 // Microsoft.ML has a namespace named Command, which would hide System.CommandLine.Command here.
 using Command = System.CommandLine.Command;
 
-/// <summary>seco bench: time and peak memory per training step of each strategy at growing lengths, in one run.</summary>
+/// <summary>
+/// seco bench: the efficiency study a user decides from. Time (median of timed steps) and peak memory per training step
+/// of each strategy at growing lengths in one run, with a memory guard, memory slopes in units of the key/value cache,
+/// the longest length within a memory budget, model FLOP/s against a measured matmul peak, the paper's time ratios,
+/// CSV/JSON and PNG plots.
+/// </summary>
 internal static class BenchCommand
 {
+    // The guard leaves this share of the memory available to the system and other processes.
+    const double GuardShare = 0.9;
+    // The paper's targets (issue #9): SpaCO within 1.5× of inference at k ≥ 64 chunks, SeCO within 1.5× of plain training.
+    const int TargetChunks = 64;
+    const double TargetRatio = 1.5;
+
+    sealed record Settings(BenchmarkShape Shape, int[] Lengths, string[] Strategies, int BaselinesUpTo, int ChunkSize, int SampledChunks,
+        ChunkSampler Sampler, int Steps, global::TorchSharp.torch.ScalarType DType, global::TorchSharp.torch.Device Device, long? Budget);
+
+    sealed record StrategySummary(string Strategy, int Measured, double? SlopeBytesPerToken, double? SlopeOverKv, BudgetResult? Budget);
+
     public static Command Create(CliContext context)
     {
-        var lengths = new Option<string>("--lengths") { Description = "Comma-separated sequence lengths.", DefaultValueFactory = _ => "1024,2048,4096,8192" };
+        var shape = new Option<string?>("--shape") { Description = $"Model shape preset: {string.Join(", ", BenchmarkShape.Presets.Keys)}; the shape flags below override its fields. Default: default (tiny with --quick)." };
+        var quick = new Option<bool>("--quick") { Description = "Smoke test in well under 2 minutes: the tiny shape, lengths 128,256,512, chunk 64, t = 2, baselines at every length (explicit flags still override)." };
+        var lengths = new Option<string?>("--lengths") { Description = "Comma-separated sequence lengths. Default: 1024,2048,4096,8192." };
         var strategies = new Option<string>("--strategies") { Description = "Comma-separated: full, checkpoint, seco, spaco, inference.", DefaultValueFactory = _ => "full,checkpoint,seco,spaco,inference" };
-        var baselinesUpTo = new Option<int>("--baselines-up-to") { Description = "Longest length at which the whole-sequence baselines (full, checkpoint) run: their memory and time grow fastest.", DefaultValueFactory = _ => 4096 };
-        var chunkSize = new Option<int>("--chunk-size") { Description = "Tokens per chunk.", DefaultValueFactory = _ => 128 };
-        var sampled = new Option<int>("--sampled-chunks") { Description = "SpaCO's t (Bernoulli sampler).", DefaultValueFactory = _ => 8 };
-        var layers = new Option<int>("--layers") { Description = "Decoder layers of the random benchmark model.", DefaultValueFactory = _ => 4 };
-        var hidden = new Option<int>("--hidden-size") { Description = "Hidden size.", DefaultValueFactory = _ => 256 };
-        var heads = new Option<int>("--heads") { Description = "Query heads.", DefaultValueFactory = _ => 8 };
-        var kvHeads = new Option<int>("--kv-heads") { Description = "Key/value heads.", DefaultValueFactory = _ => 2 };
-        var vocab = new Option<int>("--vocab") { Description = "Vocabulary size (kept small by default so that, as in a real LLM, the decoder layers and not the output layer dominate).", DefaultValueFactory = _ => 4096 };
-        var steps = new Option<int>("--steps") { Description = "Timed steps per point (after one warm-up step; the median is reported). Memory is measured on one more step.", DefaultValueFactory = _ => 1 };
-        var dtype = new Option<string>("--dtype") { Description = "float32, bfloat16 or float64.", DefaultValueFactory = _ => "float32" };
-        var csv = new Option<string?>("--csv") { Description = "Also write the points to this CSV file. Default: none." };
+        var baselinesUpTo = new Option<int?>("--baselines-up-to") { Description = "Longest length at which the whole-sequence baselines (full, checkpoint) run, their time growing fastest; 0 = every length. Default: 4096 (every length with --quick)." };
+        var chunkSize = new Option<int?>("--chunk-size") { Description = "Tokens per chunk. Default: 128." };
+        var sampled = new Option<int?>("--sampled-chunks") { Description = "SpaCO's t, the chunks backpropagated per step. Default: 8." };
+        var sampler = new Option<string>("--sampler") { Description = "SpaCO's sampler: fixed (the paper's: exactly t chunks) or bernoulli (each chunk with probability t/k).", DefaultValueFactory = _ => "fixed" };
+        var layers = new Option<int?>("--layers") { Description = "Decoder layers (overrides the preset)." };
+        var hidden = new Option<int?>("--hidden-size") { Description = "Hidden size (overrides the preset)." };
+        var intermediate = new Option<int?>("--intermediate-size") { Description = "MLP intermediate size (overrides the preset)." };
+        var heads = new Option<int?>("--heads") { Description = "Query heads (overrides the preset)." };
+        var kvHeads = new Option<int?>("--kv-heads") { Description = "Key/value heads (overrides the preset)." };
+        var headDim = new Option<int?>("--head-dim") { Description = "Head dimension (overrides the preset; default hidden / heads when either of those is given)." };
+        var vocab = new Option<int?>("--vocab") { Description = "Vocabulary size (overrides the preset)." };
+        var steps = new Option<int>("--steps") { Description = "Timed steps per point after one warm-up step; the median is reported. Memory is measured on one more step.", DefaultValueFactory = _ => 3 };
+        var dtype = new Option<string>("--dtype") { Description = "float32, bfloat16, float16 or float64.", DefaultValueFactory = _ => "float32" };
+        var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N. On CUDA memory is not reported (TorchSharp exposes no allocator statistics), so the memory guard and --memory-budget do nothing there.", DefaultValueFactory = _ => "cpu" };
+        var budget = new Option<string?>("--memory-budget") { Description = "Report the longest length each strategy trains within this much memory (e.g. 8GiB, 512MiB, 16GB), from the measured points and the fitted memory model. Default: none." };
+        var csv = new Option<string?>("--csv") { Description = "Write the points to this CSV file and the per-strategy summary to NAME-summary.csv beside it. Default: none." };
+        var plots = new Option<string?>("--plots") { Description = "Folder for bench-time.png and bench-memory.png. Default: beside --csv (NAME-time.png, NAME-memory.png), else none." };
         var json = new Option<bool>("--json") { Description = "Print one JSON object per point, then a summary, and nothing else." };
 
-        var command = new Command("bench", "Measure time and peak memory per training step of full backprop, layer checkpointing, SeCO and SpaCO (and chunked inference) at growing lengths, on a random LoRA model built in memory.")
+        var command = new Command("bench", "The efficiency study: time and peak memory per training step of full backprop, layer checkpointing, SeCO and SpaCO (and chunked inference) at growing lengths on a random LoRA model built in memory, with memory slopes, a memory guard, the longest length within a budget, FLOP/s and plots.")
         {
-            lengths, strategies, baselinesUpTo, chunkSize, sampled, layers, hidden, heads, kvHeads, vocab, steps, dtype, csv, json,
+            shape, quick, lengths, strategies, baselinesUpTo, chunkSize, sampled, sampler, layers, hidden, intermediate, heads, kvHeads, headDim, vocab,
+            steps, dtype, device, budget, csv, plots, json,
         };
         command.SetAction(parse => context.Guard(() =>
         {
-            var lengthList = ParseList(parse.GetValue(lengths)!, "--lengths").Select(s => int.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n >= 2
-                ? n : throw new UsageException($"--lengths: '{s}' is not a length of at least 2.")).ToArray();
+            bool isQuick = parse.GetValue(quick);
+            var preset = BenchmarkShape.Preset(parse.GetValue(shape) ?? (isQuick ? "tiny" : "default"));
+            var benchShape = preset.With(parse.GetValue(layers), parse.GetValue(hidden), parse.GetValue(intermediate), parse.GetValue(heads),
+                parse.GetValue(kvHeads), parse.GetValue(headDim), parse.GetValue(vocab));
+            var lengthList = ParseList(parse.GetValue(lengths) ?? (isQuick ? "128,256,512" : "1024,2048,4096,8192"), "--lengths")
+                .Select(s => int.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n >= 2
+                    ? n : throw new UsageException($"--lengths: '{s}' is not a length of at least 2.")).Distinct().Order().ToArray();
             var strategyList = ParseList(parse.GetValue(strategies)!, "--strategies");
             foreach (var s in strategyList.Where(s => !EfficiencyBenchmark.Strategies.Contains(s)))
                 throw new UsageException($"--strategies: unknown strategy '{s}'; use {string.Join(", ", EfficiencyBenchmark.Strategies)}.");
-            int h = parse.GetValue(hidden), nh = parse.GetValue(heads), kv = parse.GetValue(kvHeads);
-            if (h <= 0 || nh <= 0 || h % nh != 0 || kv <= 0 || nh % kv != 0)
-                throw new UsageException($"--hidden-size ({h}), --heads ({nh}) and --kv-heads ({kv}) must be positive, heads dividing the hidden size and kv heads dividing heads.");
+            var samplerKind = parse.GetValue(sampler)!.Trim().ToLowerInvariant() switch
+            {
+                "fixed" => ChunkSampler.FixedBudget,
+                "bernoulli" => ChunkSampler.Bernoulli,
+                var other => throw new UsageException($"--sampler: unknown sampler '{other}'; use fixed or bernoulli."),
+            };
+            int chunk = parse.GetValue(chunkSize) ?? (isQuick ? 64 : 128), t = parse.GetValue(sampled) ?? (isQuick ? 2 : 8);
+            if (chunk < 1) throw new UsageException("--chunk-size must be at least 1.");
+            if (t < 1) throw new UsageException("--sampled-chunks must be at least 1.");
             if (parse.GetValue(steps) < 1) throw new UsageException("--steps must be at least 1.");
-            if (parse.GetValue(chunkSize) < 1 || parse.GetValue(sampled) < 1) throw new UsageException("--chunk-size and --sampled-chunks must be at least 1.");
-            var type = TensorSettings.ResolveDType(parse.GetValue(dtype)!, global::TorchSharp.torch.CPU, "--dtype");
-            bool asJson = parse.GetValue(json);
-
-            using var model = EfficiencyBenchmark.Model(parse.GetValue(layers), h, nh, kv, parse.GetValue(vocab), type);
-            if (!asJson)
-                context.Out.WriteLine($"Random LoRA model: {parse.GetValue(layers)} layers, hidden {h}, {nh} heads / {kv} kv heads, vocabulary {parse.GetValue(vocab)}, {TensorSettings.Name(type)}, CPU; chunk {parse.GetValue(chunkSize)}, SpaCO t = {parse.GetValue(sampled)}.");
-            var points = new List<BenchmarkPoint>();
-            foreach (int length in lengthList)
-                foreach (var strategy in strategyList)
-                {
-                    if (strategy is "full" or "checkpoint" && length > parse.GetValue(baselinesUpTo)) continue;
-                    context.CancellationToken.ThrowIfCancellationRequested();
-                    var point = EfficiencyBenchmark.Measure(model, strategy, length, parse.GetValue(chunkSize), parse.GetValue(sampled), parse.GetValue(steps));
-                    points.Add(point);
-                    if (asJson) context.Out.WriteLine(PointJson(point).ToJsonString());
-                    else context.Out.WriteLine($"  {strategy,-10} {length,7} tokens  {point.SecondsPerStep,8:F3} s/step  {(point.PeakBytes is long p ? $"{p / 1048576.0,8:F1} MiB" : "       n/a")}");
-                }
-            if (parse.GetValue(csv) is { } path)
-                File.WriteAllLines(path, points.Select(p => string.Create(CultureInfo.InvariantCulture,
-                    $"{p.Strategy},{p.Length},{p.SecondsPerStep:R},{p.PeakBytes},{p.Loss:R}")).Prepend("strategy,length,seconds_per_step,peak_bytes,loss"));
-            if (asJson) context.Out.WriteLine(new JsonObject { ["event"] = "summary", ["points"] = points.Count }.ToJsonString());
-            else WriteRatios(context, points, lengthList);
-            return ExitCodes.Success;
+            int upTo = parse.GetValue(baselinesUpTo) ?? (isQuick ? 0 : 4096);
+            if (upTo < 0) throw new UsageException("--baselines-up-to must be 0 (every length) or positive.");
+            var dev = TensorSettings.ResolveDevice(parse.GetValue(device)!, "--device");
+            var settings = new Settings(benchShape, lengthList, strategyList, upTo == 0 ? int.MaxValue : upTo, chunk, t, samplerKind, parse.GetValue(steps),
+                TensorSettings.ResolveDType(parse.GetValue(dtype)!, dev, "--dtype"), dev,
+                parse.GetValue(budget) is { } b ? MemoryModel.ParseSize(b, "--memory-budget") : null);
+            string? csvPath = parse.GetValue(csv);
+            string? plotDirectory = parse.GetValue(plots);
+            return Run(context, settings, parse.GetValue(json), csvPath, plotDirectory);
         }));
         return command;
     }
 
-    /// <summary>The paper's comparisons at each length: time against SeCO and inference, memory against checkpointing.</summary>
-    static void WriteRatios(CliContext context, List<BenchmarkPoint> points, int[] lengths)
+    static int Run(CliContext context, Settings s, bool asJson, string? csvPath, string? plotDirectory)
     {
-        var table = new Table().AddColumns("length", "SeCO / full (time)", "SpaCO / SeCO (time)", "SpaCO / inference (time)", "checkpoint / SeCO (memory)", "full / SeCO (memory)");
-        string Ratio(double? a, double? b) => a is double x && b is double y && y > 0 ? (x / y).ToString("F2", CultureInfo.InvariantCulture) : "–";
-        foreach (int length in lengths)
+        var config = s.Shape.ToConfig();
+        long kvPerToken = BenchmarkShape.KvBytesPerToken(config, s.DType);
+        bool memoryMeasurable = EfficiencyBenchmark.MemoryMeasurable(s.Device);
+        string samplerName = s.Sampler == ChunkSampler.FixedBudget ? "fixed" : "bernoulli";
+        string where = s.Device.type == global::TorchSharp.DeviceType.CUDA ? s.Device.ToString() : "CPU";
+
+        double peak = EfficiencyBenchmark.MatmulPeak(s.Device, s.DType);
+        using var model = EfficiencyBenchmark.Model(config, s.DType, s.Device);
+        if (!asJson)
         {
-            BenchmarkPoint? Get(string s) => points.FirstOrDefault(p => p.Strategy == s && p.Length == length);
-            table.AddRow(length.ToString(CultureInfo.InvariantCulture),
-                Ratio(Get("seco")?.SecondsPerStep, Get("full")?.SecondsPerStep),
-                Ratio(Get("spaco")?.SecondsPerStep, Get("seco")?.SecondsPerStep),
-                Ratio(Get("spaco")?.SecondsPerStep, Get("inference")?.SecondsPerStep),
-                Ratio(Get("checkpoint")?.PeakBytes, Get("seco")?.PeakBytes),
-                Ratio(Get("full")?.PeakBytes, Get("seco")?.PeakBytes));
+            context.Out.WriteLine($"Random LoRA model ({s.Shape.Describe()}), {TensorSettings.Name(s.DType)}, {where}; chunk {s.ChunkSize}, SpaCO t = {s.SampledChunks} ({samplerName} sampler); median of {s.Steps} timed step(s) after a warm-up.");
+            context.Out.WriteLine($"Key/value cache: {kvPerToken:N0} bytes per token. Dense {TensorSettings.Name(s.DType)} matmul peak (2048 × 2048): {peak / 1e9:F1} GFLOP/s.");
+            if (!memoryMeasurable) context.Out.WriteLine("Memory: not measurable on this device; no memory guard, no budget.");
         }
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(context.Out), Ansi = AnsiSupport.No });
-        console.Write(table);
+
+        var points = new List<BenchmarkPoint>();
+        foreach (int length in s.Lengths)
+            foreach (var strategy in s.Strategies)
+            {
+                if (strategy is "full" or "checkpoint" && length > s.BaselinesUpTo) continue;
+                context.CancellationToken.ThrowIfCancellationRequested();
+                int chunks = (length + s.ChunkSize - 1) / s.ChunkSize;
+                double flops = StepFlops.Of(strategy, config, EfficiencyBenchmark.Lora, length, s.ChunkSize, s.SampledChunks);
+                double? predicted = null;
+                BenchmarkPoint point;
+                if (memoryMeasurable)
+                {
+                    predicted = MemoryModel.Predict(Measured(points, strategy), length, Estimator(strategy, config, s));
+                    if (MemoryModel.Available() is long available && predicted > GuardShare * available)
+                    {
+                        point = new BenchmarkPoint(strategy, length, chunks, PointStatus.Oom, null, null, predicted, null, flops);
+                        points.Add(point);
+                        Report(context, asJson, point, peak, $"  (predicted {MemoryModel.Format(predicted.Value)} > {GuardShare:P0} of {MemoryModel.Format(available)} available: not attempted)");
+                        continue;
+                    }
+                }
+                var m = EfficiencyBenchmark.Measure(model, strategy, length, s.ChunkSize, s.SampledChunks, s.Sampler, s.Steps);
+                point = new BenchmarkPoint(strategy, length, chunks, PointStatus.Measured, m.SecondsPerStep, m.PeakBytes, predicted, m.Loss, flops);
+                points.Add(point);
+                Report(context, asJson, point, peak, "");
+            }
+
+        var summaries = s.Strategies.Select(strategy =>
+        {
+            var measured = Measured(points, strategy);
+            double? slope = MemoryModel.Slope(measured);
+            var budget = s.Budget is long b && measured.Count > 0
+                ? MemoryModel.LongestWithin(strategy, measured, b, s.ChunkSize, Estimator(strategy, config, s)) : null;
+            return new StrategySummary(strategy, measured.Count, slope, slope / kvPerToken, budget);
+        }).ToList();
+
+        if (csvPath is not null) WriteCsv(csvPath, points, summaries, peak, kvPerToken, s.Budget);
+        var plotFiles = plotDirectory is not null ? BenchmarkPlots.Write(plotDirectory, "bench-", points, s.Shape.Name)
+            : csvPath is not null ? BenchmarkPlots.Write(Path.GetDirectoryName(Path.GetFullPath(csvPath))!, Path.GetFileNameWithoutExtension(csvPath) + "-", points, s.Shape.Name)
+            : new List<string>();
+
+        var targets = Targets(points, peak);
+        if (asJson)
+        {
+            context.Out.WriteLine(SummaryJson(s, points, summaries, targets, peak, kvPerToken, plotFiles).ToJsonString());
+            return ExitCodes.Success;
+        }
+        WriteTables(context, s, points, summaries);
+        foreach (var line in targets.Select(t => t.Text)) context.Out.WriteLine(line);
+        foreach (var file in plotFiles) context.Out.WriteLine($"Wrote {file}");
+        return ExitCodes.Success;
     }
 
-    static JsonObject PointJson(BenchmarkPoint p) => new()
+    static List<(int Length, long Bytes)> Measured(List<BenchmarkPoint> points, string strategy) =>
+        points.Where(p => p.Strategy == strategy && p.PeakBytes is long b && b > 0).Select(p => (p.Length, p.PeakBytes!.Value)).ToList();
+
+    static Func<long, double> Estimator(string strategy, ModelConfig config, Settings s) =>
+        length => MemoryModel.Estimate(strategy, config, s.DType, length, s.ChunkSize);
+
+    static void Report(CliContext context, bool asJson, BenchmarkPoint p, double peak, string note)
     {
-        ["event"] = "point", ["strategy"] = p.Strategy, ["length"] = p.Length, ["seconds_per_step"] = p.SecondsPerStep,
-        ["peak_bytes"] = p.PeakBytes, ["loss"] = p.Loss,
+        if (asJson)
+        {
+            context.Out.WriteLine(PointJson(p, peak).ToJsonString());
+            return;
+        }
+        string time = p.SecondsPerStep is double t ? $"{t,9:F3} s/step" : "      – s/step";
+        string memory = p.Status == PointStatus.Oom ? "      OOM" : p.PeakBytes is long b ? $"{b / 1048576.0,8:F1} MiB" : "      n/a";
+        string rate = p.FlopsPerSecond is double f ? $"{f / 1e9,7:F2} GFLOP/s ({f / peak,6:P1} of peak)" : "";
+        context.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {p.Strategy,-10} {p.Length,7} tokens {p.Chunks,5} chunks {time}  {memory}  {rate}{note}"));
+    }
+
+    static JsonObject PointJson(BenchmarkPoint p, double peak) => new()
+    {
+        ["event"] = "point", ["strategy"] = p.Strategy, ["length"] = p.Length, ["chunks"] = p.Chunks, ["status"] = p.StatusName,
+        ["seconds_per_step"] = p.SecondsPerStep, ["peak_bytes"] = p.PeakBytes, ["predicted_peak_bytes"] = p.PredictedBytes, ["loss"] = p.Loss,
+        ["model_flops"] = p.ModelFlops, ["flops_per_second"] = p.FlopsPerSecond, ["fraction_of_matmul_peak"] = p.FlopsPerSecond / peak,
     };
+
+    static double? Ratio(double? a, double? b) => a is double x && b is double y && y > 0 ? x / y : null;
+
+    static BenchmarkPoint? Get(List<BenchmarkPoint> points, string strategy, int length) =>
+        points.FirstOrDefault(p => p.Strategy == strategy && p.Length == length && p.Status == PointStatus.Measured);
+
+    /// <summary>
+    /// The issue's targets, as ratios measured in this run: SpaCO against chunked inference at the longest length with at
+    /// least 64 chunks, SeCO against plain training at the longest length where plain training was measured, and the
+    /// achieved FLOP/s of SeCO's longest step against the matmul peak.
+    /// </summary>
+    static List<(string Name, JsonObject Json, string Text)> Targets(List<BenchmarkPoint> points, double peak)
+    {
+        var targets = new List<(string, JsonObject, string)>();
+        var spaco = points.Where(p => p.Strategy == "spaco" && p.Status == PointStatus.Measured && p.Chunks >= TargetChunks && Get(points, "inference", p.Length) is not null)
+            .MaxBy(p => p.Length);
+        if (spaco is not null && Ratio(spaco.SecondsPerStep, Get(points, "inference", spaco.Length)!.SecondsPerStep) is double r1)
+            targets.Add(("spaco_over_inference", new JsonObject { ["length"] = spaco.Length, ["chunks"] = spaco.Chunks, ["ratio"] = r1, ["target"] = TargetRatio },
+                string.Create(CultureInfo.InvariantCulture, $"Target SpaCO / inference ≤ {TargetRatio} at k ≥ {TargetChunks} chunks: {r1:F2} at {spaco.Length} tokens ({spaco.Chunks} chunks).")));
+        else
+            targets.Add(("spaco_over_inference", new JsonObject { ["ratio"] = null, ["target"] = TargetRatio },
+                $"Target SpaCO / inference ≤ {TargetRatio} at k ≥ {TargetChunks} chunks: not measured (no length with {TargetChunks} chunks or more)."));
+        var full = points.Where(p => p.Strategy == "full" && p.Status == PointStatus.Measured && Get(points, "seco", p.Length) is not null).MaxBy(p => p.Length);
+        if (full is not null && Ratio(Get(points, "seco", full.Length)!.SecondsPerStep, full.SecondsPerStep) is double r2)
+            targets.Add(("seco_over_full", new JsonObject { ["length"] = full.Length, ["ratio"] = r2, ["target"] = TargetRatio },
+                string.Create(CultureInfo.InvariantCulture, $"Target SeCO / full ≤ {TargetRatio} at the longest length plain training was measured: {r2:F2} at {full.Length} tokens.")));
+        else
+            targets.Add(("seco_over_full", new JsonObject { ["ratio"] = null, ["target"] = TargetRatio }, "Target SeCO / full: not measured (no length with both)."));
+        var seco = points.Where(p => p.Strategy == "seco" && p.FlopsPerSecond is not null).MaxBy(p => p.Length);
+        if (seco is not null)
+            targets.Add(("seco_flops", new JsonObject { ["length"] = seco.Length, ["flops_per_second"] = seco.FlopsPerSecond, ["matmul_peak_flops_per_second"] = peak, ["fraction"] = seco.FlopsPerSecond / peak },
+                string.Create(CultureInfo.InvariantCulture, $"SeCO at {seco.Length} tokens: {seco.FlopsPerSecond / 1e9:F2} model GFLOP/s = {seco.FlopsPerSecond / peak:P1} of the measured matmul peak ({peak / 1e9:F1} GFLOP/s).")));
+        return targets;
+    }
+
+    static void WriteTables(CliContext context, Settings s, List<BenchmarkPoint> points, List<StrategySummary> summaries)
+    {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(context.Out), Ansi = AnsiSupport.No });
+        console.Profile.Width = 160; // redirected output has no terminal width; the default 80 would wrap every header
+        string F(double? v) => v is double x ? x.ToString("F2", CultureInfo.InvariantCulture) : "–";
+        var ratios = new Table().AddColumns("length", "chunks", "SeCO / full (time)", "SpaCO / SeCO (time)", "SpaCO / inference (time)", "checkpoint / SeCO (memory)", "full / SeCO (memory)");
+        foreach (int length in s.Lengths)
+        {
+            double? T(string strategy) => Get(points, strategy, length)?.SecondsPerStep;
+            double? M(string strategy) => Get(points, strategy, length)?.PeakBytes;
+            ratios.AddRow(length.ToString(CultureInfo.InvariantCulture), ((length + s.ChunkSize - 1) / s.ChunkSize).ToString(CultureInfo.InvariantCulture),
+                F(Ratio(T("seco"), T("full"))), F(Ratio(T("spaco"), T("seco"))), F(Ratio(T("spaco"), T("inference"))),
+                F(Ratio(M("checkpoint"), M("seco"))), F(Ratio(M("full"), M("seco"))));
+        }
+        console.Write(ratios);
+
+        var columns = new List<string> { "strategy", "points", "memory slope (bytes/token)", "slope ÷ KV bytes/token" };
+        if (s.Budget is long b) columns.Add($"longest length within {MemoryModel.Format(b)}");
+        var summary = new Table().AddColumns(columns.ToArray());
+        foreach (var row in summaries)
+        {
+            var cells = new List<string>
+            {
+                row.Strategy, row.Measured.ToString(CultureInfo.InvariantCulture),
+                row.SlopeBytesPerToken is double slope ? slope.ToString("N0", CultureInfo.InvariantCulture) : "–", F(row.SlopeOverKv),
+            };
+            if (s.Budget is not null) cells.Add(BudgetText(row.Budget));
+            summary.AddRow(cells.Select(Markup.Escape).ToArray());
+        }
+        console.Write(summary);
+    }
+
+    static string BudgetText(BudgetResult? r) => r switch
+    {
+        null => "–",
+        { Length: null } => "none (shortest measured is over)",
+        { AtSearchLimit: true } => $"≥ {r.Length:N0} (extrapolated; search limit)",
+        _ => string.Create(CultureInfo.InvariantCulture, $"{r.Length:N0} ({r.Basis.ToString().ToLowerInvariant()})"),
+    };
+
+    static JsonObject SummaryJson(Settings s, List<BenchmarkPoint> points, List<StrategySummary> summaries, List<(string Name, JsonObject Json, string Text)> targets,
+        double peak, long kvPerToken, List<string> plotFiles)
+    {
+        var targetJson = new JsonObject();
+        foreach (var (name, json, _) in targets) targetJson[name] = json;
+        return new JsonObject
+        {
+            ["event"] = "summary",
+            ["points"] = points.Count(p => p.Status == PointStatus.Measured),
+            ["oom"] = points.Count(p => p.Status == PointStatus.Oom),
+            ["shape"] = new JsonObject
+            {
+                ["name"] = s.Shape.Name, ["model_type"] = s.Shape.ModelType, ["layers"] = s.Shape.Layers, ["hidden_size"] = s.Shape.Hidden,
+                ["intermediate_size"] = s.Shape.Intermediate, ["heads"] = s.Shape.Heads, ["kv_heads"] = s.Shape.KvHeads, ["head_dim"] = s.Shape.HeadDim,
+                ["vocab"] = s.Shape.Vocab, ["tied_embeddings"] = s.Shape.TiedEmbeddings, ["qkv_bias"] = s.Shape.QkvBias,
+            },
+            ["dtype"] = TensorSettings.Name(s.DType), ["device"] = s.Device.ToString(), ["chunk_size"] = s.ChunkSize, ["sampled_chunks"] = s.SampledChunks,
+            ["sampler"] = s.Sampler == ChunkSampler.FixedBudget ? "fixed" : "bernoulli", ["steps"] = s.Steps,
+            ["kv_bytes_per_token"] = kvPerToken, ["matmul_peak_flops_per_second"] = peak, ["memory_budget_bytes"] = s.Budget,
+            ["strategies"] = new JsonArray(summaries.Select(r => (JsonNode)new JsonObject
+            {
+                ["strategy"] = r.Strategy, ["measured_points"] = r.Measured, ["memory_slope_bytes_per_token"] = r.SlopeBytesPerToken,
+                ["memory_slope_over_kv_bytes_per_token"] = r.SlopeOverKv, ["longest_length_within_budget"] = r.Budget?.Length,
+                ["budget_basis"] = r.Budget is null ? null : r.Budget.AtSearchLimit ? "search-limit" : r.Budget.Basis.ToString().ToLowerInvariant(),
+            }).ToArray()),
+            ["targets"] = targetJson,
+            ["plots"] = new JsonArray(plotFiles.Select(f => (JsonNode)JsonValue.Create(f)).ToArray()),
+        };
+    }
+
+    static void WriteCsv(string path, List<BenchmarkPoint> points, List<StrategySummary> summaries, double peak, long kvPerToken, long? budget)
+    {
+        static string N(double? v) => v is double x ? x.ToString("R", CultureInfo.InvariantCulture) : "";
+        File.WriteAllLines(path, points.Select(p => string.Join(',', p.Strategy, p.Length.ToString(CultureInfo.InvariantCulture),
+                p.Chunks.ToString(CultureInfo.InvariantCulture), p.StatusName, N(p.SecondsPerStep), N(p.PeakBytes), N(p.PredictedBytes), N(p.Loss),
+                N(p.ModelFlops), N(p.FlopsPerSecond), N(p.FlopsPerSecond / peak)))
+            .Prepend("strategy,length,chunks,status,seconds_per_step,peak_bytes,predicted_peak_bytes,loss,model_flops,flops_per_second,fraction_of_matmul_peak"));
+        File.WriteAllLines(SummaryPath(path), summaries.Select(r => string.Join(',', r.Strategy, r.Measured.ToString(CultureInfo.InvariantCulture),
+                N(r.SlopeBytesPerToken), kvPerToken.ToString(CultureInfo.InvariantCulture), N(r.SlopeOverKv), N(budget), N(r.Budget?.Length),
+                r.Budget is null ? "" : r.Budget.AtSearchLimit ? "search-limit" : r.Budget.Basis.ToString().ToLowerInvariant(), N(peak)))
+            .Prepend("strategy,measured_points,memory_slope_bytes_per_token,kv_bytes_per_token,memory_slope_over_kv_bytes_per_token,memory_budget_bytes,longest_length_within_budget,budget_basis,matmul_peak_flops_per_second"));
+    }
+
+    /// <summary>NAME-summary.csv beside NAME.csv.</summary>
+    public static string SummaryPath(string csvPath) =>
+        Path.Combine(Path.GetDirectoryName(Path.GetFullPath(csvPath))!, Path.GetFileNameWithoutExtension(csvPath) + "-summary.csv");
 
     static string[] ParseList(string value, string option)
     {

@@ -1,0 +1,50 @@
+using Microsoft.ML.Seco.Lora;
+using Microsoft.ML.Seco.Model;
+
+namespace Microsoft.ML.Seco.Cli.Benchmarks;
+
+/// <summary>
+/// Model FLOPs of one step, counted analytically from the matrix products (2 FLOPs per multiply-add; norms, rotary,
+/// softmax and element-wise work are left out), batch 1, causal attention counted once (a baseline that computes the
+/// masked half of the score matrix does more work than this counts).
+/// <list type="bullet">
+/// <item>Forward F(L) = L · [layers · (q, k, v, o, gate, up, down projections + LoRA A and B) + lm_head]
+/// + layers · 4 · heads · head_dim · L(L+1)/2 (scores and weighted values).</item>
+/// <item>Backward B(L) = the input gradient of every product (as much as its forward) + attention's backward (twice
+/// its forward: gradients of scores, values, queries and keys) + the weight gradients of the trainable LoRA factors.
+/// Frozen weights get no weight gradient, so B ≈ F here instead of the 2F of full fine-tuning.</item>
+/// <item>full: F + B. checkpoint: F + (F − lm_head) + B (every layer's forward again in the backward).
+/// seco: Stage 1 forward F + Stage 2 forward F + B. spaco: F + (t/k)(F + B), the expectation over the chunks sampled
+/// (the fixed sampler draws exactly t, Bernoulli t on average). inference: F.</item>
+/// </list>
+/// </summary>
+internal static class StepFlops
+{
+    public static double Of(string strategy, ModelConfig c, LoraConfig? lora, int length, int chunkSize, int sampledChunks)
+    {
+        double L = length;
+        double q = (double)c.NumAttentionHeads * c.HeadDim, kv = (double)c.NumKeyValueHeads * c.HeadDim, h = c.HiddenSize, i = c.IntermediateSize;
+        var shapes = new Dictionary<string, (double In, double Out)>
+        {
+            ["q_proj"] = (h, q), ["k_proj"] = (h, kv), ["v_proj"] = (h, kv), ["o_proj"] = (q, h),
+            ["gate_proj"] = (h, i), ["up_proj"] = (h, i), ["down_proj"] = (i, h),
+        };
+        double dense = shapes.Values.Sum(s => 2 * s.In * s.Out);
+        double adapters = lora is null ? 0 : shapes.Where(s => lora.TargetModules.Contains(s.Key)).Sum(s => 2 * lora.Rank * (s.Value.In + s.Value.Out));
+        double head = 2 * h * c.VocabSize;
+        double attention = c.NumHiddenLayers * 4 * q * L * (L + 1) / 2;
+
+        double forward = L * (c.NumHiddenLayers * (dense + adapters) + head) + attention;
+        double backward = L * (c.NumHiddenLayers * (dense + 2 * adapters) + head) + 2 * attention;
+        int chunks = (int)((length + chunkSize - 1) / chunkSize);
+        return strategy switch
+        {
+            "full" => forward + backward,
+            "checkpoint" => 2 * forward - L * head + backward,
+            "seco" => 2 * forward + backward,
+            "spaco" => forward + Math.Min(1.0, (double)sampledChunks / chunks) * (forward + backward),
+            "inference" => forward,
+            _ => throw new ArgumentException($"Unknown strategy '{strategy}'.", nameof(strategy)),
+        };
+    }
+}

@@ -1,0 +1,100 @@
+using Microsoft.ML.Seco.Cli.Benchmarks;
+using Microsoft.ML.Seco.Model;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Seco.Cli.Tests;
+
+/// <summary>The benchmark's arithmetic: sizes, the memory model behind the guard and the budget, FLOP counts, shapes.</summary>
+[TestClass]
+public sealed class BenchmarkModelTests
+{
+    [TestMethod]
+    public void SizesParseWithBinaryAndDecimalUnitsAndBadOnesNameTheFlag()
+    {
+        Assert.AreEqual(8L << 30, MemoryModel.ParseSize("8GiB", "--memory-budget"));
+        Assert.AreEqual(512L << 20, MemoryModel.ParseSize("512MiB", "--memory-budget"));
+        Assert.AreEqual(16_000_000_000L, MemoryModel.ParseSize("16GB", "--memory-budget"));
+        Assert.AreEqual(3L << 29, MemoryModel.ParseSize("1.5G", "--memory-budget"));
+        Assert.AreEqual(1000L, MemoryModel.ParseSize("1000", "--memory-budget"));
+        var e = Assert.ThrowsExactly<UsageException>(() => MemoryModel.ParseSize("8 gigs", "--memory-budget"));
+        StringAssert.Contains(e.Message, "--memory-budget");
+    }
+
+    static double NoEstimate(long length) => throw new AssertFailedException("the estimate is only for fewer than two points");
+
+    [TestMethod]
+    public void PredictionFollowsThePowerLawThroughTheNearestPointsWithTheExponentClamped()
+    {
+        // m = 10·L^1.5 through every point: recovered beyond, between and below them.
+        (int, long)[] power = [(100, 10_000), (400, 80_000), (1600, 640_000)];
+        Assert.AreEqual(10 * Math.Pow(6400, 1.5), MemoryModel.Predict(power, 6400, NoEstimate), 1e-6 * 5_120_000);
+        Assert.AreEqual(10 * Math.Pow(800, 1.5), MemoryModel.Predict(power, 800, NoEstimate), 1e-3);
+        Assert.AreEqual(10 * Math.Pow(200, 1.5), MemoryModel.Predict(power, 200, NoEstimate), 1e-3);
+        // Growth faster than quadratic is taken as quadratic, slower than linear as linear.
+        (int, long)[] cubic = [(10, 1000), (20, 8000)];
+        Assert.AreEqual(8000 * 4.0, MemoryModel.Predict(cubic, 40, NoEstimate), 1e-9);
+        (int, long)[] flat = [(10, 1000), (20, 1100)];
+        Assert.AreEqual(1100 * 2.0, MemoryModel.Predict(flat, 40, NoEstimate), 1e-9);
+        // One point scales by the estimate's growth; none uses twice the estimate.
+        Assert.AreEqual(9000.0, MemoryModel.Predict([(10, 1000)], 30, l => (double)l * l), 1e-9);
+        Assert.AreEqual(2 * 123.0, MemoryModel.Predict([], 30, _ => 123), 1e-12);
+    }
+
+    [TestMethod]
+    public void LongestLengthWithinABudgetIsMarkedByHowItWasFound()
+    {
+        // Linear memory, 100 bytes per token.
+        (int, long)[] linear = [(128, 12_800), (256, 25_600)];
+        var r = MemoryModel.LongestWithin("seco", linear, 100_000, 64, NoEstimate);
+        Assert.AreEqual(960L, r.Length); // 1000 tokens fit; searched in steps of 64 from the measured 256: 960
+        Assert.AreEqual(BudgetBasis.Extrapolated, r.Basis);
+        // A measured point over the budget bounds the answer: between 256 and 1024, interpolated.
+        (int, long)[] bracketed = [(128, 12_800), (256, 25_600), (1024, 102_400)];
+        r = MemoryModel.LongestWithin("seco", bracketed, 51_200, 64, NoEstimate);
+        Assert.AreEqual(512L, r.Length);
+        Assert.AreEqual(BudgetBasis.Interpolated, r.Basis);
+        // Nothing fits.
+        r = MemoryModel.LongestWithin("full", bracketed, 1_000, 64, NoEstimate);
+        Assert.IsNull(r.Length);
+        Assert.AreEqual(BudgetBasis.None, r.Basis);
+        // Least-squares slope of exact linear data with an offset is its slope.
+        Assert.AreEqual(100.0, MemoryModel.Slope([(128, 50_000 + 12_800), (256, 50_000 + 25_600), (512, 50_000 + 51_200)])!.Value, 1e-9);
+        Assert.IsNull(MemoryModel.Slope([(128, 1)]));
+    }
+
+    [TestMethod]
+    public void ForwardFlopsAreTwiceTheProjectionWeightsPerTokenPlusCausalAttention()
+    {
+        foreach (var name in new[] { "tiny", "qwen2.5-0.5b" })
+        {
+            // An independent count from the model's own parameter shapes: every 2-D weight is one product per token
+            // (the embedding only where it doubles as the output layer); norms and biases are 1-D.
+            var shape = BenchmarkShape.Preset(name) with { Layers = 1, Vocab = 1000 };
+            var config = shape.ToConfig();
+            using var model = new CausalLM(config, ScalarType.Float32, CPU);
+            model.AttachLora(EfficiencyBenchmark.Lora);
+            double perToken = model.named_parameters().Where(p => p.parameter.dim() == 2 && (config.TieWordEmbeddings || !p.name.Contains("embed_tokens")))
+                .Sum(p => 2.0 * p.parameter.numel());
+            const int length = 300;
+            double attention = 4.0 * config.NumAttentionHeads * config.HeadDim * length * (length + 1) / 2;
+            double forward = StepFlops.Of("inference", config, EfficiencyBenchmark.Lora, length, 100, 1);
+            Assert.AreEqual(length * perToken + attention, forward, 1e-9 * forward, name);
+            // SeCO repeats the forward in Stage 2; SpaCO with t of k chunks backpropagates t/k of Stage 2.
+            double full = StepFlops.Of("full", config, EfficiencyBenchmark.Lora, length, 100, 1);
+            Assert.AreEqual(full + forward, StepFlops.Of("seco", config, EfficiencyBenchmark.Lora, length, 100, 1), 1e-9 * full);
+            Assert.AreEqual(forward + full / 3, StepFlops.Of("spaco", config, EfficiencyBenchmark.Lora, length, 100, 1), 1e-9 * full);
+        }
+    }
+
+    [TestMethod]
+    public void QwenPresetHasTheRealModelsShapeAndFlagsOverrideIt()
+    {
+        var qwen = BenchmarkShape.Preset("qwen2.5-0.5b").ToConfig();
+        // Qwen/Qwen2.5-0.5B config.json.
+        Assert.AreEqual((24, 896, 4864, 14, 2, 64, 151936, true, true), (qwen.NumHiddenLayers, qwen.HiddenSize, qwen.IntermediateSize,
+            qwen.NumAttentionHeads, qwen.NumKeyValueHeads, qwen.HeadDim, qwen.VocabSize, qwen.TieWordEmbeddings, qwen.QkvBias));
+        Assert.AreEqual(2L * 24 * 2 * 64 * 2, BenchmarkShape.KvBytesPerToken(qwen, ScalarType.BFloat16));
+        var custom = BenchmarkShape.Preset("default").With(layers: 3, hidden: 512, intermediate: null, heads: 4, kvHeads: null, headDim: null, vocab: null);
+        Assert.AreEqual((3, 512, 4, 2, 128), (custom.Layers, custom.Hidden, custom.Heads, custom.KvHeads, custom.HeadDim));
+    }
+}
