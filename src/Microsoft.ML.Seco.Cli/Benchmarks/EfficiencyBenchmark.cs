@@ -1,6 +1,6 @@
 using System.Diagnostics;
-using System.Text.RegularExpressions;
 using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Diagnostics;
 using Microsoft.ML.Seco.Lora;
 using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Training;
@@ -96,7 +96,7 @@ internal static class EfficiencyBenchmark
         // Time with glibc's heap reuse (its threshold as it settles after large frees), memory with every tensor over
         // 128 KB in its own mapping: then resident memory follows live tensors, and the peak above the level before
         // the step is what the strategy holds rather than the allocator's history. The two need different settings.
-        if (hostMemory) MallOpt(MmapThreshold, 32 << 20);
+        if (hostMemory) ResidentMemory.TrackLargeAllocations(false);
         run(); // warm-up: first-use costs stay out of the figures
         var times = new List<double>();
         double loss = 0;
@@ -110,11 +110,10 @@ internal static class EfficiencyBenchmark
         double median = times.Count % 2 == 1 ? times[times.Count / 2] : (times[times.Count / 2 - 1] + times[times.Count / 2]) / 2;
         if (!hostMemory) return new Measurement(median, null, loss);
 
-        MallOpt(MmapThreshold, 128 << 10);
-        long? before = Settle();
+        ResidentMemory.TrackLargeAllocations(true);
+        long? before = ResidentMemory.Settle();
         run();
-        long? peak = Resident("VmHWM") is long hwm && before is long b ? Math.Max(0, hwm - b) : null;
-        return new Measurement(median, peak, loss);
+        return new Measurement(median, ResidentMemory.PeakAbove(before), loss);
     }
 
     /// <summary>
@@ -152,47 +151,4 @@ internal static class EfficiencyBenchmark
         model.zero_grad();
         return loss;
     };
-
-    /// <summary>
-    /// Returns freed memory to the system and starts a new peak, so that the next step's peak above the returned
-    /// resident level is what the step itself needed. Null where /proc is not available (memory is then not reported).
-    /// </summary>
-    static long? Settle()
-    {
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        // glibc keeps freed blocks in its heap; without the trim, a step reuses memory an earlier one freed and its
-        // growth above the "before" level understates what it needs.
-        if (OperatingSystem.IsLinux()) _ = MallocTrim(0);
-        // Writing 5 to clear_refs resets VmHWM (Linux ≥ 4.0).
-        try { File.WriteAllText("/proc/self/clear_refs", "5"); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or DirectoryNotFoundException or FileNotFoundException) { return null; }
-        return Resident("VmRSS");
-    }
-
-    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")]
-    static extern int MallocTrim(nuint pad);
-
-    const int MmapThreshold = -3; // M_MMAP_THRESHOLD
-
-    static void MallOpt(int parameter, int value)
-    {
-        if (OperatingSystem.IsLinux()) _ = NativeMallOpt(parameter, value);
-    }
-
-    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "mallopt")]
-    static extern int NativeMallOpt(int parameter, int value);
-
-    static long? Resident(string field)
-    {
-        try
-        {
-            var match = Regex.Match(File.ReadAllText("/proc/self/status"), field + @":\s+(\d+) kB");
-            return match.Success ? long.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) * 1024 : null;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or DirectoryNotFoundException or FileNotFoundException)
-        {
-            return null;
-        }
-    }
 }
