@@ -38,9 +38,6 @@ internal sealed record BenchmarkPoint(string Strategy, int Length, int Chunks, P
     public string StatusName => Status == PointStatus.Oom ? "oom" : "measured";
 }
 
-/// <summary>Median time and peak memory of one measured point.</summary>
-internal sealed record Measurement(double SecondsPerStep, long? PeakBytes, double Loss);
-
 /// <summary>
 /// The paper's efficiency study on a random model built in memory: time per training step and peak memory of plain
 /// training, layer checkpointing, SeCO and SpaCO, and of a chunked inference pass, at growing sequence lengths.
@@ -65,55 +62,83 @@ internal static class EfficiencyBenchmark
         return model;
     }
 
-    /// <summary>True where <see cref="Measure"/> reports memory: the CPU on Linux (see the class remarks).</summary>
+    /// <summary>True where <see cref="Memory"/> reports memory: the CPU on Linux (see the class remarks).</summary>
     public static bool MemoryMeasurable(Device device) => device.type == DeviceType.CPU && OperatingSystem.IsLinux();
 
-    public static Measurement Measure(CausalLM model, string strategy, int length, int chunkSize, int sampledChunks, ChunkSampler sampler, int steps)
+    /// <summary>
+    /// Peak resident memory of one step above the settled level before it, after a warm-up step (first-use costs stay
+    /// out), with every allocation over 128 KB in its own mapping so that resident memory follows live tensors. Call it
+    /// for every point before any <see cref="Time"/>: timing lets glibc's heap grow with blocks of up to 32 MB, and
+    /// small allocations scattered over that trimmed heap afterwards fault in a page each, which inflated the memory
+    /// of later points (a SeCO slope read 7.6× the cache instead of 1.8× on the gqa shape).
+    /// </summary>
+    public static (long? PeakBytes, double Loss) Memory(CausalLM model, string strategy, int length, int chunkSize, int sampledChunks, ChunkSampler sampler)
     {
-        var random = new Random(length);
-        var ids = Enumerable.Range(0, length).Select(_ => random.Next(model.Config.VocabSize)).ToArray();
-        using var batch = TokenBatch.FromSequences(new[] { ids }, null, 0, model.Device);
-        Func<double> step = strategy switch
-        {
-            "full" => Step(model, batch, new FullBackprop()),
-            "checkpoint" => Step(model, batch, new LayerCheckpointing()),
-            "seco" => Step(model, batch, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = chunkSize })),
-            "spaco" => Step(model, batch, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = chunkSize, SampledChunks = sampledChunks, Sampler = sampler, Seed = 1 })),
-            "inference" => () =>
-            {
-                var (sum, tokens) = Evaluation.MeanNll(model, batch, chunkSize);
-                return sum / tokens;
-            },
-            _ => throw new UsageException($"--strategies: unknown strategy '{strategy}'; use {string.Join(", ", Strategies)}."),
-        };
-        double run()
-        {
-            double value = step();
-            Synchronize(model.Device);
-            return value;
-        }
-        bool hostMemory = MemoryMeasurable(model.Device);
-        // Time with glibc's heap reuse (its threshold as it settles after large frees), memory with every tensor over
-        // 128 KB in its own mapping: then resident memory follows live tensors, and the peak above the level before
-        // the step is what the strategy holds rather than the allocator's history. The two need different settings.
-        if (hostMemory) ResidentMemory.TrackLargeAllocations(false);
-        run(); // warm-up: first-use costs stay out of the figures
+        using var point = new Point(model, strategy, length, chunkSize, sampledChunks, sampler);
+        ResidentMemory.TrackLargeAllocations(true);
+        point.Run();
+        long? before = ResidentMemory.Settle();
+        double loss = point.Run();
+        return (ResidentMemory.PeakAbove(before), loss);
+    }
+
+    /// <summary>Median wall time of <paramref name="steps"/> steps after a warm-up, with glibc's heap reuse (as a user's process runs).</summary>
+    public static (double SecondsPerStep, double Loss) Time(CausalLM model, string strategy, int length, int chunkSize, int sampledChunks, ChunkSampler sampler, int steps)
+    {
+        using var point = new Point(model, strategy, length, chunkSize, sampledChunks, sampler);
+        if (MemoryMeasurable(model.Device)) ResidentMemory.TrackLargeAllocations(false);
+        point.Run();
         var times = new List<double>();
         double loss = 0;
         for (int i = 0; i < steps; i++)
         {
             var clock = Stopwatch.StartNew();
-            loss = run();
+            loss = point.Run();
             times.Add(clock.Elapsed.TotalSeconds);
         }
         times.Sort();
         double median = times.Count % 2 == 1 ? times[times.Count / 2] : (times[times.Count / 2 - 1] + times[times.Count / 2]) / 2;
-        if (!hostMemory) return new Measurement(median, null, loss);
+        return (median, loss);
+    }
 
-        ResidentMemory.TrackLargeAllocations(true);
-        long? before = ResidentMemory.Settle();
-        run();
-        return new Measurement(median, ResidentMemory.PeakAbove(before), loss);
+    /// <summary>One (strategy, length) point: a random sequence and the step that trains (or scores) it.</summary>
+    sealed class Point : IDisposable
+    {
+        readonly TokenBatch _batch;
+        readonly Func<double> _step;
+        readonly Device _device;
+
+        public Point(CausalLM model, string strategy, int length, int chunkSize, int sampledChunks, ChunkSampler sampler)
+        {
+            var random = new Random(length);
+            var ids = Enumerable.Range(0, length).Select(_ => random.Next(model.Config.VocabSize)).ToArray();
+            _batch = TokenBatch.FromSequences(new[] { ids }, null, 0, model.Device);
+            _device = model.Device;
+            var batch = _batch;
+            _step = strategy switch
+            {
+                "full" => Step(model, batch, new FullBackprop()),
+                "checkpoint" => Step(model, batch, new LayerCheckpointing()),
+                "seco" => Step(model, batch, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = chunkSize })),
+                "spaco" => Step(model, batch, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = chunkSize, SampledChunks = sampledChunks, Sampler = sampler, Seed = 1 })),
+                "inference" => () =>
+                {
+                    var (sum, tokens) = Evaluation.MeanNll(model, batch, chunkSize);
+                    return sum / tokens;
+                },
+                _ => throw new UsageException($"--strategies: unknown strategy '{strategy}'; use {string.Join(", ", Strategies)}."),
+            };
+        }
+
+        /// <summary>One step, finished on the device; returns its loss.</summary>
+        public double Run()
+        {
+            double value = _step();
+            Synchronize(_device);
+            return value;
+        }
+
+        public void Dispose() => _batch.Dispose();
     }
 
     /// <summary>

@@ -112,32 +112,54 @@ internal static class BenchCommand
             if (!memoryMeasurable) context.Out.WriteLine("Memory: not measurable on this device; no memory guard, no budget.");
         }
 
-        var points = new List<BenchmarkPoint>();
-        foreach (int length in s.Lengths)
-            foreach (var strategy in s.Strategies)
+        // Pass 1, memory (CPU): every point before any timing, so that the allocator's history of the timed steps does
+        // not leak into the figures (see EfficiencyBenchmark.Memory); the guard skips points that would not fit.
+        var grid = s.Lengths.SelectMany(length => s.Strategies.Where(strategy => !(strategy is "full" or "checkpoint" && length > s.BaselinesUpTo))
+            .Select(strategy => (Length: length, Strategy: strategy))).ToList();
+        var memory = new List<BenchmarkPoint>();
+        var skipped = new HashSet<(int, string)>();
+        if (memoryMeasurable)
+        {
+            foreach (var (length, strategy) in grid)
             {
-                if (strategy is "full" or "checkpoint" && length > s.BaselinesUpTo) continue;
                 context.CancellationToken.ThrowIfCancellationRequested();
-                int chunks = (length + s.ChunkSize - 1) / s.ChunkSize;
-                double flops = StepFlops.Of(strategy, config, EfficiencyBenchmark.Lora, length, s.ChunkSize, s.SampledChunks);
-                double? predicted = null;
-                BenchmarkPoint point;
-                if (memoryMeasurable)
+                double predicted = MemoryModel.Predict(Measured(memory, strategy), length, Estimator(strategy, config, s));
+                long? peakBytes = null;
+                if (MemoryModel.Available() is long available && predicted > GuardShare * available)
                 {
-                    predicted = MemoryModel.Predict(Measured(points, strategy), length, Estimator(strategy, config, s));
-                    if (MemoryModel.Available() is long available && predicted > GuardShare * available)
-                    {
-                        point = new BenchmarkPoint(strategy, length, chunks, PointStatus.Oom, null, null, predicted, null, flops);
-                        points.Add(point);
-                        Report(context, asJson, point, peak, $"  (predicted {MemoryModel.Format(predicted.Value)} > {GuardShare:P0} of {MemoryModel.Format(available)} available: not attempted)");
-                        continue;
-                    }
+                    skipped.Add((length, strategy));
+                    if (!asJson) context.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"  {strategy,-10} {length,7} tokens  predicted {MemoryModel.Format(predicted)} > {GuardShare:P0} of {MemoryModel.Format(available)} available: not attempted (OOM)"));
                 }
-                var m = EfficiencyBenchmark.Measure(model, strategy, length, s.ChunkSize, s.SampledChunks, s.Sampler, s.Steps);
-                point = new BenchmarkPoint(strategy, length, chunks, PointStatus.Measured, m.SecondsPerStep, m.PeakBytes, predicted, m.Loss, flops);
-                points.Add(point);
-                Report(context, asJson, point, peak, "");
+                else
+                {
+                    (peakBytes, _) = EfficiencyBenchmark.Memory(model, strategy, length, s.ChunkSize, s.SampledChunks, s.Sampler);
+                    if (!asJson) context.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"  {strategy,-10} {length,7} tokens  memory {peakBytes / 1048576.0,8:F1} MiB (predicted {predicted / 1048576.0:F1} MiB)"));
+                }
+                memory.Add(new BenchmarkPoint(strategy, length, 0, PointStatus.Measured, null, peakBytes, predicted, null, 0));
             }
+        }
+
+        // Pass 2, time: the median of the timed steps of every point that fits.
+        var points = new List<BenchmarkPoint>();
+        foreach (var (length, strategy) in grid)
+        {
+            context.CancellationToken.ThrowIfCancellationRequested();
+            int chunks = (length + s.ChunkSize - 1) / s.ChunkSize;
+            double flops = StepFlops.Of(strategy, config, EfficiencyBenchmark.Lora, length, s.ChunkSize, s.SampledChunks);
+            var memoryPoint = memory.FirstOrDefault(p => p.Length == length && p.Strategy == strategy);
+            BenchmarkPoint point;
+            if (skipped.Contains((length, strategy)))
+                point = new BenchmarkPoint(strategy, length, chunks, PointStatus.Oom, null, null, memoryPoint?.PredictedBytes, null, flops);
+            else
+            {
+                var (seconds, loss) = EfficiencyBenchmark.Time(model, strategy, length, s.ChunkSize, s.SampledChunks, s.Sampler, s.Steps);
+                point = new BenchmarkPoint(strategy, length, chunks, PointStatus.Measured, seconds, memoryPoint?.PeakBytes, memoryPoint?.PredictedBytes, loss, flops);
+            }
+            points.Add(point);
+            Report(context, asJson, point, peak, point.Status == PointStatus.Oom ? "  (not attempted: predicted out of memory)" : "");
+        }
 
         var summaries = s.Strategies.Select(strategy =>
         {

@@ -116,15 +116,17 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
         using var cache = new KvCache(model.Config, batch.BatchSize, batch.Length, model.DType, model.Device);
         var lossSum = zeros(1, dtype: CausalLM.ScoreType(model.DType), device: model.Device);
 
-        // Stage 1: m'_j = f(x_j; m'_1..m'_{j-1}) for every chunk, no graph. It also yields every chunk's exact loss.
+        // Stage 1: m'_j = f(x_j; m'_1..m'_{j-1}) for every chunk, no graph. It also yields the exact loss of the chunks
+        // Stage 2 skips; a selected chunk's loss comes from its Stage-2 forward, the same computation. No chunk reads
+        // the last chunk's cache, so a selected last chunk is left to Stage 2 altogether.
         using (no_grad())
         {
-            for (int j = 0; j < k; j++)
+            for (int j = 0; j < (selection.Keep[k - 1] ? k - 1 : k); j++)
             {
                 using var chunkScope = NewDisposeScope();
                 ReplayDropout(model, dropoutSeed, j);
                 var (hidden, chunkCache) = model.ForwardChunk(Ids(j), Start(j), cache);
-                lossSum.add_(Loss(model, hidden, j));
+                if (!selection.Keep[j]) lossSum.add_(Loss(model, hidden, j));
                 cache.Write(Start(j), chunkCache);
             }
         }
@@ -142,7 +144,9 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
                 var (hidden, chunkCache) = model.ForwardChunk(Ids(i), Start(i), cache);
                 var outputs = new List<Tensor>();
                 var seeds = new List<Tensor>();
-                var loss = Loss(model, hidden, i) / labelled;
+                var chunkLoss = Loss(model, hidden, i);
+                lossSum.add_(chunkLoss.detach());
+                var loss = chunkLoss / labelled;
                 // A chunk without labels has no loss of its own; its cache still carries gradient from later chunks.
                 if (loss.requires_grad) Seed(outputs, seeds, loss, full_like(loss, 1), selection.LossFactor);
                 for (int l = 0; cacheHasGradient && l < chunkCache.Length; l++)
