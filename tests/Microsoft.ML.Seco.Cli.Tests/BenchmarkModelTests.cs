@@ -79,10 +79,15 @@ public sealed class BenchmarkModelTests
             double attention = 4.0 * config.NumAttentionHeads * config.HeadDim * length * (length + 1) / 2;
             double forward = StepFlops.Of("inference", config, EfficiencyBenchmark.Lora, length, 100, 1);
             Assert.AreEqual(length * perToken + attention, forward, 1e-9 * forward, name);
-            // SeCO repeats the forward in Stage 2; SpaCO with t of k chunks backpropagates t/k of Stage 2.
+            // SeCO's Stage 1 runs the layers over every chunk but the last (3 chunks of 100 here) and no lm_head, then
+            // Stage 2 is plain training; SpaCO with t = 1 of k = 3 chunks: Stage 1 leaves the sampled chunk's lm_head
+            // (and, when it is the last, the whole chunk) to Stage 2, which backpropagates t/k of it.
+            double head = 2.0 * config.HiddenSize * config.VocabSize;
+            double Layers(int n) => n * (perToken - head) + 4.0 * config.NumAttentionHeads * config.HeadDim * n * (n + 1) / 2;
             double full = StepFlops.Of("full", config, EfficiencyBenchmark.Lora, length, 100, 1);
-            Assert.AreEqual(full + forward, StepFlops.Of("seco", config, EfficiencyBenchmark.Lora, length, 100, 1), 1e-9 * full);
-            Assert.AreEqual(forward + full / 3, StepFlops.Of("spaco", config, EfficiencyBenchmark.Lora, length, 100, 1), 1e-9 * full);
+            Assert.AreEqual(Layers(200) + full, StepFlops.Of("seco", config, EfficiencyBenchmark.Lora, length, 100, 1), 1e-9 * full);
+            double stage1 = forward - (length * head + Layers(300) - Layers(200)) / 3;
+            Assert.AreEqual(stage1 + full / 3, StepFlops.Of("spaco", config, EfficiencyBenchmark.Lora, length, 100, 1), 1e-9 * full);
         }
     }
 

@@ -14,8 +14,10 @@ namespace Microsoft.ML.Seco.Cli.Benchmarks;
 /// its forward: gradients of scores, values, queries and keys) + the weight gradients of the trainable LoRA factors.
 /// Frozen weights get no weight gradient, so B ≈ F here instead of the 2F of full fine-tuning.</item>
 /// <item>full: F + B. checkpoint: F + (F − lm_head) + B (every layer's forward again in the backward).
-/// seco: Stage 1 forward F + Stage 2 forward F + B. spaco: F + (t/k)(F + B), the expectation over the chunks sampled
-/// (the fixed sampler draws exactly t, Bernoulli t on average). inference: F.</item>
+/// seco: Stage 1 + Stage 2's forward F + B, where Stage 1 is the forward of every chunk but the last without lm_head
+/// (a selected chunk's loss comes from Stage 2, and no chunk reads the last one's cache). spaco: a Stage 1 that also
+/// computes the loss of the chunks not sampled and skips the last chunk when sampled, plus (t/k)(F + B), the
+/// expectation over the chunks sampled (the fixed sampler draws exactly t, Bernoulli t on average). inference: F.</item>
 /// </list>
 /// </summary>
 internal static class StepFlops
@@ -34,15 +36,19 @@ internal static class StepFlops
         double head = 2 * h * c.VocabSize;
         double attention = c.NumHiddenLayers * 4 * q * L * (L + 1) / 2;
 
-        double forward = L * (c.NumHiddenLayers * (dense + adapters) + head) + attention;
+        // The layers' forward over the first n tokens (no lm_head).
+        double Layers(double n) => n * c.NumHiddenLayers * (dense + adapters) + c.NumHiddenLayers * 4 * q * n * (n + 1) / 2;
+        double forward = Layers(L) + L * head;
         double backward = L * (c.NumHiddenLayers * (dense + 2 * adapters) + head) + 2 * attention;
         int chunks = (int)((length + chunkSize - 1) / chunkSize);
+        double sampled = Math.Min(1.0, (double)sampledChunks / chunks);
+        double lastChunk = Layers(L) - Layers(Math.Max(0, L - chunkSize));
         return strategy switch
         {
             "full" => forward + backward,
             "checkpoint" => 2 * forward - L * head + backward,
-            "seco" => 2 * forward + backward,
-            "spaco" => forward + Math.Min(1.0, (double)sampledChunks / chunks) * (forward + backward),
+            "seco" => Layers(L) - lastChunk + forward + backward,
+            "spaco" => forward - sampled * (L * head + lastChunk) + sampled * (forward + backward),
             "inference" => forward,
             _ => throw new ArgumentException($"Unknown strategy '{strategy}'.", nameof(strategy)),
         };
