@@ -508,6 +508,22 @@ public sealed class CliTests
         }
     }
 
+    [TestMethod]
+    public void ReadmeListsEveryTrainFlagAndConfigurationField()
+    {
+        string readme = File.ReadAllText(Microsoft.ML.Seco.Tests.Packaging.RepositoryFiles.PathOf("README.md"));
+        int start = readme.IndexOf("**train**", StringComparison.Ordinal), end = readme.IndexOf("**eval**", StringComparison.Ordinal);
+        Assert.IsTrue(start >= 0 && end > start, "README has the train paragraph");
+        string section = readme[start..end];
+        foreach (var setting in TrainSetting.All)
+        {
+            StringAssert.Contains(section, $"`{setting.Flag}", $"README's train flags miss {setting.Flag}");
+            StringAssert.Contains(section, $"`{setting.ConfigName}`", $"README's configuration fields miss {setting.ConfigName}");
+        }
+        foreach (var flag in new[] { "--config", "--data", "--validation-data", "--output", "--resume", "--overwrite", "--json" })
+            StringAssert.Contains(section, $"`{flag}", $"README's train flags miss {flag}");
+    }
+
     static string WriteTemp(string text)
     {
         string path = Path.Combine(_root, Guid.NewGuid().ToString("N") + ".json");
