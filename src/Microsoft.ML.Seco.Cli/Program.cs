@@ -16,11 +16,12 @@ public static class Program
         int interrupts = 0;
         Console.CancelKeyPress += (_, e) =>
         {
-            // First Ctrl+C: stop at the next step boundary and save; a second one ends the process at once.
+            // First Ctrl+C: stop at the next step boundary and save; a second one ends the process at once, which loses
+            // nothing already written: every file is replaced whole, and metrics.csv after every step.
             if (Interlocked.Increment(ref interrupts) == 1)
             {
                 e.Cancel = true;
-                Console.Error.WriteLine("seco: cancelling at the next step boundary (press Ctrl+C again to abort without saving)...");
+                Console.Error.WriteLine("seco: cancelling at the next step boundary (press Ctrl+C again to stop at once: the metrics of the steps done and the last checkpoint stay)...");
                 cancellation.Cancel();
             }
         };

@@ -1,217 +1,414 @@
+using System.Globalization;
+using System.Reflection;
+using System.Text;
 using System.Text.Json;
-using System.Text.Json.Serialization;
+using System.Text.Json.Nodes;
 using Microsoft.ML.Seco.Chunkwise;
-using Microsoft.ML.Seco.Data;
-using Microsoft.ML.Seco.Training;
 
 namespace Microsoft.ML.Seco.Cli;
 
 /// <summary>
-/// The train command's configuration file: the fields of <see cref="ChunkwiseLoraTrainer.Options"/> in camelCase, plus
-/// the data and output paths. Every field defaults to the library's default; unknown fields and wrong types are errors.
-/// The effective configuration (file + flags) is written to the output folder as seco-config.json in the same shape.
+/// One setting of <c>seco train</c>: a field of <see cref="ChunkwiseLoraTrainer.Options"/>, the configuration file's
+/// field (its name in camelCase) and the flag. Names, types and defaults come from the options class itself; only a few
+/// flag names and the help texts are written here.
+/// </summary>
+internal sealed class TrainSetting
+{
+    TrainSetting(FieldInfo field, string flag, string help, bool nullable)
+    {
+        Field = field;
+        Flag = flag;
+        Help = help;
+        Nullable = nullable;
+        ConfigName = JsonNamingPolicy.CamelCase.ConvertName(field.Name);
+    }
+
+    public FieldInfo Field { get; }
+    /// <summary>The option's name (the field of <see cref="ChunkwiseLoraTrainer.Options"/>).</summary>
+    public string Name => Field.Name;
+    public string ConfigName { get; }
+    public string Flag { get; }
+    public string Help { get; }
+    /// <summary>Whether null is a value (flag value "none", JSON null).</summary>
+    public bool Nullable { get; }
+    /// <summary>The value type without Nullable&lt;&gt;.</summary>
+    public Type ValueType => System.Nullable.GetUnderlyingType(Field.FieldType) ?? Field.FieldType;
+
+    static readonly ChunkwiseLoraTrainer.Options Defaults = new();
+
+    /// <summary>The default, as the options class sets it.</summary>
+    public object? Default => Field.GetValue(Defaults);
+
+    /// <summary>The help line: what the setting does, then the options' default.</summary>
+    public string Description => $"{Help} Default: {Display(Default)}.";
+
+    /// <summary>
+    /// Fields of the options that are not settings of their own: the command sets them from other inputs. A field that is
+    /// neither here nor of a supported type is a failure of the test that checks every option has a flag.
+    /// </summary>
+    public static readonly IReadOnlyDictionary<string, string> SetElsewhere = new Dictionary<string, string>
+    {
+        [nameof(ChunkwiseLoraTrainer.Options.PromptColumnName)] = "set when --data holds prompt/response lines",
+        [nameof(ChunkwiseLoraTrainer.Options.ResponseColumnName)] = "set when --data holds prompt/response lines",
+        [nameof(ChunkwiseLoraTrainer.Options.ValidationSet)] = "--validation-data",
+        [nameof(ChunkwiseLoraTrainer.Options.CheckpointDirectory)] = "OUTPUT/checkpoints",
+        [nameof(ChunkwiseLoraTrainer.Options.Resume)] = "--resume",
+        [nameof(ChunkwiseLoraTrainer.Options.Progress)] = "progress lines, the progress bar and metrics.csv",
+        [nameof(ChunkwiseLoraTrainer.Options.CancellationToken)] = "Ctrl+C",
+        ["Compensate"] = "obsolete name of Compensation; the configuration file still reads 'compensate'",
+    };
+
+    // Flags that are shorter than the field's name in kebab-case (and kept for the command lines already written).
+    static readonly Dictionary<string, string> FlagNames = new()
+    {
+        [nameof(ChunkwiseLoraTrainer.Options.ModelPath)] = "--model",
+        [nameof(ChunkwiseLoraTrainer.Options.DType)] = "--dtype",
+        [nameof(ChunkwiseLoraTrainer.Options.TextColumnName)] = "--text-column",
+        [nameof(ChunkwiseLoraTrainer.Options.MaxSequenceLength)] = "--max-seq-len",
+        [nameof(ChunkwiseLoraTrainer.Options.LoraTargetModules)] = "--lora-targets",
+        [nameof(ChunkwiseLoraTrainer.Options.FullFineTuning)] = "--full-finetune",
+        [nameof(ChunkwiseLoraTrainer.Options.MaxEpoch)] = "--epochs",
+        [nameof(ChunkwiseLoraTrainer.Options.LearningRate)] = "--lr",
+        [nameof(ChunkwiseLoraTrainer.Options.FinalLearningRateRatio)] = "--final-lr-ratio",
+        [nameof(ChunkwiseLoraTrainer.Options.GradientAccumulationSteps)] = "--grad-accum",
+        [nameof(ChunkwiseLoraTrainer.Options.CheckpointEverySteps)] = "--checkpoint-every",
+    };
+
+    // What each setting does, for --help; the default is appended from the options.
+    static readonly Dictionary<string, string> HelpTexts = new()
+    {
+        [nameof(ChunkwiseLoraTrainer.Options.ModelPath)] = "Hugging Face model directory (config.json, safetensors, tokenizer). Required (here or as modelPath in the config).",
+        [nameof(ChunkwiseLoraTrainer.Options.Device)] = "auto, cpu, cuda or cuda:N.",
+        [nameof(ChunkwiseLoraTrainer.Options.DType)] = "auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16 or float64.",
+        [nameof(ChunkwiseLoraTrainer.Options.TextColumnName)] = "Column of the data view with whole documents (the .jsonl and .txt readers name it Text).",
+        [nameof(ChunkwiseLoraTrainer.Options.MaxSequenceLength)] = "Longest sequence trained on, 2 to 1048576; longer documents are split into windows (see --overflow).",
+        [nameof(ChunkwiseLoraTrainer.Options.Overflow)] = "Documents longer than --max-seq-len: split (consecutive windows) or truncate (the first window only).",
+        [nameof(ChunkwiseLoraTrainer.Options.ChunkSize)] = "Tokens per chunk, at least 1.",
+        [nameof(ChunkwiseLoraTrainer.Options.SampledChunks)] = "Chunks backpropagated per micro-batch (SpaCO's t), at least 1; none, or t at or above the chunk count, is exact SeCO.",
+        [nameof(ChunkwiseLoraTrainer.Options.Sampler)] = "SpaCO sampler: fixed (the paper's: exactly t chunks), bernoulli (unbiased) or stratified (the authors' for prompt/response data: half of t to chunks with response tokens; needs --compensation none).",
+        [nameof(ChunkwiseLoraTrainer.Options.Compensation)] = "Which seeds SpaCO's factor k/t multiplies: both (loss and injected cache gradient; unbiased with bernoulli), loss (the authors' released code), cache (the paper's Algorithm 2) or none.",
+        [nameof(ChunkwiseLoraTrainer.Options.MaxCompensation)] = "Cap on SpaCO's compensation factor in every mode, at least 1 (the paper recommends 2), or none.",
+        [nameof(ChunkwiseLoraTrainer.Options.LoraRank)] = "LoRA rank r, at least 1.",
+        [nameof(ChunkwiseLoraTrainer.Options.LoraAlpha)] = "LoRA alpha (the update is scaled by alpha / r), positive.",
+        [nameof(ChunkwiseLoraTrainer.Options.LoraDropout)] = "LoRA dropout in [0, 1).",
+        [nameof(ChunkwiseLoraTrainer.Options.LoraTargetModules)] = "Comma-separated projections that get adapters (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj).",
+        [nameof(ChunkwiseLoraTrainer.Options.FullFineTuning)] = "Train every parameter instead of LoRA adapters (writes merged/ instead of adapter/).",
+        [nameof(ChunkwiseLoraTrainer.Options.BatchSize)] = "Sequences per micro-batch, at least 1.",
+        [nameof(ChunkwiseLoraTrainer.Options.MaxEpoch)] = "Passes over the data, at least 1; used only when --max-steps is none.",
+        [nameof(ChunkwiseLoraTrainer.Options.MaxSteps)] = "Optimizer steps of the whole run (counted across --resume), at least 1; when set it decides the run's length alone, the data repeating as needed, and --epochs is ignored.",
+        [nameof(ChunkwiseLoraTrainer.Options.LearningRate)] = "Peak AdamW learning rate, positive.",
+        [nameof(ChunkwiseLoraTrainer.Options.FinalLearningRateRatio)] = "Final learning rate as a fraction of the peak (cosine or linear decay), in [0, 1].",
+        [nameof(ChunkwiseLoraTrainer.Options.WarmupSteps)] = "Optimizer steps of linear warm-up, at least 0 (not with --warmup-ratio).",
+        [nameof(ChunkwiseLoraTrainer.Options.WarmupRatio)] = "Warm-up as a fraction in [0, 1] of the run's optimizer steps, rounded up (not with --warmup-steps), or none.",
+        [nameof(ChunkwiseLoraTrainer.Options.Schedule)] = "Learning-rate schedule after warm-up: constant, linear or cosine.",
+        [nameof(ChunkwiseLoraTrainer.Options.WeightDecay)] = "AdamW weight decay (matrices only), at least 0.",
+        [nameof(ChunkwiseLoraTrainer.Options.Beta1)] = "AdamW beta1, in [0, 1).",
+        [nameof(ChunkwiseLoraTrainer.Options.Beta2)] = "AdamW beta2, in [0, 1).",
+        [nameof(ChunkwiseLoraTrainer.Options.Epsilon)] = "AdamW epsilon, at least 0.",
+        [nameof(ChunkwiseLoraTrainer.Options.MaxGradNorm)] = "Clip the gradient's global L2 norm to this (positive), or none for no clipping.",
+        [nameof(ChunkwiseLoraTrainer.Options.GradientAccumulationSteps)] = "Micro-batches per optimizer step, at least 1.",
+        [nameof(ChunkwiseLoraTrainer.Options.Seed)] = "Seed for LoRA initialisation, chunk sampling and dropout; none takes the MLContext's seed, which seco sets to 0.",
+        [nameof(ChunkwiseLoraTrainer.Options.MaxNewTokens)] = "Tokens model.seco generates per row into a Completion column for prompt/response data, at least 0 (0: no Completion column).",
+        [nameof(ChunkwiseLoraTrainer.Options.CheckpointEverySteps)] = "Optimizer steps between saved training states in OUTPUT/checkpoints (and always at the end), at least 1.",
+    };
+
+    static readonly Type[] Supported = [typeof(int), typeof(double), typeof(bool), typeof(string), typeof(string[])];
+
+    /// <summary>Every setting, in the options' declaration order.</summary>
+    public static readonly IReadOnlyList<TrainSetting> All = Build();
+
+    static List<TrainSetting> Build()
+    {
+        var nullability = new NullabilityInfoContext();
+        var settings = new List<TrainSetting>();
+        foreach (var field in typeof(ChunkwiseLoraTrainer.Options).GetFields(BindingFlags.Public | BindingFlags.Instance))
+        {
+            if (SetElsewhere.ContainsKey(field.Name)) continue;
+            var type = System.Nullable.GetUnderlyingType(field.FieldType) ?? field.FieldType;
+            if (!type.IsEnum && !Supported.Contains(type)) continue;
+            bool nullable = System.Nullable.GetUnderlyingType(field.FieldType) is not null
+                || (!field.FieldType.IsValueType && nullability.Create(field).WriteState == NullabilityState.Nullable);
+            string flag = FlagNames.GetValueOrDefault(field.Name) ?? "--" + JsonNamingPolicy.KebabCaseLower.ConvertName(field.Name);
+            // A field added to the options after this table still gets a flag; the test of help texts asks for a line here.
+            string help = HelpTexts.GetValueOrDefault(field.Name) ?? $"ChunkwiseLoraTrainer.Options.{field.Name}.";
+            settings.Add(new TrainSetting(field, flag, help, nullable));
+        }
+        return settings;
+    }
+
+    public static bool HasWrittenHelp(TrainSetting setting) => HelpTexts.ContainsKey(setting.Name);
+
+    public static TrainSetting? ByName(string optionName) => All.FirstOrDefault(s => s.Name == optionName);
+
+    /// <summary>A value as flags and the configuration file write it: none, numbers in invariant form, enum names as flags take them.</summary>
+    public static string Display(object? value) => value switch
+    {
+        null or "" => "none",
+        double d when d != 0 && Math.Abs(d) < 1e-3 => d.ToString("0.###e0", CultureInfo.InvariantCulture),
+        double d => d.ToString("R", CultureInfo.InvariantCulture),
+        bool b => b ? "true" : "false",
+        string[] list => string.Join(',', list),
+        Enum e => EnumNames.Of(e),
+        IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
+        _ => value.ToString() ?? "",
+    };
+
+    /// <summary>Parses a flag's text; <paramref name="where"/> names the flag (or field) in errors.</summary>
+    public object? Parse(string text, string where)
+    {
+        string value = text.Trim();
+        if (Nullable && value.Equals("none", StringComparison.OrdinalIgnoreCase)) return null;
+        var type = ValueType;
+        string orNone = Nullable ? " or none" : "";
+        if (type == typeof(int))
+            return int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out int i) ? i : throw new UsageException($"{where} '{text}' is not an integer{orNone}.");
+        if (type == typeof(double))
+            return double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) ? d : throw new UsageException($"{where} '{text}' is not a number{orNone}.");
+        if (type == typeof(bool))
+            return bool.TryParse(value, out bool b) ? b : throw new UsageException($"{where} '{text}' is neither true nor false.");
+        if (type == typeof(string[]))
+            return value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (type.IsEnum) return EnumNames.Parse(type, value, where);
+        return text;
+    }
+
+    /// <summary>Reads the JSON value the reader stands on; <paramref name="where"/> names the field in errors.</summary>
+    public object? Read(ref Utf8JsonReader reader, string where)
+    {
+        var type = ValueType;
+        if (reader.TokenType == JsonTokenType.Null)
+            return Nullable ? null : throw new UsageException($"{where} cannot be null; expected {Expected(type)}.");
+        string orNull = Nullable ? " or null" : "";
+        object? value = null;
+        if (type == typeof(int) && reader.TokenType == JsonTokenType.Number && reader.TryGetInt32(out int i)) value = i;
+        else if (type == typeof(double) && reader.TokenType == JsonTokenType.Number) value = reader.GetDouble();
+        else if (type == typeof(bool) && reader.TokenType is JsonTokenType.True or JsonTokenType.False) value = reader.GetBoolean();
+        else if ((type == typeof(string) || type.IsEnum) && reader.TokenType == JsonTokenType.String)
+            value = type.IsEnum ? EnumNames.Parse(type, reader.GetString()!, where) : reader.GetString();
+        else if (type == typeof(string[]) && reader.TokenType == JsonTokenType.StartArray)
+        {
+            var items = new List<string>();
+            while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+            {
+                if (reader.TokenType != JsonTokenType.String) throw new UsageException($"{where} has the wrong type: expected {Expected(type)}{orNull}.");
+                items.Add(reader.GetString()!);
+            }
+            value = items.ToArray();
+        }
+        if (value is null)
+        {
+            reader.Skip();
+            throw new UsageException($"{where} has the wrong type: expected {Expected(type)}{orNull}.");
+        }
+        return value;
+    }
+
+    /// <summary>The value as the configuration file writes it.</summary>
+    public JsonNode? ToJson(object? value) => value switch
+    {
+        null => null,
+        string[] list => new JsonArray(list.Select(s => (JsonNode?)JsonValue.Create(s)).ToArray()),
+        Enum e => JsonValue.Create(EnumNames.Of(e)),
+        int i => JsonValue.Create(i),
+        double d => JsonValue.Create(d),
+        bool b => JsonValue.Create(b),
+        string s => JsonValue.Create(s),
+        _ => throw new NotSupportedException($"{Name} has a type the configuration file cannot hold."),
+    };
+
+    static string Expected(Type type) =>
+        type == typeof(int) ? "an integer" : type == typeof(double) ? "a number" : type == typeof(bool) ? "true or false"
+        : type == typeof(string[]) ? "an array of strings" : type.IsEnum ? $"one of {string.Join(", ", EnumNames.All(type))}" : "a string";
+}
+
+/// <summary>The names flags and configuration files give enum values: the member's name in lower case, or a shorter alias.</summary>
+internal static class EnumNames
+{
+    static readonly Dictionary<object, string> Aliases = new()
+    {
+        [ChunkSampler.FixedBudget] = "fixed",
+        [Chunkwise.Compensation.LossAndCache] = "both",
+        [Chunkwise.Compensation.LossOnly] = "loss",
+        [Chunkwise.Compensation.CacheOnly] = "cache",
+    };
+
+    public static string Of(Enum value) => Aliases.GetValueOrDefault(value) ?? value.ToString().ToLowerInvariant();
+
+    public static string[] All(Type type) => Enum.GetValues(type).Cast<Enum>().Select(Of).ToArray();
+
+    /// <summary>Accepts the name <see cref="Of"/> gives, the member's name in any case, or in kebab-case.</summary>
+    public static object Parse(Type type, string text, string where)
+    {
+        string value = text.Trim();
+        foreach (Enum member in Enum.GetValues(type))
+        {
+            if (value.Equals(Of(member), StringComparison.OrdinalIgnoreCase) || value.Equals(member.ToString(), StringComparison.OrdinalIgnoreCase)
+                || value.Equals(JsonNamingPolicy.KebabCaseLower.ConvertName(member.ToString()), StringComparison.OrdinalIgnoreCase))
+                return member;
+        }
+        throw new UsageException($"{where} '{text}' is not one of {string.Join(", ", All(type))}.");
+    }
+
+    public static T Parse<T>(string text, string where) where T : struct, Enum => (T)Parse(typeof(T), text, where);
+}
+
+/// <summary>
+/// The train command's configuration: the options (from the file, then the flags), the data and output paths, and where
+/// each setting came from, so that an error names the flag the user typed or the file's field with its line.
+/// The configuration file holds the settings' fields in camelCase plus data, validationData and output; unknown fields
+/// and wrong types are errors. The effective configuration is written to the output folder as seco-config.json.
 /// </summary>
 internal sealed class TrainConfig
 {
     public const string FileName = "seco-config.json";
-    static readonly ChunkwiseLoraTrainer.Options Defaults = new();
 
-    static readonly JsonSerializerOptions Reading = new()
-    {
-        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
-        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
-        RespectNullableAnnotations = true,
-        ReadCommentHandling = JsonCommentHandling.Skip,
-        AllowTrailingCommas = true,
-    };
-
-    static readonly JsonSerializerOptions Writing = new()
-    {
-        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
-        WriteIndented = true,
-        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
-    };
-
-    // Paths
-    public string? ModelPath { get; set; }
+    public ChunkwiseLoraTrainer.Options Options { get; } = new();
     public string? Data { get; set; }
     public string? ValidationData { get; set; }
     public string? Output { get; set; }
 
-    // Data
-    public string TextColumnName { get; set; } = Defaults.TextColumnName;
-    public int MaxSequenceLength { get; set; } = Defaults.MaxSequenceLength;
-    public string Overflow { get; set; } = "split";
+    /// <summary>Where each option (by field name) and path (data, validationData, output) was set: the flag, or file, field and line.</summary>
+    public Dictionary<string, string> Origins { get; } = new(StringComparer.Ordinal);
 
-    // Chunk-wise optimization
-    public int ChunkSize { get; set; } = Defaults.ChunkSize;
-    public int? SampledChunks { get; set; } = Defaults.SampledChunks;
-    public string Sampler { get; set; } = "bernoulli";
-    /// <summary>both, loss, cache or none; null = both (or what the earlier <see cref="Compensate"/> says).</summary>
-    public string? Compensation { get; set; }
-    /// <summary>The earlier name of <see cref="Compensation"/> (true = both, false = none), still read so old configurations load; never written.</summary>
-    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
-    public bool? Compensate { get; set; }
-    public double? MaxCompensation { get; set; } = Defaults.MaxCompensation;
+    public object? this[TrainSetting setting]
+    {
+        get => setting.Field.GetValue(Options);
+        set => setting.Field.SetValue(Options, value);
+    }
 
-    // LoRA
-    public int LoraRank { get; set; } = Defaults.LoraRank;
-    public double LoraAlpha { get; set; } = Defaults.LoraAlpha;
-    public double LoraDropout { get; set; } = Defaults.LoraDropout;
-    public string[] LoraTargetModules { get; set; } = Defaults.LoraTargetModules;
-    public bool FullFineTuning { get; set; } = Defaults.FullFineTuning;
+    /// <summary>Sets a setting from a flag.</summary>
+    public void Set(TrainSetting setting, object? value, string origin)
+    {
+        this[setting] = value;
+        Origins[setting.Name] = origin;
+    }
 
-    // Optimisation
-    public int BatchSize { get; set; } = Defaults.BatchSize;
-    public int MaxEpoch { get; set; } = Defaults.MaxEpoch;
-    public int? MaxSteps { get; set; } = Defaults.MaxSteps;
-    public double LearningRate { get; set; } = Defaults.LearningRate;
-    public double FinalLearningRateRatio { get; set; } = Defaults.FinalLearningRateRatio;
-    public int WarmupSteps { get; set; } = Defaults.WarmupSteps;
-    public double? WarmupRatio { get; set; } = Defaults.WarmupRatio;
-    public string Schedule { get; set; } = "cosine";
-    public double WeightDecay { get; set; } = Defaults.WeightDecay;
-    public double Beta1 { get; set; } = Defaults.Beta1;
-    public double Beta2 { get; set; } = Defaults.Beta2;
-    public double Epsilon { get; set; } = Defaults.Epsilon;
-    public double? MaxGradNorm { get; set; } = Defaults.MaxGradNorm;
-    public int GradientAccumulationSteps { get; set; } = Defaults.GradientAccumulationSteps;
+    /// <summary>How an error refers to a setting: the flag or the file's field where it was set, else the flag.</summary>
+    public string Where(TrainSetting setting) => Origins.GetValueOrDefault(setting.Name) ?? setting.Flag;
 
-    // Runtime
-    public string Device { get; set; } = Defaults.Device;
-    public string DType { get; set; } = Defaults.DType;
-    public int Seed { get; set; }
-    public int CheckpointEverySteps { get; set; } = Defaults.CheckpointEverySteps;
-
-    /// <summary>Reads a configuration file; errors name the file, the field and (when known) the line and column.</summary>
+    /// <summary>Reads a configuration file; errors name the file, the field and its line and column.</summary>
     public static TrainConfig Load(string path)
     {
+        if (Directory.Exists(path)) throw new UsageException($"--config '{path}' is a folder; expected a JSON file.");
         if (!File.Exists(path)) throw new UsageException($"--config '{path}' does not exist.");
+        byte[] bytes = File.ReadAllBytes(path);
+        var config = new TrainConfig();
+        bool? compensate = null;
+        string? compensateAt = null;
+        var reader = new Utf8JsonReader(bytes, new JsonReaderOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
         try
         {
-            return JsonSerializer.Deserialize<TrainConfig>(File.ReadAllText(path), Reading)
-                ?? throw new UsageException($"{path}: the configuration is null; expected a JSON object.");
+            if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
+                throw new UsageException($"{path}: expected a JSON object {{ \"field\": value, ... }}{At(bytes, reader.TokenStartIndex)}.");
+            while (reader.Read() && reader.TokenType != JsonTokenType.EndObject)
+            {
+                string name = reader.GetString()!;
+                string where = $"{path}: field '{name}'{At(bytes, reader.TokenStartIndex)}";
+                reader.Read();
+                switch (name)
+                {
+                    case "data": config.Data = ReadPath(ref reader, where); config.Origins["data"] = where; break;
+                    case "validationData": config.ValidationData = ReadPath(ref reader, where); config.Origins["validationData"] = where; break;
+                    case "output": config.Output = ReadPath(ref reader, where); config.Origins["output"] = where; break;
+                    case "compensate":
+                        compensateAt = where;
+                        compensate = reader.TokenType switch
+                        {
+                            JsonTokenType.True => true,
+                            JsonTokenType.False => false,
+                            JsonTokenType.Null => null,
+                            _ => throw new UsageException($"{where} has the wrong type: expected true or false."),
+                        };
+                        break;
+                    default:
+                        var setting = TrainSetting.All.FirstOrDefault(s => s.ConfigName == name)
+                            ?? throw new UsageException($"{where}: unknown field; the fields are the options' names in camelCase (e.g. chunkSize, learningRate) plus data, validationData and output.");
+                        config.Set(setting, setting.Read(ref reader, where), where);
+                        break;
+                }
+            }
+            // Checks that nothing but whitespace and comments follows.
+            if (reader.Read()) throw new UsageException($"{path}: text after the closing brace{At(bytes, reader.TokenStartIndex)}.");
         }
         catch (JsonException e)
         {
-            throw new UsageException($"{path}: {Describe(e)}");
+            int cut = e.Message.IndexOf(" LineNumber:", StringComparison.Ordinal);
+            throw new UsageException($"{path}: invalid JSON (line {e.LineNumber + 1}, column {e.BytePositionInLine + 1}): {(cut > 0 ? e.Message[..cut] : e.Message)}");
         }
+        if (compensate is bool c)
+        {
+            var mode = TrainSetting.ByName(nameof(ChunkwiseLoraTrainer.Options.Compensation))!;
+            if (config.Origins.ContainsKey(mode.Name))
+                throw new UsageException($"{compensateAt}: compensate (the earlier name) and compensation are both set; keep only compensation (both, loss, cache or none).");
+            config.Set(mode, c ? Chunkwise.Compensation.LossAndCache : Chunkwise.Compensation.None, compensateAt!);
+        }
+        return config;
     }
 
-    static string Describe(JsonException e)
+    static string? ReadPath(ref Utf8JsonReader reader, string where) => reader.TokenType switch
     {
-        string field = e.Path is { Length: > 2 } p && p.StartsWith("$.", StringComparison.Ordinal) ? p[2..] : e.Path ?? "";
-        string where = e.LineNumber is long line ? $" (line {line + 1}, column {(e.BytePositionInLine ?? 0) + 1})" : "";
+        JsonTokenType.String => reader.GetString(),
+        JsonTokenType.Null => null,
+        _ => throw new UsageException($"{where} has the wrong type: expected a path (a string) or null."),
+    };
+
+    // Utf8JsonReader knows byte offsets, not lines: count them, columns in characters.
+    static string At(byte[] bytes, long offset)
+    {
+        int end = (int)Math.Min(offset, bytes.Length);
+        int line = 1, lineStart = 0;
+        for (int i = 0; i < end; i++)
+            if (bytes[i] == (byte)'\n') { line++; lineStart = i + 1; }
+        int column = Encoding.UTF8.GetCharCount(bytes, lineStart, end - lineStart) + 1;
+        return $" (line {line}, column {column})";
+    }
+
+    /// <summary>The effective configuration, in the shape <see cref="Load"/> reads.</summary>
+    public string ToJson()
+    {
+        var json = new JsonObject();
+        foreach (var setting in TrainSetting.All) json[setting.ConfigName] = setting.ToJson(this[setting]);
+        json["data"] = Data;
+        json["validationData"] = ValidationData;
+        json["output"] = Output;
+        return json.ToJsonString(Cli.Json.Indented);
+    }
+
+    /// <summary>
+    /// Runs the options' own validation and rewrites its error, which names option fields, with the flags or the
+    /// configuration file's fields the values came from.
+    /// </summary>
+    public void Validate()
+    {
+        try { Options.Validate(); }
+        catch (ArgumentException e) { throw new UsageException(Describe(e)); }
+    }
+
+    // The engine's validators name their own fields; these are the options' fields they stand for.
+    static readonly Dictionary<string, string> InnerNames = new()
+    {
+        ["Rank"] = nameof(ChunkwiseLoraTrainer.Options.LoraRank),
+        ["Alpha"] = nameof(ChunkwiseLoraTrainer.Options.LoraAlpha),
+        ["Dropout"] = nameof(ChunkwiseLoraTrainer.Options.LoraDropout),
+        ["TargetModules"] = nameof(ChunkwiseLoraTrainer.Options.LoraTargetModules),
+        ["MinLearningRateRatio"] = nameof(ChunkwiseLoraTrainer.Options.FinalLearningRateRatio),
+        ["mode"] = nameof(ChunkwiseLoraTrainer.Options.Compensation),
+    };
+
+    /// <summary>An option error's first line with every option name replaced by where the user set it.</summary>
+    public string Describe(ArgumentException e)
+    {
         string message = e.Message;
-        if (message.Contains("could not be mapped", StringComparison.Ordinal))
-            return $"unknown field '{field}'{where}; the fields are the options' names in camelCase (e.g. chunkSize, learningRate) plus data, validationData and output.";
-        if (message.Contains("could not be converted", StringComparison.Ordinal))
-            return $"field '{field}' has the wrong type{where}{ExpectedType(field)}.";
-        if (message.Contains("null", StringComparison.OrdinalIgnoreCase) && field.Length > 0)
-            return $"field '{field}' cannot be null{where}.";
-        int cut = message.IndexOf(" Path:", StringComparison.Ordinal);
-        return $"invalid JSON{where}: {(cut > 0 ? message[..cut] : message)}";
+        if (e.ParamName is not null) message = message.Replace($" (Parameter '{e.ParamName}')", "", StringComparison.Ordinal);
+        int newline = message.IndexOfAny(['\r', '\n']);
+        if (newline >= 0) message = message[..newline];
+        string? named = e.ParamName is null ? null : InnerNames.GetValueOrDefault(e.ParamName) ?? e.ParamName;
+        var subject = named is null ? null : TrainSetting.ByName(named);
+        message = System.Text.RegularExpressions.Regex.Replace(message, @"\b[A-Z][A-Za-z0-9]+\b", m =>
+            TrainSetting.ByName(InnerNames.GetValueOrDefault(m.Value) ?? m.Value) is { } s ? Where(s) : m.Value);
+        if (subject is not null && !message.Contains(Where(subject), StringComparison.Ordinal)) message = $"{Where(subject)}: {message}";
+        if (e is ArgumentOutOfRangeException { ActualValue: { } actual } && !message.Contains("got ", StringComparison.Ordinal))
+            message = $"{message.TrimEnd('.')}; got {TrainSetting.Display(actual)}.";
+        return message;
     }
-
-    static string ExpectedType(string field)
-    {
-        var property = typeof(TrainConfig).GetProperties().FirstOrDefault(p => string.Equals(p.Name, field, StringComparison.OrdinalIgnoreCase));
-        if (property is null) return "";
-        var type = Nullable.GetUnderlyingType(property.PropertyType) ?? property.PropertyType;
-        string name = type == typeof(int) ? "an integer" : type == typeof(double) ? "a number" : type == typeof(bool) ? "true or false"
-            : type == typeof(string[]) ? "an array of strings" : "a string";
-        return $": expected {name}{(Nullable.GetUnderlyingType(property.PropertyType) is not null ? " or null" : "")}";
-    }
-
-    public string ToJson() => JsonSerializer.Serialize(this, Writing);
-
-    /// <summary>The library options this configuration describes (paths, progress and cancellation are set by the caller).</summary>
-    public ChunkwiseLoraTrainer.Options ToOptions() => new()
-    {
-        ModelPath = ModelPath ?? "",
-        TextColumnName = TextColumnName,
-        MaxSequenceLength = MaxSequenceLength,
-        Overflow = ParseOverflow(Overflow),
-        ChunkSize = ChunkSize,
-        SampledChunks = SampledChunks,
-        Sampler = ParseSampler(Sampler, "sampler"),
-        Compensation = ResolveCompensation(),
-        MaxCompensation = MaxCompensation,
-        LoraRank = LoraRank,
-        LoraAlpha = LoraAlpha,
-        LoraDropout = LoraDropout,
-        LoraTargetModules = LoraTargetModules,
-        FullFineTuning = FullFineTuning,
-        BatchSize = BatchSize,
-        MaxEpoch = MaxEpoch,
-        MaxSteps = MaxSteps,
-        LearningRate = LearningRate,
-        FinalLearningRateRatio = FinalLearningRateRatio,
-        WarmupSteps = WarmupSteps,
-        WarmupRatio = WarmupRatio,
-        Schedule = ParseSchedule(Schedule),
-        WeightDecay = WeightDecay,
-        Beta1 = Beta1,
-        Beta2 = Beta2,
-        Epsilon = Epsilon,
-        MaxGradNorm = MaxGradNorm,
-        GradientAccumulationSteps = GradientAccumulationSteps,
-        Device = Device,
-        DType = DType,
-        Seed = Seed,
-        CheckpointEverySteps = CheckpointEverySteps,
-    };
-
-    public static ChunkSampler ParseSampler(string value, string name) => value.Trim().ToLowerInvariant() switch
-    {
-        "bernoulli" => ChunkSampler.Bernoulli,
-        "fixed" or "fixedbudget" or "fixed-budget" => ChunkSampler.FixedBudget,
-        "stratified" => ChunkSampler.Stratified,
-        _ => throw new UsageException($"{name} '{value}' is not a sampler; use fixed, bernoulli or stratified."),
-    };
-
-    Compensation ResolveCompensation()
-    {
-        if (Compensation is not null && Compensate is not null)
-            throw new UsageException("compensate (the earlier name) and compensation are both set; keep only compensation (both, loss, cache or none).");
-        return Compensation is string name ? ParseCompensation(name, "compensation")
-            : Compensate is false ? Chunkwise.Compensation.None : Chunkwise.Compensation.LossAndCache;
-    }
-
-    /// <summary>The names the configuration and --compensation use, by mode.</summary>
-    public static string CompensationName(Compensation mode) => mode switch
-    {
-        Chunkwise.Compensation.LossOnly => "loss",
-        Chunkwise.Compensation.CacheOnly => "cache",
-        Chunkwise.Compensation.None => "none",
-        _ => "both",
-    };
-
-    public static Compensation ParseCompensation(string value, string name) => value.Trim().ToLowerInvariant() switch
-    {
-        "both" or "lossandcache" => Chunkwise.Compensation.LossAndCache,
-        "loss" or "lossonly" => Chunkwise.Compensation.LossOnly,
-        "cache" or "cacheonly" => Chunkwise.Compensation.CacheOnly,
-        "none" => Chunkwise.Compensation.None,
-        _ => throw new UsageException($"{name} '{value}' is not a compensation mode; use both, loss, cache or none."),
-    };
-
-    public static string SamplerName(ChunkSampler sampler) => sampler switch
-    {
-        ChunkSampler.FixedBudget => "fixed",
-        ChunkSampler.Stratified => "stratified",
-        _ => "bernoulli",
-    };
-
-    static SequenceOverflow ParseOverflow(string value) => value.Trim().ToLowerInvariant() switch
-    {
-        "split" => SequenceOverflow.Split,
-        "truncate" => SequenceOverflow.Truncate,
-        _ => throw new UsageException($"overflow '{value}' is not supported; use split or truncate."),
-    };
-
-    static LearningRateSchedule ParseSchedule(string value) =>
-        Enum.TryParse<LearningRateSchedule>(value.Trim(), ignoreCase: true, out var schedule) && Enum.IsDefined(schedule) && !int.TryParse(value, out _)
-            ? schedule
-            : throw new UsageException($"schedule '{value}' is not supported; use constant, linear or cosine.");
 }

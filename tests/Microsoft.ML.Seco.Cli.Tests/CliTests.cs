@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Reflection;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
@@ -294,11 +295,11 @@ public sealed class CliTests
 
         foreach (var (flags, named) in new[]
         {
-            (new[] { "--sampled-chunks", "2", "--sampler", "stratified" }, "Compensation"),
-            (new[] { "--max-grad-norm", "0" }, "MaxGradNorm"),
-            (new[] { "--max-grad-norm", "big" }, "--max-grad-norm"),
-            (new[] { "--beta2", "1" }, "Beta2"),
-            (new[] { "--warmup-ratio", "0.1", "--warmup-steps", "3" }, "WarmupRatio"),
+            (new[] { "--sampled-chunks", "2", "--sampler", "stratified" }, "--compensation"),
+            (new[] { "--max-grad-norm", "0" }, "--max-grad-norm must be positive"),
+            (new[] { "--max-grad-norm", "big" }, "--max-grad-norm 'big' is not a number or none"),
+            (new[] { "--beta2", "1" }, "--beta2 must be in [0, 1)"),
+            (new[] { "--warmup-ratio", "0.1", "--warmup-steps", "3" }, "--warmup-ratio cannot be combined with --warmup-steps"),
         })
         {
             r = Seco(TrainArgs(Output("paper-bad"), flags));
@@ -323,10 +324,13 @@ public sealed class CliTests
         StringAssert.Contains(r.Error, "chunkSize");
         StringAssert.Contains(r.Error, "integer");
 
-        File.WriteAllText(config, JsonSerializer.Serialize(new { modelPath = _model, data = _data, output = Output("bad-run"), chunkSize = 0 }));
+        File.WriteAllText(config, "{\n  \"modelPath\": " + JsonSerializer.Serialize(_model) + ",\n  \"data\": " + JsonSerializer.Serialize(_data) +
+            ",\n  \"output\": " + JsonSerializer.Serialize(Output("bad-run")) + ",\n  \"chunkSize\": 0\n}");
         r = Seco("train", "--config", config);
         Assert.AreEqual(2, r.ExitCode, r.ToString());
-        StringAssert.Contains(r.Error, "ChunkSize");
+        // The range error names the file's field and where it is, not the options' property.
+        StringAssert.Contains(r.Error, $"{config}: field 'chunkSize' (line 5, column 3) must be at least 1; got 0.");
+        Assert.IsFalse(Directory.Exists(Output("bad-run")), "nothing is created before the settings are valid");
 
         r = Seco("train", "--model", _model, "--data", Path.Combine(_root, "nope.jsonl"), "--output", Output("bad-run"));
         Assert.AreEqual(2, r.ExitCode, r.ToString());
@@ -338,7 +342,7 @@ public sealed class CliTests
     {
         string output = Output("cancelled");
         using var cancellation = new CancellationTokenSource();
-        using var stdout = new CancelOnProgress(cancellation);
+        using var stdout = new CancelOnProgress(cancellation, Path.Combine(output, "metrics.csv"));
         var r = Seco(cancellation.Token, stdout, TrainArgs(output, "--max-steps", "50"));
         Assert.AreEqual(1, r.ExitCode, r.ToString());
         StringAssert.Contains(r.Error, "cancelled");
@@ -347,15 +351,30 @@ public sealed class CliTests
         Assert.IsTrue((int)summary["steps"]! < 50);
         Assert.IsTrue(File.Exists(Path.Combine(output, "adapter", "adapter_model.safetensors")));
         Assert.IsTrue(File.Exists(Path.Combine(output, "checkpoints", "trainer-state.bin")));
+        // metrics.csv held step 1 while the run was still going (what a second Ctrl+C, which ends the process, leaves),
+        // and holds every completed step now.
+        CollectionAssert.AreEqual(new[] { "1" }, stdout.MetricsAtFirstProgress!.Skip(1).Select(l => l.Split(',')[0]).ToArray());
+        var steps = File.ReadAllLines(Path.Combine(output, "metrics.csv")).Skip(1).Select(l => int.Parse(l.Split(',')[0], CultureInfo.InvariantCulture)).ToArray();
+        CollectionAssert.AreEqual(Enumerable.Range(1, (int)summary["steps"]!).ToArray(), steps);
+        Assert.IsFalse(Directory.EnumerateFileSystemEntries(output, "*.tmp").Any(), "no temporary is left behind");
     }
 
-    /// <summary>Cancels the token as soon as the first progress event is written (what Ctrl+C does in the process).</summary>
-    sealed class CancelOnProgress(CancellationTokenSource cancellation) : StringWriter(CultureInfo.InvariantCulture)
+    /// <summary>
+    /// Cancels the token as soon as the first progress event is written (what Ctrl+C does in the process), and reads
+    /// metrics.csv at that moment.
+    /// </summary>
+    sealed class CancelOnProgress(CancellationTokenSource cancellation, string? metrics = null) : StringWriter(CultureInfo.InvariantCulture)
     {
+        public string[]? MetricsAtFirstProgress { get; private set; }
+
         public override void WriteLine(string? value)
         {
             base.WriteLine(value);
-            if (value?.Contains("\"event\":\"progress\"", StringComparison.Ordinal) == true) cancellation.Cancel();
+            if (value?.Contains("\"event\":\"progress\"", StringComparison.Ordinal) == true)
+            {
+                if (metrics is not null && MetricsAtFirstProgress is null) MetricsAtFirstProgress = File.ReadAllLines(metrics);
+                cancellation.Cancel();
+            }
         }
     }
 
@@ -448,5 +467,197 @@ public sealed class CliTests
         r = Seco("generate", "--model", _model, "--prompt", "x", "--top-p", "0");
         Assert.AreEqual(2, r.ExitCode, r.ToString());
         StringAssert.Contains(r.Error, "--top-p");
+    }
+
+    [TestMethod]
+    public void EveryOptionOfTheStageHasAFlagAndAConfigurationField()
+    {
+        string help = Seco("train", "--help").Out;
+        var members = typeof(ChunkwiseLoraTrainer.Options).GetFields(BindingFlags.Public | BindingFlags.Instance).Select(f => f.Name)
+            .Concat(typeof(ChunkwiseLoraTrainer.Options).GetProperties(BindingFlags.Public | BindingFlags.Instance).Where(p => p.CanWrite).Select(p => p.Name))
+            .ToList();
+        Assert.IsTrue(members.Count > 30, "the options were enumerated");
+        foreach (var name in members)
+        {
+            if (TrainSetting.SetElsewhere.ContainsKey(name)) continue;
+            var setting = TrainSetting.ByName(name);
+            Assert.IsNotNull(setting, $"ChunkwiseLoraTrainer.Options.{name} has no flag and no configuration field (give it a supported type or list it in TrainSetting.SetElsewhere).");
+            Assert.IsTrue(TrainSetting.HasWrittenHelp(setting), $"{setting.Flag} ({name}) needs a help line in TrainSetting's HelpTexts.");
+            object? value = NonDefault(setting);
+            string text = TrainSetting.Display(value);
+
+            // The flag sets the option, and the error would name the flag.
+            var fromFlag = Configure(["train", setting.Flag, text]);
+            Assert.AreEqual(text, TrainSetting.Display(fromFlag[setting]), setting.Flag);
+            Assert.AreEqual(setting.Flag, fromFlag.Where(setting));
+
+            // The configuration file's field sets it too, and the effective configuration writes it back under that name.
+            string file = Path.Combine(_root, $"field-{setting.ConfigName}.json");
+            File.WriteAllText(file, new JsonObject { [setting.ConfigName] = setting.ToJson(value) }.ToJsonString());
+            var fromFile = TrainConfig.Load(file);
+            Assert.AreEqual(text, TrainSetting.Display(fromFile[setting]), setting.ConfigName);
+            StringAssert.StartsWith(fromFile.Where(setting), $"{file}: field '{setting.ConfigName}' (line 1, column 2)");
+            var written = JsonNode.Parse(fromFile.ToJson())!.AsObject();
+            Assert.IsTrue(written.ContainsKey(setting.ConfigName), setting.ConfigName);
+            Assert.AreEqual(text, TrainSetting.Display(TrainConfig.Load(WriteTemp(written.ToJsonString()))[setting]), $"{setting.ConfigName} round trip");
+
+            // --help shows the flag with the options' own default.
+            object? defaultValue = setting.Field.GetValue(new ChunkwiseLoraTrainer.Options());
+            StringAssert.Contains(help, setting.Flag);
+            StringAssert.Contains(help, $"Default: {TrainSetting.Display(defaultValue)}.", setting.Flag);
+        }
+    }
+
+    [TestMethod]
+    public void ReadmeListsEveryTrainFlagAndConfigurationField()
+    {
+        string readme = File.ReadAllText(Microsoft.ML.Seco.Tests.Packaging.RepositoryFiles.PathOf("README.md"));
+        int start = readme.IndexOf("**train**", StringComparison.Ordinal), end = readme.IndexOf("**eval**", StringComparison.Ordinal);
+        Assert.IsTrue(start >= 0 && end > start, "README has the train paragraph");
+        string section = readme[start..end];
+        foreach (var setting in TrainSetting.All)
+        {
+            StringAssert.Contains(section, $"`{setting.Flag}", $"README's train flags miss {setting.Flag}");
+            StringAssert.Contains(section, $"`{setting.ConfigName}`", $"README's configuration fields miss {setting.ConfigName}");
+        }
+        foreach (var flag in new[] { "--config", "--data", "--validation-data", "--output", "--resume", "--overwrite", "--json" })
+            StringAssert.Contains(section, $"`{flag}", $"README's train flags miss {flag}");
+    }
+
+    static string WriteTemp(string text)
+    {
+        string path = Path.Combine(_root, Guid.NewGuid().ToString("N") + ".json");
+        File.WriteAllText(path, text);
+        return path;
+    }
+
+    /// <summary>The configuration a train command line gives, without training.</summary>
+    static TrainConfig Configure(string[] args)
+    {
+        TrainConfig? captured = null;
+        var context = new CliContext(TextWriter.Null, TextWriter.Null, CancellationToken.None);
+        var root = new System.CommandLine.RootCommand { Cli.Commands.TrainCommand.Create(context, (c, _, _, _) => { captured = c; return 0; }) };
+        var parse = root.Parse(args);
+        Assert.AreEqual(0, parse.Errors.Count, string.Join("; ", parse.Errors.Select(e => e.Message)));
+        Assert.AreEqual(0, parse.Invoke());
+        return captured!;
+    }
+
+    /// <summary>A value other than the options' default, of the setting's type.</summary>
+    static object? NonDefault(TrainSetting setting)
+    {
+        object? d = setting.Default;
+        var type = setting.ValueType;
+        if (type == typeof(int)) return d is int i ? i + 3 : 3;
+        if (type == typeof(double)) return d is double x ? x + 0.25 : 0.25;
+        if (type == typeof(bool)) return !(bool)d!;
+        if (type == typeof(string)) return "changed";
+        if (type == typeof(string[])) return new[] { "v_proj", "up_proj" };
+        if (type.IsEnum) return Enum.GetValues(type).Cast<object>().First(v => !v.Equals(d));
+        throw new AssertFailedException($"{setting.Name}: no test value for {type}");
+    }
+
+    [TestMethod]
+    public void ErrorsNameTheFlagOrFieldAndNothingIsCreatedBeforeTheInputIsValid()
+    {
+        string output = Output("never-created");
+        foreach (var (flags, expected) in new[]
+        {
+            (new[] { "--chunk-size", "0" }, "--chunk-size must be at least 1; got 0."),
+            (new[] { "--lora-rank", "0" }, "--lora-rank must be at least 1; got 0."),
+            (new[] { "--final-lr-ratio", "2" }, "--final-lr-ratio must be in [0, 1]"),
+            (new[] { "--batch-size", "0" }, "--batch-size must be at least 1"),
+            (new[] { "--lora-targets", "nope_proj" }, "--lora-targets"),
+            (new[] { "--sampled-chunks", "many" }, "--sampled-chunks 'many' is not an integer or none."),
+            (new[] { "--dtype", "int4" }, "--dtype 'int4'"),
+            (new[] { "--resume", "--overwrite" }, "--resume continues the run in --output and --overwrite replaces it"),
+        })
+        {
+            var r = Seco(["train", "--model", _model, "--data", _data, "--output", output, .. flags]);
+            Assert.AreEqual(2, r.ExitCode, r.ToString());
+            StringAssert.Contains(r.Error, expected, string.Join(" ", flags));
+            Assert.IsFalse(System.Text.RegularExpressions.Regex.IsMatch(r.Error, @"\b(ChunkSize|LoraRank|FinalLearningRateRatio|MinLearningRateRatio|BatchSize|TargetModules|DType)\b"), r.Error);
+            Assert.IsFalse(Directory.Exists(output), $"{string.Join(" ", flags)} created the output folder");
+        }
+
+        // Bad data is found before the output folder exists, too.
+        string badData = Path.Combine(_root, "bad-data.jsonl");
+        File.WriteAllText(badData, "{\"text\": \"fine\"}\n{\"text\": \n");
+        var bad = Seco("train", "--model", _model, "--data", badData, "--output", output);
+        Assert.AreEqual(2, bad.ExitCode, bad.ToString());
+        StringAssert.Contains(bad.Error, "bad-data.jsonl");
+        Assert.IsFalse(Directory.Exists(output));
+
+        bad = Seco("train", "--model", Output("no-such-model"), "--data", _data, "--output", output);
+        Assert.AreEqual(2, bad.ExitCode, bad.ToString());
+        StringAssert.Contains(bad.Error, "--model '" + Output("no-such-model") + "': the directory does not exist.");
+        Assert.IsFalse(Directory.Exists(output));
+
+        bad = Seco("generate", "--model", Output("no-such-model"), "--prompt", "hello");
+        Assert.AreEqual(2, bad.ExitCode, bad.ToString());
+        StringAssert.Contains(bad.Error, "--model '" + Output("no-such-model") + "': the directory does not exist.");
+        bad = Seco("tokenize", "--model", Output("no-such-model"), "--text", "hello");
+        Assert.AreEqual(2, bad.ExitCode, bad.ToString());
+        StringAssert.Contains(bad.Error, "the directory does not exist");
+    }
+
+    [TestMethod]
+    public void AnOutputFolderWithARunNeedsResumeOrOverwriteAndIsLockedWhileARunWritesIt()
+    {
+        string output = Output("reused");
+        // t at or above the chunk count (24 / 8 = 3 chunks) is exact SeCO, and the command says so.
+        var r = Seco(TrainArgs(output, "--max-steps", "2", "--sampled-chunks", "3"));
+        Assert.AreEqual(0, r.ExitCode, r.ToString());
+        StringAssert.Contains(r.Error, "--sampled-chunks 3 is at or above the chunk count (3 chunks");
+        StringAssert.Contains(r.Error, "exact SeCO");
+        string csv = Path.Combine(output, "metrics.csv");
+        var before = File.ReadAllText(csv);
+
+        r = Seco(TrainArgs(output, "--max-steps", "1"));
+        Assert.AreEqual(2, r.ExitCode, r.ToString());
+        StringAssert.Contains(r.Error, "--resume");
+        StringAssert.Contains(r.Error, "--overwrite");
+        Assert.AreEqual(before, File.ReadAllText(csv), "the earlier run is untouched");
+
+        // While another run holds the folder, a second one is refused (the lock is the OS's: a second open fails).
+        using (new FileStream(Path.Combine(output, OutputFolder.LockName), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None))
+        {
+            r = Seco(TrainArgs(output, "--max-steps", "1", "--overwrite"));
+            Assert.AreEqual(2, r.ExitCode, r.ToString());
+            StringAssert.Contains(r.Error, "is in use by another seco train");
+            Assert.AreEqual(before, File.ReadAllText(csv));
+        }
+
+        // --resume with nothing left to do says so and changes nothing.
+        r = Seco("train", "--output", output, "--resume", "--json");
+        Assert.AreEqual(0, r.ExitCode, r.ToString());
+        StringAssert.Contains(r.Error, "nothing left to do");
+        Assert.IsTrue((bool)r.JsonLines()[^1]["nothing_to_do"]!);
+        Assert.AreEqual(before, File.ReadAllText(csv));
+
+        r = Seco(TrainArgs(output, "--max-steps", "1", "--overwrite"));
+        Assert.AreEqual(0, r.ExitCode, r.ToString());
+        Assert.AreEqual(2, File.ReadAllLines(csv).Length, "the replaced run's rows are gone");
+        Assert.IsFalse(File.ReadAllText(Path.Combine(output, "seco-config.json")).Contains("\"sampledChunks\": 3", StringComparison.Ordinal));
+    }
+
+    [TestMethod]
+    public void ARunWithoutStepsWritesNoEmptyPlot()
+    {
+        Assert.IsNull(Metrics.Plot([]), "no rows, no plot");
+        Assert.IsNull(Metrics.Plot([new MetricsRow(1, double.NaN, 1e-4, 1, 1, 1, null)]), "no finite loss, no plot");
+        var png = Metrics.Plot([new MetricsRow(1, 2.5, 1e-4, 1, 1, 1, null), new MetricsRow(2, 2.0, 1e-4, 1, 2, 1, 2.2)]);
+        CollectionAssert.AreEqual(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, png!.Take(4).ToArray());
+
+        // Cancelled before the first step: the stage is saved, but there is no metrics row and so no loss.png.
+        string output = Output("no-steps");
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        var r = Seco(cancelled.Token, null, TrainArgs(output, "--max-steps", "3"));
+        Assert.AreEqual(1, r.ExitCode, r.ToString());
+        var summary = r.JsonLines()[^1];
+        Assert.AreEqual(0, (int)summary["steps"]!);
+        Assert.IsFalse(summary["artifacts"]!.AsObject().ContainsKey("loss_plot"));
+        Assert.IsFalse(File.Exists(Path.Combine(output, "loss.png")));
     }
 }

@@ -53,6 +53,8 @@ internal static class GenerateCommand
                 throw new UsageException($"{flag} {e.ActualValue} is out of range: {e.Message.Split('\n')[0].Replace($" (Parameter '{e.ParamName}')", "", StringComparison.Ordinal)}");
             }
             string directory = parse.GetValue(model)!;
+            ModelLoading.RequireModelDirectory(directory);
+            ModelLoading.RequireAdapterDirectory(parse.GetValue(adapter));
             string text = parse.GetValue(prompt)!;
             var tokenizer = ModelTokenizer.Load(directory);
             var ids = tokenizer.Encode(text, addBos: true);

@@ -71,7 +71,7 @@ internal static class GradcheckCommand
             double? cap = parse.GetValue(maxCompensation);
             if (cap is double c && !(c >= 1)) throw new UsageException($"--max-compensation must be at least 1 (got {c}).");
             // Exact strategies use factors 1 whatever the mode; SpaCO reports every mode unless one is named.
-            var modes = parse.GetValue(compensation) is string named ? [TrainConfig.ParseCompensation(named, "--compensation")]
+            var modes = parse.GetValue(compensation) is string named ? [EnumNames.Parse<Compensation>(named, "--compensation")]
                 : spaco ? Enum.GetValues<Compensation>() : [Compensation.LossAndCache];
             string dtypeName = parse.GetValue(dtype)!;
             int seedValue = parse.GetValue(seed);
@@ -120,7 +120,7 @@ internal static class GradcheckCommand
             bool judged = Judged(result);
             bool passed = result.MaxRelError <= threshold;
             int exit = !judged || passed ? ExitCodes.Success : ExitCodes.Failure;
-            string ModeName(GradientCheckResult r) => TrainConfig.CompensationName(r.Compensation);
+            string ModeName(GradientCheckResult r) => EnumNames.Of(r.Compensation);
             if (parse.GetValue(json))
             {
                 var output = new JsonObject

@@ -31,11 +31,30 @@ internal static class ModelLoading
         DefaultValueFactory = _ => defaultValue,
     };
 
+    /// <summary>
+    /// Checks that <paramref name="directory"/> is a model directory before anything reads it, so that a typo is reported
+    /// as such rather than as a missing tokenizer or config file. <paramref name="flag"/> is how errors name it.
+    /// </summary>
+    public static void RequireModelDirectory(string directory, string flag = "--model", bool needsConfig = true)
+    {
+        if (File.Exists(directory)) throw new UsageException($"{flag} '{directory}' is a file; expected a Hugging Face model directory.");
+        if (!Directory.Exists(directory)) throw new UsageException($"{flag} '{directory}': the directory does not exist.");
+        if (needsConfig && !File.Exists(Path.Combine(directory, "config.json")))
+            throw new UsageException($"{flag} '{directory}' has no config.json: expected a Hugging Face model directory (config.json, safetensors, tokenizer files).");
+    }
+
+    /// <summary>Checks an --adapter directory the same way.</summary>
+    public static void RequireAdapterDirectory(string? directory)
+    {
+        if (directory is null) return;
+        if (!Directory.Exists(directory)) throw new UsageException($"--adapter '{directory}': the directory does not exist.");
+    }
+
     /// <summary>Loads the model (and adapter) in evaluation mode.</summary>
     public static CausalLM Load(string directory, string? adapter, string dtypeName, string deviceName)
     {
-        if (!Directory.Exists(directory)) throw new UsageException($"--model '{directory}' is not a directory.");
-        if (adapter is not null && !Directory.Exists(adapter)) throw new UsageException($"--adapter '{adapter}' is not a directory.");
+        RequireModelDirectory(directory);
+        RequireAdapterDirectory(adapter);
         var device = TensorSettings.ResolveDevice(deviceName, "--device");
         var dtype = TensorSettings.ResolveDType(dtypeName, device, "--dtype");
         var model = ModelDirectory.Load(directory, dtype, device);

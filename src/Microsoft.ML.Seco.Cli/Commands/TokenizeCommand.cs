@@ -32,6 +32,7 @@ internal static class TokenizeCommand
         {
             string? textValue = parse.GetValue(text), dataPath = parse.GetValue(data);
             if ((textValue is null) == (dataPath is null)) throw new UsageException("give exactly one of --text and --data.");
+            ModelLoading.RequireModelDirectory(parse.GetValue(model)!, needsConfig: false);
             var tokenizer = ModelTokenizer.Load(parse.GetValue(model)!);
             bool addSpecial = !parse.GetValue(noSpecial), asJson = parse.GetValue(json);
 

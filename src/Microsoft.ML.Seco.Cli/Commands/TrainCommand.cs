@@ -1,5 +1,7 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
+using Microsoft.ML.Seco.Model;
+using Microsoft.ML.Seco.Tokenization;
 using Microsoft.ML.Seco.Training;
 using Spectre.Console;
 
@@ -14,135 +16,174 @@ using Command = System.CommandLine.Command;
 /// </summary>
 internal static class TrainCommand
 {
-    public static Command Create(CliContext context)
+    /// <param name="context">Where the command writes.</param>
+    /// <param name="run">What runs with the configuration the command line gives (and --resume, --overwrite, --json);
+    /// tests replace the training to inspect the configuration. Default: train.</param>
+    public static Command Create(CliContext context, Func<TrainConfig, bool, bool, bool, int>? run = null)
     {
-        var config = new Option<string?>("--config") { Description = "JSON configuration file: the options' fields in camelCase (chunkSize, learningRate, ...) plus data, validationData and output. Flags override it. Default: none (with --resume, OUTPUT/seco-config.json when it exists)." };
-        var model = new Option<string?>("--model") { Description = "Hugging Face model directory (config.json, safetensors, tokenizer). Required (here or as modelPath in the config)." };
+        run ??= (c, resuming, replacing, json) => Train(context, c, resuming, replacing, json);
+        var config = new Option<string?>("--config") { Description = "JSON configuration file: the settings' fields in camelCase (chunkSize, learningRate, ...) plus data, validationData and output. Flags override it. Default: none (with --resume, OUTPUT/seco-config.json when it exists)." };
         var data = new Option<string?>("--data") { Description = "Training data: a .jsonl file (\"text\", or \"prompt\" + \"response\" per line), a .txt file (one document) or a folder of .txt files (one document each). Required." };
         var validation = new Option<string?>("--validation-data") { Description = "Held-out documents in the same format; validation loss after each epoch and at the end. Default: none." };
-        var output = new Option<string?>("--output") { Description = "Output folder for seco-config.json, metrics.csv, loss.png, adapter/ (or merged/), model.seco and checkpoints/. Required." };
-        var chunkSize = new Option<int?>("--chunk-size") { Description = "Tokens per chunk. Default: 128." };
-        var sampledChunks = new Option<int?>("--sampled-chunks") { Description = "Chunks backpropagated per sequence (SpaCO's t); omit for exact SeCO. Default: none (SeCO)." };
-        var sampler = new Option<string?>("--sampler") { Description = "SpaCO sampler: fixed (the paper's: exactly t chunks), bernoulli (unbiased) or stratified (the authors' for prompt/response data: half of t to chunks with response tokens; needs --compensation none). Default: bernoulli." };
-        sampler.AcceptOnlyFromAmong("fixed", "bernoulli", "stratified");
-        var compensation = new Option<string?>("--compensation") { Description = "Which seeds SpaCO's factor k/t multiplies: both (loss and injected cache gradient; unbiased with bernoulli), loss (the authors' released code), cache (the paper's Algorithm 2) or none. Default: both." };
-        compensation.AcceptOnlyFromAmong("both", "loss", "cache", "none");
-        var maxCompensation = new Option<double?>("--max-compensation") { Description = "Cap on SpaCO's compensation factor in every mode (the paper recommends 2). Default: none." };
-        var loraRank = new Option<int?>("--lora-rank") { Description = "LoRA rank r. Default: 8." };
-        var loraAlpha = new Option<double?>("--lora-alpha") { Description = "LoRA alpha (update scaled by alpha / r). Default: 16." };
-        var loraTargets = new Option<string?>("--lora-targets") { Description = "Comma-separated projections that get adapters (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj). Default: q_proj,k_proj,v_proj,o_proj." };
-        var gradAccum = new Option<int?>("--grad-accum") { Description = "Micro-batches per optimizer step. Default: 1." };
-        var warmupSteps = new Option<int?>("--warmup-steps") { Description = "Optimizer steps of linear warm-up (not with --warmup-ratio). Default: 0." };
-        var warmupRatio = new Option<double?>("--warmup-ratio") { Description = "Warm-up as a fraction of the run's optimizer steps, rounded up (not with --warmup-steps). Default: none." };
-        var weightDecay = new Option<double?>("--weight-decay") { Description = "AdamW weight decay (matrices only). Default: 0." };
-        var beta1 = new Option<double?>("--beta1") { Description = "AdamW beta1. Default: 0.9." };
-        var beta2 = new Option<double?>("--beta2") { Description = "AdamW beta2. Default: 0.999." };
-        var epsilon = new Option<double?>("--epsilon") { Description = "AdamW epsilon. Default: 1e-8." };
-        var maxGradNorm = new Option<string?>("--max-grad-norm") { Description = "Clip the gradient's global L2 norm to this (positive), or none for no clipping. Default: 1." };
-        var fullFinetune = new Option<bool>("--full-finetune") { Description = "Train every parameter instead of LoRA adapters (writes merged/ instead of adapter/). Default: false." };
-        var maxSeqLen = new Option<int?>("--max-seq-len") { Description = "Longest sequence trained on; longer documents are split into windows (see --overflow). Default: 16384." };
-        var overflow = new Option<string?>("--overflow") { Description = "Documents longer than --max-seq-len: split (consecutive windows) or truncate (the first window only). Default: split." };
-        overflow.AcceptOnlyFromAmong("split", "truncate");
-        var lr = new Option<double?>("--lr") { Description = "Peak AdamW learning rate. Default: 1e-4." };
-        var epochs = new Option<int?>("--epochs") { Description = "Passes over the data. Default: 1." };
-        var maxSteps = new Option<int?>("--max-steps") { Description = "Stop after this many optimizer steps (counted across resumes). Default: none (run the epochs)." };
-        var seed = new Option<int?>("--seed") { Description = "Seed for LoRA initialisation, chunk sampling and dropout. Default: 0." };
-        var device = new Option<string?>("--device") { Description = "auto, cpu, cuda or cuda:N. Default: auto." };
-        var dtype = new Option<string?>("--dtype") { Description = "auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16 or float64. Default: auto." };
-        var checkpointEvery = new Option<int?>("--checkpoint-every") { Description = "Optimizer steps between saved training states in OUTPUT/checkpoints. Default: 100 (and always at the end)." };
-        var resume = new Option<bool>("--resume") { Description = "Continue from the training state in OUTPUT/checkpoints when there is one. Default: false (start afresh)." };
-        var json = new Option<bool>("--json") { Description = "Print one JSON object per line (progress events, then a summary) and nothing else. Default: false." };
+        var output = new Option<string?>("--output") { Description = "Output folder for seco-config.json, metrics.csv, loss.png, adapter/ (or merged/), model.seco and checkpoints/. A folder that holds a run needs --resume or --overwrite. Required." };
+        var resume = new Option<bool>("--resume") { Description = "Continue the run in OUTPUT from its training state in OUTPUT/checkpoints (starting afresh when there is none). Default: false." };
+        var overwrite = new Option<bool>("--overwrite") { Description = "Replace the run in OUTPUT (its checkpoint, metrics and artifacts) with a new one. Default: false." };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object per line (progress events, then a summary) and nothing else on stdout. Default: false." };
 
-        var command = new Command("train", "Fine-tune a model with chunk-wise optimization (SeCO, or SpaCO with --sampled-chunks) and write the adapter, metrics and loss curve.")
-        {
-            config, model, data, validation, output, chunkSize, sampledChunks, sampler, compensation, maxCompensation, loraRank, loraAlpha,
-            loraTargets, fullFinetune, maxSeqLen, overflow, lr, epochs, maxSteps, gradAccum, warmupSteps, warmupRatio, weightDecay, beta1, beta2, epsilon,
-            maxGradNorm, seed, device, dtype, checkpointEvery, resume, json,
-        };
+        // One flag per setting of the options, in the options' order; names, types and defaults come from there.
+        var settings = TrainSetting.All.Select(s => (Setting: s, Flag: FlagFor(s))).ToList();
+
+        var command = new Command("train", "Fine-tune a model with chunk-wise optimization (SeCO, or SpaCO with --sampled-chunks) and write the adapter, metrics and loss curve.");
+        // The paths first (the model's among them), then the settings in the options' order, then how to run.
+        var model = settings.Single(s => s.Setting.Name == nameof(ChunkwiseLoraTrainer.Options.ModelPath)).Flag.Option;
+        foreach (var option in new Option[] { config, model, data, validation, output }) command.Options.Add(option);
+        foreach (var (_, flag) in settings) if (flag.Option != model) command.Options.Add(flag.Option);
+        foreach (var option in new Option[] { resume, overwrite, json }) command.Options.Add(option);
         command.SetAction(parse => context.Guard(() =>
         {
-            bool resuming = parse.GetValue(resume);
+            bool resuming = parse.GetValue(resume), replacing = parse.GetValue(overwrite);
+            if (resuming && replacing) throw new UsageException("--resume continues the run in --output and --overwrite replaces it: give one of them.");
             string? configPath = parse.GetValue(config);
             if (configPath is null && resuming && parse.GetValue(output) is string o && File.Exists(Path.Combine(o, TrainConfig.FileName)))
                 configPath = Path.Combine(o, TrainConfig.FileName);
             var c = configPath is null ? new TrainConfig() : TrainConfig.Load(configPath);
-            void Set<T>(Option<T?> option, Action<T> apply) where T : struct { if (parse.GetValue(option) is T v) apply(v); }
-            void SetRef(Option<string?> option, Action<string> apply) { if (parse.GetValue(option) is string v) apply(v); }
-            SetRef(model, v => c.ModelPath = v);
-            SetRef(data, v => c.Data = v);
-            SetRef(validation, v => c.ValidationData = v);
-            SetRef(output, v => c.Output = v);
-            Set(chunkSize, v => c.ChunkSize = v);
-            Set(sampledChunks, v => c.SampledChunks = v);
-            SetRef(sampler, v => c.Sampler = v);
-            // The flag replaces whatever the file said under either name.
-            SetRef(compensation, v => { c.Compensation = v; c.Compensate = null; });
-            Set(maxCompensation, v => c.MaxCompensation = v);
-            Set(loraRank, v => c.LoraRank = v);
-            Set(loraAlpha, v => c.LoraAlpha = v);
-            SetRef(loraTargets, v => c.LoraTargetModules = v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
-            Set(gradAccum, v => c.GradientAccumulationSteps = v);
-            Set(warmupSteps, v => c.WarmupSteps = v);
-            Set(warmupRatio, v => c.WarmupRatio = v);
-            Set(weightDecay, v => c.WeightDecay = v);
-            Set(beta1, v => c.Beta1 = v);
-            Set(beta2, v => c.Beta2 = v);
-            Set(epsilon, v => c.Epsilon = v);
-            SetRef(maxGradNorm, v => c.MaxGradNorm = ParseMaxGradNorm(v));
-            if (parse.GetValue(fullFinetune)) c.FullFineTuning = true;
-            Set(maxSeqLen, v => c.MaxSequenceLength = v);
-            SetRef(overflow, v => c.Overflow = v);
-            Set(lr, v => c.LearningRate = v);
-            Set(epochs, v => c.MaxEpoch = v);
-            Set(maxSteps, v => c.MaxSteps = v);
-            Set(seed, v => c.Seed = v);
-            SetRef(device, v => c.Device = v);
-            SetRef(dtype, v => c.DType = v);
-            Set(checkpointEvery, v => c.CheckpointEverySteps = v);
-            return Train(context, c, resuming, parse.GetValue(json));
+            foreach (var (setting, flag) in settings)
+                if (parse.GetResult(flag.Option) is { Implicit: false }) c.Set(setting, flag.Read(parse), setting.Flag);
+            void SetPath(Option<string?> option, string field, Action<string> apply)
+            {
+                if (parse.GetValue(option) is string v) { apply(v); c.Origins[field] = option.Name; }
+            }
+            SetPath(data, "data", v => c.Data = v);
+            SetPath(validation, "validationData", v => c.ValidationData = v);
+            SetPath(output, "output", v => c.Output = v);
+            return run(c, resuming, replacing, parse.GetValue(json));
         }));
         return command;
     }
 
-    static int Train(CliContext context, TrainConfig c, bool resume, bool json)
+    /// <summary>A setting's flag and how its value is read from the parse.</summary>
+    sealed record SettingFlag(Option Option, Func<ParseResult, object?> Read);
+
+    static SettingFlag FlagFor(TrainSetting s)
     {
-        if (string.IsNullOrWhiteSpace(c.ModelPath)) throw new UsageException("--model is required (or modelPath in --config).");
+        var type = s.ValueType;
+        if (!s.Nullable && type == typeof(bool))
+        {
+            // --full-finetune alone means true; --full-finetune false overrides a configuration file.
+            var flag = new Option<bool>(s.Flag) { Description = s.Description, Arity = ArgumentArity.ZeroOrOne };
+            return new(flag, p => p.GetValue(flag));
+        }
+        if (!s.Nullable && type == typeof(int))
+        {
+            var flag = new Option<int?>(s.Flag) { Description = s.Description, HelpName = "int" };
+            return new(flag, p => p.GetValue(flag));
+        }
+        if (!s.Nullable && type == typeof(double))
+        {
+            var flag = new Option<double?>(s.Flag) { Description = s.Description, HelpName = "number" };
+            return new(flag, p => p.GetValue(flag));
+        }
+        // Nullable numbers take "none"; enums one of their names; lists are comma-separated.
+        var text = new Option<string?>(s.Flag)
+        {
+            Description = s.Description,
+            HelpName = type.IsEnum ? null : (type == typeof(int) ? "int" : type == typeof(double) ? "number" : type == typeof(string[]) ? "a,b,..." : s.Name == nameof(ChunkwiseLoraTrainer.Options.ModelPath) ? "dir" : "text") + (s.Nullable && type != typeof(string) ? "|none" : ""),
+        };
+        if (type.IsEnum) text.AcceptOnlyFromAmong(EnumNames.All(type));
+        return new(text, p => p.GetValue(text) is string v ? s.Parse(v, s.Flag) : null);
+    }
+
+    static TrainSetting Setting(string name) => TrainSetting.ByName(name)!;
+
+    static int Train(CliContext context, TrainConfig c, bool resume, bool overwrite, bool json)
+    {
+        // Everything is checked before the output folder is touched.
+        var options = c.Options;
+        string modelWhere = c.Where(Setting(nameof(options.ModelPath)));
+        if (string.IsNullOrWhiteSpace(options.ModelPath)) throw new UsageException("--model is required (or modelPath in --config).");
         if (string.IsNullOrWhiteSpace(c.Data)) throw new UsageException("--data is required (or data in --config).");
         if (string.IsNullOrWhiteSpace(c.Output)) throw new UsageException("--output is required (or output in --config).");
-        if (!Directory.Exists(c.ModelPath)) throw new UsageException($"--model '{c.ModelPath}' is not a directory.");
+        c.Validate();
+        ModelLoading.RequireModelDirectory(options.ModelPath, modelWhere);
+        string dataWhere = c.Origins.GetValueOrDefault("data") ?? "--data";
+        string validationWhere = c.Origins.GetValueOrDefault("validationData") ?? "--validation-data";
+        // One pass over the files finds a malformed line now rather than after the output folder exists.
+        if (DataSources.Documents(c.Data, dataWhere).Count() == 0) throw new UsageException($"{dataWhere} '{c.Data}' holds no document.");
+        if (c.ValidationData is not null && DataSources.Documents(c.ValidationData, validationWhere).Count() == 0)
+            throw new UsageException($"{validationWhere} '{c.ValidationData}' holds no document.");
+        var device = TensorSettings.ResolveDevice(options.Device, c.Where(Setting(nameof(options.Device))));
+        TensorSettings.ResolveDType(options.DType, device, c.Where(Setting(nameof(options.DType))));
+        ModelTokenizer.Load(options.ModelPath);
 
-        var options = c.ToOptions();
-        c.Sampler = TrainConfig.SamplerName(options.Sampler);
-        c.Compensation = TrainConfig.CompensationName(options.Compensation);
-        c.Compensate = null;
-        c.Overflow = options.Overflow.ToString().ToLowerInvariant();
-        c.Schedule = options.Schedule.ToString().ToLowerInvariant();
-        try { options.Validate(); }
-        catch (ArgumentException e) { throw new UsageException($"invalid option: {e.Message.Replace($" (Parameter '{e.ParamName}')", "", StringComparison.Ordinal).Split('\n')[0]}"); }
+        string outputDir = System.IO.Path.GetFullPath(c.Output);
+        if (File.Exists(outputDir)) throw new UsageException($"--output '{c.Output}' is a file; expected a folder.");
+        var notes = Notes(c).ToList();
 
-        var ml = new MLContext(seed: c.Seed);
-        var source = DataSources.Load(ml, c.Data, "--data");
+        using var folder = OutputFolder.Open(outputDir);
+        var earlier = OutputFolder.RunArtifacts(outputDir);
+        if (earlier.Count > 0 && !resume && !overwrite)
+            throw new UsageException($"--output '{outputDir}' already holds a run ({string.Join(", ", earlier)}): continue it with --resume or replace it with --overwrite.");
+        if (overwrite) folder.RemoveRun();
+        bool trained = false;
+        try
+        {
+            return Run(context, c, outputDir, resume, json, notes, () => trained = true);
+        }
+        catch when (!trained)
+        {
+            // A run that fails before its first step leaves no folder it created, and no configuration that would make
+            // the folder look like a run.
+            if (folder.Created) folder.DisposeAndRemove();
+            else if (!resume) File.Delete(System.IO.Path.Combine(outputDir, TrainConfig.FileName));
+            throw;
+        }
+    }
+
+    /// <summary>What the user should know about the settings before the run starts (stderr, so --json stays JSON).</summary>
+    static IEnumerable<string> Notes(TrainConfig c)
+    {
+        var o = c.Options;
+        // The flag when a flag set it, else the configuration's field name.
+        string Name(string option)
+        {
+            var setting = Setting(option);
+            return c.Origins.GetValueOrDefault(option) is string origin && !origin.StartsWith("--", StringComparison.Ordinal) ? setting.ConfigName : setting.Flag;
+        }
+        int chunks = (o.MaxSequenceLength + o.ChunkSize - 1) / o.ChunkSize;
+        if (o.SampledChunks is int t && t >= chunks)
+            yield return $"{Name(nameof(o.SampledChunks))} {t} is at or above the chunk count ({chunks} chunks of {o.ChunkSize} tokens in the longest sequence, {o.MaxSequenceLength}): every step runs exact SeCO.";
+        // A configuration file written by seco holds every field; only an epoch count someone chose is worth the note.
+        var epochs = Setting(nameof(o.MaxEpoch));
+        if (o.MaxSteps is int steps && c.Origins.ContainsKey(epochs.Name) && (c.Origins[epochs.Name].StartsWith("--", StringComparison.Ordinal) || !Equals(o.MaxEpoch, epochs.Default)))
+            yield return $"{Name(nameof(o.MaxEpoch))} is ignored: {Name(nameof(o.MaxSteps))} {steps} sets the run's length (the data repeats as needed).";
+    }
+
+    static int Run(CliContext context, TrainConfig c, string outputDir, bool resume, bool json, List<string> notes, Action firstStep)
+    {
+        var options = c.Options;
+        var ml = new MLContext(seed: options.Seed ?? 0);
+        var source = DataSources.Load(ml, c.Data!, c.Origins.GetValueOrDefault("data") ?? "--data");
         if (source.PromptResponse) { options.PromptColumnName = "Prompt"; options.ResponseColumnName = "Response"; }
-        if (c.ValidationData is not null) options.ValidationSet = DataSources.Load(ml, c.ValidationData, "--validation-data").View;
+        if (c.ValidationData is not null) options.ValidationSet = DataSources.Load(ml, c.ValidationData, c.Origins.GetValueOrDefault("validationData") ?? "--validation-data").View;
 
-        string outputDir = Path.GetFullPath(c.Output);
-        Directory.CreateDirectory(outputDir);
-        string checkpoints = Path.Combine(outputDir, "checkpoints");
+        string checkpoints = System.IO.Path.Combine(outputDir, "checkpoints");
         options.CheckpointDirectory = checkpoints;
         options.Resume = resume;
         options.CancellationToken = context.CancellationToken;
         bool resumed = resume && Trainer.HasState(checkpoints);
-        File.WriteAllText(Path.Combine(outputDir, TrainConfig.FileName), c.ToJson());
+        OutputFolder.WriteFile(System.IO.Path.Combine(outputDir, TrainConfig.FileName), System.Text.Encoding.UTF8.GetBytes(c.ToJson()));
 
+        foreach (var note in notes) context.Error.WriteLine($"seco: note: {note}");
+        if (resume && !resumed) context.Error.WriteLine("seco: note: --resume: no training state in the checkpoints folder yet; starting afresh.");
         var console = Console(context.Out);
         bool interactive = !json && console.Profile.Capabilities.Interactive;
-        var reporter = new Reporter(context.Out, console, json, interactive);
+        var metrics = new Metrics(outputDir, keepEarlier: resumed);
+        var reporter = new Reporter(context.Out, console, json, interactive, metrics, options.CheckpointEverySteps, firstStep);
         options.Progress = reporter;
         if (!json)
         {
-            console.MarkupLine($"[bold]seco train[/] {Markup.Escape(c.ModelPath)} on {Markup.Escape(c.Data)} → {Markup.Escape(outputDir)}" +
-                $" ({(options.SampledChunks is int t ? $"SpaCO t={t} {c.Sampler}, compensation {c.Compensation}" : "SeCO")}, chunk {options.ChunkSize}, {(options.FullFineTuning ? "full fine-tuning" : $"LoRA r={options.LoraRank}")})");
-            if (resume && !resumed) console.MarkupLine("[yellow]--resume: no training state in the checkpoints folder yet; starting afresh.[/]");
+            console.MarkupLine($"[bold]seco train[/] {Markup.Escape(options.ModelPath)} on {Markup.Escape(c.Data!)} → {Markup.Escape(outputDir)}" +
+                $" ({(options.SampledChunks is int t ? $"SpaCO t={t} {EnumNames.Of(options.Sampler)}, compensation {EnumNames.Of(options.Compensation)}" : "SeCO")}, chunk {options.ChunkSize}, {(options.FullFineTuning ? "full fine-tuning" : $"LoRA r={options.LoraRank}")})");
         }
 
         // The pipeline a C# user writes: data view → ChunkwiseLora → Fit.
@@ -163,31 +204,29 @@ internal static class TrainCommand
             fitted = result!;
         }
         else fitted = pipeline.Fit(source.View);
+        firstStep();
 
         using (fitted)
         {
             var summary = fitted.TrainingSummary!;
             var artifacts = new JsonObject();
-            string adapterDir = Path.Combine(outputDir, "adapter"), mergedDir = Path.Combine(outputDir, "merged");
-            if (options.FullFineTuning) { fitted.SaveMerged(mergedDir); artifacts["merged"] = mergedDir; }
-            else { fitted.SaveAdapter(adapterDir); artifacts["adapter"] = adapterDir; }
-            string modelFile = Path.Combine(outputDir, "model.seco");
-            SecoModel.Save(ml, fitted, source.View.Schema, modelFile);
+            string adapterDir = System.IO.Path.Combine(outputDir, "adapter"), mergedDir = System.IO.Path.Combine(outputDir, "merged");
+            string modelFile = System.IO.Path.Combine(outputDir, "model.seco");
+            // A resumed run with nothing left to do changed nothing: its artifacts stay as they are.
+            bool nothingToDo = resumed && summary.History.Count == 0 && !summary.Cancelled;
+            if (nothingToDo)
+                context.Error.WriteLine($"seco: note: --resume: the run in {outputDir} had already finished ({summary.Steps} optimizer steps); nothing left to do. Raise --max-steps or --epochs to train further.");
+            if (!nothingToDo || !Directory.Exists(options.FullFineTuning ? mergedDir : adapterDir))
+            {
+                if (options.FullFineTuning) OutputFolder.WriteDirectory(mergedDir, fitted.SaveMerged);
+                else OutputFolder.WriteDirectory(adapterDir, fitted.SaveAdapter);
+            }
+            artifacts[options.FullFineTuning ? "merged" : "adapter"] = options.FullFineTuning ? mergedDir : adapterDir;
+            if (!nothingToDo || !File.Exists(modelFile)) SecoModel.Save(ml, fitted, source.View.Schema, modelFile);
             artifacts["model"] = modelFile;
-
-            // metrics.csv keeps an earlier run's rows (before this run's first step) when resuming.
-            string csv = Path.Combine(outputDir, Metrics.CsvName);
-            var rows = resumed ? Metrics.ReadExisting(csv) : new List<MetricsRow>();
-            int firstStep = summary.History.Count > 0 ? summary.History[0].Step : int.MaxValue;
-            rows.RemoveAll(r => r.Step >= firstStep);
-            double offset = rows.Count > 0 ? rows[^1].Seconds : 0;
-            rows.AddRange(summary.History.Select(p => MetricsRow.From(p, offset)));
-            Metrics.WriteCsv(csv, rows);
-            artifacts["metrics"] = csv;
-            string png = Path.Combine(outputDir, Metrics.PlotName);
-            Metrics.WritePlot(png, rows);
-            artifacts["loss_plot"] = png;
-            artifacts["config"] = Path.Combine(outputDir, TrainConfig.FileName);
+            if (metrics.Rows.Count > 0) artifacts["metrics"] = metrics.CsvPath;
+            if (metrics.WritePlot()) artifacts["loss_plot"] = metrics.PlotPath;
+            artifacts["config"] = System.IO.Path.Combine(outputDir, TrainConfig.FileName);
             artifacts["checkpoints"] = checkpoints;
 
             var last = summary.History.Count > 0 ? summary.History[^1] : null;
@@ -205,6 +244,7 @@ internal static class TrainCommand
                     ["peak_memory_bytes"] = last?.PeakMemoryBytes,
                     ["elapsed_seconds"] = summary.Elapsed.TotalSeconds,
                     ["resumed"] = resumed,
+                    ["nothing_to_do"] = nothingToDo,
                     ["cancelled"] = summary.Cancelled,
                     ["output"] = outputDir,
                     ["artifacts"] = artifacts,
@@ -217,7 +257,7 @@ internal static class TrainCommand
                 void Row(string name, string value) => table.AddRow(new Text(name), new Text(value));
                 Row("steps", $"{summary.Steps} ({summary.History.Count} in this run{(resumed ? ", resumed" : "")})");
                 Row("epochs completed", summary.Epochs.ToString(System.Globalization.CultureInfo.InvariantCulture));
-                Row("final loss", summary.FinalLoss.ToString("F4", System.Globalization.CultureInfo.InvariantCulture));
+                if (last is not null) Row("final loss", summary.FinalLoss.ToString("F4", System.Globalization.CultureInfo.InvariantCulture));
                 if (summary.ValidationLoss is double vl) Row("validation loss", $"{vl:F4} (perplexity {Math.Exp(vl):F2})");
                 if (last is not null) Row("tokens/s", last.TokensPerSecond.ToString("F0", System.Globalization.CultureInfo.InvariantCulture));
                 if (last is not null) Row("peak memory", $"{last.PeakMemoryBytes / (1024.0 * 1024):F0} MiB");
@@ -233,11 +273,6 @@ internal static class TrainCommand
             return ExitCodes.Success;
         }
     }
-
-    static double? ParseMaxGradNorm(string value) =>
-        value.Trim().Equals("none", StringComparison.OrdinalIgnoreCase) ? null
-        : double.TryParse(value, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double norm) ? norm
-        : throw new UsageException($"--max-grad-norm '{value}' is neither a number nor none.");
 
     /// <summary>A Spectre console over <paramref name="writer"/>: decorated on a terminal, plain and wide when redirected.</summary>
     internal static IAnsiConsole Console(TextWriter writer)
@@ -255,12 +290,16 @@ internal static class TrainCommand
     }
 
     /// <summary>Receives the library's progress reports: JSON lines, the Spectre progress bar, or plain lines.</summary>
-    sealed class Reporter(TextWriter output, IAnsiConsole console, bool json, bool interactive) : IProgress<TrainingProgress>
+    sealed class Reporter(TextWriter output, IAnsiConsole console, bool json, bool interactive, Metrics metrics, int plotEvery, Action firstStep) : IProgress<TrainingProgress>
     {
         public ProgressTask? Task { get; set; }
 
         public void Report(TrainingProgress p)
         {
+            firstStep();
+            // metrics.csv holds every completed step at any instant; the plot follows at the checkpoints' pace.
+            metrics.Add(p);
+            if (p.Step % plotEvery == 0) metrics.WritePlot();
             if (json)
             {
                 Json.WriteLine(output, new JsonObject
