@@ -37,11 +37,9 @@ public static class SecoModel
         if (stages.Any(s => s is not ChunkwiseLoraTransformer) && inputSchema is null)
             throw new ArgumentNullException(nameof(inputSchema), "The pipeline has ML.NET stages: pass the schema of its input data (e.g. data.Schema).");
         string full = Path.GetFullPath(path);
-        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        string temporary = full + ".tmp";
-        try
+        AtomicFile.Write(full, "the model", file =>
         {
-            using (var zip = ZipFile.Open(temporary, ZipArchiveMode.Create))
+            using (var zip = new ZipArchive(file, ZipArchiveMode.Create, leaveOpen: true))
             {
                 var manifest = new JsonArray();
                 var schema = inputSchema;
@@ -69,12 +67,7 @@ public static class SecoModel
                 FlushMlNetRun();
                 WriteText(zip, "manifest.json", new JsonObject { ["format"] = Format, ["stages"] = manifest }.ToJsonString(Json));
             }
-            File.Move(temporary, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temporary)) File.Delete(temporary);
-        }
+        });
     }
 
     /// <summary>
