@@ -183,8 +183,16 @@ public static class SecoModel
             var model = ModelDirectory.Load(modelPath, dtype, device);
             try
             {
-                if (settings.FullFineTuning) HuggingFaceCheckpoint.LoadInto(model, scratch, dtype, device);
-                else PeftAdapter.Load(model, scratch);
+                try
+                {
+                    if (settings.FullFineTuning) HuggingFaceCheckpoint.LoadInto(model, scratch, dtype, device);
+                    else PeftAdapter.Load(model, scratch);
+                }
+                catch (FileNotFoundException e)
+                {
+                    // The weights come from the archive itself: a missing one means the archive is incomplete.
+                    throw new InvalidDataException($"{path}: {prefix} lacks {Path.GetFileName(e.FileName)}.", e);
+                }
                 model.eval();
                 return new ChunkwiseLoraTransformer(model, ModelTokenizer.Load(modelPath), settings with { Device = device.ToString() }, null);
             }
