@@ -370,24 +370,8 @@ public static class HuggingFaceCheckpoint
     }
 
     /// <summary>Writes a file through a temporary file renamed into place, so a crash never leaves half a file.</summary>
-    internal static void WriteAtomically(string path, byte[] content)
-    {
-        string temp = Path.Combine(Path.GetDirectoryName(path)!, $".{Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
-            {
-                stream.Write(content);
-                stream.Flush(flushToDisk: true);
-            }
-            File.Move(temp, path, overwrite: true);
-        }
-        catch
-        {
-            try { File.Delete(temp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-            throw;
-        }
-    }
+    internal static void WriteAtomically(string path, byte[] content) =>
+        AtomicFile.Write(path, Path.GetFileName(path), stream => stream.Write(content));
 
     private static void DeleteStaleFiles(string directory, List<string> written)
     {

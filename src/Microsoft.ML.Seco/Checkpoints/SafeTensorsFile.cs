@@ -204,34 +204,20 @@ public sealed class SafeTensorsFile : IDisposable
 
         byte[] header = BuildHeader(entries.Select(e => (e.Name, e.Type, e.Shape, e.Bytes)), metadata);
 
-        string directory = Path.GetDirectoryName(fullPath) ?? ".";
-        Directory.CreateDirectory(directory);
-        string temp = Path.Combine(directory, $".{Path.GetFileName(fullPath)}.{Guid.NewGuid():N}.tmp");
         long total = 0;
-        try
+        AtomicFile.Write(fullPath, "the safetensors file", stream =>
         {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+            Span<byte> lengthPrefix = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(lengthPrefix, (ulong)header.Length);
+            stream.Write(lengthPrefix);
+            stream.Write(header);
+            using var noGrad = no_grad();
+            foreach (var entry in entries)
             {
-                Span<byte> lengthPrefix = stackalloc byte[8];
-                BinaryPrimitives.WriteUInt64LittleEndian(lengthPrefix, (ulong)header.Length);
-                stream.Write(lengthPrefix);
-                stream.Write(header);
-                using var noGrad = no_grad();
-                foreach (var entry in entries)
-                {
-                    WriteTensorBytes(stream, entry.Tensor, entry.Type);
-                    total += entry.Bytes;
-                }
-                // Without this, a power loss after the rename could leave a complete-looking name over missing data.
-                stream.Flush(flushToDisk: true);
+                WriteTensorBytes(stream, entry.Tensor, entry.Type);
+                total += entry.Bytes;
             }
-            File.Move(temp, fullPath, overwrite: true);
-        }
-        catch
-        {
-            try { File.Delete(temp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-            throw;
-        }
+        });
         return total;
     }
 
@@ -240,7 +226,7 @@ public sealed class SafeTensorsFile : IDisposable
 
     internal static string FormatShape(IEnumerable<long> shape) => "[" + string.Join(", ", shape) + "]";
 
-    private static void WriteTensorBytes(FileStream stream, Tensor tensor, ScalarType type)
+    private static void WriteTensorBytes(Stream stream, Tensor tensor, ScalarType type)
     {
         if (tensor.numel() == 0) return;
         using var scope = NewDisposeScope();

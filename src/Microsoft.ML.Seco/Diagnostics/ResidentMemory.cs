@@ -31,12 +31,35 @@ public static partial class ResidentMemory
         GC.WaitForPendingFinalizers();
         // glibc keeps freed blocks in its heap: without the trim, the next piece of work reuses memory an earlier one
         // freed, and its rise above the settled level understates what it needs.
+        ReleaseFreed();
+        return ResetPeak();
+    }
+
+    /// <summary>
+    /// Returns the native heap's free memory to the system (glibc's malloc_trim over every arena; nothing elsewhere).
+    /// The training loop calls it after each optimizer step: glibc serves tensors under its dynamic mmap threshold
+    /// (up to 32 MB) from per-thread arenas and keeps what they free, so without it resident memory climbs over the
+    /// first steps to a plateau that grows with the number of threads.
+    /// </summary>
+    public static void ReleaseFreed()
+    {
         if (OperatingSystem.IsLinux()) _ = MallocTrim(0);
+    }
+
+    /// <summary>Restarts the kernel's peak counter without collecting or trimming (cheap: once per training step); the resident bytes now, or null.</summary>
+    public static long? ResetPeak()
+    {
         // Writing 5 to clear_refs resets VmHWM (Linux 4.0 and later).
         try { File.WriteAllText("/proc/self/clear_refs", "5"); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
         return Read("VmRSS");
     }
+
+    /// <summary>The peak resident bytes since the last <see cref="ResetPeak"/> or <see cref="Settle"/> (since the start without one), or null.</summary>
+    public static long? Peak() => Read("VmHWM");
+
+    /// <summary>The resident bytes now, or null.</summary>
+    public static long? Current() => Read("VmRSS");
 
     /// <summary>The peak resident bytes since the last <see cref="Settle"/> above <paramref name="settled"/>, or null.</summary>
     public static long? PeakAbove(long? settled) =>

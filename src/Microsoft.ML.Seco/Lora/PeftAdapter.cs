@@ -63,6 +63,9 @@ public static class PeftAdapter
     };
 
     /// <summary>Reads adapter_config.json; refuses LoRA variants this library does not implement.</summary>
+    /// <exception cref="FileNotFoundException">The folder has no adapter_config.json.</exception>
+    /// <exception cref="InvalidDataException">The file is not valid JSON, lacks a field, or has one of the wrong type or out of range.</exception>
+    /// <exception cref="NotSupportedException">The file asks for a PEFT method or LoRA variant this library does not implement.</exception>
     public static LoraConfig ReadConfig(string directory)
     {
         string path = Path.Combine(directory, ConfigFileName);
@@ -70,26 +73,36 @@ public static class PeftAdapter
         JsonObject json;
         try { json = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: not a JSON object."); }
         catch (JsonException e) { throw new InvalidDataException($"{path}: invalid JSON ({e.Message}).", e); }
-        string? type = json["peft_type"]?.GetValue<string>();
-        if (type != "LORA") throw new NotSupportedException($"{path}: peft_type '{type}' is not supported; supported: LORA.");
-        foreach (var flag in new[] { "use_rslora", "use_dora", "fan_in_fan_out" })
-            if (json[flag] is JsonValue v && v.GetValueKind() == JsonValueKind.True)
-                throw new NotSupportedException($"{path}: {flag} = true is not supported.");
-        if (json["bias"] is JsonValue bias && bias.GetValue<string>() != "none")
-            throw new NotSupportedException($"{path}: bias '{bias}' is not supported; supported: none.");
-        var targets = json["target_modules"] switch
+        LoraConfig config;
+        try
         {
-            JsonArray array => array.Select(n => n!.GetValue<string>()).ToArray(),
-            JsonValue single => new[] { single.GetValue<string>() },
-            _ => throw new InvalidDataException($"{path}: target_modules is missing."),
-        };
-        var config = new LoraConfig
+            string? type = json["peft_type"]?.GetValue<string>();
+            if (type != "LORA") throw new NotSupportedException($"{path}: peft_type '{type}' is not supported; supported: LORA.");
+            foreach (var flag in new[] { "use_rslora", "use_dora", "fan_in_fan_out" })
+                if (json[flag] is JsonValue v && v.GetValueKind() == JsonValueKind.True)
+                    throw new NotSupportedException($"{path}: {flag} = true is not supported.");
+            if (json["bias"] is JsonValue bias && bias.GetValue<string>() != "none")
+                throw new NotSupportedException($"{path}: bias '{bias}' is not supported; supported: none.");
+            var targets = json["target_modules"] switch
+            {
+                JsonArray array => array.Select(n => n?.GetValue<string>() ?? throw new InvalidDataException($"{path}: target_modules holds null.")).ToArray(),
+                JsonValue single => new[] { single.GetValue<string>() },
+                _ => throw new InvalidDataException($"{path}: target_modules is missing."),
+            };
+            config = new LoraConfig
+            {
+                Rank = json["r"]?.GetValue<int>() ?? throw new InvalidDataException($"{path}: r is missing."),
+                Alpha = json["lora_alpha"]?.GetValue<double>() ?? throw new InvalidDataException($"{path}: lora_alpha is missing."),
+                Dropout = json["lora_dropout"]?.GetValue<double>() ?? 0,
+                TargetModules = targets,
+            };
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException or ArgumentException)
         {
-            Rank = json["r"]?.GetValue<int>() ?? throw new InvalidDataException($"{path}: r is missing."),
-            Alpha = json["lora_alpha"]?.GetValue<double>() ?? throw new InvalidDataException($"{path}: lora_alpha is missing."),
-            Dropout = json["lora_dropout"]?.GetValue<double>() ?? 0,
-            TargetModules = targets,
-        };
+            // JsonNode.GetValue throws the first two for a field of the wrong JSON type or out of range; JsonObject
+            // throws ArgumentException on first access when a key appears twice.
+            throw new InvalidDataException($"{path}: a field has the wrong type or is out of range ({e.Message}).", e);
+        }
         try { config.Validate(); }
         catch (ArgumentException e) { throw new InvalidDataException($"{path}: {e.Message}", e); }
         return config;

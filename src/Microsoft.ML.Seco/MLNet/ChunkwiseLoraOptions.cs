@@ -115,6 +115,12 @@ public sealed partial class ChunkwiseLoraTrainer
         public double? MaxGradNorm = 1.0;
         /// <summary>Micro-batches per optimizer step, at least 1. Default 1.</summary>
         public int GradientAccumulationSteps = 1;
+        /// <summary>
+        /// What a NaN or infinite loss or gradient norm does: Stop (the run fails naming the step and the input rows of
+        /// its batches) or SkipBatch (that optimizer step is dropped, counted and logged). No update is ever applied from
+        /// non-finite values. Default Stop.
+        /// </summary>
+        public NonFiniteLossAction NonFiniteLoss = NonFiniteLossAction.Stop;
         /// <summary>Held-out documents (same columns); loss and perplexity on them are reported after each epoch. Default null.</summary>
         public IDataView? ValidationSet;
         /// <summary>Seed for LoRA initialisation, chunk sampling and dropout; null takes one from the MLContext's seed. Default null.</summary>
@@ -192,6 +198,7 @@ public sealed partial class ChunkwiseLoraTrainer
             WarmupSteps = WarmupSteps, WarmupRatio = WarmupRatio, Schedule = Schedule,
             MinLearningRateRatio = FinalLearningRateRatio, MaxGradNorm = MaxGradNorm,
             GradientAccumulationSteps = GradientAccumulationSteps, MaxEpoch = MaxEpoch, MaxSteps = MaxSteps, Seed = seed,
+            NonFiniteLoss = NonFiniteLoss,
         };
     }
 }

@@ -103,16 +103,52 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
             trainer.LoadState(checkpoints);
             channel.Info(MessageSensitivity.None, $"ChunkwiseLora: resumed from {checkpoints}.");
         }
-        // One tokenising pass tells the schedule (cosine/linear decay) and the ETA how many steps there will be.
-        int? batchesPerEpoch = _options.MaxSteps is null ? (int)Math.Ceiling(Examples(input, false).LongCount() / (double)_options.BatchSize) : null;
-        if (batchesPerEpoch == 0) throw new ArgumentException($"No row of the training data has any text to train on (column {string.Join(", ", DocumentRows.TrainingColumns(_options))}).", nameof(input));
+        // One tokenising pass over all the data before the first step, whatever MaxSteps says: a malformed row (file and
+        // line for JSON lines) or a missing field stops the run now rather than hours in, and the count tells the
+        // schedule (cosine/linear decay) and the ETA how many steps there will be.
+        long exampleCount = Examples(input, false).LongCount();
+        if (exampleCount == 0) throw new ArgumentException($"No row of the training data has any text to train on (column {string.Join(", ", DocumentRows.TrainingColumns(_options))}).", nameof(input));
+        if (_options.ValidationSet is { } validationData) _ = Examples(validationData, false).LongCount();
+        int? batchesPerEpoch = _options.MaxSteps is null ? (int)Math.Ceiling(exampleCount / (double)_options.BatchSize) : null;
         var progress = new Progress(channel, _options, trainer);
-        var summary = trainer.Train(epoch, batchesPerEpoch, progress, _options.CancellationToken, validation);
+        TrainingSummary summary;
+        try
+        {
+            summary = trainer.Train(epoch, batchesPerEpoch, progress, _options.CancellationToken, validation);
+        }
+        catch (TrainingDivergedException e) when (e.Rows is null && e.FirstBatch >= 0 && e.Reason is not null)
+        {
+            throw new TrainingDivergedException(e.Step, e.Epoch, e.FirstBatch, e.BatchCount, e.Reason, RowsOf(input, builder, tokenizer, e.FirstBatch, e.BatchCount), e);
+        }
+        if (summary.SkippedBatches > 0)
+            channel.Warning(MessageSensitivity.None, $"ChunkwiseLora: skipped {summary.SkippedBatches} batch(es) with a non-finite loss or gradient.");
         if (_options.CheckpointDirectory is { } directory) trainer.SaveState(directory);
         if (skipped > 0) channel.Warning(MessageSensitivity.None, $"ChunkwiseLora: skipped {skipped} empty row(s) in the last epoch.");
         channel.Info(MessageSensitivity.None, $"ChunkwiseLora: {(summary.Cancelled ? "cancelled" : "finished")} after {summary.Steps} steps, " +
             $"final loss {summary.FinalLoss:F4}{(summary.ValidationLoss is double vl ? $", validation loss {vl:F4}" : "")}, {summary.Elapsed:hh\\:mm\\:ss}.");
         return summary;
+    }
+
+    /// <summary>
+    /// The input rows (1-based, in data order) whose sequences make up batches <paramref name="firstBatch"/> to
+    /// <paramref name="firstBatch"/> + <paramref name="count"/> − 1 of an epoch. Found again by re-reading the data,
+    /// only when a batch fails, so that nothing is kept per step: batching does not reorder, so the batch of a sequence
+    /// follows from its position.
+    /// </summary>
+    string RowsOf(IDataView data, SequenceBuilder builder, ModelTokenizer tokenizer, int firstBatch, int count)
+    {
+        long first = (long)firstBatch * _options.BatchSize, end = first + (long)count * _options.BatchSize;
+        var rows = new SortedSet<long>();
+        long sequence = 0, row = 0;
+        foreach (var r in DocumentRows.Read(data, _options))
+        {
+            row++;
+            int produced = (r.Text is not null ? builder.FromText(tokenizer, r.Text) : builder.FromPromptResponse(tokenizer, r.Prompt, r.Response)).Count();
+            if (sequence + produced > first && sequence < end) rows.Add(row);
+            sequence += produced;
+            if (sequence >= end) break;
+        }
+        return rows.Count == 0 ? "rows unknown" : $"input row{(rows.Count > 1 ? "s" : "")} {string.Join(", ", rows)} (1-based, in data order)";
     }
 
     /// <summary>Forwards progress to ML.NET's log, the user's IProgress, and the periodic checkpoint.</summary>

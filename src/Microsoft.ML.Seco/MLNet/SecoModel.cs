@@ -37,11 +37,9 @@ public static class SecoModel
         if (stages.Any(s => s is not ChunkwiseLoraTransformer) && inputSchema is null)
             throw new ArgumentNullException(nameof(inputSchema), "The pipeline has ML.NET stages: pass the schema of its input data (e.g. data.Schema).");
         string full = Path.GetFullPath(path);
-        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        string temporary = full + ".tmp";
-        try
+        AtomicFile.Write(full, "the model", file =>
         {
-            using (var zip = ZipFile.Open(temporary, ZipArchiveMode.Create))
+            using (var zip = new ZipArchive(file, ZipArchiveMode.Create, leaveOpen: true))
             {
                 var manifest = new JsonArray();
                 var schema = inputSchema;
@@ -69,12 +67,7 @@ public static class SecoModel
                 FlushMlNetRun();
                 WriteText(zip, "manifest.json", new JsonObject { ["format"] = Format, ["stages"] = manifest }.ToJsonString(Json));
             }
-            File.Move(temporary, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temporary)) File.Delete(temporary);
-        }
+        });
     }
 
     /// <summary>
@@ -82,19 +75,23 @@ public static class SecoModel
     /// moved, pass its new location as <paramref name="baseModelPath"/>; a base model whose config or weights changed
     /// since training is refused.
     /// </summary>
+    /// <exception cref="FileNotFoundException">The file, or the base model it names, does not exist.</exception>
+    /// <exception cref="InvalidDataException">The file is not a valid pipeline, or the base model changed since training.</exception>
+    /// <exception cref="NotSupportedException">A stage asks for something this library does not implement.</exception>
     public static ITransformer Load(MLContext ml, string path, string? baseModelPath = null)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"Model file '{path}' does not exist.", path);
         using var zip = ZipFile.OpenRead(path);
         var manifest = ReadJson(zip, "manifest.json", path);
-        if ((string?)manifest["format"] != Format)
+        if ((manifest["format"] is JsonValue f && f.TryGetValue(out string? format) ? format : null) != Format)
             throw new InvalidDataException($"{path} is not a Microsoft.ML.Seco pipeline (format '{manifest["format"]}', expected '{Format}').");
         var stages = new List<ITransformer>();
         try
         {
-            foreach (var node in manifest["stages"]!.AsArray())
+            var stageNodes = manifest["stages"] as JsonArray ?? throw new InvalidDataException($"{path}: manifest.json has no stages array.");
+            foreach (var node in stageNodes)
             {
-                string kind = (string)node!["kind"]!, entry = (string)node["entry"]!;
+                string kind = Text(node, "kind", path), entry = Text(node, "entry", path);
                 if (kind == "mlnet")
                 {
                     using var buffer = new MemoryStream();
@@ -105,6 +102,13 @@ public static class SecoModel
                 else if (kind == "seco") stages.Add(ReadStage(ml, zip, entry, path, baseModelPath));
                 else throw new InvalidDataException($"{path}: unknown stage kind '{kind}'.");
             }
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException or ArgumentException)
+        {
+            foreach (var stage in stages.OfType<IDisposable>()) stage.Dispose();
+            // A settings field of the wrong JSON type (JsonException from Deserialize, InvalidOperationException from
+            // GetValue) or a key given twice (ArgumentException from JsonObject).
+            throw new InvalidDataException($"{path}: {e.Message}", e);
         }
         catch
         {
@@ -179,8 +183,16 @@ public static class SecoModel
             var model = ModelDirectory.Load(modelPath, dtype, device);
             try
             {
-                if (settings.FullFineTuning) HuggingFaceCheckpoint.LoadInto(model, scratch, dtype, device);
-                else PeftAdapter.Load(model, scratch);
+                try
+                {
+                    if (settings.FullFineTuning) HuggingFaceCheckpoint.LoadInto(model, scratch, dtype, device);
+                    else PeftAdapter.Load(model, scratch);
+                }
+                catch (FileNotFoundException e)
+                {
+                    // The weights come from the archive itself: a missing one means the archive is incomplete.
+                    throw new InvalidDataException($"{path}: {prefix} lacks {Path.GetFileName(e.FileName)}.", e);
+                }
                 model.eval();
                 return new ChunkwiseLoraTransformer(model, ModelTokenizer.Load(modelPath), settings with { Device = device.ToString() }, null);
             }
@@ -201,6 +213,10 @@ public static class SecoModel
         using var writer = new StreamWriter(zip.CreateEntry(entry, CompressionLevel.Fastest).Open());
         writer.Write(text);
     }
+
+    static string Text(JsonNode? node, string field, string path) =>
+        node is JsonObject o && o[field] is JsonValue v && v.TryGetValue(out string? text)
+            ? text : throw new InvalidDataException($"{path}: a stage in manifest.json lacks the string field '{field}'.");
 
     static JsonObject ReadJson(ZipArchive zip, string entry, string path)
     {

@@ -80,7 +80,10 @@ public sealed record ModelConfig
         JsonObject json;
         try { json = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: not a JSON object."); }
         catch (JsonException e) { throw new InvalidDataException($"{path}: invalid JSON ({e.Message}).", e); }
-        return FromJson(json, path);
+        // A number out of its field's range (e.g. 1e400 where an int goes) surfaces from System.Text.Json as
+        // JsonException, a key given twice as ArgumentException on first access.
+        try { return FromJson(json, path); }
+        catch (Exception e) when (e is JsonException or ArgumentException) { throw new InvalidDataException($"{path}: {e.Message}", e); }
     }
 
     /// <summary>Builds a config from a parsed config.json; <paramref name="source"/> names it in errors.</summary>

@@ -166,11 +166,20 @@ public sealed class ModelTokenizer
             // Llama 2 and Mistral ship tokenizer.json next to tokenizer.model; tokenizer.json is what transformers
             // loads by default, and its SentencePiece-style BPE is checked id for id against an independent implementation.
             using JsonDocument json = ParseJson(jsonPath);
-            var r = HuggingFaceTokenizerJson.Load(jsonPath, json.RootElement);
-            tokenizer = new ModelTokenizer(r.Tokenizer, r.VocabularySize, token =>
-                r.AddedTokens.TryGetValue(token, out int id) || r.Vocabulary.TryGetValue(token, out id)
-                || r.Vocabulary.TryGetValue(ByteLevel.EncodeText(token), out id) ? id : null,
-                r.Vocabulary.Concat(r.AddedTokens), r.Template);
+            try
+            {
+                var r = HuggingFaceTokenizerJson.Load(jsonPath, json.RootElement);
+                tokenizer = new ModelTokenizer(r.Tokenizer, r.VocabularySize, token =>
+                    r.AddedTokens.TryGetValue(token, out int id) || r.Vocabulary.TryGetValue(token, out id)
+                    || r.Vocabulary.TryGetValue(ByteLevel.EncodeText(token), out id) ? id : null,
+                    r.Vocabulary.Concat(r.AddedTokens), r.Template);
+            }
+            catch (Exception e) when (e is InvalidOperationException or FormatException or ArgumentException or KeyNotFoundException or OverflowException)
+            {
+                // JsonElement's getters throw the first two for a value of the wrong kind or range; Microsoft.ML.Tokenizers
+                // throws ArgumentException for a vocabulary or merges it cannot build on.
+                throw new InvalidDataException($"{jsonPath}: {e.Message}", e);
+            }
         }
         else
         {

@@ -72,8 +72,14 @@ internal sealed class SentencePieceBpeTokenizer : Tokenizer
             throw new NotSupportedException($"{path}: model.dropout {dropout.GetRawText()} is not supported (encoding would be random).");
 
         int size = 0;
-        foreach (int id in vocab.Values) size = Math.Max(size, id + 1);
-        foreach (int id in added.Values) size = Math.Max(size, id + 1);
+        foreach (int id in vocab.Values.Concat(added.Values))
+        {
+            if (id < 0) throw new InvalidDataException($"{path}: token id {id} is negative.");
+            size = Math.Max(size, id + 1);
+        }
+        // Ids index an array: one far beyond the tokens listed would make a small file allocate gigabytes.
+        long listed = vocab.Count + added.Count;
+        if (size > 2 * listed + 1024) throw new InvalidDataException($"{path}: token id {size - 1} is far beyond the {listed} tokens listed.");
         var idToToken = new string?[size];
         foreach (var (token, id) in vocab) idToToken[id] = token;
         foreach (var (token, id) in added) idToToken[id] = token;

@@ -1,5 +1,7 @@
 using System.Diagnostics;
+using Microsoft.ML.Seco.Checkpoints;
 using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Diagnostics;
 using Microsoft.ML.Seco.Model;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -95,7 +97,9 @@ public sealed class Trainer : IDisposable
     /// <see cref="TrainingSummary.Cancelled"/> set, model and optimizer consistent (ready for <see cref="SaveState"/>).</param>
     /// <param name="validationBatches">Creates validation batches (disposed after use); evaluated after each epoch and
     /// after the final step.</param>
-    /// <exception cref="TrainingDivergedException">A loss or the gradient norm is NaN or infinite.</exception>
+    /// <exception cref="TrainingDivergedException">A loss or the gradient norm is NaN or infinite and
+    /// <see cref="TrainingOptions.NonFiniteLoss"/> is <see cref="NonFiniteLossAction.Stop"/>; the trainer stays at the
+    /// last good step (ready for <see cref="SaveState"/>).</exception>
     public TrainingSummary Train(Func<IEnumerable<TokenBatch>> epochBatches, int? batchesPerEpoch, IProgress<TrainingProgress>? progress,
         CancellationToken cancellationToken, Func<IEnumerable<TokenBatch>>? validationBatches = null)
     {
@@ -112,6 +116,7 @@ public sealed class Trainer : IDisposable
         double finalLoss = double.NaN;
         double? validationLoss = null;
         bool cancelled = false;
+        int skippedBatches = 0;
         bool wasTraining = Model.training;
         Model.train();
         try
@@ -133,29 +138,40 @@ public sealed class Trainer : IDisposable
                 {
                     if (cancellationToken.IsCancellationRequested) { cancelled = true; break; }
                     int stepNumber = CompletedSteps + 1;
+                    int firstBatch = BatchesConsumedInEpoch;
                     double lossSum = 0;
                     int micro = 0;
+                    string? nonFinite = null;
+                    ResidentMemory.ResetPeak();
                     while (micro < Options.GradientAccumulationSteps && batches.Next() is TokenBatch batch)
                     {
                         using (batch)
                         using (NewDisposeScope())
                         {
                             var result = Step.Run(Model, batch);
-                            if (!double.IsFinite(result.Loss))
-                            {
-                                _optimizer.zero_grad();
-                                throw new TrainingDivergedException(stepNumber, $"the loss of micro-batch {micro + 1} is {result.Loss}");
-                            }
-                            lossSum += result.Loss;
+                            micro++;
                             tokens += batch.InputIds.numel();
+                            if (double.IsFinite(result.Loss)) lossSum += result.Loss;
+                            else nonFinite = $"the loss of micro-batch {micro} is {result.Loss}";
                         }
-                        micro++;
+                        // The gradients already hold the bad batch's contribution: the rest of the window cannot repair them.
+                        if (nonFinite is not null) break;
                     }
                     double learningRate = Options.LearningRateAt(stepNumber, totalSteps);
-                    ApplyStep(stepNumber, micro, learningRate);
+                    if (nonFinite is null) nonFinite = ApplyStep(stepNumber, micro, learningRate);
+                    else _optimizer.zero_grad();
+                    if (nonFinite is not null)
+                    {
+                        if (Options.NonFiniteLoss == NonFiniteLossAction.Stop)
+                            throw new TrainingDivergedException(stepNumber, CompletedEpochs + 1, firstBatch, micro, nonFinite);
+                        skippedBatches += micro;
+                    }
+                    // The step's activations are freed now; glibc would keep them in its arenas (docs/RELIABILITY.md).
+                    ResidentMemory.ReleaseFreed();
                     CompletedSteps = stepNumber;
                     BatchesConsumedInEpoch += micro;
-                    finalLoss = lossSum / micro;
+                    double stepLoss = nonFinite is null ? lossSum / micro : double.NaN;
+                    if (nonFinite is null) finalLoss = stepLoss;
 
                     bool epochEnds = !batches.HasNext;
                     double? stepValidation = null;
@@ -164,7 +180,7 @@ public sealed class Trainer : IDisposable
                         var (sum, count) = Evaluation.MeanNll(Model, validationBatches(), ValidationChunkSize);
                         stepValidation = validationLoss = count > 0 ? sum / count : double.NaN;
                     }
-                    var record = Progress(stepNumber, totalSteps, finalLoss, learningRate, tokens, clock.Elapsed, stepsAtStart, stepValidation);
+                    var record = Progress(stepNumber, totalSteps, stepLoss, learningRate, tokens, clock.Elapsed, stepsAtStart, stepValidation, skippedBatches);
                     if (epochEnds)
                     {
                         CompletedEpochs++;
@@ -180,23 +196,32 @@ public sealed class Trainer : IDisposable
         {
             Model.train(wasTraining);
         }
-        return new TrainingSummary(CompletedSteps, CompletedEpochs, finalLoss, validationLoss, clock.Elapsed, cancelled, history);
+        return new TrainingSummary(CompletedSteps, CompletedEpochs, finalLoss, validationLoss, clock.Elapsed, cancelled, history, skippedBatches);
     }
 
     bool Finished => Options.MaxSteps is int maxSteps ? CompletedSteps >= maxSteps : CompletedEpochs >= Options.MaxEpoch;
 
-    TrainingProgress Progress(int step, int? totalSteps, double loss, double learningRate, long tokens, TimeSpan elapsed, int stepsAtStart, double? validationLoss)
+    TrainingProgress Progress(int step, int? totalSteps, double loss, double learningRate, long tokens, TimeSpan elapsed, int stepsAtStart,
+        double? validationLoss, int skippedBatches)
     {
         int stepsThisCall = step - stepsAtStart;
         TimeSpan? eta = totalSteps is int total ? elapsed / stepsThisCall * Math.Max(0, total - step) : null;
-        long peak;
-        using (var process = Process.GetCurrentProcess()) peak = process.PeakWorkingSet64;
+        // The kernel's per-step peak where there is one: the process-lifetime peak never goes down, so a single costly
+        // step (validation, a long document) would read as memory climbing for the rest of the run.
+        long peak = ResidentMemory.Peak() ?? LifetimePeak();
         return new TrainingProgress(step, totalSteps, CompletedEpochs + 1, loss, learningRate,
             tokens / Math.Max(elapsed.TotalSeconds, 1e-9), elapsed, eta, peak, validationLoss,
-            validationLoss is double v ? Math.Exp(v) : null);
+            validationLoss is double v ? Math.Exp(v) : null, skippedBatches);
     }
 
-    void ApplyStep(int stepNumber, int microBatches, double learningRate)
+    static long LifetimePeak()
+    {
+        using var process = Process.GetCurrentProcess();
+        return process.PeakWorkingSet64;
+    }
+
+    /// <summary>Averages, clips and applies the step's gradients; returns what was not finite (no update applied), or null.</summary>
+    string? ApplyStep(int stepNumber, int microBatches, double learningRate)
     {
         using var scope = NewDisposeScope();
         var parameters = _parameters.Select(p => p.Parameter).ToList();
@@ -211,11 +236,12 @@ public sealed class Trainer : IDisposable
         if (!double.IsFinite(norm))
         {
             _optimizer.zero_grad();
-            throw new TrainingDivergedException(stepNumber, $"the gradient norm is {norm}");
+            return $"the gradient norm is {norm}";
         }
         foreach (var group in _optimizer.ParamGroups) group.LearningRate = learningRate;
         _optimizer.step();
         _optimizer.zero_grad();
+        return null;
     }
 
     /// <summary>True when <paramref name="directory"/> holds a state written by <see cref="SaveState"/>.</summary>
@@ -227,49 +253,60 @@ public sealed class Trainer : IDisposable
     /// <c>trainer-state.bin</c> in <paramref name="directory"/>, through a temporary file renamed into place so that a
     /// crash never leaves a half-written state. Call it between calls to <see cref="Train"/> (e.g. after cancellation).
     /// </summary>
+    /// <exception cref="IOException">The state could not be written (full disk, read-only folder); the message names the
+    /// file, and the state saved there before is unchanged.</exception>
+    /// <exception cref="InvalidOperationException">A trainable parameter or its AdamW moments hold NaN or infinite values;
+    /// nothing is written.</exception>
     public void SaveState(string directory)
     {
-        Directory.CreateDirectory(directory);
         string path = Path.Combine(directory, StateFileName);
-        string temporary = path + "." + Guid.NewGuid().ToString("N") + ".tmp";
-        try
+        EnsureFinite(path);
+        AtomicFile.Write(path, "the trainer state", stream =>
         {
-            using (var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write))
-            using (var writer = new BinaryWriter(stream))
+            using var writer = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true);
+            writer.Write(StateMagic);
+            writer.Write(StateVersion);
+            writer.Write(CompletedSteps);
+            writer.Write(CompletedEpochs);
+            writer.Write(BatchesConsumedInEpoch);
+            using (var rng = random.get_rng_state()) WriteTensor(writer, rng);
+            byte[]? stepState = (Step as IResumableTrainingStep)?.SaveState();
+            writer.Write(stepState is not null);
+            if (stepState is not null)
             {
-                writer.Write(StateMagic);
-                writer.Write(StateVersion);
-                writer.Write(CompletedSteps);
-                writer.Write(CompletedEpochs);
-                writer.Write(BatchesConsumedInEpoch);
-                using (var rng = random.get_rng_state()) WriteTensor(writer, rng);
-                byte[]? stepState = (Step as IResumableTrainingStep)?.SaveState();
-                writer.Write(stepState is not null);
-                if (stepState is not null)
-                {
-                    writer.Write(stepState.Length);
-                    writer.Write(stepState);
-                }
-                var states = _optimizer.state_dict().State;
-                writer.Write(_parameters.Count);
-                for (int i = 0; i < _parameters.Count; i++)
-                {
-                    var (name, parameter) = _parameters[i];
-                    var state = (AdamW.State)states[i];
-                    writer.Write(name);
-                    WriteTensor(writer, parameter);
-                    writer.Write(state.step);
-                    WriteTensor(writer, state.exp_avg);
-                    WriteTensor(writer, state.exp_avg_sq);
-                }
-                writer.Flush();
-                stream.Flush(flushToDisk: true);
+                writer.Write(stepState.Length);
+                writer.Write(stepState);
             }
-            File.Move(temporary, path, overwrite: true);
-        }
-        finally
+            var states = _optimizer.state_dict().State;
+            writer.Write(_parameters.Count);
+            for (int i = 0; i < _parameters.Count; i++)
+            {
+                var (name, parameter) = _parameters[i];
+                var state = (AdamW.State)states[i];
+                writer.Write(name);
+                WriteTensor(writer, parameter);
+                writer.Write(state.step);
+                WriteTensor(writer, state.exp_avg);
+                WriteTensor(writer, state.exp_avg_sq);
+            }
+            writer.Flush();
+        });
+    }
+
+    /// <summary>Refuses to save non-finite weights or moments: the last good state on disk is worth more than a poisoned one.</summary>
+    void EnsureFinite(string path)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var states = _optimizer.state_dict().State;
+        for (int i = 0; i < _parameters.Count; i++)
         {
-            if (File.Exists(temporary)) File.Delete(temporary);
+            var (name, parameter) = _parameters[i];
+            var state = (AdamW.State)states[i];
+            foreach (var (tensor, what) in new[] { ((Tensor?)parameter, ""), (state.exp_avg, " (first moment)"), (state.exp_avg_sq, " (second moment)") })
+                if (tensor is not null && !isfinite(tensor).all().item<bool>())
+                    throw new InvalidOperationException($"Trainable parameter '{name}'{what} holds NaN or infinite values: the trainer state is not saved, " +
+                        $"so '{path}' keeps the last good state (if any).");
         }
     }
 

@@ -11,6 +11,18 @@ public enum LearningRateSchedule
     Cosine,
 }
 
+/// <summary>What the training loop does when a loss or the gradient norm is NaN or infinite.</summary>
+public enum NonFiniteLossAction
+{
+    /// <summary>Stop the run with a <see cref="TrainingDivergedException"/> naming the step and its batches; no update is applied.</summary>
+    Stop,
+    /// <summary>
+    /// Discard the optimizer step that holds the batch (its gradients are dropped, no update is applied), count its
+    /// batches in <see cref="TrainingSummary.SkippedBatches"/> and go on.
+    /// </summary>
+    SkipBatch,
+}
+
 /// <summary>Optimizer, schedule and loop settings of a <see cref="Trainer"/>.</summary>
 public sealed record TrainingOptions
 {
@@ -42,6 +54,12 @@ public sealed record TrainingOptions
     public int? MaxSteps { get; init; }
     /// <summary>Seeds torch's global generator when training starts from step 0 (dropout of whole-sequence steps).</summary>
     public int Seed { get; init; }
+    /// <summary>
+    /// What a NaN or infinite loss or gradient norm does: <see cref="NonFiniteLossAction.Stop"/> (default) stops the run
+    /// naming the step and its batches, <see cref="NonFiniteLossAction.SkipBatch"/> drops that optimizer step and counts
+    /// its batches. Either way no update is applied from non-finite values.
+    /// </summary>
+    public NonFiniteLossAction NonFiniteLoss { get; init; } = NonFiniteLossAction.Stop;
 
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first option out of range.</summary>
     public void Validate()
@@ -57,6 +75,7 @@ public sealed record TrainingOptions
             if (!(ratio >= 0 && ratio <= 1)) Throw(nameof(WarmupRatio), ratio, "must be in [0, 1]");
             if (WarmupSteps != 0) Throw(nameof(WarmupRatio), ratio, "cannot be combined with WarmupSteps; set one of them");
         }
+        if (!Enum.IsDefined(NonFiniteLoss)) Throw(nameof(NonFiniteLoss), NonFiniteLoss, "is not a known action");
         if (!Enum.IsDefined(Schedule)) Throw(nameof(Schedule), Schedule, "is not a known schedule");
         if (!(MinLearningRateRatio >= 0 && MinLearningRateRatio <= 1)) Throw(nameof(MinLearningRateRatio), MinLearningRateRatio, "must be in [0, 1]");
         if (MaxGradNorm is double norm && (!(norm > 0) || double.IsInfinity(norm))) Throw(nameof(MaxGradNorm), norm, "must be positive and finite (null for no clipping)");
