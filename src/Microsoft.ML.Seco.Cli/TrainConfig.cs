@@ -107,6 +107,7 @@ internal sealed class TrainSetting
         [nameof(ChunkwiseLoraTrainer.Options.Epsilon)] = "AdamW epsilon, at least 0.",
         [nameof(ChunkwiseLoraTrainer.Options.MaxGradNorm)] = "Clip the gradient's global L2 norm to this (positive), or none for no clipping.",
         [nameof(ChunkwiseLoraTrainer.Options.GradientAccumulationSteps)] = "Micro-batches per optimizer step, at least 1.",
+        [nameof(ChunkwiseLoraTrainer.Options.NonFiniteLoss)] = "A NaN or infinite loss or gradient: stop (the run ends naming the step and the rows) or skipbatch (that optimizer step is dropped and counted).",
         [nameof(ChunkwiseLoraTrainer.Options.Seed)] = "Seed for LoRA initialisation, chunk sampling and dropout; none takes the MLContext's seed, which seco sets to 0.",
         [nameof(ChunkwiseLoraTrainer.Options.MaxNewTokens)] = "Tokens model.seco generates per row into a Completion column for prompt/response data, at least 0 (0: no Completion column).",
         [nameof(ChunkwiseLoraTrainer.Options.CheckpointEverySteps)] = "Optimizer steps between saved training states in OUTPUT/checkpoints (and always at the end), at least 1.",
