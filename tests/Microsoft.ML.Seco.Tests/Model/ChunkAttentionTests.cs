@@ -121,9 +121,11 @@ public sealed class ChunkAttentionTests
     [TestMethod]
     public void NoScoreTensorGrowsWithThePrefix()
     {
-        // 8 query heads over one kv head, a 256-token chunk after a 16K-token prefix: a queries × prefix score matrix
-        // is 128 MiB in float32, while the prefix's keys and values are 1 MiB each.
-        const long g = 8, T = 256, P = 16384, d = 16;
+        // 8 query heads over one kv head, a 256-token chunk after a 32K-token prefix: one queries × prefix score matrix
+        // is 256 MiB in float32, while the prefix's keys and values are 2 MiB each. A peak under half of one such
+        // matrix proves none existed, with room for the allocator's noise (a peak of 56 MiB was seen once in the suite,
+        // after other tests had grown the heap).
+        const long g = 8, T = 256, P = 32768, d = 16;
         long? Peak(long blockSize)
         {
             using var blocks = Blocks(blockSize);
@@ -146,9 +148,9 @@ public sealed class ChunkAttentionTests
             long unblocked = Peak(long.MaxValue)!.Value;
             const long MiB = 1 << 20;
             Console.WriteLine($"peak above inputs: blockwise {blocked / MiB} MiB, unblocked {unblocked / MiB} MiB");
-            Assert.IsTrue(blocked < 48 * MiB, $"blockwise attention over a 16K prefix peaked {blocked / MiB} MiB above its inputs");
+            Assert.IsTrue(blocked < 128 * MiB, $"blockwise attention over a 32K prefix peaked {blocked / MiB} MiB above its inputs");
             // The probe is sensitive: without blocks, the queries × prefix matrices show up.
-            Assert.IsTrue(unblocked > 128 * MiB, $"unblocked attention peaked only {unblocked / MiB} MiB");
+            Assert.IsTrue(unblocked > 256 * MiB, $"unblocked attention peaked only {unblocked / MiB} MiB");
         }
         finally
         {
