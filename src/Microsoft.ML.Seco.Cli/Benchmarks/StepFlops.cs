@@ -14,9 +14,9 @@ namespace Microsoft.ML.Seco.Cli.Benchmarks;
 /// its forward: gradients of scores, values, queries and keys) + the weight gradients of the trainable LoRA factors.
 /// Frozen weights get no weight gradient, so B ≈ F here instead of the 2F of full fine-tuning.</item>
 /// <item>full: F + B. checkpoint: F + (F − lm_head) + B (every layer's forward again in the backward).
-/// seco: Stage 1 + Stage 2's forward F + B, where Stage 1 is the forward of every chunk but the last without lm_head
-/// (a selected chunk's loss comes from Stage 2, and no chunk reads the last one's cache). spaco: a Stage 1 that also
-/// computes the loss of the chunks not sampled and skips the last chunk when sampled, plus (t/k)(F + B), the
+/// seco: Stage 1 + Stage 2's forward F + B, where Stage 1 is the forward of every chunk but the last, up to the last
+/// layer's keys/values (a selected chunk's loss comes from Stage 2, and no chunk reads the last one's cache). spaco: a
+/// Stage 1 that also computes the loss of the chunks not sampled and skips the last chunk when sampled, plus (t/k)(F + B), the
 /// expectation over the chunks sampled (the fixed sampler draws exactly t, Bernoulli t on average). inference: F.</item>
 /// </list>
 /// </summary>
@@ -43,12 +43,19 @@ internal static class StepFlops
         int chunks = (int)((length + chunkSize - 1) / chunkSize);
         double sampled = Math.Min(1.0, (double)sampledChunks / chunks);
         double lastChunk = Layers(L) - Layers(Math.Max(0, L - chunkSize));
+        // What Stage 1 leaves out of the last layer for a chunk whose loss Stage 2 computes (it needs only the keys and
+        // values): the attention, o_proj and the MLP, over the first n tokens.
+        string[] tailModules = ["o_proj", "gate_proj", "up_proj", "down_proj"];
+        double tail = tailModules.Sum(m => 2 * shapes[m].In * shapes[m].Out
+            + (lora is not null && lora.TargetModules.Contains(m) ? 2 * lora.Rank * (shapes[m].In + shapes[m].Out) : 0));
+        double LastLayerTail(double n) => n * tail + 4 * q * n * (n + 1) / 2;
+        double stage1Selected = Layers(L) - lastChunk - LastLayerTail(Math.Max(0, L - chunkSize));
         return strategy switch
         {
             "full" => forward + backward,
             "checkpoint" => 2 * forward - L * head + backward,
-            "seco" => Layers(L) - lastChunk + forward + backward,
-            "spaco" => forward - sampled * (L * head + lastChunk) + sampled * (forward + backward),
+            "seco" => stage1Selected + forward + backward,
+            "spaco" => forward - sampled * (L * head + lastChunk + LastLayerTail(Math.Max(0, L - chunkSize))) + sampled * (forward + backward),
             "inference" => forward,
             _ => throw new ArgumentException($"Unknown strategy '{strategy}'.", nameof(strategy)),
         };

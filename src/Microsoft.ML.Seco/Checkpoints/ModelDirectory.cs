@@ -34,12 +34,15 @@ public static class ModelDirectory
     /// Writes config.json and the base weights (LoRA parameters excluded: see <see cref="Lora.PeftAdapter"/>), optionally
     /// sharded. To export a fine-tuned model as a plain checkpoint, merge its adapters first.
     /// </summary>
+    /// <exception cref="InvalidOperationException">A weight holds NaN or infinite values (nothing is written).</exception>
     public static void Save(CausalLM model, string directory, ScalarType? dtype = null, long? maxShardBytes = null)
     {
-        Directory.CreateDirectory(directory);
         var tensors = model.named_parameters()
             .Where(p => !p.name.Contains(".lora_", StringComparison.Ordinal))
-            .Select(p => (p.name, (Tensor)p.parameter));
+            .Select(p => (p.name, (Tensor)p.parameter))
+            .ToList();
+        FiniteWeights.Require(tensors.Select(t => ($"Weight '{t.name}'", (Tensor?)t.Item2)), $"the model is not saved, so '{directory}' keeps what it held.");
+        Directory.CreateDirectory(directory);
         HuggingFaceCheckpoint.Save(tensors, directory, dtype, maxShardBytes);
         var json = model.Config.ToJson();
         json["torch_dtype"] = TensorSettings.Name(dtype ?? model.DType);

@@ -117,16 +117,22 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
         var lossSum = zeros(1, dtype: CausalLM.ScoreType(model.DType), device: model.Device);
 
         // Stage 1: m'_j = f(x_j; m'_1..m'_{j-1}) for every chunk, no graph. It also yields the exact loss of the chunks
-        // Stage 2 skips; a selected chunk's loss comes from its Stage-2 forward, the same computation. No chunk reads
-        // the last chunk's cache, so a selected last chunk is left to Stage 2 altogether.
+        // Stage 2 skips; a selected chunk's loss comes from its Stage-2 forward, the same computation, so Stage 1 runs
+        // such a chunk only as far as its cache (up to the last layer's keys/values). No chunk reads the last chunk's
+        // cache, so a selected last chunk is left to Stage 2 altogether.
         using (no_grad())
         {
             for (int j = 0; j < (selection.Keep[k - 1] ? k - 1 : k); j++)
             {
                 using var chunkScope = NewDisposeScope();
                 ReplayDropout(model, dropoutSeed, j);
+                if (selection.Keep[j])
+                {
+                    cache.Write(Start(j), model.ChunkKeysAndValues(Ids(j), Start(j), cache));
+                    continue;
+                }
                 var (hidden, chunkCache) = model.ForwardChunk(Ids(j), Start(j), cache);
-                if (!selection.Keep[j]) lossSum.add_(Loss(model, hidden, j));
+                lossSum.add_(Loss(model, hidden, j));
                 cache.Write(Start(j), chunkCache);
             }
         }

@@ -13,15 +13,22 @@ namespace Microsoft.ML.Seco.Diagnostics;
 /// </summary>
 public static partial class ResidentMemory
 {
+    const int TrimThreshold = -1; // glibc's M_TRIM_THRESHOLD
     const int MmapThreshold = -3; // glibc's M_MMAP_THRESHOLD
 
     /// <summary>
     /// true: allocations over 128 KB are mapped and unmapped one by one (resident memory tracks live tensors; slower).
-    /// false: glibc reuses freed blocks of up to 32 MB (the setting to time with).
+    /// false: glibc reuses freed blocks of up to 32 MB and keeps up to 64 MB free at the top of its heaps, where its
+    /// dynamic thresholds settle in a process that frees large tensors (the setting to time with).
     /// </summary>
     public static void TrackLargeAllocations(bool track)
     {
-        if (OperatingSystem.IsLinux()) _ = MallOpt(MmapThreshold, track ? 128 << 10 : 32 << 20);
+        if (!OperatingSystem.IsLinux()) return;
+        _ = MallOpt(MmapThreshold, track ? 128 << 10 : 32 << 20);
+        // Setting one threshold freezes glibc's dynamic adjustment of both, leaving the trim threshold at 128 KB: every
+        // free at the top of a heap would then hand its pages back and the next tensor fault them in again, a cost a
+        // user's process (dynamic thresholds) never pays and that falls hardest on many mid-sized chunk tensors.
+        _ = MallOpt(TrimThreshold, track ? 128 << 10 : 64 << 20);
     }
 
     /// <summary>Collects garbage, returns freed heap memory to the system and resets the peak; the resident bytes now, or null.</summary>

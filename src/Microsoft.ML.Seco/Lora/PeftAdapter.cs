@@ -24,17 +24,20 @@ public static class PeftAdapter
     /// Writes the model's adapters. The files are written into a fresh folder that then replaces
     /// <paramref name="directory"/>, so an interrupted save never leaves a half-written adapter.
     /// </summary>
+    /// <exception cref="InvalidOperationException">The model has no adapter, or an adapter weight holds NaN or infinite values (nothing is written).</exception>
     public static void Save(CausalLM model, string directory, string? baseModelPath = null)
     {
         var config = model.Lora ?? throw new InvalidOperationException("The model has no LoRA adapter to save.");
+        var weights = model.named_parameters()
+            .Where(p => p.name.Contains(".lora_", StringComparison.Ordinal))
+            .Select(p => (KeyPrefix + p.name, (Tensor)p.parameter))
+            .ToList();
+        FiniteWeights.Require(weights.Select(w => ($"Adapter weight '{w.Item1}'", (Tensor?)w.Item2)), $"the adapter is not saved, so '{directory}' keeps what it held.");
         string full = Path.GetFullPath(directory);
         string staging = full.TrimEnd(Path.DirectorySeparatorChar) + $".saving-{Environment.ProcessId}";
         if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
         Directory.CreateDirectory(staging);
-        var tensors = model.named_parameters()
-            .Where(p => p.name.Contains(".lora_", StringComparison.Ordinal))
-            .Select(p => (KeyPrefix + p.name, (Tensor)p.parameter));
-        SafeTensorsFile.Write(Path.Combine(staging, WeightsFileName), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        SafeTensorsFile.Write(Path.Combine(staging, WeightsFileName), weights, new Dictionary<string, string> { ["format"] = "pt" });
         File.WriteAllText(Path.Combine(staging, ConfigFileName), ConfigJson(config, baseModelPath).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
 
         string? previous = Directory.Exists(full) ? full + $".previous-{Environment.ProcessId}" : null;

@@ -92,12 +92,7 @@ public sealed class Attention : nn.Module
     {
         long b = x.shape[0], t = x.shape[1], d = _config.HeadDim;
         long kvHeads = _config.NumKeyValueHeads, groups = _config.QueriesPerKeyValueHead, heads = kvHeads * groups;
-        var q = q_proj.forward(x).view(b, t, heads, d).transpose(1, 2);     // [B, heads, T, d]
-        var k = k_proj.forward(x).view(b, t, kvHeads, d).transpose(1, 2);   // [B, kv_heads, T, d]
-        var v = v_proj.forward(x).view(b, t, kvHeads, d).transpose(1, 2);   // [B, kv_heads, T, d]
-        q = RotaryEmbedding.Apply(q, positions.Cos, positions.Sin);
-        k = RotaryEmbedding.Apply(k, positions.Cos, positions.Sin);
-
+        var (q, k, v) = Project(x, positions);
         var output = prefix is null
             ? SelfAttention(q, k, v, groups, _config.SlidingWindow)
             // Query head h uses kv head h / groups, so the queries of one kv head stack on the row axis:
@@ -105,6 +100,19 @@ public sealed class Attention : nn.Module
             : ChunkAttention.Apply(q.reshape(b, kvHeads, groups * t, d), k, v, prefix, _config.SlidingWindow).view(b, heads, t, d);
         output = output.transpose(1, 2).reshape(b, t, heads * d);           // [B, T, heads·d]
         return (o_proj.forward(output), k, v);
+    }
+
+    /// <summary>
+    /// Queries [B, heads, T, d] and keys [B, kv_heads, T, d], rotated to their positions, and values [B, kv_heads, T, d].
+    /// Always all three, in this order, so that LoRA dropout draws the same masks whether or not the queries are used.
+    /// </summary>
+    internal (Tensor Queries, Tensor Keys, Tensor Values) Project(Tensor x, ChunkPositions positions)
+    {
+        long b = x.shape[0], t = x.shape[1], d = _config.HeadDim;
+        var q = q_proj.forward(x).view(b, t, _config.NumAttentionHeads, d).transpose(1, 2);   // [B, heads, T, d]
+        var k = k_proj.forward(x).view(b, t, _config.NumKeyValueHeads, d).transpose(1, 2);   // [B, kv_heads, T, d]
+        var v = v_proj.forward(x).view(b, t, _config.NumKeyValueHeads, d).transpose(1, 2);   // [B, kv_heads, T, d]
+        return (RotaryEmbedding.Apply(q, positions.Cos, positions.Sin), RotaryEmbedding.Apply(k, positions.Cos, positions.Sin), v);
     }
 
     /// <summary>
@@ -177,6 +185,13 @@ public sealed class DecoderLayer : nn.Module
         var (attended, keys, values) = self_attn.Forward(input_layernorm.forward(x), positions, prefix);
         var h = x + attended;
         return (h + mlp.forward(post_attention_layernorm.forward(h)), keys, values);
+    }
+
+    /// <summary>The chunk's keys and values alone: what this block adds to the cache, without attending.</summary>
+    internal (Tensor Keys, Tensor Values) KeysAndValues(Tensor x, ChunkPositions positions)
+    {
+        var (_, keys, values) = self_attn.Project(input_layernorm.forward(x), positions);
+        return (keys, values);
     }
 }
 
@@ -267,16 +282,40 @@ public sealed class CausalLM : nn.Module
     /// </summary>
     public (Tensor Hidden, (Tensor Keys, Tensor Values)[] ChunkCache) ForwardChunk(Tensor inputIds, long start, KvCache? cache)
     {
+        var chunkCache = new (Tensor, Tensor)[Config.NumHiddenLayers];
+        var h = ForwardLayers(inputIds, start, cache, chunkCache, lastLayerKeysAndValuesOnly: false);
+        return (model.norm.forward(h), chunkCache);
+    }
+
+    /// <summary>
+    /// The keys and values a chunk adds to the cache, per layer, and nothing more: the last layer stops at its
+    /// projections, since its attention, its MLP, the final norm and lm_head feed only the chunk's own logits.
+    /// This is what SeCO's Stage 1 needs of a chunk whose loss Stage 2 computes (one layer's work less per chunk).
+    /// </summary>
+    public (Tensor Keys, Tensor Values)[] ChunkKeysAndValues(Tensor inputIds, long start, KvCache? cache)
+    {
+        var chunkCache = new (Tensor, Tensor)[Config.NumHiddenLayers];
+        ForwardLayers(inputIds, start, cache, chunkCache, lastLayerKeysAndValuesOnly: true);
+        return chunkCache;
+    }
+
+    Tensor ForwardLayers(Tensor inputIds, long start, KvCache? cache, (Tensor, Tensor)[] chunkCache, bool lastLayerKeysAndValuesOnly)
+    {
         if (start > 0 && cache is null) throw new ArgumentException("A chunk after position 0 needs the cache of the positions before it.", nameof(cache));
         using var positions = Positions(start, inputIds.shape[1]);
         var h = Embed(inputIds);
-        var chunkCache = new (Tensor, Tensor)[Config.NumHiddenLayers];
-        for (int l = 0; l < Config.NumHiddenLayers; l++)
+        int last = Config.NumHiddenLayers - 1;
+        for (int l = 0; l <= last; l++)
         {
+            if (l == last && lastLayerKeysAndValuesOnly)
+            {
+                chunkCache[l] = model.layers[l].KeysAndValues(h, positions);
+                break;
+            }
             (h, var k, var v) = model.layers[l].Forward(h, positions, start == 0 ? null : cache!.Prefix(l, start));
             chunkCache[l] = (k, v);
         }
-        return (model.norm.forward(h), chunkCache);
+        return h;
     }
 
     /// <summary>Logits [B, T, vocab] for final-norm hidden states, in at least float32.</summary>

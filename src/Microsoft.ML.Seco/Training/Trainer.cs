@@ -296,18 +296,13 @@ public sealed class Trainer : IDisposable
     /// <summary>Refuses to save non-finite weights or moments: the last good state on disk is worth more than a poisoned one.</summary>
     void EnsureFinite(string path)
     {
-        using var scope = NewDisposeScope();
-        using var noGrad = no_grad();
         var states = _optimizer.state_dict().State;
-        for (int i = 0; i < _parameters.Count; i++)
+        FiniteWeights.Require(_parameters.SelectMany((p, i) => new[]
         {
-            var (name, parameter) = _parameters[i];
-            var state = (AdamW.State)states[i];
-            foreach (var (tensor, what) in new[] { ((Tensor?)parameter, ""), (state.exp_avg, " (first moment)"), (state.exp_avg_sq, " (second moment)") })
-                if (tensor is not null && !isfinite(tensor).all().item<bool>())
-                    throw new InvalidOperationException($"Trainable parameter '{name}'{what} holds NaN or infinite values: the trainer state is not saved, " +
-                        $"so '{path}' keeps the last good state (if any).");
-        }
+            ($"Trainable parameter '{p.Name}'", (Tensor?)p.Parameter),
+            ($"Trainable parameter '{p.Name}' (first moment)", ((AdamW.State)states[i]).exp_avg),
+            ($"Trainable parameter '{p.Name}' (second moment)", ((AdamW.State)states[i]).exp_avg_sq),
+        }), $"the trainer state is not saved, so '{path}' keeps the last good state (if any).");
     }
 
     /// <summary>

@@ -54,6 +54,40 @@ public sealed class ChunkedForwardTests
     }
 
     [TestMethod]
+    public void KeysAndValuesAloneEqualTheFullForwardsCache()
+    {
+        // SeCO's Stage 1 builds the cache of a selected chunk without the last layer's attention and MLP; with LoRA
+        // dropout (training mode, masks replayed from one seed) the keys/values must still be the full forward's.
+        using var scope = NewDisposeScope();
+        using var model = TestModels.WithLora(TestModels.Create(TestModels.Llama(layers: 3)), dropout: 0.3);
+        model.train();
+        using var batch = TestModels.Batch(model.Config.VocabSize, new[] { 17, 14 });
+        using var _ = no_grad();
+        using var cache = new KvCache(model.Config, batch.BatchSize, batch.Length, model.DType, model.Device);
+        double worst = 0;
+        for (long start = 0; start < batch.Length; start += 6)
+        {
+            var ids = batch.InputIds.narrow(1, start, Math.Min(6, batch.Length - start));
+            random.manual_seed(start);
+            var (_, full) = model.ForwardChunk(ids, start, cache);
+            random.manual_seed(start);
+            var alone = model.ChunkKeysAndValues(ids, start, cache);
+            Assert.HasCount(full.Length, alone);
+            for (int l = 0; l < full.Length; l++)
+                worst = Math.Max(worst, Math.Max((full[l].Keys - alone[l].Keys).abs().max().item<double>(), (full[l].Values - alone[l].Values).abs().max().item<double>()));
+            cache.Write(start, alone);
+        }
+        Assert.IsTrue(worst == 0, $"max difference {worst}");
+
+        // The comparison can fail: another dropout draw gives other keys/values.
+        random.manual_seed(99);
+        var redrawn = model.ChunkKeysAndValues(batch.InputIds.narrow(1, 6, 6), 6, cache);
+        random.manual_seed(6);
+        var (__, reference) = model.ForwardChunk(batch.InputIds.narrow(1, 6, 6), 6, cache);
+        Assert.IsTrue((redrawn[^1].Values - reference[^1].Values).abs().max().item<double>() > 0);
+    }
+
+    [TestMethod]
     public void ChunksMatterOnlyThroughTheCache()
     {
         // The check above must be able to fail: a chunk that ignores its prefix gives other logits.

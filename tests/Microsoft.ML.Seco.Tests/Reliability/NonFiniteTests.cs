@@ -1,5 +1,6 @@
 using Microsoft.ML.Seco.Checkpoints;
 using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Lora;
 using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Tokenization;
 using Microsoft.ML.Seco.Training;
@@ -125,6 +126,41 @@ public sealed class NonFiniteTests
         {
             if (Directory.Exists(directory)) Directory.Delete(directory, true);
         }
+    }
+
+    [TestMethod]
+    public void ANanWeightIsNeverWrittenAsAnAdapterOrAModel()
+    {
+        string directory = Path.Combine(Path.GetTempPath(), "seco-nan-save-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            using var model = Model();
+            string adapter = Path.Combine(directory, "adapter"), merged = Path.Combine(directory, "merged");
+            PeftAdapter.Save(model, adapter);
+            ModelDirectory.Save(model, merged);
+            var before = Snapshot(directory);
+
+            var (loraName, lora) = model.TrainableParameters()[1];
+            using (no_grad()) lora.narrow(0, 0, 1).fill_(double.NaN);
+            var e = Assert.ThrowsExactly<InvalidOperationException>(() => PeftAdapter.Save(model, adapter));
+            StringAssert.Contains(e.Message, loraName);
+            using (no_grad()) lora.nan_to_num_(0);
+
+            using (no_grad()) model.model.norm.weight!.narrow(0, 0, 1).fill_(double.PositiveInfinity);
+            e = Assert.ThrowsExactly<InvalidOperationException>(() => ModelDirectory.Save(model, merged));
+            StringAssert.Contains(e.Message, "model.norm.weight");
+
+            var after = Snapshot(directory);
+            CollectionAssert.AreEquivalent(before.Keys, after.Keys, "no file added or removed");
+            foreach (var (file, bytes) in before) CollectionAssert.AreEqual(bytes, after[file], file);
+        }
+        finally
+        {
+            if (Directory.Exists(directory)) Directory.Delete(directory, true);
+        }
+
+        static Dictionary<string, byte[]> Snapshot(string root) =>
+            Directory.GetFiles(root, "*", SearchOption.AllDirectories).ToDictionary(f => Path.GetRelativePath(root, f), File.ReadAllBytes);
     }
 
     /// <summary>
