@@ -48,7 +48,7 @@ internal static class TestModels
     /// <summary>A model with LoRA on every projection, B randomised so that A receives gradient too.</summary>
     public static CausalLM WithLora(CausalLM model, long seed = 11, bool allProjections = true, double dropout = 0)
     {
-        model.AttachLora(new LoraConfig
+        LoraAdapters.Attach(model, new LoraConfig
         {
             Rank = 4, Alpha = 8, Dropout = dropout,
             TargetModules = allProjections ? LoraConfig.AttentionProjections.Concat(LoraConfig.MlpProjections).ToArray() : LoraConfig.AttentionProjections,

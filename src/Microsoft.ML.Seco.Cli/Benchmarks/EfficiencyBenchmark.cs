@@ -58,7 +58,7 @@ internal static class EfficiencyBenchmark
         var model = new CausalLM(config, dtype, device);
         model.InitializeRandom(0, std: 1 / Math.Sqrt(config.HiddenSize));
         manual_seed(0);
-        model.AttachLora(Lora);
+        LoraAdapters.Attach(model, Lora);
         return model;
     }
 

@@ -1,3 +1,4 @@
+using Microsoft.ML.Seco.Training;
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json.Nodes;
@@ -87,11 +88,11 @@ internal static class GradcheckCommand
             using var m = ModelLoading.Load(parse.GetValue(model)!, null, dtypeName, "cpu");
             using (var _ = no_grad())
             {
-                if (full) m.SetTrainable(fullFineTuning: true);
+                if (full) TrainableParameters.Select(m, fullFineTuning: true);
                 else
                 {
                     manual_seed(seedValue);
-                    m.AttachLora(new LoraConfig
+                    LoraAdapters.Attach(m, new LoraConfig
                     {
                         Rank = parse.GetValue(loraRank), Alpha = 2.0 * parse.GetValue(loraRank),
                         TargetModules = LoraConfig.AttentionProjections.Concat(LoraConfig.MlpProjections).ToArray(),

@@ -1,3 +1,4 @@
+using Microsoft.ML.Seco.Lora;
 using System.Text.Json;
 using Microsoft.ML.Seco.Model;
 using static TorchSharp.torch;
@@ -18,7 +19,7 @@ public static class ModelDirectory
         try
         {
             HuggingFaceCheckpoint.LoadInto(model, directory, dtype, device,
-                optional: name => name.Contains(".lora_", StringComparison.Ordinal),
+                optional: name => LoraAdapters.IsAdapterParameter(name),
                 // Tied checkpoints sometimes still store lm_head.weight; older ones store rotary inv_freq buffers.
                 ignore: name => (config.TieWordEmbeddings && name == "lm_head.weight") || name.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal));
         }
@@ -38,7 +39,7 @@ public static class ModelDirectory
     {
         Directory.CreateDirectory(directory);
         var tensors = model.named_parameters()
-            .Where(p => !p.name.Contains(".lora_", StringComparison.Ordinal))
+            .Where(p => !LoraAdapters.IsAdapterParameter(p.name))
             .Select(p => (p.name, (Tensor)p.parameter));
         HuggingFaceCheckpoint.Save(tensors, directory, dtype, maxShardBytes);
         var json = model.Config.ToJson();

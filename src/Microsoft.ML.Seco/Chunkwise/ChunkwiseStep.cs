@@ -113,6 +113,7 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
         Tensor Loss(CausalLM m, Tensor hidden, int j) =>
             m.LossSum(hidden, targets.narrow(1, Start(j), Size(j)), tensor(labelledPositions[j], device: m.Device));
 
+        bool replayDropout = model.training && model.HasStochasticLayers;
         using var cache = new KvCache(model.Config, batch.BatchSize, batch.Length, model.DType, model.Device);
         var lossSum = zeros(1, dtype: CausalLM.ScoreType(model.DType), device: model.Device);
 
@@ -124,7 +125,7 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
             for (int j = 0; j < (selection.Keep[k - 1] ? k - 1 : k); j++)
             {
                 using var chunkScope = NewDisposeScope();
-                ReplayDropout(model, dropoutSeed, j);
+                if (replayDropout) ReplayDropout(dropoutSeed, j);
                 var (hidden, chunkCache) = model.ForwardChunk(Ids(j), Start(j), cache);
                 if (!selection.Keep[j]) lossSum.add_(Loss(model, hidden, j));
                 cache.Write(Start(j), chunkCache);
@@ -140,7 +141,7 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
             if (!selection.Keep[i]) continue;
             using (var chunkScope = NewDisposeScope())
             {
-                ReplayDropout(model, dropoutSeed, i);
+                if (replayDropout) ReplayDropout(dropoutSeed, i);
                 var (hidden, chunkCache) = model.ForwardChunk(Ids(i), Start(i), cache);
                 var outputs = new List<Tensor>();
                 var seeds = new List<Tensor>();
@@ -175,11 +176,8 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
     }
 
     /// <summary>
-    /// Stage 2 must rebuild exactly the activations of Stage 1, so with LoRA dropout both stages draw the same masks:
-    /// the generator is reseeded per (step, chunk).
+    /// Stage 2 must rebuild exactly the activations of Stage 1, so with stochastic layers (LoRA dropout) both stages
+    /// draw the same masks: the generator is reseeded per (step, chunk).
     /// </summary>
-    static void ReplayDropout(CausalLM model, long stepSeed, int chunk)
-    {
-        if (model.training && model.Lora is { Dropout: > 0 }) random.manual_seed(stepSeed + chunk);
-    }
+    static void ReplayDropout(long stepSeed, int chunk) => random.manual_seed(stepSeed + chunk);
 }

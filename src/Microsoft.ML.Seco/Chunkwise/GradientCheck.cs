@@ -1,3 +1,4 @@
+using Microsoft.ML.Seco.Training;
 using System.Text.RegularExpressions;
 using Microsoft.ML.Seco.Model;
 using static TorchSharp.torch;
@@ -137,7 +138,7 @@ public static class GradientCheck
     /// <summary>Σ over selections of probability × the gradient Stage 2 leaves for that selection.</summary>
     public static Dictionary<string, Tensor> Expectation(CausalLM model, TokenBatch batch, ChunkwiseStep step, IReadOnlyList<(ChunkSelection Selection, double Probability)> selections)
     {
-        var sum = model.TrainableParameters().ToDictionary(p => p.Name, p => zeros_like(p.Parameter).DetachFromDisposeScope());
+        var sum = TrainableParameters.Of(model).ToDictionary(p => p.Name, p => zeros_like(p.Parameter).DetachFromDisposeScope());
         foreach (var (selection, probability) in selections)
         {
             var gradients = Gradients(model, () => step.Run(model, batch, selection));
@@ -155,7 +156,7 @@ public static class GradientCheck
     {
         model.zero_grad();
         run();
-        var result = model.TrainableParameters().ToDictionary(p => p.Name,
+        var result = TrainableParameters.Of(model).ToDictionary(p => p.Name,
             p => (p.Parameter.grad is { } g ? g.detach().clone() : zeros_like(p.Parameter)).DetachFromDisposeScope());
         model.zero_grad();
         return result;

@@ -16,8 +16,8 @@ public sealed class LayerCheckpointing : ITrainingStep
     /// <inheritdoc/>
     public StepResult Run(CausalLM model, TokenBatch batch)
     {
-        if (model.training && model.Lora is { Dropout: > 0 })
-            throw new NotSupportedException("Layer checkpointing does not replay LoRA dropout; use LoRA dropout 0 with this baseline.");
+        if (model.training && model.HasStochasticLayers)
+            throw new NotSupportedException("Layer checkpointing does not replay dropout; use LoRA dropout 0 with this baseline.");
         using var scope = NewDisposeScope();
         var (targets, labelledPositions, labelled) = batch.LabelledTargets((int)batch.Length);
         var layers = model.model.layers;

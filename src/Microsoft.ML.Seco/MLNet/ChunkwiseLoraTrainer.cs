@@ -56,16 +56,16 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
         var model = ModelDirectory.Load(_options.ModelPath, dtype, device);
         try
         {
-            if (_options.FullFineTuning) model.SetTrainable(fullFineTuning: true);
-            else
+            if (!_options.FullFineTuning)
             {
                 manual_seed(seed); // LoRA A's Kaiming init draws from the global generator.
-                model.AttachLora(_options.Lora);
+                LoraAdapters.Attach(model, _options.Lora);
             }
+            TrainableParameters.Select(model, _options.FullFineTuning);
             model.train();
             channel.Info(MessageSensitivity.None, $"ChunkwiseLora: {model.Config.ModelType} with {model.Config.NumHiddenLayers} layers on {device.type} ({TensorSettings.Name(dtype)}), " +
                 $"{(_options.SampledChunks is int t ? $"SpaCO t={t} {_options.Sampler} compensation {_options.Compensation}" : "SeCO")}, chunk {_options.ChunkSize}, " +
-                $"{model.TrainableParameters().Sum(p => p.Parameter.numel()):N0} trainable parameters.");
+                $"{TrainableParameters.Of(model).Sum(p => p.Parameter.numel()):N0} trainable parameters.");
 
             var summary = Train(model, tokenizer, input, seed, device, channel);
             model.eval();

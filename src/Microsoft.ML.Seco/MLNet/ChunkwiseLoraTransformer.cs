@@ -91,13 +91,7 @@ public sealed class ChunkwiseLoraTransformer : ITransformer, IDisposable
     /// <summary>Writes a plain Hugging Face checkpoint with the adapters merged into the weights, plus the tokenizer files.</summary>
     public void SaveMerged(string directory)
     {
-        lock (_gate)
-        {
-            var projections = Model.Projections().Select(p => p.Projection).ToList();
-            projections.ForEach(p => p.Merge());
-            try { ModelDirectory.Save(Model, directory); }
-            finally { projections.ForEach(p => p.Unmerge()); }
-        }
+        lock (_gate) LoraAdapters.WithMerged(Model, () => ModelDirectory.Save(Model, directory));
         foreach (var file in TokenizerFiles.Names)
         {
             string source = Path.Combine(Settings.ModelPath, file);

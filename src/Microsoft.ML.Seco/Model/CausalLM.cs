@@ -1,4 +1,3 @@
-using Microsoft.ML.Seco.Lora;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -65,11 +64,45 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     }
 }
 
+/// <summary>
+/// A plain linear projection y = W x (+ b) with Hugging Face's parameter names. Unlike nn.Linear it allocates its weight
+/// uninitialised: a checkpoint or <see cref="CausalLM.InitializeRandom"/> fills it, so loading a large model does not
+/// first draw random weights. Adapters replace it from outside (<see cref="CausalLM.ReplaceProjection"/>).
+/// </summary>
+internal sealed class Projection : nn.Module<Tensor, Tensor>
+{
+    public Parameter weight;
+    public Parameter? bias;
+
+    public Projection(long inFeatures, long outFeatures, bool hasBias, ScalarType dtype, Device device) : base("Projection")
+    {
+        weight = new Parameter(empty(outFeatures, inFeatures, dtype: dtype, device: device), requires_grad: false);
+        register_parameter(nameof(weight), weight);
+        if (hasBias)
+        {
+            bias = new Parameter(zeros(outFeatures, dtype: dtype, device: device), requires_grad: false);
+            register_parameter(nameof(bias), bias);
+        }
+    }
+
+    public override Tensor forward(Tensor x) => nn.functional.linear(x, weight, bias);
+}
+
+/// <summary>
+/// A layer whose forward draws random numbers in training mode (dropout). The chunk-wise engine asks the model for such
+/// layers (<see cref="CausalLM.HasStochasticLayers"/>) because Stage 2 must replay Stage 1's draws exactly.
+/// </summary>
+public interface IStochasticLayer
+{
+    /// <summary>True when the layer draws random numbers while the model is in training mode.</summary>
+    bool IsStochastic { get; }
+}
+
 /// <summary>Multi-head attention with grouped key/value heads and rotary positions, over [cached prefix ; chunk].</summary>
 public sealed class Attention : nn.Module
 {
-    /// <summary>Projections, named as in Hugging Face.</summary>
-    public LoraLinear q_proj, k_proj, v_proj, o_proj;
+    /// <summary>Projections, named as in Hugging Face: plain linear maps unless an adapter replaced them.</summary>
+    public nn.Module<Tensor, Tensor> q_proj, k_proj, v_proj, o_proj;
     readonly ModelConfig _config;
 
     /// <summary>Creates the projections for <paramref name="config"/>.</summary>
@@ -77,11 +110,24 @@ public sealed class Attention : nn.Module
     {
         _config = config;
         long h = config.HiddenSize, q = config.NumAttentionHeads * config.HeadDim, kv = config.NumKeyValueHeads * config.HeadDim;
-        q_proj = new LoraLinear(h, q, config.QkvBias, dtype, device);
-        k_proj = new LoraLinear(h, kv, config.QkvBias, dtype, device);
-        v_proj = new LoraLinear(h, kv, config.QkvBias, dtype, device);
-        o_proj = new LoraLinear(q, h, config.OutputBias, dtype, device);
+        q_proj = new Projection(h, q, config.QkvBias, dtype, device);
+        k_proj = new Projection(h, kv, config.QkvBias, dtype, device);
+        v_proj = new Projection(h, kv, config.QkvBias, dtype, device);
+        o_proj = new Projection(q, h, config.OutputBias, dtype, device);
         RegisterComponents();
+    }
+
+    internal void Replace(string name, nn.Module<Tensor, Tensor> projection)
+    {
+        switch (name)
+        {
+            case nameof(q_proj): q_proj = projection; break;
+            case nameof(k_proj): k_proj = projection; break;
+            case nameof(v_proj): v_proj = projection; break;
+            case nameof(o_proj): o_proj = projection; break;
+            default: throw new ArgumentException($"Attention has no projection '{name}'.", nameof(name));
+        }
+        CausalLM.Reregister(this, name, projection);
     }
 
     /// <summary>
@@ -135,16 +181,28 @@ public sealed class Attention : nn.Module
 /// <summary>SwiGLU feed-forward: down(silu(gate(x)) · up(x)).</summary>
 public sealed class Mlp : nn.Module<Tensor, Tensor>
 {
-    /// <summary>Projections, named as in Hugging Face.</summary>
-    public LoraLinear gate_proj, up_proj, down_proj;
+    /// <summary>Projections, named as in Hugging Face: plain linear maps unless an adapter replaced them.</summary>
+    public nn.Module<Tensor, Tensor> gate_proj, up_proj, down_proj;
 
     /// <summary>Creates the projections for <paramref name="config"/>.</summary>
     public Mlp(ModelConfig config, ScalarType dtype, Device device) : base("Mlp")
     {
-        gate_proj = new LoraLinear(config.HiddenSize, config.IntermediateSize, config.MlpBias, dtype, device);
-        up_proj = new LoraLinear(config.HiddenSize, config.IntermediateSize, config.MlpBias, dtype, device);
-        down_proj = new LoraLinear(config.IntermediateSize, config.HiddenSize, config.MlpBias, dtype, device);
+        gate_proj = new Projection(config.HiddenSize, config.IntermediateSize, config.MlpBias, dtype, device);
+        up_proj = new Projection(config.HiddenSize, config.IntermediateSize, config.MlpBias, dtype, device);
+        down_proj = new Projection(config.IntermediateSize, config.HiddenSize, config.MlpBias, dtype, device);
         RegisterComponents();
+    }
+
+    internal void Replace(string name, nn.Module<Tensor, Tensor> projection)
+    {
+        switch (name)
+        {
+            case nameof(gate_proj): gate_proj = projection; break;
+            case nameof(up_proj): up_proj = projection; break;
+            case nameof(down_proj): down_proj = projection; break;
+            default: throw new ArgumentException($"Mlp has no projection '{name}'.", nameof(name));
+        }
+        CausalLM.Reregister(this, name, projection);
     }
 
     /// <inheritdoc/>
@@ -209,9 +267,10 @@ public sealed class CausalLM : nn.Module
     /// <summary>The decoder stack.</summary>
     public DecoderStack model;
     /// <summary>Output projection; null when <see cref="ModelConfig.TieWordEmbeddings"/>.</summary>
-    public LoraLinear? lm_head;
+    public nn.Module<Tensor, Tensor>? lm_head;
 
     readonly double[] _inverseFrequencies;
+    readonly string[] _ownParameters;
 
     /// <summary>The architecture.</summary>
     public ModelConfig Config { get; }
@@ -229,9 +288,10 @@ public sealed class CausalLM : nn.Module
         Device = device;
         _inverseFrequencies = RotaryEmbedding.InverseFrequencies(config);
         model = new DecoderStack(config, dtype, device);
-        if (!config.TieWordEmbeddings) lm_head = new LoraLinear(config.HiddenSize, config.VocabSize, false, dtype, device);
+        if (!config.TieWordEmbeddings) lm_head = new Projection(config.HiddenSize, config.VocabSize, false, dtype, device);
         RegisterComponents();
         foreach (var p in parameters()) p.requires_grad = false;
+        _ownParameters = named_parameters().Select(p => p.name).ToArray();
     }
 
     /// <summary>The dtype attention scores, softmax, norms and the loss are computed in: at least float32.</summary>
@@ -242,9 +302,12 @@ public sealed class CausalLM : nn.Module
     {
         using var _ = no_grad();
         var generator = new Generator((ulong)seed, CPU);
-        foreach (var (name, p) in named_parameters())
+        // The model's own parameters in construction order: an adapter attached since keeps its own initialisation,
+        // and a partly replaced layer draws the same numbers as before.
+        var current = named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        foreach (var name in _ownParameters)
         {
-            if (name.Contains("lora_")) continue;
+            var p = current[name];
             var values = name.EndsWith("norm.weight", StringComparison.Ordinal) ? ones(p.shape)
                 : name.EndsWith(".bias", StringComparison.Ordinal) ? zeros(p.shape)
                 : normal(0, std, p.shape, generator: generator, dtype: ScalarType.Float64);
@@ -305,8 +368,11 @@ public sealed class CausalLM : nn.Module
         return nn.functional.cross_entropy(Logits(h), t, ignore_index: -100, reduction: nn.Reduction.Sum);
     }
 
-    /// <summary>Every projection in the model with its Hugging Face module path (e.g. <c>model.layers.0.self_attn.q_proj</c>).</summary>
-    public IEnumerable<(string Path, LoraLinear Projection)> Projections()
+    /// <summary>
+    /// Every projection of the decoder layers with its Hugging Face module path (e.g. <c>model.layers.0.self_attn.q_proj</c>):
+    /// a plain linear map, or whatever <see cref="ReplaceProjection"/> put there (e.g. a LoRA layer).
+    /// </summary>
+    public IEnumerable<(string Path, nn.Module<Tensor, Tensor> Projection)> Projections()
     {
         for (int l = 0; l < Config.NumHiddenLayers; l++)
         {
@@ -322,28 +388,34 @@ public sealed class CausalLM : nn.Module
         }
     }
 
-    /// <summary>Attaches LoRA adapters to the target projections and makes only their parameters trainable.</summary>
-    public void AttachLora(LoraConfig config)
+    /// <summary>
+    /// Puts <paramref name="replacement"/> where the projection at <paramref name="path"/> (a path from
+    /// <see cref="Projections"/>) was, as PEFT's <c>_replace_module</c> does: adapters wrap projections from outside
+    /// the model. The replacement must keep the projection's parameter names for checkpoints to map.
+    /// </summary>
+    public void ReplaceProjection(string path, nn.Module<Tensor, Tensor> replacement)
     {
-        config.Validate();
-        foreach (var (path, projection) in Projections())
-            if (config.TargetModules.Contains(path[(path.LastIndexOf('.') + 1)..]))
-                projection.AttachAdapter(config);
-        Lora = config;
-        SetTrainable(fullFineTuning: false);
+        ArgumentNullException.ThrowIfNull(replacement);
+        var parts = path.Split('.');
+        if (parts is not ["model", "layers", var index, var block, var name] || !int.TryParse(index, out int l) || l < 0 || l >= Config.NumHiddenLayers)
+            throw new ArgumentException($"'{path}' is not a projection path of this model (model.layers.N.self_attn.q_proj, ...).", nameof(path));
+        var layer = model.layers[l];
+        if (block == "self_attn") layer.self_attn.Replace(name, replacement);
+        else if (block == "mlp") layer.mlp.Replace(name, replacement);
+        else throw new ArgumentException($"'{path}' is not a projection path of this model (model.layers.N.self_attn.q_proj, ...).", nameof(path));
     }
 
-    /// <summary>The LoRA configuration attached, or null.</summary>
-    public LoraConfig? Lora { get; private set; }
-
-    /// <summary>LoRA parameters only (default), or every parameter for full fine-tuning.</summary>
-    public void SetTrainable(bool fullFineTuning)
+    // TorchSharp registers submodules by name: the replaced one goes, the replacement takes its name. A field and its
+    // registration must agree, or Module.to() and named_parameters() would see different modules.
+    internal static void Reregister(nn.Module parent, string name, nn.Module replacement)
     {
-        foreach (var (name, p) in named_parameters())
-            p.requires_grad = fullFineTuning || name.Contains(".lora_", StringComparison.Ordinal);
+        parent.register_module(name, null!);
+        parent.register_module(name, replacement);
     }
 
-    /// <summary>The parameters that receive gradients, by name.</summary>
-    public IReadOnlyList<(string Name, Parameter Parameter)> TrainableParameters() =>
-        named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)).ToList();
+    /// <summary>
+    /// True when some layer draws random numbers in training mode (e.g. LoRA dropout): the chunk-wise engine then
+    /// replays the draws so that Stage 2 rebuilds Stage 1's activations exactly.
+    /// </summary>
+    public bool HasStochasticLayers => modules().OfType<IStochasticLayer>().Any(l => l.IsStochastic);
 }

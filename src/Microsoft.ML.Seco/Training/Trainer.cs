@@ -49,7 +49,7 @@ public sealed class Trainer : IDisposable
     /// <summary>Test hook: called once per optimizer step with the averaged, not yet clipped gradients in place.</summary>
     internal Action<int>? BeforeOptimizerStep { get; set; }
 
-    /// <summary>Creates the trainer and its AdamW optimizer over <see cref="CausalLM.TrainableParameters"/>.</summary>
+    /// <summary>Creates the trainer and its AdamW optimizer over <see cref="TrainableParameters.Of"/>.</summary>
     /// <exception cref="ArgumentOutOfRangeException">An option is out of range (named by ParamName).</exception>
     /// <exception cref="ArgumentException">The model has no trainable parameter.</exception>
     public Trainer(CausalLM model, ITrainingStep step, TrainingOptions options)
@@ -63,9 +63,9 @@ public sealed class Trainer : IDisposable
         Options = options;
         ValidationChunkSize = step is ChunkwiseStep chunkwise ? chunkwise.Options.ChunkSize : 256;
 
-        var trainable = model.TrainableParameters();
+        var trainable = TrainableParameters.Of(model);
         if (trainable.Count == 0)
-            throw new ArgumentException("The model has no trainable parameter: attach LoRA or call SetTrainable(fullFineTuning: true).", nameof(model));
+            throw new ArgumentException("The model has no trainable parameter: attach LoRA (LoraAdapters.Attach) or choose full fine-tuning (TrainableParameters.Select).", nameof(model));
         // Decay matrices only: decaying biases and norm scales towards zero hurts and is not what Hugging Face does.
         var decayed = trainable.Where(p => p.Parameter.dim() >= 2).ToList();
         var notDecayed = trainable.Where(p => p.Parameter.dim() < 2).ToList();

@@ -1,3 +1,4 @@
+using Microsoft.ML.Seco.Lora;
 using Microsoft.ML.Data;
 using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Training;
@@ -45,7 +46,7 @@ public sealed class ChunkwiseLoraStageTests
         var options = Options(steps: 3);
         options.FullFineTuning = true;
         using var model = ml.Transforms.Text.ChunkwiseLora(options).Fit(data);
-        Assert.IsNull(model.Model.Lora, "full fine-tuning attaches no adapter");
+        Assert.IsNull(LoraAdapters.ConfigOf(model.Model), "full fine-tuning attaches no adapter");
         Assert.ThrowsExactly<InvalidOperationException>(() => model.SaveAdapter(TempPath("no-adapter")));
         var heldOut = ml.Data.LoadFromEnumerable(Documents(2, seed: 4));
         AssertReloadScoresTheSame(ml, model, heldOut);

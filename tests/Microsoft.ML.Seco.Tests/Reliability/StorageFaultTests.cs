@@ -1,3 +1,4 @@
+using Microsoft.ML.Seco.Lora;
 using System.Diagnostics;
 using Microsoft.ML.Seco.Checkpoints;
 using Microsoft.ML.Seco.Chunkwise;
@@ -152,7 +153,7 @@ public sealed class StorageFaultTests
 
         using var model = ModelDirectory.Load(MLNet.TinyModelFixture.ModelPath, ScalarType.Float32, CPU);
         random.manual_seed(1);
-        model.AttachLora(new global::Microsoft.ML.Seco.Lora.LoraConfig { Rank = 8, Alpha = 16, TargetModules = global::Microsoft.ML.Seco.Lora.LoraConfig.AttentionProjections });
+        LoraAdapters.Attach(model, new global::Microsoft.ML.Seco.Lora.LoraConfig { Rank = 8, Alpha = 16, TargetModules = global::Microsoft.ML.Seco.Lora.LoraConfig.AttentionProjections });
         using var trainer = new Trainer(model, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 16 }), new TrainingOptions());
         trainer.LoadState(fs.Path);
         Assert.AreEqual(2, trainer.CompletedSteps);
