@@ -30,9 +30,9 @@ public sealed record ChunkwiseOptions
     /// <summary>Throws on values out of range, naming the option.</summary>
     public void Validate()
     {
-        if (ChunkSize <= 0) throw new ArgumentOutOfRangeException(nameof(ChunkSize), ChunkSize, "ChunkSize must be positive.");
-        if (SampledChunks is <= 0) throw new ArgumentOutOfRangeException(nameof(SampledChunks), SampledChunks, "SampledChunks must be positive (or null for exact SeCO).");
-        if (MaxCompensation is double cap && !(cap >= 1)) throw new ArgumentOutOfRangeException(nameof(MaxCompensation), cap, "MaxCompensation must be at least 1.");
+        if (ChunkSize <= 0) throw new ArgumentOutOfRangeException(nameof(ChunkSize), ChunkSize, "ChunkSize must be at least 1.");
+        if (SampledChunks is <= 0) throw new ArgumentOutOfRangeException(nameof(SampledChunks), SampledChunks, "SampledChunks must be at least 1 (or null for exact SeCO).");
+        if (MaxCompensation is double cap && !(cap >= 1)) throw new ArgumentOutOfRangeException(nameof(MaxCompensation), cap, "MaxCompensation must be at least 1 (or null).");
         if (!Enum.IsDefined(Sampler)) throw new ArgumentOutOfRangeException(nameof(Sampler), Sampler, "Sampler is not a known sampler.");
         if (!Enum.IsDefined(Compensation)) throw new ArgumentOutOfRangeException(nameof(Compensation), Compensation, "Compensation is not a known mode.");
         if (Sampler == ChunkSampler.Stratified && Compensation != Compensation.None)

@@ -156,6 +156,10 @@ public sealed class ChunkwiseLoraStageTests
             (new() { ModelPath = ModelPath, Epsilon = -1 }, "Epsilon"),
             (new() { ModelPath = ModelPath, WarmupRatio = 0.1, WarmupSteps = 2 }, "WarmupRatio"),
             (new() { ModelPath = ModelPath, MaxGradNorm = 0 }, "MaxGradNorm"),
+            // Rules that live in LoraConfig and TrainingOptions under other names are reported under the stage's names.
+            (new() { ModelPath = ModelPath, LoraRank = 0 }, "LoraRank"),
+            (new() { ModelPath = ModelPath, LoraTargetModules = new[] { "qq_proj" } }, "LoraTargetModules"),
+            (new() { ModelPath = ModelPath, FinalLearningRateRatio = 2 }, "FinalLearningRateRatio"),
         })
         {
             var e = Assert.Throws<ArgumentException>(() => ml.Transforms.Text.ChunkwiseLora(options));
