@@ -105,13 +105,11 @@ public static class QuickStartRun
         using var model = ModelDirectory.Load(modelPath, global::TorchSharp.torch.ScalarType.Float32, TensorSettings.ResolveDevice("auto"));
         double nll = 0;
         long count = 0;
-        var builder = new SequenceBuilder(4096);
         foreach (var document in documents)
         {
-            using var batch = Batching.Batches(builder.FromPromptResponse(tokenizer, document.Prompt, document.Response), 1, 0, model.Device).Single();
-            var (sum, tokens) = Evaluation.MeanNll(model, batch, 64);
-            nll += sum;
-            count += tokens;
+            var score = Evaluation.ScoreDocument(model, tokenizer, new Document(null, document.Prompt, document.Response), chunkSize: 64, maxSequenceLength: 4096);
+            nll += score.SumNll;
+            count += score.Tokens;
         }
         return (KeyAccuracy(model, tokenizer, documents), Math.Exp(nll / count));
     }
@@ -131,15 +129,10 @@ public static class QuickStartRun
             using var _ = global::TorchSharp.torch.no_grad();
             var ids = tokenizer.Encode(document.Prompt, addBos: true);
             using var cache = new KvCache(model.Config, 1, ids.Count, model.DType, model.Device);
+            var input = global::TorchSharp.torch.tensor(ids.Select(t => (long)t).ToArray(), new long[] { 1, ids.Count }, device: model.Device);
             global::TorchSharp.torch.Tensor? last = null;
-            for (int start = 0; start < ids.Count; start += 64)
-            {
-                int length = Math.Min(64, ids.Count - start);
-                var chunk = global::TorchSharp.torch.tensor(ids.Skip(start).Take(length).Select(t => (long)t).ToArray(), new long[] { 1, length }, device: model.Device);
-                var (hidden, chunkCache) = model.ForwardChunk(chunk, start, cache);
-                cache.Write(start, chunkCache);
-                last = hidden.narrow(1, length - 1, 1);
-            }
+            foreach (var chunk in model.Prefill(input, cache, chunkSize: 64))
+                last = chunk.Hidden.narrow(1, chunk.Length - 1, 1).MoveToOuterDisposeScope();
             long choice = model.Logits(last!).reshape(-1).index_select(0, candidates).argmax().item<long>();
             if (PassKeyTask.KeyWords[(int)choice] == document.Key) correct++;
         }

@@ -44,6 +44,6 @@ public static class ModelDirectory
         HuggingFaceCheckpoint.Save(tensors, directory, dtype, maxShardBytes);
         var json = model.Config.ToJson();
         json["torch_dtype"] = TensorSettings.Name(dtype ?? model.DType);
-        HuggingFaceCheckpoint.WriteAtomically(Path.Combine(directory, "config.json"), System.Text.Encoding.UTF8.GetBytes(json.ToJsonString(Indented)));
+        AtomicFile.Write(Path.Combine(directory, "config.json"), System.Text.Encoding.UTF8.GetBytes(json.ToJsonString(Indented)));
     }
 }

@@ -122,14 +122,9 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
         // the last chunk's cache, so a selected last chunk is left to Stage 2 altogether.
         using (no_grad())
         {
-            for (int j = 0; j < (selection.Keep[k - 1] ? k - 1 : k); j++)
-            {
-                using var chunkScope = NewDisposeScope();
-                if (replayDropout) ReplayDropout(dropoutSeed, j);
-                var (hidden, chunkCache) = model.ForwardChunk(Ids(j), Start(j), cache);
-                if (!selection.Keep[j]) lossSum.add_(Loss(model, hidden, j));
-                cache.Write(Start(j), chunkCache);
-            }
+            foreach (var chunk in model.Prefill(batch.InputIds, cache, Options.ChunkSize, selection.Keep[k - 1] ? k - 1 : k,
+                replayDropout ? j => ReplayDropout(dropoutSeed, j) : null))
+                if (!selection.Keep[chunk.Index]) lossSum.add_(Loss(model, chunk.Hidden, chunk.Index));
         }
 
         // Stage 2: for i = k..1 over the selected chunks; attention adds the gradient of every prefix key/value to

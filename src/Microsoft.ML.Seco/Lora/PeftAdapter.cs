@@ -27,18 +27,13 @@ public static class PeftAdapter
     public static void Save(CausalLM model, string directory, string? baseModelPath = null)
     {
         var config = LoraAdapters.ConfigOf(model) ?? throw new InvalidOperationException("The model has no LoRA adapter to save.");
-        string full = Path.GetFullPath(directory);
-        string staging = full.TrimEnd(Path.DirectorySeparatorChar) + $".saving-{Environment.ProcessId}";
-        if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
-        Directory.CreateDirectory(staging);
         var tensors = LoraAdapters.Parameters(model).Select(p => (KeyPrefix + p.Name, (Tensor)p.Parameter));
-        SafeTensorsFile.Write(Path.Combine(staging, WeightsFileName), tensors, new Dictionary<string, string> { ["format"] = "pt" });
-        File.WriteAllText(Path.Combine(staging, ConfigFileName), ConfigJson(config, baseModelPath).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-
-        string? previous = Directory.Exists(full) ? full + $".previous-{Environment.ProcessId}" : null;
-        if (previous is not null) Directory.Move(full, previous);
-        Directory.Move(staging, full);
-        if (previous is not null) Directory.Delete(previous, recursive: true);
+        AtomicFile.WriteDirectory(directory, staging =>
+        {
+            Directory.CreateDirectory(staging);
+            SafeTensorsFile.Write(Path.Combine(staging, WeightsFileName), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+            File.WriteAllText(Path.Combine(staging, ConfigFileName), ConfigJson(config, baseModelPath).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        });
     }
 
     /// <summary>PEFT's adapter_config.json for a LoRA config.</summary>

@@ -1,5 +1,6 @@
 using Microsoft.ML.Data;
 using Microsoft.ML.Seco.Checkpoints;
+using Microsoft.ML.Seco.Data;
 using Microsoft.ML.Seco.Inference;
 using Microsoft.ML.Seco.Lora;
 using Microsoft.ML.Seco.Model;
@@ -65,10 +66,17 @@ public sealed class ChunkwiseLoraTransformer : ITransformer, IDisposable
     }
 
     /// <summary>Perplexity of one document (exp of the mean token negative log-likelihood).</summary>
-    public double Perplexity(string text)
+    public double Perplexity(string text) => Score(new Document(text)).Perplexity;
+
+    /// <summary>
+    /// Scores one document as <see cref="Transform"/> does (the text, or the response given the prompt): summed and mean
+    /// negative log-likelihood, perplexity and the scored-token count.
+    /// </summary>
+    public DocumentScore Score(Document document)
     {
-        var (sum, tokens) = Nll(new DocumentRow(text, null, null));
-        return tokens == 0 ? double.NaN : Math.Exp(sum / tokens);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        // ML.NET may read rows from several threads; the model's forward pass is not re-entrant.
+        lock (_gate) return Evaluation.ScoreDocument(Model, Tokenizer, document, Settings.ChunkSize, Settings.MaxSequenceLength);
     }
 
     /// <summary>
@@ -108,19 +116,12 @@ public sealed class ChunkwiseLoraTransformer : ITransformer, IDisposable
             "transformers internal. Use SecoModel.Save(mlContext, model, inputSchema, path) and SecoModel.Load(mlContext, path): " +
             "they save a whole pipeline, ML.NET stages included, as one file. Any file Model.Save created is incomplete; delete it.");
 
-    void Score(DocumentRow row, ScoringOutput output)
+    void Score(Document row, ScoringOutput output)
     {
-        var (sum, tokens) = Nll(row);
-        output.ScoredTokens = (int)tokens;
-        output.NegativeLogLikelihood = tokens == 0 ? float.NaN : (float)(sum / tokens);
-        output.Perplexity = tokens == 0 ? float.NaN : (float)Math.Exp(sum / tokens);
-    }
-
-    (double Sum, long Tokens) Nll(DocumentRow row)
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        // ML.NET may read rows from several threads; the model's forward pass is not re-entrant.
-        lock (_gate) return Scoring.Nll(Model, Tokenizer, Settings, row);
+        var score = Score(row);
+        output.ScoredTokens = (int)score.Tokens;
+        output.NegativeLogLikelihood = (float)score.MeanNll;
+        output.Perplexity = (float)score.Perplexity;
     }
 
     void CheckInput(DataViewSchema schema)

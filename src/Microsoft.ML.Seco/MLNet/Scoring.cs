@@ -110,13 +110,13 @@ internal static class Scoring
     }
 
     /// <summary>The custom-mapping estimator chain for a stage; the actions do the work.</summary>
-    public static IEstimator<ITransformer> Estimator(ScoringSettings s, Action<DocumentRow, ScoringOutput> score, Action<string, CompletionOutput> complete)
+    public static IEstimator<ITransformer> Estimator(ScoringSettings s, Action<Document, ScoringOutput> score, Action<string, CompletionOutput> complete)
     {
         var ml = MappingContext;
         IEstimator<ITransformer> estimator = s.HasPromptResponse
-            ? ml.Transforms.CustomMapping<PromptResponseInput, ScoringOutput>((i, o) => score(new DocumentRow(null, i.Prompt, i.Response), o), null,
+            ? ml.Transforms.CustomMapping<PromptResponseInput, ScoringOutput>((i, o) => score(new Document(null, i.Prompt, i.Response), o), null,
                 Columns<PromptResponseInput>((nameof(PromptResponseInput.Prompt), s.PromptColumnName!), (nameof(PromptResponseInput.Response), s.ResponseColumnName!)))
-            : ml.Transforms.CustomMapping<TextInput, ScoringOutput>((i, o) => score(new DocumentRow(i.Text, null, null), o), null,
+            : ml.Transforms.CustomMapping<TextInput, ScoringOutput>((i, o) => score(new Document(i.Text), o), null,
                 Columns<TextInput>((nameof(TextInput.Text), s.TextColumnName)));
         if (s.PromptColumnName is not null && s.MaxNewTokens > 0)
             estimator = estimator.Append(ml.Transforms.CustomMapping<PromptInput, CompletionOutput>((i, o) => complete(i.Prompt, o), null,
@@ -129,25 +129,6 @@ internal static class Scoring
         var definition = SchemaDefinition.Create(typeof(T), SchemaDefinition.Direction.Read);
         foreach (var (field, column) in map) definition[field].ColumnName = column;
         return definition;
-    }
-
-    /// <summary>Mean NLL over a document's scored tokens, window by window (training's split), chunk by chunk.</summary>
-    public static (double SumNll, long Tokens) Nll(CausalLM model, ModelTokenizer tokenizer, ScoringSettings s, DocumentRow row)
-    {
-        var builder = new SequenceBuilder(s.MaxSequenceLength, SequenceOverflow.Split);
-        var examples = row.Text is not null ? builder.FromText(tokenizer, row.Text) : builder.FromPromptResponse(tokenizer, row.Prompt, row.Response);
-        double sum = 0;
-        long tokens = 0;
-        foreach (var batch in Batching.Batches(examples, 1, tokenizer.PadId ?? tokenizer.EosId ?? 0, model.Device))
-        {
-            using (batch)
-            {
-                var (batchSum, batchTokens) = Evaluation.MeanNll(model, batch, s.ChunkSize);
-                sum += batchSum;
-                tokens += batchTokens;
-            }
-        }
-        return (sum, tokens);
     }
 
     /// <summary>

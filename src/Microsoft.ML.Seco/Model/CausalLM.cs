@@ -39,6 +39,9 @@ public sealed class ChunkPositions : IDisposable
     }
 }
 
+/// <summary>One chunk of <see cref="CausalLM.Prefill"/>: its index, first position, length and final-norm hidden states.</summary>
+public readonly record struct PrefilledChunk(int Index, long Start, long Length, Tensor Hidden);
+
 /// <summary>Root-mean-square layer norm: weight · x / sqrt(mean(x²) + eps), computed in at least float32.</summary>
 public sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
@@ -340,6 +343,39 @@ public sealed class CausalLM : nn.Module
             chunkCache[l] = (k, v);
         }
         return (model.norm.forward(h), chunkCache);
+    }
+
+    /// <summary>
+    /// Forwards token ids [B, L] chunk by chunk into <paramref name="cache"/> (chunk j covers positions
+    /// [j·chunkSize, min((j+1)·chunkSize, L))) and yields each chunk's final-norm hidden states [B, size, H]. The one
+    /// "prefill" loop of training's Stage 1, evaluation, generation and the examples. Each item lives in a dispose scope
+    /// of its own that closes when the next item is asked for, so what the caller computes from it goes too unless moved
+    /// out (<c>MoveToOuterDisposeScope</c>). Grad mode is the caller's: wrap the loop in no_grad() for inference.
+    /// </summary>
+    /// <param name="inputIds">Token ids [B, L].</param>
+    /// <param name="cache">Receives every chunk's keys and values; it must hold at least L positions.</param>
+    /// <param name="chunkSize">Tokens per forward pass.</param>
+    /// <param name="chunks">Forward only the first this many chunks; null for all.</param>
+    /// <param name="beforeChunk">Called with a chunk's index just before its forward pass (e.g. to reseed dropout).</param>
+    public IEnumerable<PrefilledChunk> Prefill(Tensor inputIds, KvCache cache, int chunkSize, int? chunks = null, Action<int>? beforeChunk = null)
+    {
+        if (chunkSize <= 0) throw new ArgumentOutOfRangeException(nameof(chunkSize), chunkSize, "chunkSize must be positive.");
+        return Iterate();
+
+        IEnumerable<PrefilledChunk> Iterate()
+        {
+            long length = inputIds.shape[1];
+            int count = chunks ?? (int)((length + chunkSize - 1) / chunkSize);
+            for (int j = 0; j < count; j++)
+            {
+                using var chunkScope = NewDisposeScope();
+                long start = (long)j * chunkSize, size = Math.Min(chunkSize, length - start);
+                beforeChunk?.Invoke(j);
+                var (hidden, chunkCache) = ForwardChunk(inputIds.narrow(1, start, size), start, cache);
+                cache.Write(start, chunkCache);
+                yield return new PrefilledChunk(j, start, size, hidden);
+            }
+        }
     }
 
     /// <summary>Logits [B, T, vocab] for final-norm hidden states, in at least float32.</summary>
