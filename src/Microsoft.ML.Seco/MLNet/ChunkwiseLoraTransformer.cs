@@ -36,8 +36,8 @@ public sealed class ChunkwiseLoraTransformer : ITransformer, IDisposable
     /// <summary>How training went; null for a stage loaded from a file.</summary>
     public TrainingSummary? TrainingSummary { get; }
 
-    /// <summary>False: the stage scores through <see cref="Transform"/> only.</summary>
-    public bool IsRowToRowMapper => false;
+    /// <summary>True: the stage maps row by row, so ML.NET's PredictionEngine can score single documents.</summary>
+    public bool IsRowToRowMapper => true;
 
     /// <summary>The input schema plus the scoring columns.</summary>
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
@@ -53,17 +53,28 @@ public sealed class ChunkwiseLoraTransformer : ITransformer, IDisposable
         return builder.ToSchema();
     }
 
-    /// <summary>Not supported: use <see cref="Transform"/>.</summary>
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) =>
-        throw new NotSupportedException("ChunkwiseLoraTransformer scores through Transform(IDataView); it has no row-to-row mapper.");
+    /// <summary>
+    /// The row-to-row mapper behind <c>mlContext.Model.CreatePredictionEngine</c>: the same scoring columns as
+    /// <see cref="Transform"/>, computed for one row at a time.
+    /// </summary>
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        CheckInput(inputSchema);
+        return Mappings(new SchemaOnlyDataView(inputSchema)).GetRowToRowMapper(inputSchema);
+    }
 
     /// <summary>Adds the scoring columns; rows are scored when a cursor reads them.</summary>
     public IDataView Transform(IDataView input)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         CheckInput(input.Schema);
-        return Scoring.Estimator(Settings, Score, (prompt, output) => output.Completion = Complete(prompt)).Fit(input).Transform(input);
+        return Mappings(input).Transform(input);
     }
+
+    // The scoring columns as ML.NET custom mappings; fitting them reads only the schema.
+    ITransformer Mappings(IDataView input) =>
+        Scoring.Estimator(Settings, Score, (prompt, output) => output.Completion = Complete(prompt)).Fit(input);
 
     /// <summary>Perplexity of one document (exp of the mean token negative log-likelihood).</summary>
     public double Perplexity(string text) => Score(new Document(text)).Perplexity;
