@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Seco.Chunkwise;
 
 /// <summary>The strategies <see cref="GradientCheck"/> compares against full backpropagation.</summary>
-public enum GradientCheckStrategy
+internal enum GradientCheckStrategy
 {
     /// <summary>Exact chunk-wise optimization.</summary>
     Seco,
@@ -23,7 +23,7 @@ public enum GradientCheckStrategy
 /// <param name="Tensors">Tensors in the group.</param>
 /// <param name="MaxAbsError">max |g − g_full| over the group.</param>
 /// <param name="MaxRelError">max |g − g_full| / max |g_full| over the group.</param>
-public sealed record ParameterGroupError(string Group, int Tensors, double MaxAbsError, double MaxRelError);
+internal sealed record ParameterGroupError(string Group, int Tensors, double MaxAbsError, double MaxRelError);
 
 /// <summary>Outcome of a gradient check.</summary>
 /// <param name="Strategy">What was checked.</param>
@@ -31,7 +31,7 @@ public sealed record ParameterGroupError(string Group, int Tensors, double MaxAb
 /// <param name="Runs">Stage-2 runs that were averaged (1 for exact strategies; patterns for SpaCO).</param>
 /// <param name="Parameters">Trainable parameter tensors compared.</param>
 /// <param name="Groups">Errors per parameter group.</param>
-public sealed record GradientCheckResult(GradientCheckStrategy Strategy, int Chunks, int Runs, int Parameters, IReadOnlyList<ParameterGroupError> Groups)
+internal sealed record GradientCheckResult(GradientCheckStrategy Strategy, int Chunks, int Runs, int Parameters, IReadOnlyList<ParameterGroupError> Groups)
 {
     /// <summary>The compensation mode of a SpaCO check (<see cref="Compensation.None"/> is meaningless for exact strategies, which use factors 1).</summary>
     public Compensation Compensation { get; init; } = Compensation.LossAndCache;
@@ -48,7 +48,7 @@ public sealed record GradientCheckResult(GradientCheckStrategy Strategy, int Chu
 /// by enumerating every selection with its probability, which for the Bernoulli sampler with
 /// <see cref="Compensation.LossAndCache"/> must equal the full gradient.
 /// </summary>
-public static class GradientCheck
+internal static class GradientCheck
 {
     /// <summary>
     /// Runs the check. Gradients already on the model are cleared first and after. <paramref name="compensation"/> and

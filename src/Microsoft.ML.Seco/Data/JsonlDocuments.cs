@@ -13,14 +13,14 @@ namespace Microsoft.ML.Seco.Data;
 public sealed record Document(string? Text, string? Prompt = null, string? Response = null, int Line = 0);
 
 /// <summary>A row of <see cref="JsonlDocuments.LoadDataView"/> for a file of <c>text</c> lines.</summary>
-public sealed class JsonlTextRow
+internal sealed class JsonlTextRow
 {
     /// <summary>The line's <c>text</c>.</summary>
     public string Text { get; set; } = "";
 }
 
 /// <summary>A row of <see cref="JsonlDocuments.LoadDataView"/> for a file of <c>prompt</c>/<c>response</c> lines.</summary>
-public sealed class JsonlPromptResponseRow
+internal sealed class JsonlPromptResponseRow
 {
     /// <summary>The line's <c>prompt</c>.</summary>
     public string Prompt { get; set; } = "";

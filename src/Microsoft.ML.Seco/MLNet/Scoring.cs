@@ -47,7 +47,7 @@ public sealed record ScoringSettings
 }
 
 /// <summary>Rows of the scoring columns (ML.NET custom mapping types).</summary>
-public sealed class ScoringOutput
+internal sealed class ScoringOutput
 {
     /// <summary>exp(mean negative log-likelihood) of the scored tokens; NaN for an empty document.</summary>
     public float Perplexity;
@@ -58,21 +58,21 @@ public sealed class ScoringOutput
 }
 
 /// <summary>The generated continuation of a row's prompt.</summary>
-public sealed class CompletionOutput
+internal sealed class CompletionOutput
 {
     /// <summary>Generated text.</summary>
     public string Completion = "";
 }
 
 /// <summary>Input row types the custom mappings read; their column names are set per stage.</summary>
-public sealed class TextInput
+internal sealed class TextInput
 {
     /// <summary>The document.</summary>
     public string Text = "";
 }
 
 /// <summary>Prompt + response input.</summary>
-public sealed class PromptResponseInput
+internal sealed class PromptResponseInput
 {
     /// <summary>The prompt.</summary>
     public string Prompt = "";
@@ -81,7 +81,7 @@ public sealed class PromptResponseInput
 }
 
 /// <summary>Prompt-only input (for completions).</summary>
-public sealed class PromptInput
+internal sealed class PromptInput
 {
     /// <summary>The prompt.</summary>
     public string Prompt = "";

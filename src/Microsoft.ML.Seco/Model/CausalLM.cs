@@ -13,7 +13,7 @@ namespace Microsoft.ML.Seco.Model;
 #pragma warning disable IDE1006, CA1051
 
 /// <summary>Per-chunk inputs shared by all layers: where the chunk is and its rotary cos/sin.</summary>
-public sealed class ChunkPositions : IDisposable
+internal sealed class ChunkPositions : IDisposable
 {
     /// <summary>Absolute position of the chunk's first token.</summary>
     public long Start { get; }
@@ -43,7 +43,7 @@ public sealed class ChunkPositions : IDisposable
 public readonly record struct PrefilledChunk(int Index, long Start, long Length, Tensor Hidden);
 
 /// <summary>Root-mean-square layer norm: weight · x / sqrt(mean(x²) + eps), computed in at least float32.</summary>
-public sealed class RmsNorm : nn.Module<Tensor, Tensor>
+internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
     /// <summary>The per-feature scale.</summary>
     public Parameter weight;
@@ -95,14 +95,14 @@ internal sealed class Projection : nn.Module<Tensor, Tensor>
 /// A layer whose forward draws random numbers in training mode (dropout). The chunk-wise engine asks the model for such
 /// layers (<see cref="CausalLM.HasStochasticLayers"/>) because Stage 2 must replay Stage 1's draws exactly.
 /// </summary>
-public interface IStochasticLayer
+internal interface IStochasticLayer
 {
     /// <summary>True when the layer draws random numbers while the model is in training mode.</summary>
     bool IsStochastic { get; }
 }
 
 /// <summary>Multi-head attention with grouped key/value heads and rotary positions, over [cached prefix ; chunk].</summary>
-public sealed class Attention : nn.Module
+internal sealed class Attention : nn.Module
 {
     /// <summary>Projections, named as in Hugging Face: plain linear maps unless an adapter replaced them.</summary>
     public nn.Module<Tensor, Tensor> q_proj, k_proj, v_proj, o_proj;
@@ -182,7 +182,7 @@ public sealed class Attention : nn.Module
 }
 
 /// <summary>SwiGLU feed-forward: down(silu(gate(x)) · up(x)).</summary>
-public sealed class Mlp : nn.Module<Tensor, Tensor>
+internal sealed class Mlp : nn.Module<Tensor, Tensor>
 {
     /// <summary>Projections, named as in Hugging Face: plain linear maps unless an adapter replaced them.</summary>
     public nn.Module<Tensor, Tensor> gate_proj, up_proj, down_proj;
@@ -213,7 +213,7 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>One pre-norm decoder block: x + attn(norm(x)), then + mlp(norm(·)).</summary>
-public sealed class DecoderLayer : nn.Module
+internal sealed class DecoderLayer : nn.Module
 {
     /// <summary>Sub-modules, named as in Hugging Face.</summary>
     public Attention self_attn;
@@ -242,7 +242,7 @@ public sealed class DecoderLayer : nn.Module
 }
 
 /// <summary>The decoder stack (Hugging Face's <c>model</c>): embeddings, layers, final norm.</summary>
-public sealed class DecoderStack : nn.Module
+internal sealed class DecoderStack : nn.Module
 {
     /// <summary>Token embeddings.</summary>
     public Embedding embed_tokens;
@@ -268,7 +268,7 @@ public sealed class DecoderStack : nn.Module
 public sealed class CausalLM : nn.Module
 {
     /// <summary>The decoder stack.</summary>
-    public DecoderStack model;
+    internal DecoderStack model;
     /// <summary>Output projection; null when <see cref="ModelConfig.TieWordEmbeddings"/>.</summary>
     public nn.Module<Tensor, Tensor>? lm_head;
 
@@ -320,7 +320,7 @@ public sealed class CausalLM : nn.Module
     }
 
     /// <summary>Precomputes rotary angles and the mask for a chunk at [start, start + length).</summary>
-    public ChunkPositions Positions(long start, long length) =>
+    internal ChunkPositions Positions(long start, long length) =>
         new(_inverseFrequencies, start, length, DType, Device);
 
     /// <summary>Embeds token ids [B, T].</summary>
