@@ -5,6 +5,8 @@ using System.Text.Json.Nodes;
 using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Lora;
 using Spectre.Console;
+using Microsoft.ML.Seco.Data;
+using Microsoft.ML.Seco.Diagnostics;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Cli.Commands;

@@ -1,4 +1,6 @@
 using Microsoft.ML.Seco.Model;
+using Microsoft.ML.Seco.Data;
+using Microsoft.ML.Seco.Training;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Chunkwise;

@@ -2,6 +2,8 @@ using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Training;
 using TorchSharp;
+using Microsoft.ML.Seco.Data;
+using Microsoft.ML.Seco.Baselines;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Tests.Training;

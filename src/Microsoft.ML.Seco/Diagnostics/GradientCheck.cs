@@ -1,9 +1,12 @@
-using Microsoft.ML.Seco.Training;
 using System.Text.RegularExpressions;
+using Microsoft.ML.Seco.Baselines;
+using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Data;
 using Microsoft.ML.Seco.Model;
+using Microsoft.ML.Seco.Training;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Seco.Chunkwise;
+namespace Microsoft.ML.Seco.Diagnostics;
 
 /// <summary>The strategies <see cref="GradientCheck"/> compares against full backpropagation.</summary>
 internal enum GradientCheckStrategy

@@ -1,7 +1,9 @@
 using Microsoft.ML.Seco.Model;
+using Microsoft.ML.Seco.Data;
+using Microsoft.ML.Seco.Training;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Seco.Chunkwise;
+namespace Microsoft.ML.Seco.Baselines;
 
 /// <summary>
 /// Layer-wise gradient checkpointing, the paper's memory baseline: the forward keeps only each decoder layer's input;
