@@ -11,12 +11,19 @@ using Microsoft.ML.Seco.Training;
 
 namespace Microsoft.ML.Seco.Examples.QuickStart;
 
+/// <summary>What the pass-key run measured on its test documents, and its first and last training losses.</summary>
+public sealed record PassKeyOutcome(double AccuracyBefore, double AccuracyAfter, double PerplexityBefore, double PerplexityAfter, double FirstLoss, double LastLoss);
+
 /// <summary>The example's logic, callable from tests.</summary>
 public static class QuickStartRun
 {
     /// <summary>Runs the example; returns the process exit code.</summary>
-    public static int Run(string[] args, TextWriter output)
+    public static int Run(string[] args, TextWriter output) => Run(args, output, out _);
+
+    /// <summary>Runs the example; <paramref name="outcome"/> holds the pass-key figures (null for --model/--data runs).</summary>
+    public static int Run(string[] args, TextWriter output, out PassKeyOutcome? outcome)
     {
+        outcome = null;
         string? Arg(string name) => args.SkipWhile(a => a != name).Skip(1).FirstOrDefault();
         bool fast = args.Contains("--fast");
         string runDirectory = Path.GetFullPath(Arg("--out") ?? Path.Combine("runs", "quickstart"));
@@ -27,10 +34,12 @@ public static class QuickStartRun
             return 2;
         }
         Directory.CreateDirectory(runDirectory);
-        return modelPath is null ? PassKey(runDirectory, fast, args, Arg, output) : RealData(modelPath, dataPath!, runDirectory, output);
+        if (modelPath is not null) return RealData(modelPath, dataPath!, runDirectory, output);
+        outcome = PassKey(runDirectory, fast, args, Arg, output);
+        return 0;
     }
 
-    static int PassKey(string runDirectory, bool fast, string[] args, Func<string, string?> Arg, TextWriter output)
+    static PassKeyOutcome PassKey(string runDirectory, bool fast, string[] args, Func<string, string?> Arg, TextWriter output)
     {
         string modelPath = Path.Combine(runDirectory, "tiny-model");
         output.WriteLine($"Writing a random tiny Llama (2 layers, GQA, GPT-2 tokenizer) to {modelPath} ...");
@@ -86,7 +95,8 @@ public static class QuickStartRun
         output.WriteLine($"Example: ...{test[0].Prompt[^60..]} -> \"{completions[0]}\" (key: {test[0].Key})");
 
         Report(model, ml, runDirectory, output);
-        return 0;
+        var history = model.TrainingSummary!.History;
+        return new PassKeyOutcome(accuracyBefore, accuracyAfter, perplexityBefore, perplexityAfter, history[0].Loss, history[^1].Loss);
     }
 
     /// <summary>The base model's pass-key accuracy and its perplexity on the answers (before any training).</summary>
@@ -95,13 +105,11 @@ public static class QuickStartRun
         using var model = ModelDirectory.Load(modelPath, global::TorchSharp.torch.ScalarType.Float32, TensorSettings.ResolveDevice("auto"));
         double nll = 0;
         long count = 0;
-        var builder = new SequenceBuilder(4096);
         foreach (var document in documents)
         {
-            using var batch = Batching.Batches(builder.FromPromptResponse(tokenizer, document.Prompt, document.Response), 1, 0, model.Device).Single();
-            var (sum, tokens) = Evaluation.MeanNll(model, batch, 64);
-            nll += sum;
-            count += tokens;
+            var score = Evaluation.ScoreDocument(model, tokenizer, new Document(null, document.Prompt, document.Response), chunkSize: 64, maxSequenceLength: 4096);
+            nll += score.SumNll;
+            count += score.Tokens;
         }
         return (KeyAccuracy(model, tokenizer, documents), Math.Exp(nll / count));
     }
@@ -121,15 +129,10 @@ public static class QuickStartRun
             using var _ = global::TorchSharp.torch.no_grad();
             var ids = tokenizer.Encode(document.Prompt, addBos: true);
             using var cache = new KvCache(model.Config, 1, ids.Count, model.DType, model.Device);
+            var input = global::TorchSharp.torch.tensor(ids.Select(t => (long)t).ToArray(), new long[] { 1, ids.Count }, device: model.Device);
             global::TorchSharp.torch.Tensor? last = null;
-            for (int start = 0; start < ids.Count; start += 64)
-            {
-                int length = Math.Min(64, ids.Count - start);
-                var chunk = global::TorchSharp.torch.tensor(ids.Skip(start).Take(length).Select(t => (long)t).ToArray(), new long[] { 1, length }, device: model.Device);
-                var (hidden, chunkCache) = model.ForwardChunk(chunk, start, cache);
-                cache.Write(start, chunkCache);
-                last = hidden.narrow(1, length - 1, 1);
-            }
+            foreach (var chunk in model.Prefill(input, cache, chunkSize: 64))
+                last = chunk.Hidden.narrow(1, chunk.Length - 1, 1).MoveToOuterDisposeScope();
             long choice = model.Logits(last!).reshape(-1).index_select(0, candidates).argmax().item<long>();
             if (PassKeyTask.KeyWords[(int)choice] == document.Key) correct++;
         }

@@ -57,7 +57,7 @@ internal sealed class Metrics
         var added = MetricsRow.From(progress, _offset);
         _rows.Add(added);
         Append(added);
-        HuggingFaceCheckpoint.WriteAtomically(_csv, Encoding.UTF8.GetBytes(_text.ToString()));
+        AtomicFile.Write(_csv, Encoding.UTF8.GetBytes(_text.ToString()));
     }
 
     void Append(MetricsRow r) =>
@@ -87,7 +87,7 @@ internal sealed class Metrics
     {
         byte[]? png = Plot(_rows);
         if (png is null) return false;
-        HuggingFaceCheckpoint.WriteAtomically(PlotPath, png);
+        AtomicFile.Write(PlotPath, png);
         return true;
     }
 

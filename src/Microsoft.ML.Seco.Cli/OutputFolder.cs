@@ -61,33 +61,10 @@ internal sealed class OutputFolder : IDisposable
     }
 
     /// <summary>Writes a file whole: through a temporary file renamed into place.</summary>
-    public static void WriteFile(string path, byte[] content) => HuggingFaceCheckpoint.WriteAtomically(path, content);
+    public static void WriteFile(string path, byte[] content) => AtomicFile.Write(path, content);
 
-    /// <summary>
-    /// Writes a folder whole: <paramref name="write"/> fills a temporary folder beside it, which then replaces the old one
-    /// by renames, so at any instant the folder is the old one, the new one, or absent, never partly written.
-    /// </summary>
-    public static void WriteDirectory(string path, Action<string> write)
-    {
-        string parent = System.IO.Path.GetDirectoryName(path)!, name = System.IO.Path.GetFileName(path);
-        string temporary = System.IO.Path.Combine(parent, $".{name}.{Guid.NewGuid():N}.tmp");
-        string? old = null;
-        try
-        {
-            write(temporary);
-            if (Directory.Exists(path))
-            {
-                old = System.IO.Path.Combine(parent, $".{name}.{Guid.NewGuid():N}.old");
-                Directory.Move(path, old);
-            }
-            Directory.Move(temporary, path);
-        }
-        finally
-        {
-            if (Directory.Exists(temporary)) TryDelete(temporary);
-        }
-        if (old is not null) TryDelete(old);
-    }
+    /// <summary>Writes a folder whole (see <see cref="AtomicFile.WriteDirectory"/>).</summary>
+    public static void WriteDirectory(string path, Action<string> write) => AtomicFile.WriteDirectory(path, write);
 
     public void Dispose() => _lock.Dispose();
 

@@ -385,17 +385,6 @@ internal sealed class TrainConfig
         catch (ArgumentException e) { throw new UsageException(Describe(e)); }
     }
 
-    // The engine's validators name their own fields; these are the options' fields they stand for.
-    static readonly Dictionary<string, string> InnerNames = new()
-    {
-        ["Rank"] = nameof(ChunkwiseLoraTrainer.Options.LoraRank),
-        ["Alpha"] = nameof(ChunkwiseLoraTrainer.Options.LoraAlpha),
-        ["Dropout"] = nameof(ChunkwiseLoraTrainer.Options.LoraDropout),
-        ["TargetModules"] = nameof(ChunkwiseLoraTrainer.Options.LoraTargetModules),
-        ["MinLearningRateRatio"] = nameof(ChunkwiseLoraTrainer.Options.FinalLearningRateRatio),
-        ["mode"] = nameof(ChunkwiseLoraTrainer.Options.Compensation),
-    };
-
     /// <summary>An option error's first line with every option name replaced by where the user set it.</summary>
     public string Describe(ArgumentException e)
     {
@@ -403,10 +392,10 @@ internal sealed class TrainConfig
         if (e.ParamName is not null) message = message.Replace($" (Parameter '{e.ParamName}')", "", StringComparison.Ordinal);
         int newline = message.IndexOfAny(['\r', '\n']);
         if (newline >= 0) message = message[..newline];
-        string? named = e.ParamName is null ? null : InnerNames.GetValueOrDefault(e.ParamName) ?? e.ParamName;
+        string? named = e.ParamName is null ? null : ChunkwiseLoraTrainer.Options.OptionName(e.ParamName);
         var subject = named is null ? null : TrainSetting.ByName(named);
         message = System.Text.RegularExpressions.Regex.Replace(message, @"\b[A-Z][A-Za-z0-9]+\b", m =>
-            TrainSetting.ByName(InnerNames.GetValueOrDefault(m.Value) ?? m.Value) is { } s ? Where(s) : m.Value);
+            TrainSetting.ByName(ChunkwiseLoraTrainer.Options.OptionName(m.Value)) is { } s ? Where(s) : m.Value);
         if (subject is not null && !message.Contains(Where(subject), StringComparison.Ordinal)) message = $"{Where(subject)}: {message}";
         if (e is ArgumentOutOfRangeException { ActualValue: { } actual } && !message.Contains("got ", StringComparison.Ordinal))
             message = $"{message.TrimEnd('.')}; got {TrainSetting.Display(actual)}.";

@@ -1,3 +1,4 @@
+using Microsoft.ML.Seco.Lora;
 using Microsoft.ML.Seco.Cli.Benchmarks;
 using Microsoft.ML.Seco.Model;
 using static TorchSharp.torch;
@@ -72,7 +73,7 @@ public sealed class BenchmarkModelTests
             var shape = BenchmarkShape.Preset(name) with { Layers = 1, Vocab = 1000 };
             var config = shape.ToConfig();
             using var model = new CausalLM(config, ScalarType.Float32, CPU);
-            model.AttachLora(EfficiencyBenchmark.Lora);
+            LoraAdapters.Attach(model, EfficiencyBenchmark.Lora);
             double perToken = model.named_parameters().Where(p => p.parameter.dim() == 2 && (config.TieWordEmbeddings || !p.name.Contains("embed_tokens")))
                 .Sum(p => 2.0 * p.parameter.numel());
             const int length = 300;

@@ -1,6 +1,8 @@
 using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Lora;
 using Microsoft.ML.Seco.Model;
+using Microsoft.ML.Seco.Data;
+using Microsoft.ML.Seco.Diagnostics;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Tests;
@@ -48,7 +50,7 @@ internal static class TestModels
     /// <summary>A model with LoRA on every projection, B randomised so that A receives gradient too.</summary>
     public static CausalLM WithLora(CausalLM model, long seed = 11, bool allProjections = true, double dropout = 0)
     {
-        model.AttachLora(new LoraConfig
+        LoraAdapters.Attach(model, new LoraConfig
         {
             Rank = 4, Alpha = 8, Dropout = dropout,
             TargetModules = allProjections ? LoraConfig.AttentionProjections.Concat(LoraConfig.MlpProjections).ToArray() : LoraConfig.AttentionProjections,

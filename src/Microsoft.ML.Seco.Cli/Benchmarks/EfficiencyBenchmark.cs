@@ -5,6 +5,8 @@ using Microsoft.ML.Seco.Lora;
 using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Training;
 using TorchSharp;
+using Microsoft.ML.Seco.Data;
+using Microsoft.ML.Seco.Baselines;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Cli.Benchmarks;
@@ -58,7 +60,7 @@ internal static class EfficiencyBenchmark
         var model = new CausalLM(config, dtype, device);
         model.InitializeRandom(0, std: 1 / Math.Sqrt(config.HiddenSize));
         manual_seed(0);
-        model.AttachLora(Lora);
+        LoraAdapters.Attach(model, Lora);
         return model;
     }
 

@@ -46,43 +46,40 @@ internal static class EvalCommand
             var parsedIds = ids is null ? null : ParseIds(ids);
             using var m = ModelLoading.Load(parse.GetValue(model)!, parse.GetValue(adapter), parse.GetValue(dtype)!, parse.GetValue(device)!);
 
-            IEnumerable<TrainingExample> examples;
-            int padId = 0;
-            if (parsedIds is not null)
-            {
-                if (parsedIds.FirstOrDefault(id => id >= m.Config.VocabSize) is int bad && bad >= m.Config.VocabSize)
-                    throw new UsageException($"--input-ids: id {bad} is outside the model's vocabulary (0 to {m.Config.VocabSize - 1}).");
-                examples = [new TrainingExample(parsedIds, parsedIds)];
-            }
-            else
-            {
-                var tokenizer = ModelTokenizer.Load(parse.GetValue(model)!);
-                padId = tokenizer.PadId ?? tokenizer.EosId ?? 0;
-                var builder = new SequenceBuilder(maxLength, SequenceOverflow.Split);
-                examples = DataSources.Documents(dataPath!, "--data")
-                    .SelectMany(d => d.Text is not null ? builder.FromText(tokenizer, d.Text) : builder.FromPromptResponse(tokenizer, d.Prompt, d.Response));
-            }
-
             double sum = 0;
             long tokens = 0;
             int sequences = 0;
             var perTokenNll = new List<double>();
-            foreach (var example in examples)
+            void Add(double[] values)
             {
-                using var batch = TokenBatch.FromSequences([example.Ids], [example.Labels], padId, m.Device);
-                sequences++;
-                if (wantPerToken)
+                perTokenNll.AddRange(values);
+                sum += values.Sum();
+                tokens += values.Length;
+            }
+            if (parsedIds is not null)
+            {
+                if (parsedIds.FirstOrDefault(id => id >= m.Config.VocabSize) is int bad && bad >= m.Config.VocabSize)
+                    throw new UsageException($"--input-ids: id {bad} is outside the model's vocabulary (0 to {m.Config.VocabSize - 1}).");
+                // Raw ids need no tokenizer: one sequence, every next token scored.
+                using var batch = TokenBatch.FromSequences([parsedIds], [parsedIds], padId: 0, m.Device);
+                sequences = 1;
+                if (wantPerToken) Add(PerTokenNll(m, batch, chunk));
+                else (sum, tokens) = Evaluation.MeanNll(m, batch, chunk);
+            }
+            else
+            {
+                // The library's document scoring, as the fitted stage's Perplexity column computes it.
+                var tokenizer = ModelTokenizer.Load(parse.GetValue(model)!);
+                foreach (var document in DataSources.Documents(dataPath!, "--data"))
                 {
-                    var values = PerTokenNll(m, batch, chunk);
-                    perTokenNll.AddRange(values);
-                    sum += values.Sum();
-                    tokens += values.Length;
-                }
-                else
-                {
-                    var (s, t) = Evaluation.MeanNll(m, batch, chunk);
-                    sum += s;
-                    tokens += t;
+                    var score = Evaluation.ScoreDocument(m, tokenizer, document, chunk, maxLength, wantPerToken);
+                    sequences += score.Sequences;
+                    if (score.TokenNll is { } values) Add(values.ToArray());
+                    else
+                    {
+                        sum += score.SumNll;
+                        tokens += score.Tokens;
+                    }
                 }
             }
             if (tokens == 0) throw new UsageException(parsedIds is not null ? "--input-ids needs at least 2 ids." : $"--data '{dataPath}' has no token to score.");

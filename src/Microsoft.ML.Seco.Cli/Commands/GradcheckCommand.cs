@@ -1,9 +1,12 @@
+using Microsoft.ML.Seco.Training;
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Lora;
 using Spectre.Console;
+using Microsoft.ML.Seco.Data;
+using Microsoft.ML.Seco.Diagnostics;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Cli.Commands;
@@ -87,11 +90,11 @@ internal static class GradcheckCommand
             using var m = ModelLoading.Load(parse.GetValue(model)!, null, dtypeName, "cpu");
             using (var _ = no_grad())
             {
-                if (full) m.SetTrainable(fullFineTuning: true);
+                if (full) TrainableParameters.Select(m, fullFineTuning: true);
                 else
                 {
                     manual_seed(seedValue);
-                    m.AttachLora(new LoraConfig
+                    LoraAdapters.Attach(m, new LoraConfig
                     {
                         Rank = parse.GetValue(loraRank), Alpha = 2.0 * parse.GetValue(loraRank),
                         TargetModules = LoraConfig.AttentionProjections.Concat(LoraConfig.MlpProjections).ToArray(),

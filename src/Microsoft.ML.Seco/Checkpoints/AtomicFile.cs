@@ -40,6 +40,44 @@ internal static class AtomicFile
         }
     }
 
+    /// <summary>Writes <paramref name="path"/> whole from bytes (see <see cref="Write(string, string, Action{Stream})"/>).</summary>
+    public static void Write(string path, byte[] content) => Write(path, Path.GetFileName(path), stream => stream.Write(content));
+
+    /// <summary>
+    /// Writes a folder whole: <paramref name="write"/> fills a temporary folder beside it (a path it must create), which
+    /// then replaces the old folder by renames, so at any instant the folder is the old one, the new one, or absent,
+    /// never partly written. A failure leaves the old folder and removes the temporary one.
+    /// </summary>
+    public static void WriteDirectory(string path, Action<string> write)
+    {
+        string full = Path.GetFullPath(path).TrimEnd(Path.DirectorySeparatorChar);
+        string parent = Path.GetDirectoryName(full)!, name = Path.GetFileName(full);
+        string temporary = Path.Combine(parent, $".{name}.{Guid.NewGuid():N}.tmp");
+        string? old = null;
+        try
+        {
+            write(temporary);
+            if (Directory.Exists(full))
+            {
+                old = Path.Combine(parent, $".{name}.{Guid.NewGuid():N}.old");
+                Directory.Move(full, old);
+            }
+            Directory.Move(temporary, full);
+        }
+        finally
+        {
+            if (Directory.Exists(temporary)) TryDeleteDirectory(temporary);
+        }
+        if (old is not null) TryDeleteDirectory(old);
+    }
+
+    static void TryDeleteDirectory(string directory)
+    {
+        try { Directory.Delete(directory, recursive: true); }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+    }
+
     static void TryDelete(string temp)
     {
         // On a read-only or failing file system the clean-up can fail too; that must not hide the first error.

@@ -192,7 +192,7 @@ public static class HuggingFaceCheckpoint
                 written.Add(path);
             }
             string indexPath = Path.Combine(fullDirectory, IndexFileName);
-            WriteAtomically(indexPath, BuildIndex(totalBytes, weightMap));
+            AtomicFile.Write(indexPath, BuildIndex(totalBytes, weightMap));
             written.Add(indexPath);
         }
         DeleteStaleFiles(fullDirectory, written);
@@ -368,10 +368,6 @@ public static class HuggingFaceCheckpoint
         buffer.WriteByte((byte)'\n');
         return buffer.ToArray();
     }
-
-    /// <summary>Writes a file through a temporary file renamed into place, so a crash never leaves half a file.</summary>
-    internal static void WriteAtomically(string path, byte[] content) =>
-        AtomicFile.Write(path, Path.GetFileName(path), stream => stream.Write(content));
 
     private static void DeleteStaleFiles(string directory, List<string> written)
     {

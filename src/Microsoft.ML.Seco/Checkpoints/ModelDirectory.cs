@@ -1,3 +1,4 @@
+using Microsoft.ML.Seco.Lora;
 using System.Text.Json;
 using Microsoft.ML.Seco.Model;
 using static TorchSharp.torch;
@@ -18,7 +19,7 @@ public static class ModelDirectory
         try
         {
             HuggingFaceCheckpoint.LoadInto(model, directory, dtype, device,
-                optional: name => name.Contains(".lora_", StringComparison.Ordinal),
+                optional: name => LoraAdapters.IsAdapterParameter(name),
                 // Tied checkpoints sometimes still store lm_head.weight; older ones store rotary inv_freq buffers.
                 ignore: name => (config.TieWordEmbeddings && name == "lm_head.weight") || name.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal));
         }
@@ -38,7 +39,7 @@ public static class ModelDirectory
     public static void Save(CausalLM model, string directory, ScalarType? dtype = null, long? maxShardBytes = null)
     {
         var tensors = model.named_parameters()
-            .Where(p => !p.name.Contains(".lora_", StringComparison.Ordinal))
+            .Where(p => !LoraAdapters.IsAdapterParameter(p.name))
             .Select(p => (p.name, (Tensor)p.parameter))
             .ToList();
         FiniteWeights.Require(tensors.Select(t => ($"Weight '{t.name}'", (Tensor?)t.Item2)), $"the model is not saved, so '{directory}' keeps what it held.");
@@ -46,6 +47,6 @@ public static class ModelDirectory
         HuggingFaceCheckpoint.Save(tensors, directory, dtype, maxShardBytes);
         var json = model.Config.ToJson();
         json["torch_dtype"] = TensorSettings.Name(dtype ?? model.DType);
-        HuggingFaceCheckpoint.WriteAtomically(Path.Combine(directory, "config.json"), System.Text.Encoding.UTF8.GetBytes(json.ToJsonString(Indented)));
+        AtomicFile.Write(Path.Combine(directory, "config.json"), System.Text.Encoding.UTF8.GetBytes(json.ToJsonString(Indented)));
     }
 }

@@ -1,4 +1,6 @@
 using Microsoft.ML.Seco.Model;
+using Microsoft.ML.Seco.Data;
+using Microsoft.ML.Seco.Training;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Chunkwise;
@@ -30,9 +32,9 @@ public sealed record ChunkwiseOptions
     /// <summary>Throws on values out of range, naming the option.</summary>
     public void Validate()
     {
-        if (ChunkSize <= 0) throw new ArgumentOutOfRangeException(nameof(ChunkSize), ChunkSize, "ChunkSize must be positive.");
-        if (SampledChunks is <= 0) throw new ArgumentOutOfRangeException(nameof(SampledChunks), SampledChunks, "SampledChunks must be positive (or null for exact SeCO).");
-        if (MaxCompensation is double cap && !(cap >= 1)) throw new ArgumentOutOfRangeException(nameof(MaxCompensation), cap, "MaxCompensation must be at least 1.");
+        if (ChunkSize <= 0) throw new ArgumentOutOfRangeException(nameof(ChunkSize), ChunkSize, "ChunkSize must be at least 1.");
+        if (SampledChunks is <= 0) throw new ArgumentOutOfRangeException(nameof(SampledChunks), SampledChunks, "SampledChunks must be at least 1 (or null for exact SeCO).");
+        if (MaxCompensation is double cap && !(cap >= 1)) throw new ArgumentOutOfRangeException(nameof(MaxCompensation), cap, "MaxCompensation must be at least 1 (or null).");
         if (!Enum.IsDefined(Sampler)) throw new ArgumentOutOfRangeException(nameof(Sampler), Sampler, "Sampler is not a known sampler.");
         if (!Enum.IsDefined(Compensation)) throw new ArgumentOutOfRangeException(nameof(Compensation), Compensation, "Compensation is not a known mode.");
         if (Sampler == ChunkSampler.Stratified && Compensation != Compensation.None)
@@ -113,6 +115,7 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
         Tensor Loss(CausalLM m, Tensor hidden, int j) =>
             m.LossSum(hidden, targets.narrow(1, Start(j), Size(j)), tensor(labelledPositions[j], device: m.Device));
 
+        bool replayDropout = model.training && model.HasStochasticLayers;
         using var cache = new KvCache(model.Config, batch.BatchSize, batch.Length, model.DType, model.Device);
         var lossSum = zeros(1, dtype: CausalLM.ScoreType(model.DType), device: model.Device);
 
@@ -122,19 +125,9 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
         // cache, so a selected last chunk is left to Stage 2 altogether.
         using (no_grad())
         {
-            for (int j = 0; j < (selection.Keep[k - 1] ? k - 1 : k); j++)
-            {
-                using var chunkScope = NewDisposeScope();
-                ReplayDropout(model, dropoutSeed, j);
-                if (selection.Keep[j])
-                {
-                    cache.Write(Start(j), model.ChunkKeysAndValues(Ids(j), Start(j), cache));
-                    continue;
-                }
-                var (hidden, chunkCache) = model.ForwardChunk(Ids(j), Start(j), cache);
-                lossSum.add_(Loss(model, hidden, j));
-                cache.Write(Start(j), chunkCache);
-            }
+            foreach (var chunk in model.Prefill(batch.InputIds, cache, Options.ChunkSize, selection.Keep[k - 1] ? k - 1 : k,
+                replayDropout ? j => ReplayDropout(dropoutSeed, j) : null, hiddenNeeded: j => !selection.Keep[j]))
+                lossSum.add_(Loss(model, chunk.Hidden, chunk.Index));
         }
 
         // Stage 2: for i = k..1 over the selected chunks; attention adds the gradient of every prefix key/value to
@@ -146,7 +139,7 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
             if (!selection.Keep[i]) continue;
             using (var chunkScope = NewDisposeScope())
             {
-                ReplayDropout(model, dropoutSeed, i);
+                if (replayDropout) ReplayDropout(dropoutSeed, i);
                 var (hidden, chunkCache) = model.ForwardChunk(Ids(i), Start(i), cache);
                 var outputs = new List<Tensor>();
                 var seeds = new List<Tensor>();
@@ -181,11 +174,8 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
     }
 
     /// <summary>
-    /// Stage 2 must rebuild exactly the activations of Stage 1, so with LoRA dropout both stages draw the same masks:
-    /// the generator is reseeded per (step, chunk).
+    /// Stage 2 must rebuild exactly the activations of Stage 1, so with stochastic layers (LoRA dropout) both stages
+    /// draw the same masks: the generator is reseeded per (step, chunk).
     /// </summary>
-    static void ReplayDropout(CausalLM model, long stepSeed, int chunk)
-    {
-        if (model.training && model.Lora is { Dropout: > 0 }) random.manual_seed(stepSeed + chunk);
-    }
+    static void ReplayDropout(long stepSeed, int chunk) => random.manual_seed(stepSeed + chunk);
 }

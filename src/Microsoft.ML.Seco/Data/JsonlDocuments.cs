@@ -2,22 +2,25 @@ using System.Text.Json;
 
 namespace Microsoft.ML.Seco.Data;
 
-/// <summary>One line of a JSON-lines training file: either <see cref="Text"/>, or <see cref="Prompt"/> and <see cref="Response"/>.</summary>
+/// <summary>
+/// One document as training and scoring see it: either <see cref="Text"/>, or <see cref="Prompt"/> and
+/// <see cref="Response"/>. A line of a JSON-lines file, a row of a data view or a text file.
+/// </summary>
 /// <param name="Text">The document, for plain language modelling.</param>
 /// <param name="Prompt">The prompt, for supervised fine-tuning (no loss on it).</param>
 /// <param name="Response">The response, for supervised fine-tuning.</param>
-/// <param name="Line">1-based line number in the file.</param>
-public sealed record Document(string? Text, string? Prompt, string? Response, int Line);
+/// <param name="Line">1-based line (or row) in its source, for error messages; 0 when it has none.</param>
+public sealed record Document(string? Text, string? Prompt = null, string? Response = null, int Line = 0);
 
 /// <summary>A row of <see cref="JsonlDocuments.LoadDataView"/> for a file of <c>text</c> lines.</summary>
-public sealed class JsonlTextRow
+internal sealed class JsonlTextRow
 {
     /// <summary>The line's <c>text</c>.</summary>
     public string Text { get; set; } = "";
 }
 
 /// <summary>A row of <see cref="JsonlDocuments.LoadDataView"/> for a file of <c>prompt</c>/<c>response</c> lines.</summary>
-public sealed class JsonlPromptResponseRow
+internal sealed class JsonlPromptResponseRow
 {
     /// <summary>The line's <c>prompt</c>.</summary>
     public string Prompt { get; set; } = "";

@@ -37,6 +37,13 @@ public sealed class SequenceBuilder
     }
 
     /// <summary>
+    /// The sequences of one document: <see cref="FromText"/> when it has text, else <see cref="FromPromptResponse"/>.
+    /// The one rule for turning a row into examples, shared by training, validation and scoring.
+    /// </summary>
+    public IEnumerable<TrainingExample> FromDocument(ModelTokenizer tokenizer, Document document) =>
+        document.Text is not null ? FromText(tokenizer, document.Text) : FromPromptResponse(tokenizer, document.Prompt, document.Response);
+
+    /// <summary>
     /// Plain language modelling on <paramref name="text"/>: BOS (when the tokenizer has one), the text, EOS (when it
     /// has one), loss on every token. Longer than <see cref="MaxSequenceLength"/>, the ids are split into consecutive
     /// windows (<see cref="SequenceOverflow.Split"/>; a last window of a single token is dropped, it has nothing to

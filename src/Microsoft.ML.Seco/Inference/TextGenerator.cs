@@ -43,15 +43,11 @@ public static class TextGenerator
         using var cache = new KvCache(model.Config, 1, prompt.Count + options.MaxNewTokens, model.DType, model.Device);
 
         Tensor? lastLogits = null;
-        for (int start = 0; start < prompt.Count; start += options.PrefillChunkSize)
+        var promptIds = tensor(prompt.Select(t => (long)t).ToArray(), new long[] { 1, prompt.Count }, device: model.Device);
+        foreach (var chunk in model.Prefill(promptIds, cache, options.PrefillChunkSize))
         {
-            using var chunkScope = NewDisposeScope();
-            int length = Math.Min(options.PrefillChunkSize, prompt.Count - start);
-            var ids = tensor(prompt.Skip(start).Take(length).Select(t => (long)t).ToArray(), new long[] { 1, length }, device: model.Device);
-            var (hidden, chunkCache) = model.ForwardChunk(ids, start, cache);
-            cache.Write(start, chunkCache);
             lastLogits?.Dispose();
-            lastLogits = model.Logits(hidden.narrow(1, length - 1, 1)).reshape(-1).MoveToOuterDisposeScope();
+            lastLogits = model.Logits(chunk.Hidden.narrow(1, chunk.Length - 1, 1)).reshape(-1).MoveToOuterDisposeScope();
         }
 
         var output = new List<int>();

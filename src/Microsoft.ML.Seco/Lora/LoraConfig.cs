@@ -26,9 +26,9 @@ public sealed record LoraConfig
     /// <summary>Throws when a value is out of range, naming it.</summary>
     public void Validate()
     {
-        if (Rank <= 0) throw new ArgumentOutOfRangeException(nameof(Rank), Rank, "LoRA rank must be positive.");
-        if (!(Alpha > 0)) throw new ArgumentOutOfRangeException(nameof(Alpha), Alpha, "LoRA alpha must be positive.");
-        if (!(Dropout >= 0 && Dropout < 1)) throw new ArgumentOutOfRangeException(nameof(Dropout), Dropout, "LoRA dropout must be in [0, 1).");
+        if (Rank <= 0) throw new ArgumentOutOfRangeException(nameof(Rank), Rank, "Rank must be at least 1.");
+        if (!(Alpha > 0)) throw new ArgumentOutOfRangeException(nameof(Alpha), Alpha, "Alpha must be positive.");
+        if (!(Dropout >= 0 && Dropout < 1)) throw new ArgumentOutOfRangeException(nameof(Dropout), Dropout, "Dropout must be in [0, 1).");
         if (TargetModules.Count == 0) throw new ArgumentException("LoRA needs at least one target module.", nameof(TargetModules));
         var known = AttentionProjections.Concat(MlpProjections).ToHashSet();
         var unknown = TargetModules.Where(m => !known.Contains(m)).ToList();

@@ -1,3 +1,4 @@
+using Microsoft.ML.Seco.Model;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -5,11 +6,12 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Seco.Lora;
 
 /// <summary>
-/// A linear projection y = W x (+ b) that can carry a LoRA adapter: y += (alpha / r) · B(A(dropout(x))).
-/// Parameter names match Hugging Face checkpoints (<c>weight</c>, <c>bias</c>) and PEFT adapters
-/// (<c>lora_A.weight</c>, <c>lora_B.weight</c>), so both load and save by name.
+/// A linear projection with a LoRA adapter: y = W x (+ b) + (alpha / r) · B(A(dropout(x))). It takes the place of a
+/// model's plain projection (<see cref="LoraAdapters.Attach"/>), sharing its weight and bias. Parameter names match
+/// Hugging Face checkpoints (<c>weight</c>, <c>bias</c>) and PEFT adapters (<c>lora_A.weight</c>, <c>lora_B.weight</c>),
+/// so both load and save by name.
 /// </summary>
-public sealed class LoraLinear : nn.Module<Tensor, Tensor>
+public sealed class LoraLinear : nn.Module<Tensor, Tensor>, IStochasticLayer
 {
     // Fields named exactly like the registered parameters and modules: TorchSharp's Module.to() finds them by name
     // when it replaces tensors, and the names are Hugging Face's and PEFT's.
@@ -18,62 +20,56 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
     public Parameter weight;
     /// <summary>The base bias, or null.</summary>
     public Parameter? bias;
-    /// <summary>LoRA down-projection A, [r, in]; null until <see cref="AttachAdapter"/>.</summary>
-    public Linear? lora_A;
+    /// <summary>LoRA down-projection A, [r, in]: Kaiming-uniform, as PEFT and nn.Linear.</summary>
+    public Linear lora_A;
     /// <summary>LoRA up-projection B, [out, r]; zero-initialised so a fresh adapter changes nothing.</summary>
-    public Linear? lora_B;
+    public Linear lora_B;
 #pragma warning restore IDE1006, CA1051
 
-    double _scaling;
-    double _dropout;
+    readonly double _scaling;
+    readonly double _dropout;
     bool _merged;
 
-    /// <summary>Creates an uninitialised projection; weights come from a checkpoint or an initialiser.</summary>
-    public LoraLinear(long inFeatures, long outFeatures, bool hasBias, ScalarType dtype, Device device) : base("LoraLinear")
+    /// <summary>
+    /// Wraps a projection's <paramref name="weight"/> [out, in] and <paramref name="bias"/> (shared, not copied) with a
+    /// fresh adapter. A's initialisation draws from torch's global generator.
+    /// </summary>
+    public LoraLinear(Parameter weight, Parameter? bias, LoraConfig config) : base("LoraLinear")
     {
-        weight = new Parameter(empty(outFeatures, inFeatures, dtype: dtype, device: device), requires_grad: false);
+        config.Validate();
+        this.weight = weight;
         register_parameter(nameof(weight), weight);
-        if (hasBias)
+        if (bias is not null)
         {
-            bias = new Parameter(zeros(outFeatures, dtype: dtype, device: device), requires_grad: false);
+            this.bias = bias;
             register_parameter(nameof(bias), bias);
         }
+        lora_A = nn.Linear(InFeatures, config.Rank, hasBias: false, device: weight.device, dtype: weight.dtype);
+        lora_B = nn.Linear(config.Rank, OutFeatures, hasBias: false, device: weight.device, dtype: weight.dtype);
+        using (no_grad()) lora_B.weight!.zero_();
+        register_module(nameof(lora_A), lora_A);
+        register_module(nameof(lora_B), lora_B);
+        Config = config;
+        _scaling = config.Scaling;
+        _dropout = config.Dropout;
     }
 
+    /// <summary>The adapter's hyper-parameters.</summary>
+    public LoraConfig Config { get; }
     /// <summary>In features.</summary>
     public long InFeatures => weight.shape[1];
     /// <summary>Out features.</summary>
     public long OutFeatures => weight.shape[0];
-    /// <summary>True when an adapter is attached.</summary>
-    public bool HasAdapter => lora_A is not null;
     /// <summary>True while the adapter's update is folded into <see cref="weight"/>.</summary>
     public bool IsMerged => _merged;
-
-    /// <summary>Adds an adapter: A Kaiming-uniform (as PEFT and nn.Linear), B zeros.</summary>
-    public void AttachAdapter(LoraConfig config)
-    {
-        if (HasAdapter) throw new InvalidOperationException("This projection already has a LoRA adapter.");
-        config.Validate();
-        var a = nn.Linear(InFeatures, config.Rank, hasBias: false, device: weight.device, dtype: weight.dtype);
-        var b = nn.Linear(config.Rank, OutFeatures, hasBias: false, device: weight.device, dtype: weight.dtype);
-        using (no_grad())
-        {
-            // nn.Linear's default init is kaiming_uniform(a = sqrt(5)), PEFT's init for lora_A.
-            b.weight!.zero_();
-        }
-        lora_A = a;
-        lora_B = b;
-        register_module(nameof(lora_A), a);
-        register_module(nameof(lora_B), b);
-        _scaling = config.Scaling;
-        _dropout = config.Dropout;
-    }
+    /// <summary>True when LoRA dropout is on: the layer draws random numbers in training mode.</summary>
+    public bool IsStochastic => _dropout > 0;
 
     /// <inheritdoc/>
     public override Tensor forward(Tensor x)
     {
         var y = nn.functional.linear(x, weight, bias);
-        if (lora_A is null || lora_B is null || _merged) return y;
+        if (_merged) return y;
         var h = _dropout > 0 ? nn.functional.dropout(x, _dropout, training) : x;
         return y.add_(lora_B.forward(lora_A.forward(h)), alpha: _scaling);
     }
@@ -81,7 +77,7 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
     /// <summary>Folds the adapter into the base weight: W ← W + scaling · B A.</summary>
     public void Merge()
     {
-        if (lora_A is null || lora_B is null || _merged) return;
+        if (_merged) return;
         using var _ = no_grad();
         weight.add_(matmul(lora_B.weight!, lora_A.weight!), alpha: _scaling);
         _merged = true;
@@ -90,7 +86,7 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
     /// <summary>Undoes <see cref="Merge"/>: W ← W − scaling · B A.</summary>
     public void Unmerge()
     {
-        if (lora_A is null || lora_B is null || !_merged) return;
+        if (!_merged) return;
         using var _ = no_grad();
         weight.add_(matmul(lora_B.weight!, lora_A.weight!), alpha: -_scaling);
         _merged = false;

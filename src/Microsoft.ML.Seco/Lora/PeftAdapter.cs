@@ -27,23 +27,15 @@ public static class PeftAdapter
     /// <exception cref="InvalidOperationException">The model has no adapter, or an adapter weight holds NaN or infinite values (nothing is written).</exception>
     public static void Save(CausalLM model, string directory, string? baseModelPath = null)
     {
-        var config = model.Lora ?? throw new InvalidOperationException("The model has no LoRA adapter to save.");
-        var weights = model.named_parameters()
-            .Where(p => p.name.Contains(".lora_", StringComparison.Ordinal))
-            .Select(p => (KeyPrefix + p.name, (Tensor)p.parameter))
-            .ToList();
-        FiniteWeights.Require(weights.Select(w => ($"Adapter weight '{w.Item1}'", (Tensor?)w.Item2)), $"the adapter is not saved, so '{directory}' keeps what it held.");
-        string full = Path.GetFullPath(directory);
-        string staging = full.TrimEnd(Path.DirectorySeparatorChar) + $".saving-{Environment.ProcessId}";
-        if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
-        Directory.CreateDirectory(staging);
-        SafeTensorsFile.Write(Path.Combine(staging, WeightsFileName), weights, new Dictionary<string, string> { ["format"] = "pt" });
-        File.WriteAllText(Path.Combine(staging, ConfigFileName), ConfigJson(config, baseModelPath).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-
-        string? previous = Directory.Exists(full) ? full + $".previous-{Environment.ProcessId}" : null;
-        if (previous is not null) Directory.Move(full, previous);
-        Directory.Move(staging, full);
-        if (previous is not null) Directory.Delete(previous, recursive: true);
+        var config = LoraAdapters.ConfigOf(model) ?? throw new InvalidOperationException("The model has no LoRA adapter to save.");
+        var tensors = LoraAdapters.Parameters(model).Select(p => (KeyPrefix + p.Name, (Tensor)p.Parameter)).ToList();
+        FiniteWeights.Require(tensors.Select(t => ($"Adapter weight '{t.Item1}'", (Tensor?)t.Item2)), $"the adapter is not saved, so '{directory}' keeps what it held.");
+        AtomicFile.WriteDirectory(directory, staging =>
+        {
+            Directory.CreateDirectory(staging);
+            SafeTensorsFile.Write(Path.Combine(staging, WeightsFileName), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+            File.WriteAllText(Path.Combine(staging, ConfigFileName), ConfigJson(config, baseModelPath).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        });
     }
 
     /// <summary>PEFT's adapter_config.json for a LoRA config.</summary>
@@ -114,13 +106,13 @@ public static class PeftAdapter
     /// <summary>Attaches the adapter in <paramref name="directory"/> to a model that has none yet, and loads its weights.</summary>
     public static LoraConfig Load(CausalLM model, string directory)
     {
-        if (model.Lora is not null) throw new InvalidOperationException("The model already has a LoRA adapter.");
+        if (LoraAdapters.ConfigOf(model) is not null) throw new InvalidOperationException("The model already has a LoRA adapter.");
         var config = ReadConfig(directory);
         string weights = Path.Combine(directory, WeightsFileName);
         if (!File.Exists(weights)) throw new FileNotFoundException($"No {WeightsFileName} in adapter directory '{directory}'.", weights);
-        model.AttachLora(config);
+        LoraAdapters.Attach(model, config);
         using var file = SafeTensorsFile.Open(weights);
-        var expected = model.named_parameters().Where(p => p.name.Contains(".lora_", StringComparison.Ordinal)).ToDictionary(p => KeyPrefix + p.name, p => p.parameter);
+        var expected = LoraAdapters.Parameters(model).ToDictionary(p => KeyPrefix + p.Name, p => p.Parameter);
         var missing = expected.Keys.Where(k => !file.Contains(k)).ToList();
         var unexpected = file.TensorNames.Where(k => !expected.ContainsKey(k)).ToList();
         if (missing.Count > 0 || unexpected.Count > 0)

@@ -15,6 +15,13 @@ public sealed partial class ChunkwiseLoraTrainer
     /// </summary>
     public sealed class Options
     {
+        // Each concern has one record that owns its defaults and its rules (ChunkwiseOptions, LoraConfig,
+        // TrainingOptions); these flat fields are ML.NET's idiom for a stage's options and take their defaults from
+        // the records, and Validate defers to the records' Validate, so a rule or a default is written once.
+        static readonly ChunkwiseOptions ChunkwiseDefaults = new();
+        static readonly LoraConfig LoraDefaults = new();
+        static readonly TrainingOptions TrainingDefaults = new();
+
         // Model
 
         /// <summary>A Hugging Face model directory (config.json, safetensors, tokenizer). Required.</summary>
@@ -40,26 +47,26 @@ public sealed partial class ChunkwiseLoraTrainer
         // Chunk-wise optimization
 
         /// <summary>Tokens per chunk, at least 1. Default 128.</summary>
-        public int ChunkSize = 128;
+        public int ChunkSize = ChunkwiseDefaults.ChunkSize;
         /// <summary>
         /// Chunks backpropagated per micro-batch (SpaCO's t), at least 1; null or ≥ the chunk count k = exact SeCO
         /// (every chunk, factors 1). One selection is drawn per micro-batch and shared by all its sequences, k being the
         /// chunk count of the batch's padded length. Default null.
         /// </summary>
-        public int? SampledChunks;
+        public int? SampledChunks = ChunkwiseDefaults.SampledChunks;
         /// <summary>
         /// How SpaCO draws chunks: Bernoulli (exactly unbiased with LossAndCache), FixedBudget (the paper's: exactly t),
         /// Stratified (the authors' for prompt/response data: half the budget to chunks with response tokens; needs
         /// Compensation = None). Default Bernoulli.
         /// </summary>
-        public ChunkSampler Sampler = ChunkSampler.Bernoulli;
+        public ChunkSampler Sampler = ChunkwiseDefaults.Sampler;
         /// <summary>
         /// Which of Stage 2's seeds the factor k/t multiplies: LossAndCache (unbiased with Bernoulli), LossOnly (the
         /// authors' released code), CacheOnly (the paper's Algorithm 2) or None. Default LossAndCache.
         /// </summary>
-        public Compensation Compensation = Compensation.LossAndCache;
+        public Compensation Compensation = ChunkwiseDefaults.Compensation;
         /// <summary>Cap on the compensation factor in every mode, at least 1 (the paper recommends 2), or null. Default null.</summary>
-        public double? MaxCompensation;
+        public double? MaxCompensation = ChunkwiseDefaults.MaxCompensation;
 
         /// <summary>Earlier name of <see cref="Compensation"/>: true = LossAndCache, false = None.</summary>
         [Obsolete("Use Compensation: true is Compensation.LossAndCache, false is Compensation.None.")]
@@ -72,13 +79,13 @@ public sealed partial class ChunkwiseLoraTrainer
         // LoRA
 
         /// <summary>LoRA rank r, at least 1. Default 8.</summary>
-        public int LoraRank = 8;
+        public int LoraRank = LoraDefaults.Rank;
         /// <summary>LoRA alpha (the update is scaled by alpha / r), positive. Default 16.</summary>
-        public double LoraAlpha = 16;
+        public double LoraAlpha = LoraDefaults.Alpha;
         /// <summary>LoRA dropout in [0, 1). Default 0.</summary>
-        public double LoraDropout;
+        public double LoraDropout = LoraDefaults.Dropout;
         /// <summary>Projections that get adapters. Default q_proj, k_proj, v_proj, o_proj.</summary>
-        public string[] LoraTargetModules = LoraConfig.AttentionProjections.ToArray();
+        public string[] LoraTargetModules = LoraDefaults.TargetModules.ToArray();
         /// <summary>Train every parameter instead of LoRA adapters. Default false.</summary>
         public bool FullFineTuning;
 
@@ -87,40 +94,40 @@ public sealed partial class ChunkwiseLoraTrainer
         /// <summary>Sequences per micro-batch, at least 1. Default 1.</summary>
         public int BatchSize = 1;
         /// <summary>Passes over the data, at least 1. Default 1.</summary>
-        public int MaxEpoch = 1;
+        public int MaxEpoch = TrainingDefaults.MaxEpoch;
         /// <summary>Stop after this many optimizer steps, or null to run <see cref="MaxEpoch"/> epochs. Default null.</summary>
-        public int? MaxSteps;
+        public int? MaxSteps = TrainingDefaults.MaxSteps;
         /// <summary>Peak AdamW learning rate, positive. Default 1e-4.</summary>
-        public double LearningRate = 1e-4;
+        public double LearningRate = TrainingDefaults.LearningRate;
         /// <summary>Final learning rate as a fraction of the peak (cosine or linear decay), in [0, 1]. Default 0.</summary>
-        public double FinalLearningRateRatio;
+        public double FinalLearningRateRatio = TrainingDefaults.MinLearningRateRatio;
         /// <summary>Warm-up optimizer steps, at least 0. Default 0. Set this or <see cref="WarmupRatio"/>, not both.</summary>
-        public int WarmupSteps;
+        public int WarmupSteps = TrainingDefaults.WarmupSteps;
         /// <summary>
         /// Warm-up as a fraction in [0, 1] of the run's optimizer steps, rounded up (the authors: 0.01), or null.
         /// Needs the total to be known (MaxSteps, or data whose size is known up front). Default null.
         /// </summary>
-        public double? WarmupRatio;
+        public double? WarmupRatio = TrainingDefaults.WarmupRatio;
         /// <summary>Learning-rate schedule after warm-up. Default Cosine.</summary>
-        public LearningRateSchedule Schedule = LearningRateSchedule.Cosine;
+        public LearningRateSchedule Schedule = TrainingDefaults.Schedule;
         /// <summary>AdamW weight decay, at least 0, applied to matrices (every LoRA weight) but not to biases and norms. Default 0.</summary>
-        public double WeightDecay;
+        public double WeightDecay = TrainingDefaults.WeightDecay;
         /// <summary>AdamW's first-moment decay β1, in [0, 1). Default 0.9.</summary>
-        public double Beta1 = 0.9;
+        public double Beta1 = TrainingDefaults.Beta1;
         /// <summary>AdamW's second-moment decay β2, in [0, 1) (the authors: 0.95). Default 0.999.</summary>
-        public double Beta2 = 0.999;
+        public double Beta2 = TrainingDefaults.Beta2;
         /// <summary>AdamW's ε, at least 0. Default 1e-8.</summary>
-        public double Epsilon = 1e-8;
+        public double Epsilon = TrainingDefaults.Epsilon;
         /// <summary>Gradient-norm clipping threshold, positive, or null for no clipping. Default 1.</summary>
-        public double? MaxGradNorm = 1.0;
+        public double? MaxGradNorm = TrainingDefaults.MaxGradNorm;
         /// <summary>Micro-batches per optimizer step, at least 1. Default 1.</summary>
-        public int GradientAccumulationSteps = 1;
+        public int GradientAccumulationSteps = TrainingDefaults.GradientAccumulationSteps;
         /// <summary>
         /// What a NaN or infinite loss or gradient norm does: Stop (the run fails naming the step and the input rows of
         /// its batches) or SkipBatch (that optimizer step is dropped, counted and logged). No update is ever applied from
         /// non-finite values. Default Stop.
         /// </summary>
-        public NonFiniteLossAction NonFiniteLoss = NonFiniteLossAction.Stop;
+        public NonFiniteLossAction NonFiniteLoss = TrainingDefaults.NonFiniteLoss;
         /// <summary>Held-out documents (same columns); loss and perplexity on them are reported after each epoch. Default null.</summary>
         public IDataView? ValidationSet;
         /// <summary>Seed for LoRA initialisation, chunk sampling and dropout; null takes one from the MLContext's seed. Default null.</summary>
@@ -161,27 +168,42 @@ public sealed partial class ChunkwiseLoraTrainer
             if (ResponseColumnName is not null && PromptColumnName is null)
                 throw new ArgumentException("ResponseColumnName needs PromptColumnName: the loss covers responses given their prompts.", nameof(PromptColumnName));
             Require(MaxSequenceLength is >= 2 and <= 1 << 20, nameof(MaxSequenceLength), MaxSequenceLength, "must be between 2 and 1,048,576");
-            Require(ChunkSize >= 1, nameof(ChunkSize), ChunkSize, "must be at least 1");
-            Require(SampledChunks is null or >= 1, nameof(SampledChunks), SampledChunks, "must be at least 1 (or null for exact SeCO)");
-            Require(MaxCompensation is null or >= 1, nameof(MaxCompensation), MaxCompensation, "must be at least 1 (or null)");
-            Require(LoraRank >= 1, nameof(LoraRank), LoraRank, "must be at least 1");
-            Require(LoraAlpha > 0, nameof(LoraAlpha), LoraAlpha, "must be positive");
-            Require(LoraDropout is >= 0 and < 1, nameof(LoraDropout), LoraDropout, "must be in [0, 1)");
             Require(BatchSize >= 1, nameof(BatchSize), BatchSize, "must be at least 1");
-            Require(MaxEpoch >= 1, nameof(MaxEpoch), MaxEpoch, "must be at least 1");
-            Require(MaxSteps is null or >= 1, nameof(MaxSteps), MaxSteps, "must be at least 1 (or null)");
-            Require(LearningRate > 0 && double.IsFinite(LearningRate), nameof(LearningRate), LearningRate, "must be positive");
-            Require(FinalLearningRateRatio is >= 0 and <= 1, nameof(FinalLearningRateRatio), FinalLearningRateRatio, "must be in [0, 1]");
-            Require(WarmupSteps >= 0, nameof(WarmupSteps), WarmupSteps, "must be at least 0");
-            Require(WeightDecay >= 0, nameof(WeightDecay), WeightDecay, "must be at least 0");
-            Require(MaxGradNorm is null or > 0, nameof(MaxGradNorm), MaxGradNorm, "must be positive (or null)");
-            Require(GradientAccumulationSteps >= 1, nameof(GradientAccumulationSteps), GradientAccumulationSteps, "must be at least 1");
             Require(MaxNewTokens >= 0, nameof(MaxNewTokens), MaxNewTokens, "must be at least 0");
             Require(CheckpointEverySteps >= 1, nameof(CheckpointEverySteps), CheckpointEverySteps, "must be at least 1");
-            new LoraConfig { Rank = LoraRank, Alpha = LoraAlpha, Dropout = LoraDropout, TargetModules = LoraTargetModules }.Validate();
-            // The engine's own rules (sampler/compensation pairing, betas, warm-up exclusivity) live there, once.
-            Chunkwise(seed: 0).Validate();
-            Training(seed: 0).Validate();
+            // Every other rule lives with its concern, once.
+            try
+            {
+                Chunkwise(seed: 0).Validate();
+                Lora.Validate();
+                Training(seed: 0).Validate();
+            }
+            catch (ArgumentException e) { throw InOptionNames(e); }
+        }
+
+        // The records name their own fields; these are the fields of Options they stand for.
+        static readonly Dictionary<string, string> RecordNames = new()
+        {
+            [nameof(LoraConfig.Rank)] = nameof(LoraRank),
+            [nameof(LoraConfig.Alpha)] = nameof(LoraAlpha),
+            [nameof(LoraConfig.Dropout)] = nameof(LoraDropout),
+            [nameof(LoraConfig.TargetModules)] = nameof(LoraTargetModules),
+            [nameof(TrainingOptions.MinLearningRateRatio)] = nameof(FinalLearningRateRatio),
+        };
+
+        /// <summary>The name of the field of <see cref="Options"/> that a record's field (or parameter) stands for.</summary>
+        internal static string OptionName(string recordName) => RecordNames.GetValueOrDefault(recordName) ?? recordName;
+
+        static ArgumentException InOptionNames(ArgumentException e)
+        {
+            // ArgumentException appends "(Parameter 'x')" and the actual value on lines of their own: keep the rule only.
+            string message = e.Message.Split('\n')[0];
+            if (e.ParamName is not null) message = message.Replace($" (Parameter '{e.ParamName}')", "", StringComparison.Ordinal);
+            message = System.Text.RegularExpressions.Regex.Replace(message, @"\b[A-Z][A-Za-z0-9]+\b", m => OptionName(m.Value));
+            string? name = e.ParamName is null ? null : OptionName(e.ParamName);
+            return e is ArgumentOutOfRangeException range
+                ? new ArgumentOutOfRangeException(name, range.ActualValue, message)
+                : new ArgumentException(message, name, e);
         }
 
         internal LoraConfig Lora => new() { Rank = LoraRank, Alpha = LoraAlpha, Dropout = LoraDropout, TargetModules = LoraTargetModules };

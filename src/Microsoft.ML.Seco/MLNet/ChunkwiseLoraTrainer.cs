@@ -56,16 +56,16 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
         var model = ModelDirectory.Load(_options.ModelPath, dtype, device);
         try
         {
-            if (_options.FullFineTuning) model.SetTrainable(fullFineTuning: true);
-            else
+            if (!_options.FullFineTuning)
             {
                 manual_seed(seed); // LoRA A's Kaiming init draws from the global generator.
-                model.AttachLora(_options.Lora);
+                LoraAdapters.Attach(model, _options.Lora);
             }
+            TrainableParameters.Select(model, _options.FullFineTuning);
             model.train();
             channel.Info(MessageSensitivity.None, $"ChunkwiseLora: {model.Config.ModelType} with {model.Config.NumHiddenLayers} layers on {device.type} ({TensorSettings.Name(dtype)}), " +
                 $"{(_options.SampledChunks is int t ? $"SpaCO t={t} {_options.Sampler} compensation {_options.Compensation}" : "SeCO")}, chunk {_options.ChunkSize}, " +
-                $"{model.TrainableParameters().Sum(p => p.Parameter.numel()):N0} trainable parameters.");
+                $"{TrainableParameters.Of(model).Sum(p => p.Parameter.numel()):N0} trainable parameters.");
 
             var summary = Train(model, tokenizer, input, seed, device, channel);
             model.eval();
@@ -81,13 +81,13 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
     TrainingSummary Train(CausalLM model, ModelTokenizer tokenizer, IDataView input, int seed, Device device, IChannel channel)
     {
         var builder = new SequenceBuilder(_options.MaxSequenceLength, _options.Overflow);
-        int padId = tokenizer.PadId ?? tokenizer.EosId ?? 0;
+        int padId = tokenizer.PaddingId;
         long skipped = 0;
         IEnumerable<TrainingExample> Examples(IDataView data, bool countSkipped)
         {
             foreach (var row in DocumentRows.Read(data, _options))
             {
-                var examples = (row.Text is not null ? builder.FromText(tokenizer, row.Text) : builder.FromPromptResponse(tokenizer, row.Prompt, row.Response)).ToList();
+                var examples = builder.FromDocument(tokenizer, row).ToList();
                 if (examples.Count == 0 && countSkipped) skipped++;
                 foreach (var example in examples) yield return example;
             }
@@ -143,7 +143,7 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
         foreach (var r in DocumentRows.Read(data, _options))
         {
             row++;
-            int produced = (r.Text is not null ? builder.FromText(tokenizer, r.Text) : builder.FromPromptResponse(tokenizer, r.Prompt, r.Response)).Count();
+            int produced = builder.FromDocument(tokenizer, r).Count();
             if (sequence + produced > first && sequence < end) rows.Add(row);
             sequence += produced;
             if (sequence >= end) break;

@@ -1,5 +1,6 @@
 using Microsoft.ML.Data;
 using Microsoft.ML.Seco.Checkpoints;
+using Microsoft.ML.Seco.Data;
 using Microsoft.ML.Seco.Inference;
 using Microsoft.ML.Seco.Lora;
 using Microsoft.ML.Seco.Model;
@@ -35,8 +36,8 @@ public sealed class ChunkwiseLoraTransformer : ITransformer, IDisposable
     /// <summary>How training went; null for a stage loaded from a file.</summary>
     public TrainingSummary? TrainingSummary { get; }
 
-    /// <summary>False: the stage scores through <see cref="Transform"/> only.</summary>
-    public bool IsRowToRowMapper => false;
+    /// <summary>True: the stage maps row by row, so ML.NET's PredictionEngine can score single documents.</summary>
+    public bool IsRowToRowMapper => true;
 
     /// <summary>The input schema plus the scoring columns.</summary>
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
@@ -52,23 +53,41 @@ public sealed class ChunkwiseLoraTransformer : ITransformer, IDisposable
         return builder.ToSchema();
     }
 
-    /// <summary>Not supported: use <see cref="Transform"/>.</summary>
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) =>
-        throw new NotSupportedException("ChunkwiseLoraTransformer scores through Transform(IDataView); it has no row-to-row mapper.");
+    /// <summary>
+    /// The row-to-row mapper behind <c>mlContext.Model.CreatePredictionEngine</c>: the same scoring columns as
+    /// <see cref="Transform"/>, computed for one row at a time.
+    /// </summary>
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        CheckInput(inputSchema);
+        return Mappings(new SchemaOnlyDataView(inputSchema)).GetRowToRowMapper(inputSchema);
+    }
 
     /// <summary>Adds the scoring columns; rows are scored when a cursor reads them.</summary>
     public IDataView Transform(IDataView input)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         CheckInput(input.Schema);
-        return Scoring.Estimator(Settings, Score, (prompt, output) => output.Completion = Complete(prompt)).Fit(input).Transform(input);
+        return Mappings(input).Transform(input);
     }
 
+    // The scoring columns as ML.NET custom mappings; fitting them reads only the schema.
+    ITransformer Mappings(IDataView input) =>
+        Scoring.Estimator(Settings, Score, (prompt, output) => output.Completion = Complete(prompt)).Fit(input);
+
     /// <summary>Perplexity of one document (exp of the mean token negative log-likelihood).</summary>
-    public double Perplexity(string text)
+    public double Perplexity(string text) => Score(new Document(text)).Perplexity;
+
+    /// <summary>
+    /// Scores one document as <see cref="Transform"/> does (the text, or the response given the prompt): summed and mean
+    /// negative log-likelihood, perplexity and the scored-token count.
+    /// </summary>
+    public DocumentScore Score(Document document)
     {
-        var (sum, tokens) = Nll(new DocumentRow(text, null, null));
-        return tokens == 0 ? double.NaN : Math.Exp(sum / tokens);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        // ML.NET may read rows from several threads; the model's forward pass is not re-entrant.
+        lock (_gate) return Evaluation.ScoreDocument(Model, Tokenizer, document, Settings.ChunkSize, Settings.MaxSequenceLength);
     }
 
     /// <summary>
@@ -91,13 +110,7 @@ public sealed class ChunkwiseLoraTransformer : ITransformer, IDisposable
     /// <summary>Writes a plain Hugging Face checkpoint with the adapters merged into the weights, plus the tokenizer files.</summary>
     public void SaveMerged(string directory)
     {
-        lock (_gate)
-        {
-            var projections = Model.Projections().Select(p => p.Projection).ToList();
-            projections.ForEach(p => p.Merge());
-            try { ModelDirectory.Save(Model, directory); }
-            finally { projections.ForEach(p => p.Unmerge()); }
-        }
+        lock (_gate) LoraAdapters.WithMerged(Model, () => ModelDirectory.Save(Model, directory));
         foreach (var file in TokenizerFiles.Names)
         {
             string source = Path.Combine(Settings.ModelPath, file);
@@ -114,19 +127,12 @@ public sealed class ChunkwiseLoraTransformer : ITransformer, IDisposable
             "transformers internal. Use SecoModel.Save(mlContext, model, inputSchema, path) and SecoModel.Load(mlContext, path): " +
             "they save a whole pipeline, ML.NET stages included, as one file. Any file Model.Save created is incomplete; delete it.");
 
-    void Score(DocumentRow row, ScoringOutput output)
+    void Score(Document row, ScoringOutput output)
     {
-        var (sum, tokens) = Nll(row);
-        output.ScoredTokens = (int)tokens;
-        output.NegativeLogLikelihood = tokens == 0 ? float.NaN : (float)(sum / tokens);
-        output.Perplexity = tokens == 0 ? float.NaN : (float)Math.Exp(sum / tokens);
-    }
-
-    (double Sum, long Tokens) Nll(DocumentRow row)
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        // ML.NET may read rows from several threads; the model's forward pass is not re-entrant.
-        lock (_gate) return Scoring.Nll(Model, Tokenizer, Settings, row);
+        var score = Score(row);
+        output.ScoredTokens = (int)score.Tokens;
+        output.NegativeLogLikelihood = (float)score.MeanNll;
+        output.Perplexity = (float)score.Perplexity;
     }
 
     void CheckInput(DataViewSchema schema)

@@ -1,9 +1,7 @@
 using Microsoft.ML.Data;
+using Microsoft.ML.Seco.Data;
 
 namespace Microsoft.ML.Seco;
-
-/// <summary>One input row as the stage sees it: a whole document, or a prompt and its response.</summary>
-internal readonly record struct DocumentRow(string? Text, string? Prompt, string? Response);
 
 /// <summary>Reads the stage's columns from an IDataView with a cursor, row by row, never materialising the data.</summary>
 internal static class DocumentRows
@@ -30,18 +28,20 @@ internal static class DocumentRows
             throw new ArgumentOutOfRangeException(nameof(schema), $"Column '{column}' has type {found.Type}; ChunkwiseLora expects Text (string).");
     }
 
-    /// <summary>Streams the rows' text values.</summary>
-    public static IEnumerable<DocumentRow> Read(IDataView data, ChunkwiseLoraTrainer.Options options)
+    /// <summary>Streams the rows' text values as documents (Line = 1-based row).</summary>
+    public static IEnumerable<Document> Read(IDataView data, ChunkwiseLoraTrainer.Options options)
     {
         var names = TrainingColumns(options);
         var columns = names.Select(n => data.Schema[n]).ToArray();
         using var cursor = data.GetRowCursor(columns);
         var getters = columns.Select(c => cursor.GetGetter<ReadOnlyMemory<char>>(c)).ToArray();
         var value = default(ReadOnlyMemory<char>);
+        int row = 0;
         while (cursor.MoveNext())
         {
             var texts = getters.Select(g => { g(ref value); return value.ToString(); }).ToArray();
-            yield return options.HasPromptResponse ? new DocumentRow(null, texts[0], texts[1]) : new DocumentRow(texts[0], null, null);
+            row++;
+            yield return options.HasPromptResponse ? new Document(null, texts[0], texts[1], row) : new Document(texts[0], Line: row);
         }
     }
 }

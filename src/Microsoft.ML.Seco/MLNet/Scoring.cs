@@ -47,7 +47,7 @@ public sealed record ScoringSettings
 }
 
 /// <summary>Rows of the scoring columns (ML.NET custom mapping types).</summary>
-public sealed class ScoringOutput
+internal sealed class ScoringOutput
 {
     /// <summary>exp(mean negative log-likelihood) of the scored tokens; NaN for an empty document.</summary>
     public float Perplexity;
@@ -58,21 +58,21 @@ public sealed class ScoringOutput
 }
 
 /// <summary>The generated continuation of a row's prompt.</summary>
-public sealed class CompletionOutput
+internal sealed class CompletionOutput
 {
     /// <summary>Generated text.</summary>
     public string Completion = "";
 }
 
 /// <summary>Input row types the custom mappings read; their column names are set per stage.</summary>
-public sealed class TextInput
+internal sealed class TextInput
 {
     /// <summary>The document.</summary>
     public string Text = "";
 }
 
 /// <summary>Prompt + response input.</summary>
-public sealed class PromptResponseInput
+internal sealed class PromptResponseInput
 {
     /// <summary>The prompt.</summary>
     public string Prompt = "";
@@ -81,7 +81,7 @@ public sealed class PromptResponseInput
 }
 
 /// <summary>Prompt-only input (for completions).</summary>
-public sealed class PromptInput
+internal sealed class PromptInput
 {
     /// <summary>The prompt.</summary>
     public string Prompt = "";
@@ -110,13 +110,13 @@ internal static class Scoring
     }
 
     /// <summary>The custom-mapping estimator chain for a stage; the actions do the work.</summary>
-    public static IEstimator<ITransformer> Estimator(ScoringSettings s, Action<DocumentRow, ScoringOutput> score, Action<string, CompletionOutput> complete)
+    public static IEstimator<ITransformer> Estimator(ScoringSettings s, Action<Document, ScoringOutput> score, Action<string, CompletionOutput> complete)
     {
         var ml = MappingContext;
         IEstimator<ITransformer> estimator = s.HasPromptResponse
-            ? ml.Transforms.CustomMapping<PromptResponseInput, ScoringOutput>((i, o) => score(new DocumentRow(null, i.Prompt, i.Response), o), null,
+            ? ml.Transforms.CustomMapping<PromptResponseInput, ScoringOutput>((i, o) => score(new Document(null, i.Prompt, i.Response), o), null,
                 Columns<PromptResponseInput>((nameof(PromptResponseInput.Prompt), s.PromptColumnName!), (nameof(PromptResponseInput.Response), s.ResponseColumnName!)))
-            : ml.Transforms.CustomMapping<TextInput, ScoringOutput>((i, o) => score(new DocumentRow(i.Text, null, null), o), null,
+            : ml.Transforms.CustomMapping<TextInput, ScoringOutput>((i, o) => score(new Document(i.Text), o), null,
                 Columns<TextInput>((nameof(TextInput.Text), s.TextColumnName)));
         if (s.PromptColumnName is not null && s.MaxNewTokens > 0)
             estimator = estimator.Append(ml.Transforms.CustomMapping<PromptInput, CompletionOutput>((i, o) => complete(i.Prompt, o), null,
@@ -129,25 +129,6 @@ internal static class Scoring
         var definition = SchemaDefinition.Create(typeof(T), SchemaDefinition.Direction.Read);
         foreach (var (field, column) in map) definition[field].ColumnName = column;
         return definition;
-    }
-
-    /// <summary>Mean NLL over a document's scored tokens, window by window (training's split), chunk by chunk.</summary>
-    public static (double SumNll, long Tokens) Nll(CausalLM model, ModelTokenizer tokenizer, ScoringSettings s, DocumentRow row)
-    {
-        var builder = new SequenceBuilder(s.MaxSequenceLength, SequenceOverflow.Split);
-        var examples = row.Text is not null ? builder.FromText(tokenizer, row.Text) : builder.FromPromptResponse(tokenizer, row.Prompt, row.Response);
-        double sum = 0;
-        long tokens = 0;
-        foreach (var batch in Batching.Batches(examples, 1, tokenizer.PadId ?? tokenizer.EosId ?? 0, model.Device))
-        {
-            using (batch)
-            {
-                var (batchSum, batchTokens) = Evaluation.MeanNll(model, batch, s.ChunkSize);
-                sum += batchSum;
-                tokens += batchTokens;
-            }
-        }
-        return (sum, tokens);
     }
 
     /// <summary>

@@ -1,4 +1,3 @@
-using Microsoft.ML.Seco.Lora;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -14,7 +13,7 @@ namespace Microsoft.ML.Seco.Model;
 #pragma warning disable IDE1006, CA1051
 
 /// <summary>Per-chunk inputs shared by all layers: where the chunk is and its rotary cos/sin.</summary>
-public sealed class ChunkPositions : IDisposable
+internal sealed class ChunkPositions : IDisposable
 {
     /// <summary>Absolute position of the chunk's first token.</summary>
     public long Start { get; }
@@ -40,8 +39,11 @@ public sealed class ChunkPositions : IDisposable
     }
 }
 
+/// <summary>One chunk of <see cref="CausalLM.Prefill"/>: its index, first position, length and final-norm hidden states.</summary>
+public readonly record struct PrefilledChunk(int Index, long Start, long Length, Tensor Hidden);
+
 /// <summary>Root-mean-square layer norm: weight · x / sqrt(mean(x²) + eps), computed in at least float32.</summary>
-public sealed class RmsNorm : nn.Module<Tensor, Tensor>
+internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
     /// <summary>The per-feature scale.</summary>
     public Parameter weight;
@@ -65,11 +67,45 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     }
 }
 
-/// <summary>Multi-head attention with grouped key/value heads and rotary positions, over [cached prefix ; chunk].</summary>
-public sealed class Attention : nn.Module
+/// <summary>
+/// A plain linear projection y = W x (+ b) with Hugging Face's parameter names. Unlike nn.Linear it allocates its weight
+/// uninitialised: a checkpoint or <see cref="CausalLM.InitializeRandom"/> fills it, so loading a large model does not
+/// first draw random weights. Adapters replace it from outside (<see cref="CausalLM.ReplaceProjection"/>).
+/// </summary>
+internal sealed class Projection : nn.Module<Tensor, Tensor>
 {
-    /// <summary>Projections, named as in Hugging Face.</summary>
-    public LoraLinear q_proj, k_proj, v_proj, o_proj;
+    public Parameter weight;
+    public Parameter? bias;
+
+    public Projection(long inFeatures, long outFeatures, bool hasBias, ScalarType dtype, Device device) : base("Projection")
+    {
+        weight = new Parameter(empty(outFeatures, inFeatures, dtype: dtype, device: device), requires_grad: false);
+        register_parameter(nameof(weight), weight);
+        if (hasBias)
+        {
+            bias = new Parameter(zeros(outFeatures, dtype: dtype, device: device), requires_grad: false);
+            register_parameter(nameof(bias), bias);
+        }
+    }
+
+    public override Tensor forward(Tensor x) => nn.functional.linear(x, weight, bias);
+}
+
+/// <summary>
+/// A layer whose forward draws random numbers in training mode (dropout). The chunk-wise engine asks the model for such
+/// layers (<see cref="CausalLM.HasStochasticLayers"/>) because Stage 2 must replay Stage 1's draws exactly.
+/// </summary>
+internal interface IStochasticLayer
+{
+    /// <summary>True when the layer draws random numbers while the model is in training mode.</summary>
+    bool IsStochastic { get; }
+}
+
+/// <summary>Multi-head attention with grouped key/value heads and rotary positions, over [cached prefix ; chunk].</summary>
+internal sealed class Attention : nn.Module
+{
+    /// <summary>Projections, named as in Hugging Face: plain linear maps unless an adapter replaced them.</summary>
+    public nn.Module<Tensor, Tensor> q_proj, k_proj, v_proj, o_proj;
     readonly ModelConfig _config;
 
     /// <summary>Creates the projections for <paramref name="config"/>.</summary>
@@ -77,11 +113,24 @@ public sealed class Attention : nn.Module
     {
         _config = config;
         long h = config.HiddenSize, q = config.NumAttentionHeads * config.HeadDim, kv = config.NumKeyValueHeads * config.HeadDim;
-        q_proj = new LoraLinear(h, q, config.QkvBias, dtype, device);
-        k_proj = new LoraLinear(h, kv, config.QkvBias, dtype, device);
-        v_proj = new LoraLinear(h, kv, config.QkvBias, dtype, device);
-        o_proj = new LoraLinear(q, h, config.OutputBias, dtype, device);
+        q_proj = new Projection(h, q, config.QkvBias, dtype, device);
+        k_proj = new Projection(h, kv, config.QkvBias, dtype, device);
+        v_proj = new Projection(h, kv, config.QkvBias, dtype, device);
+        o_proj = new Projection(q, h, config.OutputBias, dtype, device);
         RegisterComponents();
+    }
+
+    internal void Replace(string name, nn.Module<Tensor, Tensor> projection)
+    {
+        switch (name)
+        {
+            case nameof(q_proj): q_proj = projection; break;
+            case nameof(k_proj): k_proj = projection; break;
+            case nameof(v_proj): v_proj = projection; break;
+            case nameof(o_proj): o_proj = projection; break;
+            default: throw new ArgumentException($"Attention has no projection '{name}'.", nameof(name));
+        }
+        CausalLM.Reregister(this, name, projection);
     }
 
     /// <summary>
@@ -141,18 +190,30 @@ public sealed class Attention : nn.Module
 }
 
 /// <summary>SwiGLU feed-forward: down(silu(gate(x)) · up(x)).</summary>
-public sealed class Mlp : nn.Module<Tensor, Tensor>
+internal sealed class Mlp : nn.Module<Tensor, Tensor>
 {
-    /// <summary>Projections, named as in Hugging Face.</summary>
-    public LoraLinear gate_proj, up_proj, down_proj;
+    /// <summary>Projections, named as in Hugging Face: plain linear maps unless an adapter replaced them.</summary>
+    public nn.Module<Tensor, Tensor> gate_proj, up_proj, down_proj;
 
     /// <summary>Creates the projections for <paramref name="config"/>.</summary>
     public Mlp(ModelConfig config, ScalarType dtype, Device device) : base("Mlp")
     {
-        gate_proj = new LoraLinear(config.HiddenSize, config.IntermediateSize, config.MlpBias, dtype, device);
-        up_proj = new LoraLinear(config.HiddenSize, config.IntermediateSize, config.MlpBias, dtype, device);
-        down_proj = new LoraLinear(config.IntermediateSize, config.HiddenSize, config.MlpBias, dtype, device);
+        gate_proj = new Projection(config.HiddenSize, config.IntermediateSize, config.MlpBias, dtype, device);
+        up_proj = new Projection(config.HiddenSize, config.IntermediateSize, config.MlpBias, dtype, device);
+        down_proj = new Projection(config.IntermediateSize, config.HiddenSize, config.MlpBias, dtype, device);
         RegisterComponents();
+    }
+
+    internal void Replace(string name, nn.Module<Tensor, Tensor> projection)
+    {
+        switch (name)
+        {
+            case nameof(gate_proj): gate_proj = projection; break;
+            case nameof(up_proj): up_proj = projection; break;
+            case nameof(down_proj): down_proj = projection; break;
+            default: throw new ArgumentException($"Mlp has no projection '{name}'.", nameof(name));
+        }
+        CausalLM.Reregister(this, name, projection);
     }
 
     /// <inheritdoc/>
@@ -160,7 +221,7 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>One pre-norm decoder block: x + attn(norm(x)), then + mlp(norm(·)).</summary>
-public sealed class DecoderLayer : nn.Module
+internal sealed class DecoderLayer : nn.Module
 {
     /// <summary>Sub-modules, named as in Hugging Face.</summary>
     public Attention self_attn;
@@ -196,7 +257,7 @@ public sealed class DecoderLayer : nn.Module
 }
 
 /// <summary>The decoder stack (Hugging Face's <c>model</c>): embeddings, layers, final norm.</summary>
-public sealed class DecoderStack : nn.Module
+internal sealed class DecoderStack : nn.Module
 {
     /// <summary>Token embeddings.</summary>
     public Embedding embed_tokens;
@@ -222,11 +283,12 @@ public sealed class DecoderStack : nn.Module
 public sealed class CausalLM : nn.Module
 {
     /// <summary>The decoder stack.</summary>
-    public DecoderStack model;
+    internal DecoderStack model;
     /// <summary>Output projection; null when <see cref="ModelConfig.TieWordEmbeddings"/>.</summary>
-    public LoraLinear? lm_head;
+    public nn.Module<Tensor, Tensor>? lm_head;
 
     readonly double[] _inverseFrequencies;
+    readonly string[] _ownParameters;
 
     /// <summary>The architecture.</summary>
     public ModelConfig Config { get; }
@@ -244,9 +306,10 @@ public sealed class CausalLM : nn.Module
         Device = device;
         _inverseFrequencies = RotaryEmbedding.InverseFrequencies(config);
         model = new DecoderStack(config, dtype, device);
-        if (!config.TieWordEmbeddings) lm_head = new LoraLinear(config.HiddenSize, config.VocabSize, false, dtype, device);
+        if (!config.TieWordEmbeddings) lm_head = new Projection(config.HiddenSize, config.VocabSize, false, dtype, device);
         RegisterComponents();
         foreach (var p in parameters()) p.requires_grad = false;
+        _ownParameters = named_parameters().Select(p => p.name).ToArray();
     }
 
     /// <summary>The dtype attention scores, softmax, norms and the loss are computed in: at least float32.</summary>
@@ -257,9 +320,12 @@ public sealed class CausalLM : nn.Module
     {
         using var _ = no_grad();
         var generator = new Generator((ulong)seed, CPU);
-        foreach (var (name, p) in named_parameters())
+        // The model's own parameters in construction order: an adapter attached since keeps its own initialisation,
+        // and a partly replaced layer draws the same numbers as before.
+        var current = named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        foreach (var name in _ownParameters)
         {
-            if (name.Contains("lora_")) continue;
+            var p = current[name];
             var values = name.EndsWith("norm.weight", StringComparison.Ordinal) ? ones(p.shape)
                 : name.EndsWith(".bias", StringComparison.Ordinal) ? zeros(p.shape)
                 : normal(0, std, p.shape, generator: generator, dtype: ScalarType.Float64);
@@ -269,7 +335,7 @@ public sealed class CausalLM : nn.Module
     }
 
     /// <summary>Precomputes rotary angles and the mask for a chunk at [start, start + length).</summary>
-    public ChunkPositions Positions(long start, long length) =>
+    internal ChunkPositions Positions(long start, long length) =>
         new(_inverseFrequencies, start, length, DType, Device);
 
     /// <summary>Embeds token ids [B, T].</summary>
@@ -318,6 +384,50 @@ public sealed class CausalLM : nn.Module
         return h;
     }
 
+    /// <summary>
+    /// Forwards token ids [B, L] chunk by chunk into <paramref name="cache"/> (chunk j covers positions
+    /// [j·chunkSize, min((j+1)·chunkSize, L))) and yields each chunk's final-norm hidden states [B, size, H]. The one
+    /// "prefill" loop of training's Stage 1, evaluation, generation and the examples. Each item lives in a dispose scope
+    /// of its own that closes when the next item is asked for, so what the caller computes from it goes too unless moved
+    /// out (<c>MoveToOuterDisposeScope</c>). Grad mode is the caller's: wrap the loop in no_grad() for inference.
+    /// </summary>
+    /// <param name="inputIds">Token ids [B, L].</param>
+    /// <param name="cache">Receives every chunk's keys and values; it must hold at least L positions.</param>
+    /// <param name="chunkSize">Tokens per forward pass.</param>
+    /// <param name="chunks">Forward only the first this many chunks; null for all.</param>
+    /// <param name="beforeChunk">Called with a chunk's index just before its forward pass (e.g. to reseed dropout).</param>
+    /// <param name="hiddenNeeded">
+    /// Null, or false for a chunk whose hidden states the caller does not need: that chunk is run only as far as the
+    /// cache needs (<see cref="ChunkKeysAndValues"/>) and is not yielded.
+    /// </param>
+    public IEnumerable<PrefilledChunk> Prefill(Tensor inputIds, KvCache cache, int chunkSize, int? chunks = null, Action<int>? beforeChunk = null,
+        Func<int, bool>? hiddenNeeded = null)
+    {
+        if (chunkSize <= 0) throw new ArgumentOutOfRangeException(nameof(chunkSize), chunkSize, "chunkSize must be positive.");
+        return Iterate();
+
+        IEnumerable<PrefilledChunk> Iterate()
+        {
+            long length = inputIds.shape[1];
+            int count = chunks ?? (int)((length + chunkSize - 1) / chunkSize);
+            for (int j = 0; j < count; j++)
+            {
+                using var chunkScope = NewDisposeScope();
+                long start = (long)j * chunkSize, size = Math.Min(chunkSize, length - start);
+                beforeChunk?.Invoke(j);
+                var ids = inputIds.narrow(1, start, size);
+                if (hiddenNeeded?.Invoke(j) == false)
+                {
+                    cache.Write(start, ChunkKeysAndValues(ids, start, cache));
+                    continue;
+                }
+                var (hidden, chunkCache) = ForwardChunk(ids, start, cache);
+                cache.Write(start, chunkCache);
+                yield return new PrefilledChunk(j, start, size, hidden);
+            }
+        }
+    }
+
     /// <summary>Logits [B, T, vocab] for final-norm hidden states, in at least float32.</summary>
     public Tensor Logits(Tensor hidden)
     {
@@ -344,8 +454,11 @@ public sealed class CausalLM : nn.Module
         return nn.functional.cross_entropy(Logits(h), t, ignore_index: -100, reduction: nn.Reduction.Sum);
     }
 
-    /// <summary>Every projection in the model with its Hugging Face module path (e.g. <c>model.layers.0.self_attn.q_proj</c>).</summary>
-    public IEnumerable<(string Path, LoraLinear Projection)> Projections()
+    /// <summary>
+    /// Every projection of the decoder layers with its Hugging Face module path (e.g. <c>model.layers.0.self_attn.q_proj</c>):
+    /// a plain linear map, or whatever <see cref="ReplaceProjection"/> put there (e.g. a LoRA layer).
+    /// </summary>
+    public IEnumerable<(string Path, nn.Module<Tensor, Tensor> Projection)> Projections()
     {
         for (int l = 0; l < Config.NumHiddenLayers; l++)
         {
@@ -361,28 +474,34 @@ public sealed class CausalLM : nn.Module
         }
     }
 
-    /// <summary>Attaches LoRA adapters to the target projections and makes only their parameters trainable.</summary>
-    public void AttachLora(LoraConfig config)
+    /// <summary>
+    /// Puts <paramref name="replacement"/> where the projection at <paramref name="path"/> (a path from
+    /// <see cref="Projections"/>) was, as PEFT's <c>_replace_module</c> does: adapters wrap projections from outside
+    /// the model. The replacement must keep the projection's parameter names for checkpoints to map.
+    /// </summary>
+    public void ReplaceProjection(string path, nn.Module<Tensor, Tensor> replacement)
     {
-        config.Validate();
-        foreach (var (path, projection) in Projections())
-            if (config.TargetModules.Contains(path[(path.LastIndexOf('.') + 1)..]))
-                projection.AttachAdapter(config);
-        Lora = config;
-        SetTrainable(fullFineTuning: false);
+        ArgumentNullException.ThrowIfNull(replacement);
+        var parts = path.Split('.');
+        if (parts is not ["model", "layers", var index, var block, var name] || !int.TryParse(index, out int l) || l < 0 || l >= Config.NumHiddenLayers)
+            throw new ArgumentException($"'{path}' is not a projection path of this model (model.layers.N.self_attn.q_proj, ...).", nameof(path));
+        var layer = model.layers[l];
+        if (block == "self_attn") layer.self_attn.Replace(name, replacement);
+        else if (block == "mlp") layer.mlp.Replace(name, replacement);
+        else throw new ArgumentException($"'{path}' is not a projection path of this model (model.layers.N.self_attn.q_proj, ...).", nameof(path));
     }
 
-    /// <summary>The LoRA configuration attached, or null.</summary>
-    public LoraConfig? Lora { get; private set; }
-
-    /// <summary>LoRA parameters only (default), or every parameter for full fine-tuning.</summary>
-    public void SetTrainable(bool fullFineTuning)
+    // TorchSharp registers submodules by name: the replaced one goes, the replacement takes its name. A field and its
+    // registration must agree, or Module.to() and named_parameters() would see different modules.
+    internal static void Reregister(nn.Module parent, string name, nn.Module replacement)
     {
-        foreach (var (name, p) in named_parameters())
-            p.requires_grad = fullFineTuning || name.Contains(".lora_", StringComparison.Ordinal);
+        parent.register_module(name, null!);
+        parent.register_module(name, replacement);
     }
 
-    /// <summary>The parameters that receive gradients, by name.</summary>
-    public IReadOnlyList<(string Name, Parameter Parameter)> TrainableParameters() =>
-        named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)).ToList();
+    /// <summary>
+    /// True when some layer draws random numbers in training mode (e.g. LoRA dropout): the chunk-wise engine then
+    /// replays the draws so that Stage 2 rebuilds Stage 1's activations exactly.
+    /// </summary>
+    public bool HasStochasticLayers => modules().OfType<IStochasticLayer>().Any(l => l.IsStochastic);
 }

@@ -7,7 +7,7 @@ namespace Microsoft.ML.Seco.Model;
 /// (<c>linear</c>, <c>llama3</c>), cos/sin of position · inv_freq duplicated over both halves of the head, and
 /// x·cos + rotate_half(x)·sin with rotate_half(x) = [−x₂, x₁].
 /// </summary>
-public static class RotaryEmbedding
+internal static class RotaryEmbedding
 {
     /// <summary>The rotary inverse frequencies, d/2 of them, computed in double precision on the host.</summary>
     public static double[] InverseFrequencies(ModelConfig config)

@@ -46,6 +46,12 @@ public sealed class ModelTokenizer
     /// </summary>
     public int? BosId { get; private set; }
 
+    /// <summary>
+    /// The id batches pad with: <see cref="PadId"/>, else <see cref="EosId"/>, else 0. Padded positions carry no label
+    /// and come after every real token, so the value only has to be a valid id.
+    /// </summary>
+    public int PaddingId => PadId ?? EosId ?? 0;
+
     /// <summary>The first of <see cref="EosIds"/>, or null when there is none.</summary>
     public int? EosId => EosIds.Count > 0 ? EosIds[0] : null;
 

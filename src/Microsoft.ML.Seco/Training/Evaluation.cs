@@ -1,8 +1,23 @@
 using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Data;
+using Microsoft.ML.Seco.Tokenization;
 using Microsoft.ML.Seco.Model;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Training;
+
+/// <summary>What <see cref="Evaluation.ScoreDocument"/> measured on one document.</summary>
+/// <param name="SumNll">Summed negative log-likelihood of the scored tokens (nats).</param>
+/// <param name="Tokens">Tokens scored: every next-token target of a text, the response's of a prompt/response pair.</param>
+/// <param name="Sequences">Windows the document was scored in (longer documents are split as in training).</param>
+/// <param name="TokenNll">Each scored token's NLL in order, when asked for; else null.</param>
+public sealed record DocumentScore(double SumNll, long Tokens, int Sequences, IReadOnlyList<double>? TokenNll = null)
+{
+    /// <summary>Mean NLL per scored token; NaN when nothing was scored.</summary>
+    public double MeanNll => Tokens == 0 ? double.NaN : SumNll / Tokens;
+    /// <summary>exp(<see cref="MeanNll"/>); NaN when nothing was scored.</summary>
+    public double Perplexity => Math.Exp(MeanNll);
+}
 
 /// <summary>
 /// Token negative log-likelihood of batches, computed chunk by chunk against a key/value cache without a graph, so
@@ -63,12 +78,8 @@ public static class Evaluation
             var targets = batch.Targets();
             var (labelledPositions, _) = TokenBatch.LabelledPositions(targets, chunkSize);
             using var cache = new KvCache(model.Config, batch.BatchSize, batch.Length, model.DType, model.Device);
-            for (int j = 0; j < labelledPositions.Length; j++)
+            foreach (var (j, start, size, hidden) in model.Prefill(batch.InputIds, cache, chunkSize))
             {
-                using var chunkScope = NewDisposeScope();
-                long start = (long)j * chunkSize, size = Math.Min(chunkSize, batch.Length - start);
-                var (hidden, chunkCache) = model.ForwardChunk(batch.InputIds.narrow(1, start, size), start, cache);
-                cache.Write(start, chunkCache);
                 if (labelledPositions[j].Length == 0) continue; // nothing to score: no logits needed
                 foreach (long position in labelledPositions[j]) counts[position / size]++;
                 // Logits only where a label is, the same saving the training steps make.
@@ -83,6 +94,48 @@ public static class Evaluation
         {
             model.train(wasTraining);
         }
+    }
+
+    /// <summary>
+    /// Scores one document the way the fitted stage and <c>seco eval</c> do: tokenized as for training (BOS, text, EOS;
+    /// for a prompt/response pair only the response's tokens are scored), split into windows of
+    /// <paramref name="maxSequenceLength"/> tokens, each forwarded chunk by chunk against a key/value cache.
+    /// </summary>
+    /// <param name="model">The model.</param>
+    /// <param name="tokenizer">The model's tokenizer.</param>
+    /// <param name="document">The document.</param>
+    /// <param name="chunkSize">Tokens per forward pass (memory is one chunk plus the cache).</param>
+    /// <param name="maxSequenceLength">Longest window scored at once, at least 2.</param>
+    /// <param name="perToken">Also return each scored token's NLL.</param>
+    public static DocumentScore ScoreDocument(CausalLM model, ModelTokenizer tokenizer, Document document, int chunkSize, int maxSequenceLength = 16384, bool perToken = false)
+    {
+        ArgumentNullException.ThrowIfNull(document);
+        var builder = new SequenceBuilder(maxSequenceLength, SequenceOverflow.Split);
+        double sum = 0;
+        long tokens = 0;
+        int sequences = 0;
+        var values = perToken ? new List<double>() : null;
+        foreach (var batch in Batching.Batches(builder.FromDocument(tokenizer, document), 1, tokenizer.PaddingId, model.Device))
+        {
+            using (batch)
+            {
+                sequences++;
+                if (values is not null)
+                {
+                    var nll = TokenNll(model, batch, chunkSize)[0];
+                    values.AddRange(nll);
+                    sum += nll.Sum();
+                    tokens += nll.Length;
+                }
+                else
+                {
+                    var (batchSum, batchTokens) = MeanNll(model, batch, chunkSize);
+                    sum += batchSum;
+                    tokens += batchTokens;
+                }
+            }
+        }
+        return new DocumentScore(sum, tokens, sequences, values);
     }
 
     /// <summary>Summed NLL and labelled-token count of one batch (mean NLL = sum / tokens, perplexity = exp of it).</summary>

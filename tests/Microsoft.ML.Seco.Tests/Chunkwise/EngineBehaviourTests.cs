@@ -1,5 +1,7 @@
 using Microsoft.ML.Seco.Chunkwise;
 using TorchSharp;
+using Microsoft.ML.Seco.Diagnostics;
+using Microsoft.ML.Seco.Training;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Tests.Chunkwise;
@@ -81,11 +83,13 @@ public sealed class EngineBehaviourTests
     public void StepSeedsArePinnedSoOtherProcessesSampleTheSameChunks()
     {
         // Fixed values: a per-process hash (HashCode.Combine) here once made runs differ from process to process.
-        Assert.AreEqual(ChunkwiseStep.StepSeed(42, 0), ChunkwiseStep.StepSeed(42, 0));
-        Assert.AreEqual(269157861, ChunkwiseStep.StepSeed(0, 0)); // SplitMix64(1), computed independently
-        Assert.AreEqual(ChunkwiseStep.StepSeed(7, 3), ChunkwiseStep.StepSeed(7, 3));
-        Assert.AreNotEqual(ChunkwiseStep.StepSeed(7, 3), ChunkwiseStep.StepSeed(7, 4));
-        Assert.AreNotEqual(ChunkwiseStep.StepSeed(7, 3), ChunkwiseStep.StepSeed(8, 3));
+        // Expected values from an independent SplitMix64 (Python, 64-bit wrap-around, low 31 bits of the output).
+        Assert.AreEqual(269157861, ChunkwiseStep.StepSeed(0, 0));
+        Assert.AreEqual(136194311, ChunkwiseStep.StepSeed(42, 0));
+        Assert.AreEqual(2002657118, ChunkwiseStep.StepSeed(7, 3));
+        Assert.AreEqual(466361121, ChunkwiseStep.StepSeed(7, 4));
+        Assert.AreEqual(1476624210, ChunkwiseStep.StepSeed(8, 3));
+        Assert.AreEqual(1943763748, ChunkwiseStep.StepSeed(-1, 5));
     }
 
     [TestMethod]

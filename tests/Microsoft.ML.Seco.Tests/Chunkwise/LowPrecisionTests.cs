@@ -1,4 +1,7 @@
 using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Baselines;
+using Microsoft.ML.Seco.Diagnostics;
+using Microsoft.ML.Seco.Training;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Tests.Chunkwise;

@@ -1,5 +1,9 @@
+using Microsoft.ML.Seco.Training;
 using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Model;
+using Microsoft.ML.Seco.Data;
+using Microsoft.ML.Seco.Baselines;
+using Microsoft.ML.Seco.Diagnostics;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Tests.Chunkwise;
@@ -39,7 +43,7 @@ public sealed class SecoExactnessTests
     public void SecoEqualsFullBackpropInFullFineTuningWithIgnoredLabelsAndPadding()
     {
         using var model = TestModels.Create(TestModels.Qwen2());
-        model.SetTrainable(fullFineTuning: true);
+        TrainableParameters.Select(model, fullFineTuning: true);
         using var batch = TestModels.Batch(61, new[] { 30, 19 }, ignoredFraction: 0.3);
         AssertExact(model, batch, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 7 }));
     }
@@ -70,7 +74,7 @@ public sealed class SecoExactnessTests
         using var model = TestModels.WithLora(TestModels.Create(TestModels.Llama()));
         using var batch = TestModels.Batch(61, new[] { 26, 21 }, ignoredFraction: 0.2);
         AssertExact(model, batch, new LayerCheckpointing());
-        model.SetTrainable(fullFineTuning: true);
+        TrainableParameters.Select(model, fullFineTuning: true);
         AssertExact(model, batch, new LayerCheckpointing());
     }
 }

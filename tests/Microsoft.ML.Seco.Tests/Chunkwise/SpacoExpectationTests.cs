@@ -1,5 +1,8 @@
 using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Model;
+using Microsoft.ML.Seco.Data;
+using Microsoft.ML.Seco.Baselines;
+using Microsoft.ML.Seco.Diagnostics;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Tests.Chunkwise;

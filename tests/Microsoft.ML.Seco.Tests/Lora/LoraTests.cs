@@ -1,3 +1,4 @@
+using Microsoft.ML.Seco.Training;
 using System.Text.Json.Nodes;
 using Microsoft.ML.Seco.Checkpoints;
 using Microsoft.ML.Seco.Lora;
@@ -23,7 +24,7 @@ public sealed class LoraTests
         using var model = TestModels.Create(TestModels.Llama());
         var ids = Ids();
         var before = Logits(model, ids);
-        model.AttachLora(new LoraConfig { TargetModules = LoraConfig.AttentionProjections.Concat(LoraConfig.MlpProjections).ToArray() });
+        LoraAdapters.Attach(model, new LoraConfig { TargetModules = LoraConfig.AttentionProjections.Concat(LoraConfig.MlpProjections).ToArray() });
         Assert.AreEqual(0.0, (Logits(model, ids) - before).abs().max().item<double>());
         foreach (var (name, p) in model.named_parameters().Where(p => p.name.Contains("lora_A")))
             Assert.IsTrue(p.abs().max().item<double>() > 0, $"{name} must be randomly initialised");
@@ -33,11 +34,30 @@ public sealed class LoraTests
     public void OnlyLoraParametersAreTrainableByDefault()
     {
         using var model = TestModels.WithLora(TestModels.Create(TestModels.Llama()), allProjections: false);
-        var trainable = model.TrainableParameters().Select(p => p.Name).ToList();
+        var trainable = TrainableParameters.Of(model).Select(p => p.Name).ToList();
         Assert.AreEqual(2 * 4 * 2, trainable.Count); // layers × q,k,v,o × (A, B)
         Assert.IsTrue(trainable.All(n => n.Contains(".lora_")));
-        model.SetTrainable(fullFineTuning: true);
-        Assert.AreEqual(model.parameters().Count(), model.TrainableParameters().Count);
+        TrainableParameters.Select(model, fullFineTuning: true);
+        Assert.AreEqual(model.parameters().Count(), TrainableParameters.Of(model).Count);
+    }
+
+    [TestMethod]
+    public void AttachReplacesOnlyTheTargetsKeepingNamesAndSharingTheBaseWeights()
+    {
+        using var model = TestModels.Create(TestModels.Llama());
+        var names = model.named_parameters().Select(p => p.name).ToList();
+        var qWeight = model.model.layers[1].self_attn.q_proj.get_parameter("weight")!;
+        Assert.IsFalse(model.HasStochasticLayers);
+        LoraAdapters.Attach(model, new LoraConfig { TargetModules = new[] { "q_proj", "down_proj" }, Dropout = 0.1 });
+
+        var adapted = LoraAdapters.Of(model).Select(l => l.Path).ToList();
+        CollectionAssert.AreEqual(new[] { "model.layers.0.self_attn.q_proj", "model.layers.0.mlp.down_proj", "model.layers.1.self_attn.q_proj", "model.layers.1.mlp.down_proj" }, adapted);
+        Assert.IsNotInstanceOfType<LoraLinear>(model.model.layers[0].self_attn.k_proj);
+        // The base parameters keep their Hugging Face names (checkpoints map by name) and are the same tensors.
+        CollectionAssert.IsSubsetOf(names, model.named_parameters().Select(p => p.name).ToList());
+        Assert.AreSame(qWeight, ((LoraLinear)model.model.layers[1].self_attn.q_proj).weight);
+        Assert.IsTrue(model.HasStochasticLayers, "LoRA dropout makes the model stochastic in training mode");
+        Assert.ThrowsExactly<InvalidOperationException>(() => LoraAdapters.Attach(model, new LoraConfig()));
     }
 
     [TestMethod]
@@ -45,13 +65,14 @@ public sealed class LoraTests
     {
         using var model = TestModels.WithLora(TestModels.Create(TestModels.Llama()));
         var ids = Ids();
-        var baseWeight = model.model.layers[0].self_attn.q_proj.weight.clone();
+        Tensor QWeight() => model.model.layers[0].self_attn.q_proj.get_parameter("weight")!;
+        var baseWeight = QWeight().clone();
         var unmerged = Logits(model, ids);
-        foreach (var (_, projection) in model.Projections()) projection.Merge();
+        foreach (var (_, layer) in LoraAdapters.Of(model)) layer.Merge();
         Assert.IsTrue((Logits(model, ids) - unmerged).abs().max().item<double>() <= 1e-12);
-        Assert.IsTrue((model.model.layers[0].self_attn.q_proj.weight - baseWeight).abs().max().item<double>() > 1e-3, "merge must change W");
-        foreach (var (_, projection) in model.Projections()) projection.Unmerge();
-        Assert.IsTrue((model.model.layers[0].self_attn.q_proj.weight - baseWeight).abs().max().item<double>() <= 1e-14);
+        Assert.IsTrue((QWeight() - baseWeight).abs().max().item<double>() > 1e-3, "merge must change W");
+        foreach (var (_, layer) in LoraAdapters.Of(model)) layer.Unmerge();
+        Assert.IsTrue((QWeight() - baseWeight).abs().max().item<double>() <= 1e-14);
         Assert.IsTrue((Logits(model, ids) - unmerged).abs().max().item<double>() <= 1e-12);
     }
 

@@ -1,3 +1,4 @@
+using Microsoft.ML.Seco.Lora;
 using Microsoft.ML.Data;
 using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Training;
@@ -45,7 +46,7 @@ public sealed class ChunkwiseLoraStageTests
         var options = Options(steps: 3);
         options.FullFineTuning = true;
         using var model = ml.Transforms.Text.ChunkwiseLora(options).Fit(data);
-        Assert.IsNull(model.Model.Lora, "full fine-tuning attaches no adapter");
+        Assert.IsNull(LoraAdapters.ConfigOf(model.Model), "full fine-tuning attaches no adapter");
         Assert.ThrowsExactly<InvalidOperationException>(() => model.SaveAdapter(TempPath("no-adapter")));
         var heldOut = ml.Data.LoadFromEnumerable(Documents(2, seed: 4));
         AssertReloadScoresTheSame(ml, model, heldOut);
@@ -155,6 +156,10 @@ public sealed class ChunkwiseLoraStageTests
             (new() { ModelPath = ModelPath, Epsilon = -1 }, "Epsilon"),
             (new() { ModelPath = ModelPath, WarmupRatio = 0.1, WarmupSteps = 2 }, "WarmupRatio"),
             (new() { ModelPath = ModelPath, MaxGradNorm = 0 }, "MaxGradNorm"),
+            // Rules that live in LoraConfig and TrainingOptions under other names are reported under the stage's names.
+            (new() { ModelPath = ModelPath, LoraRank = 0 }, "LoraRank"),
+            (new() { ModelPath = ModelPath, LoraTargetModules = new[] { "qq_proj" } }, "LoraTargetModules"),
+            (new() { ModelPath = ModelPath, FinalLearningRateRatio = 2 }, "FinalLearningRateRatio"),
         })
         {
             var e = Assert.Throws<ArgumentException>(() => ml.Transforms.Text.ChunkwiseLora(options));

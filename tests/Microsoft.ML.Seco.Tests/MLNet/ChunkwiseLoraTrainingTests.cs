@@ -1,3 +1,4 @@
+using Microsoft.ML.Seco.Training;
 using Microsoft.ML.Data;
 using Microsoft.ML.Seco.Tokenization;
 using static Microsoft.ML.Seco.Tests.MLNet.TinyModelFixture;
@@ -25,7 +26,7 @@ public sealed class ChunkwiseLoraTrainingTests
         using var second = Fit();
         var history = first.TrainingSummary!.History;
         Assert.IsTrue(history[^1].Loss < history[0].Loss - 0.5, $"loss {history[0].Loss:F3} -> {history[^1].Loss:F3}");
-        foreach (var ((name, a), (_, b)) in first.Model.TrainableParameters().Zip(second.Model.TrainableParameters()))
+        foreach (var ((name, a), (_, b)) in TrainableParameters.Of(first.Model).Zip(TrainableParameters.Of(second.Model)))
             Assert.IsTrue(a.equal(b).all().item<bool>(), $"{name} differs between two fits with MLContext(seed: 7)");
     }
 

@@ -49,6 +49,42 @@ public sealed class ScoringColumnsTests
             StringAssert.Contains(readme, $"| `{name}` | `{scored.Schema[name].Type}`", $"README's column table misstates {name}");
     }
 
+    public sealed class Scores
+    {
+        public float Perplexity { get; set; }
+        public float NegativeLogLikelihood { get; set; }
+        public int ScoredTokens { get; set; }
+        public string Completion { get; set; } = "";
+    }
+
+    [TestMethod]
+    public void PredictionEngineAgreesWithTransformAndWithScore()
+    {
+        var ml = new MLContext(seed: 1);
+        using var model = FitOnPrompts(ml, maxNewTokens: 2);
+        Assert.IsTrue(model.IsRowToRowMapper);
+        var rows = Rows();
+        var scored = model.Transform(ml.Data.LoadFromEnumerable(rows));
+        var perplexity = scored.GetColumn<float>("Perplexity").ToArray();
+        var nll = scored.GetColumn<float>("NegativeLogLikelihood").ToArray();
+        var tokens = scored.GetColumn<int>("ScoredTokens").ToArray();
+        var completions = scored.GetColumn<string>("Completion").ToArray();
+
+        var engine = ml.Model.CreatePredictionEngine<PromptResponse, Scores>(model);
+        for (int i = 0; i < rows.Length; i++)
+        {
+            var single = engine.Predict(rows[i]);
+            Assert.AreEqual(perplexity[i], single.Perplexity, $"row {i}");
+            Assert.AreEqual(nll[i], single.NegativeLogLikelihood, $"row {i}");
+            Assert.AreEqual(tokens[i], single.ScoredTokens, $"row {i}");
+            Assert.AreEqual(completions[i], single.Completion, $"row {i}");
+            var score = model.Score(new Data.Document(null, rows[i].Prompt, rows[i].Response));
+            Assert.AreEqual(tokens[i], (int)score.Tokens, $"row {i}");
+            Assert.AreEqual(nll[i], (float)score.MeanNll, $"row {i}");
+        }
+        Assert.IsTrue(tokens.All(t => t > 0) && perplexity.All(float.IsFinite), "the rows have responses to score");
+    }
+
     [TestMethod]
     public void CompleteGeneratesSixtyFourTokensUnlessMaxNewTokensSaysOtherwise()
     {

@@ -92,9 +92,9 @@ public sealed class ReferenceMathTests
         double[,] gate = { { 0.5, -1, 0.25 }, { 1, 0, -0.5 } }, up = { { 2, 1, 0 }, { -1, 0.5, 1 } }, down = { { 1, -1 }, { 0.5, 2 }, { 0, 1 } };
         using (no_grad())
         {
-            mlp.gate_proj.weight.copy_(tensor(gate));
-            mlp.up_proj.weight.copy_(tensor(up));
-            mlp.down_proj.weight.copy_(tensor(down));
+            mlp.gate_proj.get_parameter("weight")!.copy_(tensor(gate));
+            mlp.up_proj.get_parameter("weight")!.copy_(tensor(up));
+            mlp.down_proj.get_parameter("weight")!.copy_(tensor(down));
         }
         double[] x = { 0.3, -0.7, 1.2 };
         static double Silu(double v) => v / (1 + Math.Exp(-v));
@@ -117,10 +117,10 @@ public sealed class ReferenceMathTests
         var (bq, bk, bv) = (Vector(8), Vector(4), Vector(4));
         using (no_grad())
         {
-            attention.q_proj.weight.copy_(tensor(wq)); attention.q_proj.bias!.copy_(tensor(bq));
-            attention.k_proj.weight.copy_(tensor(wk)); attention.k_proj.bias!.copy_(tensor(bk));
-            attention.v_proj.weight.copy_(tensor(wv)); attention.v_proj.bias!.copy_(tensor(bv));
-            attention.o_proj.weight.copy_(tensor(wo));
+            attention.q_proj.get_parameter("weight")!.copy_(tensor(wq)); attention.q_proj.get_parameter("bias")!.copy_(tensor(bq));
+            attention.k_proj.get_parameter("weight")!.copy_(tensor(wk)); attention.k_proj.get_parameter("bias")!.copy_(tensor(bk));
+            attention.v_proj.get_parameter("weight")!.copy_(tensor(wv)); attention.v_proj.get_parameter("bias")!.copy_(tensor(bv));
+            attention.o_proj.get_parameter("weight")!.copy_(tensor(wo));
         }
         const int T = 4;
         var x = Enumerable.Range(0, T).Select(_ => Vector(8)).ToArray();

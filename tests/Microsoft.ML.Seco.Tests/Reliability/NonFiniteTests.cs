@@ -4,6 +4,7 @@ using Microsoft.ML.Seco.Lora;
 using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Tokenization;
 using Microsoft.ML.Seco.Training;
+using Microsoft.ML.Seco.Data;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Tests.Reliability;
@@ -24,7 +25,7 @@ public sealed class NonFiniteTests
         {
             var result = inner.Run(model, batch);
             if (!poisonedCalls.Contains(_calls++)) return result;
-            using (no_grad()) model.TrainableParameters()[0].Parameter.grad!.fill_(double.NaN);
+            using (no_grad()) TrainableParameters.Of(model)[0].Parameter.grad!.fill_(double.NaN);
             return result with { Loss = double.NaN };
         }
     }
@@ -44,7 +45,7 @@ public sealed class NonFiniteTests
         () => Enumerable.Range(0, count).Select(i => TestModels.Batch(Vocab, new[] { 24, 19 }, seed: 100 + i));
 
     static double[] Weights(CausalLM model) =>
-        model.TrainableParameters().SelectMany(p => p.Parameter.to(ScalarType.Float64).data<double>().ToArray()).ToArray();
+        TrainableParameters.Of(model).SelectMany(p => p.Parameter.to(ScalarType.Float64).data<double>().ToArray()).ToArray();
 
     [TestMethod]
     public void ANanLossStopsTheRunNamingTheStepAndBatchAndLeavesTheLastGoodWeights()
@@ -65,7 +66,7 @@ public sealed class NonFiniteTests
         StringAssert.Contains(e.Message, "NaN");
         Assert.AreEqual(2, trainer.CompletedSteps);
         CollectionAssert.AreEqual(afterStep2, Weights(model), "no update may be applied from a NaN");
-        Assert.IsTrue(model.TrainableParameters().All(p => p.Parameter.grad is null || p.Parameter.grad.isfinite().all().item<bool>()),
+        Assert.IsTrue(TrainableParameters.Of(model).All(p => p.Parameter.grad is null || p.Parameter.grad.isfinite().all().item<bool>()),
             "the poisoned gradients must be dropped");
     }
 
@@ -95,7 +96,7 @@ public sealed class NonFiniteTests
     {
         using var model = Model();
         using var trainer = new Trainer(model, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 8 }), new TrainingOptions { MaxEpoch = 1, MaxGradNorm = null });
-        trainer.BeforeOptimizerStep = s => { if (s == 2) using (no_grad()) model.TrainableParameters()[1].Parameter.grad!.fill_(double.PositiveInfinity); };
+        trainer.BeforeOptimizerStep = s => { if (s == 2) using (no_grad()) TrainableParameters.Of(model)[1].Parameter.grad!.fill_(double.PositiveInfinity); };
         double[]? afterStep1 = null;
         var e = Assert.ThrowsExactly<TrainingDivergedException>(() =>
             trainer.Train(Data(4), 4, new Recorder(p => { if (p.Step == 1) afterStep1 = Weights(model); }), CancellationToken.None));
@@ -116,9 +117,9 @@ public sealed class NonFiniteTests
             trainer.SaveState(directory);
             byte[] good = File.ReadAllBytes(Path.Combine(directory, "trainer-state.bin"));
 
-            using (no_grad()) model.TrainableParameters()[3].Parameter.narrow(0, 0, 1).fill_(double.NaN);
+            using (no_grad()) TrainableParameters.Of(model)[3].Parameter.narrow(0, 0, 1).fill_(double.NaN);
             var e = Assert.ThrowsExactly<InvalidOperationException>(() => trainer.SaveState(directory));
-            StringAssert.Contains(e.Message, model.TrainableParameters()[3].Name);
+            StringAssert.Contains(e.Message, TrainableParameters.Of(model)[3].Name);
             CollectionAssert.AreEqual(good, File.ReadAllBytes(Path.Combine(directory, "trainer-state.bin")));
             Assert.AreEqual(1, Directory.GetFiles(directory).Length, "no temporary file is left behind");
         }
@@ -140,7 +141,7 @@ public sealed class NonFiniteTests
             ModelDirectory.Save(model, merged);
             var before = Snapshot(directory);
 
-            var (loraName, lora) = model.TrainableParameters()[1];
+            var (loraName, lora) = TrainableParameters.Of(model)[1];
             using (no_grad()) lora.narrow(0, 0, 1).fill_(double.NaN);
             var e = Assert.ThrowsExactly<InvalidOperationException>(() => PeftAdapter.Save(model, adapter));
             StringAssert.Contains(e.Message, loraName);

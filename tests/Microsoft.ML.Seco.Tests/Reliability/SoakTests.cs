@@ -3,6 +3,7 @@ using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Diagnostics;
 using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Training;
+using Microsoft.ML.Seco.Data;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Tests.Reliability;

@@ -1,8 +1,10 @@
+using Microsoft.ML.Seco.Lora;
 using System.Diagnostics;
 using Microsoft.ML.Seco.Checkpoints;
 using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Training;
+using Microsoft.ML.Seco.Data;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Tests.Reliability;
@@ -152,7 +154,7 @@ public sealed class StorageFaultTests
 
         using var model = ModelDirectory.Load(MLNet.TinyModelFixture.ModelPath, ScalarType.Float32, CPU);
         random.manual_seed(1);
-        model.AttachLora(new global::Microsoft.ML.Seco.Lora.LoraConfig { Rank = 8, Alpha = 16, TargetModules = global::Microsoft.ML.Seco.Lora.LoraConfig.AttentionProjections });
+        LoraAdapters.Attach(model, new global::Microsoft.ML.Seco.Lora.LoraConfig { Rank = 8, Alpha = 16, TargetModules = global::Microsoft.ML.Seco.Lora.LoraConfig.AttentionProjections });
         using var trainer = new Trainer(model, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 16 }), new TrainingOptions());
         trainer.LoadState(fs.Path);
         Assert.AreEqual(2, trainer.CompletedSteps);

@@ -2,6 +2,8 @@ using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Training;
 using TorchSharp;
+using Microsoft.ML.Seco.Data;
+using Microsoft.ML.Seco.Baselines;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Tests.Training;
@@ -35,7 +37,7 @@ public sealed class TrainerTests
         () => Enumerable.Range(0, count).Select(i => TestModels.Batch(Vocab, new[] { length, length - 5 }, seed: 100 + i));
 
     static Dictionary<string, double[]> Snapshot(CausalLM model) =>
-        model.TrainableParameters().ToDictionary(p => p.Name, p => p.Parameter.to(ScalarType.Float64).data<double>().ToArray());
+        TrainableParameters.Of(model).ToDictionary(p => p.Name, p => p.Parameter.to(ScalarType.Float64).data<double>().ToArray());
 
     [TestMethod]
     public void LossFallsWhenMemorisingARepeatedSequence()
@@ -120,7 +122,7 @@ public sealed class TrainerTests
     public void NaNLossStopsAtTheStepItAppearsWithoutUpdating()
     {
         using var model = LoraModel();
-        var poisoned = model.TrainableParameters()[0];
+        var poisoned = TrainableParameters.Of(model)[0];
         Dictionary<string, double[]>? before = null;
         var recorder = new Recorder(p =>
         {
@@ -150,7 +152,7 @@ public sealed class TrainerTests
         using var trainer = new Trainer(model, new FullBackprop(), new TrainingOptions { MaxSteps = 3, MaxGradNorm = null });
         trainer.BeforeOptimizerStep = _ =>
         {
-            using var grad = model.TrainableParameters()[1].Parameter.grad!;
+            using var grad = TrainableParameters.Of(model)[1].Parameter.grad!;
             grad.flatten()[0] = float.PositiveInfinity;
         };
 
@@ -284,7 +286,7 @@ public sealed class TrainerTests
             using var model = LoraModel();
             using var trainer = new Trainer(model, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 8 }), options with { GradientAccumulationSteps = accumulation });
             Dictionary<string, Tensor>? gradients = null;
-            trainer.BeforeOptimizerStep = _ => gradients = model.TrainableParameters().ToDictionary(p => p.Name, p => p.Parameter.grad!.detach().clone().DetachFromDisposeScope());
+            trainer.BeforeOptimizerStep = _ => gradients = TrainableParameters.Of(model).ToDictionary(p => p.Name, p => p.Parameter.grad!.detach().clone().DetachFromDisposeScope());
             trainer.Train(data, null, null, CancellationToken.None);
             parameters = Snapshot(model);
             return gradients!;

@@ -1,11 +1,15 @@
 using System.Text.RegularExpressions;
+using Microsoft.ML.Seco.Baselines;
+using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Data;
 using Microsoft.ML.Seco.Model;
+using Microsoft.ML.Seco.Training;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Seco.Chunkwise;
+namespace Microsoft.ML.Seco.Diagnostics;
 
 /// <summary>The strategies <see cref="GradientCheck"/> compares against full backpropagation.</summary>
-public enum GradientCheckStrategy
+internal enum GradientCheckStrategy
 {
     /// <summary>Exact chunk-wise optimization.</summary>
     Seco,
@@ -22,7 +26,7 @@ public enum GradientCheckStrategy
 /// <param name="Tensors">Tensors in the group.</param>
 /// <param name="MaxAbsError">max |g − g_full| over the group.</param>
 /// <param name="MaxRelError">max |g − g_full| / max |g_full| over the group.</param>
-public sealed record ParameterGroupError(string Group, int Tensors, double MaxAbsError, double MaxRelError);
+internal sealed record ParameterGroupError(string Group, int Tensors, double MaxAbsError, double MaxRelError);
 
 /// <summary>Outcome of a gradient check.</summary>
 /// <param name="Strategy">What was checked.</param>
@@ -30,7 +34,7 @@ public sealed record ParameterGroupError(string Group, int Tensors, double MaxAb
 /// <param name="Runs">Stage-2 runs that were averaged (1 for exact strategies; patterns for SpaCO).</param>
 /// <param name="Parameters">Trainable parameter tensors compared.</param>
 /// <param name="Groups">Errors per parameter group.</param>
-public sealed record GradientCheckResult(GradientCheckStrategy Strategy, int Chunks, int Runs, int Parameters, IReadOnlyList<ParameterGroupError> Groups)
+internal sealed record GradientCheckResult(GradientCheckStrategy Strategy, int Chunks, int Runs, int Parameters, IReadOnlyList<ParameterGroupError> Groups)
 {
     /// <summary>The compensation mode of a SpaCO check (<see cref="Compensation.None"/> is meaningless for exact strategies, which use factors 1).</summary>
     public Compensation Compensation { get; init; } = Compensation.LossAndCache;
@@ -47,7 +51,7 @@ public sealed record GradientCheckResult(GradientCheckStrategy Strategy, int Chu
 /// by enumerating every selection with its probability, which for the Bernoulli sampler with
 /// <see cref="Compensation.LossAndCache"/> must equal the full gradient.
 /// </summary>
-public static class GradientCheck
+internal static class GradientCheck
 {
     /// <summary>
     /// Runs the check. Gradients already on the model are cleared first and after. <paramref name="compensation"/> and
@@ -137,7 +141,7 @@ public static class GradientCheck
     /// <summary>Σ over selections of probability × the gradient Stage 2 leaves for that selection.</summary>
     public static Dictionary<string, Tensor> Expectation(CausalLM model, TokenBatch batch, ChunkwiseStep step, IReadOnlyList<(ChunkSelection Selection, double Probability)> selections)
     {
-        var sum = model.TrainableParameters().ToDictionary(p => p.Name, p => zeros_like(p.Parameter).DetachFromDisposeScope());
+        var sum = TrainableParameters.Of(model).ToDictionary(p => p.Name, p => zeros_like(p.Parameter).DetachFromDisposeScope());
         foreach (var (selection, probability) in selections)
         {
             var gradients = Gradients(model, () => step.Run(model, batch, selection));
@@ -155,7 +159,7 @@ public static class GradientCheck
     {
         model.zero_grad();
         run();
-        var result = model.TrainableParameters().ToDictionary(p => p.Name,
+        var result = TrainableParameters.Of(model).ToDictionary(p => p.Name,
             p => (p.Parameter.grad is { } g ? g.detach().clone() : zeros_like(p.Parameter)).DetachFromDisposeScope());
         model.zero_grad();
         return result;

@@ -1,6 +1,6 @@
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Seco.Chunkwise;
+namespace Microsoft.ML.Seco.Data;
 
 /// <summary>
 /// Token ids and labels for one training step, [batch, length] each, right-padded. Labels follow Hugging Face:

@@ -1,7 +1,9 @@
 using Microsoft.ML.Seco.Model;
+using Microsoft.ML.Seco.Data;
+using Microsoft.ML.Seco.Training;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Seco.Chunkwise;
+namespace Microsoft.ML.Seco.Baselines;
 
 /// <summary>
 /// Layer-wise gradient checkpointing, the paper's memory baseline: the forward keeps only each decoder layer's input;
@@ -16,8 +18,8 @@ public sealed class LayerCheckpointing : ITrainingStep
     /// <inheritdoc/>
     public StepResult Run(CausalLM model, TokenBatch batch)
     {
-        if (model.training && model.Lora is { Dropout: > 0 })
-            throw new NotSupportedException("Layer checkpointing does not replay LoRA dropout; use LoRA dropout 0 with this baseline.");
+        if (model.training && model.HasStochasticLayers)
+            throw new NotSupportedException("Layer checkpointing does not replay dropout; use LoRA dropout 0 with this baseline.");
         using var scope = NewDisposeScope();
         var (targets, labelledPositions, labelled) = batch.LabelledTargets((int)batch.Length);
         var layers = model.model.layers;

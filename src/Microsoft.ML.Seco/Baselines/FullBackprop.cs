@@ -1,7 +1,9 @@
 using Microsoft.ML.Seco.Model;
+using Microsoft.ML.Seco.Data;
+using Microsoft.ML.Seco.Training;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Seco.Chunkwise;
+namespace Microsoft.ML.Seco.Baselines;
 
 /// <summary>
 /// Plain training ("naive parallel" in the paper): the whole sequence forward with a graph, one backward.

@@ -1,6 +1,7 @@
 using Microsoft.ML.Seco.Model;
+using Microsoft.ML.Seco.Data;
 
-namespace Microsoft.ML.Seco.Chunkwise;
+namespace Microsoft.ML.Seco.Training;
 
 /// <summary>What one training step did.</summary>
 /// <param name="Loss">The exact mean token loss of the batch (whatever the strategy backpropagated).</param>
