@@ -72,11 +72,16 @@ public sealed class MpiTrainTests
         return new Result(code, output.ToString(), error.ToString());
     }
 
-    /// <summary>mpirun with the given application contexts (one per rank group: -np n and the seco arguments), as its own process.</summary>
-    static Result Mpirun(params (int Ranks, string[] Args)[] contexts)
+    /// <summary>The command line of seco (this build's) with <paramref name="args"/>.</summary>
+    static string[] Seco(string[] args) =>
+        [Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet", Path.Combine(AppContext.BaseDirectory, "seco.dll"), .. args];
+
+    /// <summary>mpirun running seco with <paramref name="args"/> on <paramref name="ranks"/> ranks.</summary>
+    static Result Mpirun(int ranks, string[] args) => Mpirun((ranks, Seco(args)));
+
+    /// <summary>mpirun with the given application contexts (one per rank group: -np n and the command), as its own process.</summary>
+    static Result Mpirun(params (int Ranks, string[] Command)[] contexts)
     {
-        string seco = Path.Combine(AppContext.BaseDirectory, "seco.dll");
-        string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet";
         var start = new ProcessStartInfo(_mpirun!) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         // More ranks than cores is fine for these tiny runs; as root (CI containers) Open MPI wants both variables.
         start.ArgumentList.Add("--oversubscribe");
@@ -87,7 +92,7 @@ public sealed class MpiTrainTests
         for (int c = 0; c < contexts.Length; c++)
         {
             if (c > 0) start.ArgumentList.Add(":");
-            foreach (var a in new[] { "-np", contexts[c].Ranks.ToString(CultureInfo.InvariantCulture), dotnet, seco }.Concat(contexts[c].Args)) start.ArgumentList.Add(a);
+            foreach (var a in new[] { "-np", contexts[c].Ranks.ToString(CultureInfo.InvariantCulture) }.Concat(contexts[c].Command)) start.ArgumentList.Add(a);
         }
         using var process = Process.Start(start)!;
         var output = process.StandardOutput.ReadToEndAsync();
@@ -137,7 +142,7 @@ public sealed class MpiTrainTests
         string alone = Path.Combine(_root, "alone-" + more.Length), ranks = Path.Combine(_root, "ranks-" + more.Length);
         var one = Alone(TrainArgs(alone, [.. more, "--batch-size", "2", "--epochs", "2"]));
         var expected = Summary(one);
-        var two = Mpirun((2, TrainArgs(ranks, [.. more, "--batch-size", "1", "--epochs", "2"])));
+        var two = Mpirun(2, TrainArgs(ranks, [.. more, "--batch-size", "1", "--epochs", "2"]));
         var actual = Summary(two);
 
         Assert.AreEqual(2, (int)actual["ranks"]!);
@@ -153,9 +158,9 @@ public sealed class MpiTrainTests
         RequireMpirun();
         string alone = Path.Combine(_root, "resume-alone"), ranks = Path.Combine(_root, "resume-ranks");
         Summary(Alone(TrainArgs(alone, "--batch-size", "2", "--max-steps", "5", "--sampled-chunks", "1")));
-        var first = Summary(Mpirun((2, TrainArgs(ranks, "--batch-size", "1", "--max-steps", "2", "--sampled-chunks", "1"))));
+        var first = Summary(Mpirun(2, TrainArgs(ranks, "--batch-size", "1", "--max-steps", "2", "--sampled-chunks", "1")));
         Assert.AreEqual(2, (int)first["steps"]!);
-        var resumed = Summary(Mpirun((2, TrainArgs(ranks, "--batch-size", "1", "--max-steps", "5", "--sampled-chunks", "1", "--resume"))));
+        var resumed = Summary(Mpirun(2, TrainArgs(ranks, "--batch-size", "1", "--max-steps", "5", "--sampled-chunks", "1", "--resume")));
         Assert.IsTrue((bool)resumed["resumed"]!);
         Assert.AreEqual(3, (int)resumed["steps_this_run"]!);
         AssertSameAdapter(alone, ranks);
@@ -167,11 +172,26 @@ public sealed class MpiTrainTests
         RequireMpirun();
         string output = Path.Combine(_root, "failing");
         var clock = Stopwatch.StartNew();
-        var r = Mpirun((1, TrainArgs(output, "--max-steps", "1000")),
-                       (1, TrainArgs(Path.Combine(_root, "missing.jsonl"), output, ["--max-steps", "1000"])));
+        var r = Mpirun((1, Seco(TrainArgs(output, "--max-steps", "1000"))),
+                       (1, Seco(TrainArgs(Path.Combine(_root, "missing.jsonl"), output, ["--max-steps", "1000"]))));
         Assert.AreNotEqual(0, r.ExitCode, r.ToString());
         StringAssert.Contains(r.Error, "missing.jsonl' does not exist", r.ToString());
         StringAssert.Contains(r.Error, "rank 1 of 2 failed", r.ToString());
         Assert.IsTrue(clock.Elapsed < TimeSpan.FromMinutes(2), "the job ends, it does not wait for the failed rank");
+    }
+
+    [TestMethod]
+    public void ARankThatDiesEndsTheJob()
+    {
+        RequireMpirun();
+        if (!File.Exists("/usr/bin/timeout")) Assert.Inconclusive("coreutils' timeout is needed to kill a rank.");
+        string output = Path.Combine(_root, "dying");
+        var clock = Stopwatch.StartNew();
+        // Rank 1 is killed (SIGKILL, no chance to say anything) after 15 s, in the middle of a run far longer than that.
+        string[] train = Seco(TrainArgs(output, "--max-steps", "1000000"));
+        var r = Mpirun((1, train), (1, ["/usr/bin/timeout", "-s", "KILL", "15", .. train]));
+        Assert.AreNotEqual(0, r.ExitCode, r.ToString());
+        Assert.IsTrue(clock.Elapsed < TimeSpan.FromMinutes(2), $"the job ends, it does not wait for the dead rank: {r}");
+        StringAssert.Contains(r.Error, "rank 1", r.ToString());
     }
 }
