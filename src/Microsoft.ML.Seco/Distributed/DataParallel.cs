@@ -15,9 +15,9 @@ namespace Microsoft.ML.Seco.Distributed;
 /// <remarks>
 /// Rank r's share of a global batch of up to N·B sequences is sequences r·B to r·B + B − 1, right-padded to the global
 /// batch's length so that every rank splits it into the same chunks and SpaCO's sampler, seeded by (seed, micro-batch
-/// counter) alike on every rank, draws the selection the single process would draw. A rank whose share of the
-/// epoch's last, smaller batch is empty trains on a copy of the batch's first sequence with weight 0, so every rank
-/// runs the same steps and collectives. Each micro-batch's gradient is folded into a float32 accumulator with weight
+/// counter) alike on every rank, draws the selection the single process would draw. A rank whose share is empty (the
+/// epoch's last, smaller batch) or has no labelled target trains on a copy of the batch's first sequence that has one,
+/// with weight 0, so every rank runs the same steps and collectives. Each micro-batch's gradient is folded into a float32 accumulator with weight
 /// (its labelled tokens) / (the global batch's labelled tokens), the latter summed over the ranks with the loss; the
 /// accumulator is summed over the ranks once per optimizer step, as one flat host buffer.
 /// </remarks>
@@ -81,8 +81,11 @@ public sealed class DataParallel : IDisposable
         {
             int length = group.Max(e => e.Ids.Length);
             int start = Communicator.Rank * batchSizePerRank;
-            bool filler = start >= group.Count;
-            var share = filler ? group.GetRange(0, 1) : group.GetRange(start, Math.Min(batchSizePerRank, group.Count - start));
+            var share = start < group.Count ? group.GetRange(start, Math.Min(batchSizePerRank, group.Count - start)) : [];
+            // A share without a labelled target adds nothing to the global batch's loss, but a step refuses a batch
+            // without one: such a rank, like one with no share, runs a filler that weighs 0.
+            bool filler = !share.Any(HasTarget);
+            if (filler) share = [group.FirstOrDefault(HasTarget) ?? group[0]];
             var ids = share.Select(e => (IReadOnlyList<int>)Padded(e.Ids, length, padId)).ToList();
             var labels = share.Select(e => (IReadOnlyList<int>)Padded(e.Labels, length, (int)TokenBatch.IgnoreIndex)).ToList();
             var batch = TokenBatch.FromSequences(ids, labels, padId, device);
@@ -90,6 +93,8 @@ public sealed class DataParallel : IDisposable
             yield return batch;
         }
     }
+
+    static bool HasTarget(TrainingExample example) => example.Labels.Skip(1).Any(l => l != TokenBatch.IgnoreIndex);
 
     static int[] Padded(int[] values, int length, int pad)
     {
