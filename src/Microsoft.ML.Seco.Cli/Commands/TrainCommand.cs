@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
+using Microsoft.ML.Seco.Distributed;
 using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Tokenization;
 using Microsoft.ML.Seco.Training;
@@ -95,9 +96,39 @@ internal static class TrainCommand
 
     static TrainSetting Setting(string name) => TrainSetting.ByName(name)!;
 
+    /// <summary>
+    /// Alone, or as rank 0 under mpirun: checks, trains and writes the run. Another rank checks the same inputs and trains
+    /// its share without writing anything (docs/SCALING.md). A rank that fails ends the whole job (MPI_Abort) rather than
+    /// leaving the others waiting for it.
+    /// </summary>
     static int Train(CliContext context, TrainConfig c, bool resume, bool overwrite, bool json)
     {
-        // Everything is checked before the output folder is touched.
+        if (Communicator.LaunchedSize == 1) return TrainAndWrite(context, c, resume, overwrite, json);
+        var world = Communicator.World;
+        try
+        {
+            return world.Rank == 0 ? TrainAndWrite(context, c, resume, overwrite, json) : TrainShare(context, c, resume);
+        }
+        catch (Exception e)
+        {
+            int code = context.Fail(e);
+            world.Abort($"seco: rank {world.Rank} of {world.Size} failed (error above); ending the job.", code);
+            return code;
+        }
+    }
+
+    /// <summary>A rank other than 0: the same checks and the same pipeline, no output folder, artifacts or progress.</summary>
+    static int TrainShare(CliContext context, TrainConfig c, bool resume)
+    {
+        string outputDir = CheckInputs(c);
+        var (ml, source) = Prepare(context, c, outputDir, resume);
+        using var fitted = ml.Transforms.Text.ChunkwiseLora(c.Options).Fit(source.View);
+        return fitted.TrainingSummary!.Cancelled ? ExitCodes.Failure : ExitCodes.Success;
+    }
+
+    /// <summary>Checks the configuration, the model and the data before anything is written; returns the output folder's full path.</summary>
+    static string CheckInputs(TrainConfig c)
+    {
         var options = c.Options;
         string modelWhere = c.Where(Setting(nameof(options.ModelPath)));
         if (string.IsNullOrWhiteSpace(options.ModelPath)) throw new UsageException("--model is required (or modelPath in --config).");
@@ -117,6 +148,13 @@ internal static class TrainCommand
 
         string outputDir = System.IO.Path.GetFullPath(c.Output);
         if (File.Exists(outputDir)) throw new UsageException($"--output '{c.Output}' is a file; expected a folder.");
+        return outputDir;
+    }
+
+    static int TrainAndWrite(CliContext context, TrainConfig c, bool resume, bool overwrite, bool json)
+    {
+        // Everything is checked before the output folder is touched.
+        string outputDir = CheckInputs(c);
         var notes = Notes(c).ToList();
 
         using var folder = OutputFolder.Open(outputDir);
@@ -158,18 +196,25 @@ internal static class TrainCommand
             yield return $"{Name(nameof(o.MaxEpoch))} is ignored: {Name(nameof(o.MaxSteps))} {steps} sets the run's length (the data repeats as needed).";
     }
 
-    static int Run(CliContext context, TrainConfig c, string outputDir, bool resume, bool json, List<string> notes, Action firstStep)
+    /// <summary>The ML context, the data and the options every rank trains with (checkpoints read from OUTPUT/checkpoints).</summary>
+    static (MLContext Ml, DataSource Source) Prepare(CliContext context, TrainConfig c, string outputDir, bool resume)
     {
         var options = c.Options;
         var ml = new MLContext(seed: options.Seed ?? 0);
         var source = DataSources.Load(ml, c.Data!, c.Origins.GetValueOrDefault("data") ?? "--data");
         if (source.PromptResponse) { options.PromptColumnName = "Prompt"; options.ResponseColumnName = "Response"; }
         if (c.ValidationData is not null) options.ValidationSet = DataSources.Load(ml, c.ValidationData, c.Origins.GetValueOrDefault("validationData") ?? "--validation-data").View;
-
-        string checkpoints = System.IO.Path.Combine(outputDir, "checkpoints");
-        options.CheckpointDirectory = checkpoints;
+        options.CheckpointDirectory = System.IO.Path.Combine(outputDir, "checkpoints");
         options.Resume = resume;
         options.CancellationToken = context.CancellationToken;
+        return (ml, source);
+    }
+
+    static int Run(CliContext context, TrainConfig c, string outputDir, bool resume, bool json, List<string> notes, Action firstStep)
+    {
+        var options = c.Options;
+        var (ml, source) = Prepare(context, c, outputDir, resume);
+        string checkpoints = options.CheckpointDirectory!;
         bool resumed = resume && Trainer.HasState(checkpoints);
         OutputFolder.WriteFile(System.IO.Path.Combine(outputDir, TrainConfig.FileName), System.Text.Encoding.UTF8.GetBytes(c.ToJson()));
 
@@ -243,6 +288,8 @@ internal static class TrainCommand
                     ["tokens_per_second"] = Json.Number(last?.TokensPerSecond),
                     ["peak_memory_bytes"] = last?.PeakMemoryBytes,
                     ["elapsed_seconds"] = summary.Elapsed.TotalSeconds,
+                    ["ranks"] = Communicator.LaunchedSize,
+                    ["allreduce_seconds"] = summary.GradientAllReduce.TotalSeconds,
                     ["resumed"] = resumed,
                     ["nothing_to_do"] = nothingToDo,
                     ["cancelled"] = summary.Cancelled,
@@ -262,6 +309,8 @@ internal static class TrainCommand
                 if (last is not null) Row("tokens/s", last.TokensPerSecond.ToString("F0", System.Globalization.CultureInfo.InvariantCulture));
                 if (last is not null) Row("peak memory", $"{last.PeakMemoryBytes / (1024.0 * 1024):F0} MiB");
                 Row("elapsed", summary.Elapsed.ToString(@"hh\:mm\:ss", System.Globalization.CultureInfo.InvariantCulture));
+                if (Communicator.LaunchedSize > 1)
+                    Row("ranks", $"{Communicator.LaunchedSize} (gradient all-reduce {summary.GradientAllReduce.TotalSeconds:F2} s, {100 * summary.GradientAllReduce / summary.Elapsed:F1} % of the run)");
                 foreach (var (name, node) in artifacts) Row(name, node!.ToString());
                 console.Write(table);
             }

@@ -26,7 +26,12 @@ public static class Batching
         return Iterate(examples, batchSize, padId, device, lengthSortWindow);
     }
 
-    static IEnumerable<TokenBatch> Iterate(IEnumerable<TrainingExample> examples, int batchSize, int padId, Device device, int lengthSortWindow)
+    static IEnumerable<TokenBatch> Iterate(IEnumerable<TrainingExample> examples, int batchSize, int padId, Device device, int lengthSortWindow) =>
+        Groups(examples, batchSize, lengthSortWindow).Select(group => TokenBatch.FromSequences(group.Select(e => (IReadOnlyList<int>)e.Ids).ToList(),
+            group.Select(e => (IReadOnlyList<int>)e.Labels).ToList(), padId, device));
+
+    /// <summary>The examples of each batch <see cref="Batches"/> makes, in its order (data-parallel training shards them).</summary>
+    internal static IEnumerable<List<TrainingExample>> Groups(IEnumerable<TrainingExample> examples, int batchSize, int lengthSortWindow)
     {
         int window = lengthSortWindow > 0 ? Math.Max(lengthSortWindow, batchSize) : batchSize;
         var buffer = new List<TrainingExample>(window);
@@ -34,20 +39,16 @@ public static class Batching
         {
             buffer.Add(example);
             if (buffer.Count < window) continue;
-            foreach (var batch in Flush(buffer, batchSize, padId, device, lengthSortWindow > 0)) yield return batch;
+            foreach (var group in Flush(buffer, batchSize, lengthSortWindow > 0)) yield return group;
         }
-        foreach (var batch in Flush(buffer, batchSize, padId, device, lengthSortWindow > 0)) yield return batch;
+        foreach (var group in Flush(buffer, batchSize, lengthSortWindow > 0)) yield return group;
     }
 
-    static IEnumerable<TokenBatch> Flush(List<TrainingExample> buffer, int batchSize, int padId, Device device, bool sort)
+    static IEnumerable<List<TrainingExample>> Flush(List<TrainingExample> buffer, int batchSize, bool sort)
     {
         var ordered = sort ? buffer.OrderBy(e => e.Ids.Length).ToList() : new List<TrainingExample>(buffer);
         buffer.Clear();
         for (int start = 0; start < ordered.Count; start += batchSize)
-        {
-            var group = ordered.GetRange(start, Math.Min(batchSize, ordered.Count - start));
-            yield return TokenBatch.FromSequences(group.Select(e => (IReadOnlyList<int>)e.Ids).ToList(),
-                group.Select(e => (IReadOnlyList<int>)e.Labels).ToList(), padId, device);
-        }
+            yield return ordered.GetRange(start, Math.Min(batchSize, ordered.Count - start));
     }
 }

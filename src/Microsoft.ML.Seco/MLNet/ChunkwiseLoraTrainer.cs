@@ -3,6 +3,7 @@ using Microsoft.ML.Runtime;
 using Microsoft.ML.Seco.Checkpoints;
 using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Data;
+using Microsoft.ML.Seco.Distributed;
 using Microsoft.ML.Seco.Lora;
 using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Tokenization;
@@ -41,16 +42,41 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
     }
 
     /// <summary>Loads the base model, trains on <paramref name="input"/> and returns the fitted stage.</summary>
+    /// <remarks>
+    /// Started under Open MPI's mpirun with N &gt; 1 ranks (<see cref="Distributed.Communicator.World"/>), every rank runs the
+    /// same pipeline and trains data-parallel on its share of each global batch of N · <see cref="Options.BatchSize"/>
+    /// rows, with the same result as one process with that batch size (docs/SCALING.md); rank 0 alone writes the
+    /// checkpoints, every rank returns the same fitted stage, and a rank that fails ends the job (MPI_Abort) with its error.
+    /// </remarks>
     public ChunkwiseLoraTransformer Fit(IDataView input)
+    {
+        var world = Distributed.Communicator.World;
+        if (world.Size == 1) return Fit(input, null);
+        using var parallel = new DataParallel(world);
+        try
+        {
+            return Fit(input, parallel);
+        }
+        catch (Exception e)
+        {
+            parallel.AbortOnFailure(e);
+            throw;
+        }
+    }
+
+    ChunkwiseLoraTransformer Fit(IDataView input, DataParallel? parallel)
     {
         foreach (var column in DocumentRows.TrainingColumns(_options)) DocumentRows.CheckText(input.Schema, column);
         if (_options.ValidationSet is { } validationSet)
             foreach (var column in DocumentRows.TrainingColumns(_options)) DocumentRows.CheckText(validationSet.Schema, column);
         var host = _environment.Register(nameof(ChunkwiseLoraTrainer));
         int seed = _options.Seed ?? host.Rand.Next();
+        // An MLContext without a seed draws another on every rank; chunk sampling must agree.
+        if (parallel is not null) seed = parallel.FromRoot(seed);
         using var channel = host.Start("ChunkwiseLora");
 
         var device = TensorSettings.ResolveDevice(_options.Device, nameof(Options.Device));
+        if (parallel is not null) device = parallel.DeviceFor(device, nameof(Options.Device));
         var dtype = TensorSettings.ResolveDType(_options.DType, device, nameof(Options.DType));
         var tokenizer = ModelTokenizer.Load(_options.ModelPath);
         var model = ModelDirectory.Load(_options.ModelPath, dtype, device);
@@ -67,7 +93,7 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
                 $"{(_options.SampledChunks is int t ? $"SpaCO t={t} {_options.Sampler} compensation {_options.Compensation}" : "SeCO")}, chunk {_options.ChunkSize}, " +
                 $"{TrainableParameters.Of(model).Sum(p => p.Parameter.numel()):N0} trainable parameters.");
 
-            var summary = Train(model, tokenizer, input, seed, device, channel);
+            var summary = Train(model, tokenizer, input, seed, device, channel, parallel);
             model.eval();
             return new ChunkwiseLoraTransformer(model, tokenizer, ScoringSettings.From(_options, device, dtype), summary);
         }
@@ -78,7 +104,7 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
         }
     }
 
-    TrainingSummary Train(CausalLM model, ModelTokenizer tokenizer, IDataView input, int seed, Device device, IChannel channel)
+    TrainingSummary Train(CausalLM model, ModelTokenizer tokenizer, IDataView input, int seed, Device device, IChannel channel, DataParallel? parallel)
     {
         var builder = new SequenceBuilder(_options.MaxSequenceLength, _options.Overflow);
         int padId = tokenizer.PaddingId;
@@ -92,12 +118,19 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
                 foreach (var example in examples) yield return example;
             }
         }
-        Func<IEnumerable<TokenBatch>> epoch = () => { skipped = 0; return Batching.Batches(Examples(input, true), _options.BatchSize, padId, device); };
+        Func<IEnumerable<TokenBatch>> epoch = () =>
+        {
+            skipped = 0;
+            return parallel?.Shard(Examples(input, true), _options.BatchSize, padId, device) ?? Batching.Batches(Examples(input, true), _options.BatchSize, padId, device);
+        };
         Func<IEnumerable<TokenBatch>>? validation = _options.ValidationSet is { } v
-            ? () => Batching.Batches(Examples(v, false), _options.BatchSize, padId, device)
+            ? () => Batching.Batches(parallel?.ShardExamples(Examples(v, false)) ?? Examples(v, false), _options.BatchSize, padId, device)
             : null;
+        // Rows per optimizer step's micro-batch over all ranks: what batch indices (resume, diverged rows) count in.
+        int globalBatchSize = parallel?.GlobalBatchSize(_options.BatchSize) ?? _options.BatchSize;
+        bool writesFiles = parallel?.IsRoot ?? true;
 
-        using var trainer = new Trainer(model, new ChunkwiseStep(_options.Chunkwise(seed)), _options.Training(seed));
+        using var trainer = new Trainer(model, new ChunkwiseStep(_options.Chunkwise(seed)), _options.Training(seed)) { DataParallel = parallel };
         if (_options.CheckpointDirectory is { } checkpoints && _options.Resume && Trainer.HasState(checkpoints))
         {
             trainer.LoadState(checkpoints);
@@ -109,8 +142,8 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
         long exampleCount = Examples(input, false).LongCount();
         if (exampleCount == 0) throw new ArgumentException($"No row of the training data has any text to train on (column {string.Join(", ", DocumentRows.TrainingColumns(_options))}).", nameof(input));
         if (_options.ValidationSet is { } validationData) _ = Examples(validationData, false).LongCount();
-        int? batchesPerEpoch = _options.MaxSteps is null ? (int)Math.Ceiling(exampleCount / (double)_options.BatchSize) : null;
-        var progress = new Progress(channel, _options, trainer);
+        int? batchesPerEpoch = _options.MaxSteps is null ? (int)Math.Ceiling(exampleCount / (double)globalBatchSize) : null;
+        var progress = new Progress(channel, _options, trainer, writesFiles);
         TrainingSummary summary;
         try
         {
@@ -118,11 +151,11 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
         }
         catch (TrainingDivergedException e) when (e.Rows is null && e.FirstBatch >= 0 && e.Reason is not null)
         {
-            throw new TrainingDivergedException(e.Step, e.Epoch, e.FirstBatch, e.BatchCount, e.Reason, RowsOf(input, builder, tokenizer, e.FirstBatch, e.BatchCount), e);
+            throw new TrainingDivergedException(e.Step, e.Epoch, e.FirstBatch, e.BatchCount, e.Reason, RowsOf(input, builder, tokenizer, globalBatchSize, e.FirstBatch, e.BatchCount), e);
         }
         if (summary.SkippedBatches > 0)
             channel.Warning(MessageSensitivity.None, $"ChunkwiseLora: skipped {summary.SkippedBatches} batch(es) with a non-finite loss or gradient.");
-        if (_options.CheckpointDirectory is { } directory) trainer.SaveState(directory);
+        if (_options.CheckpointDirectory is { } directory && writesFiles) trainer.SaveState(directory);
         if (skipped > 0) channel.Warning(MessageSensitivity.None, $"ChunkwiseLora: skipped {skipped} empty row(s) in the last epoch.");
         channel.Info(MessageSensitivity.None, $"ChunkwiseLora: {(summary.Cancelled ? "cancelled" : "finished")} after {summary.Steps} steps, " +
             $"final loss {summary.FinalLoss:F4}{(summary.ValidationLoss is double vl ? $", validation loss {vl:F4}" : "")}, {summary.Elapsed:hh\\:mm\\:ss}.");
@@ -135,9 +168,9 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
     /// only when a batch fails, so that nothing is kept per step: batching does not reorder, so the batch of a sequence
     /// follows from its position.
     /// </summary>
-    string RowsOf(IDataView data, SequenceBuilder builder, ModelTokenizer tokenizer, int firstBatch, int count)
+    string RowsOf(IDataView data, SequenceBuilder builder, ModelTokenizer tokenizer, int batchSize, int firstBatch, int count)
     {
-        long first = (long)firstBatch * _options.BatchSize, end = first + (long)count * _options.BatchSize;
+        long first = (long)firstBatch * batchSize, end = first + (long)count * batchSize;
         var rows = new SortedSet<long>();
         long sequence = 0, row = 0;
         foreach (var r in DocumentRows.Read(data, _options))
@@ -151,8 +184,8 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
         return rows.Count == 0 ? "rows unknown" : $"input row{(rows.Count > 1 ? "s" : "")} {string.Join(", ", rows)} (1-based, in data order)";
     }
 
-    /// <summary>Forwards progress to ML.NET's log, the user's IProgress, and the periodic checkpoint.</summary>
-    sealed class Progress(IChannel channel, Options options, Trainer trainer) : IProgress<TrainingProgress>
+    /// <summary>Forwards progress to ML.NET's log, the user's IProgress, and the periodic checkpoint (written by rank 0 alone).</summary>
+    sealed class Progress(IChannel channel, Options options, Trainer trainer, bool writesFiles) : IProgress<TrainingProgress>
     {
         public void Report(TrainingProgress p)
         {
@@ -161,7 +194,7 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
                 $"{p.TokensPerSecond:F0} tok/s elapsed {p.Elapsed:hh\\:mm\\:ss}{(p.Eta is TimeSpan eta ? $" eta {eta:hh\\:mm\\:ss}" : "")} " +
                 $"peak {p.PeakMemoryBytes / (1024.0 * 1024):F0} MiB{(p.ValidationLoss is double v ? $" validation loss {v:F4} ppl {p.ValidationPerplexity:F2}" : "")}");
             options.Progress?.Report(p);
-            if (options.CheckpointDirectory is { } directory && p.Step % options.CheckpointEverySteps == 0) trainer.SaveState(directory);
+            if (options.CheckpointDirectory is { } directory && writesFiles && p.Step % options.CheckpointEverySteps == 0) trainer.SaveState(directory);
         }
     }
 }

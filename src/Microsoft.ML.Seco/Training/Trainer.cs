@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Diagnostics;
+using Microsoft.ML.Seco.Distributed;
 using Microsoft.ML.Seco.Model;
 using TorchSharp.Modules;
 using Microsoft.ML.Seco.Data;
@@ -19,6 +20,8 @@ namespace Microsoft.ML.Seco.Training;
 /// (equal to the mean over all their tokens when the micro-batches have equal labelled-token counts).
 /// At the end of an epoch a partial accumulation window is still applied, averaged over the micro-batches it has, so
 /// an epoch of b batches takes ⌈b / <see cref="TrainingOptions.GradientAccumulationSteps"/>⌉ optimizer steps.
+/// With <see cref="DataParallel"/> a micro-batch is the global batch over all ranks, its gradient the mean over all its
+/// labelled tokens.
 /// </remarks>
 public sealed partial class Trainer : IDisposable
 {
@@ -41,6 +44,12 @@ public sealed partial class Trainer : IDisposable
     public int CompletedEpochs { get; private set; }
     /// <summary>Batches of the current epoch already trained on; a resumed run skips them.</summary>
     public int BatchesConsumedInEpoch { get; private set; }
+
+    /// <summary>
+    /// Data-parallel training (docs/SCALING.md): null (default) trains alone; set, every rank runs <see cref="Train"/> on
+    /// its shard (<see cref="DataParallel.Shard"/>) and the gradients are summed over the ranks before each optimizer step.
+    /// </summary>
+    public DataParallel? DataParallel { get; set; }
 
     /// <summary>Test hook: called once per optimizer step with the averaged, not yet clipped gradients in place.</summary>
     internal Action<int>? BeforeOptimizerStep { get; set; }
@@ -104,8 +113,10 @@ public sealed partial class Trainer : IDisposable
         int? totalSteps = TotalSteps(batchesPerEpoch);
         Options.WarmupStepsFor(totalSteps); // fails now, not after an epoch, when WarmupRatio has no total to apply to
         if (CompletedSteps == 0 && BatchesConsumedInEpoch == 0) random.manual_seed(Options.Seed);
+        DataParallel?.Synchronize(_parameters.Select(p => p.Parameter).ToList());
 
         var clock = Stopwatch.StartNew();
+        double allReduceAtStart = DataParallel?.AllReduceSeconds ?? 0;
         var history = new List<TrainingProgress>();
         int stepsAtStart = CompletedSteps;
         long tokens = 0;
@@ -132,7 +143,8 @@ public sealed partial class Trainer : IDisposable
 
                 while (batches.HasNext && !Finished)
                 {
-                    if (cancellationToken.IsCancellationRequested) { cancelled = true; break; }
+                    // Ranks stop together: one that stopped alone would leave the others waiting in a collective.
+                    if (DataParallel?.Any(cancellationToken.IsCancellationRequested) ?? cancellationToken.IsCancellationRequested) { cancelled = true; break; }
                     int stepNumber = CompletedSteps + 1;
                     int firstBatch = BatchesConsumedInEpoch;
                     double lossSum = 0;
@@ -145,8 +157,10 @@ public sealed partial class Trainer : IDisposable
                         using (NewDisposeScope())
                         {
                             var result = Step.Run(Model, batch);
+                            long batchTokens = batch.InputIds.numel();
+                            if (DataParallel is { } parallel) (result, batchTokens) = parallel.AfterMicroBatch(_parameters.Select(p => p.Parameter).ToList(), batch, result, batchTokens);
                             micro++;
-                            tokens += batch.InputIds.numel();
+                            tokens += batchTokens;
                             if (double.IsFinite(result.Loss)) lossSum += result.Loss;
                             else nonFinite = $"the loss of micro-batch {micro} is {result.Loss}";
                         }
@@ -155,7 +169,11 @@ public sealed partial class Trainer : IDisposable
                     }
                     double learningRate = Options.LearningRateAt(stepNumber, totalSteps);
                     if (nonFinite is null) nonFinite = ApplyStep(stepNumber, micro, learningRate);
-                    else _optimizer.zero_grad();
+                    else
+                    {
+                        _optimizer.zero_grad();
+                        DataParallel?.Discard();
+                    }
                     if (nonFinite is not null)
                     {
                         if (Options.NonFiniteLoss == NonFiniteLossAction.Stop)
@@ -174,6 +192,7 @@ public sealed partial class Trainer : IDisposable
                     if (validationBatches is not null && (epochEnds || Finished))
                     {
                         var (sum, count) = Evaluation.MeanNll(Model, validationBatches(), ValidationChunkSize);
+                        if (DataParallel is { } parallel) (sum, count) = parallel.Sum(sum, count);
                         stepValidation = validationLoss = count > 0 ? sum / count : double.NaN;
                     }
                     var record = Progress(stepNumber, totalSteps, stepLoss, learningRate, tokens, clock.Elapsed, stepsAtStart, stepValidation, skippedBatches);
@@ -192,7 +211,8 @@ public sealed partial class Trainer : IDisposable
         {
             Model.train(wasTraining);
         }
-        return new TrainingSummary(CompletedSteps, CompletedEpochs, finalLoss, validationLoss, clock.Elapsed, cancelled, history, skippedBatches);
+        return new TrainingSummary(CompletedSteps, CompletedEpochs, finalLoss, validationLoss, clock.Elapsed, cancelled, history, skippedBatches,
+            TimeSpan.FromSeconds((DataParallel?.AllReduceSeconds ?? 0) - allReduceAtStart));
     }
 
     bool Finished => Options.MaxSteps is int maxSteps ? CompletedSteps >= maxSteps : CompletedEpochs >= Options.MaxEpoch;
@@ -221,6 +241,7 @@ public sealed partial class Trainer : IDisposable
     {
         using var scope = NewDisposeScope();
         var parameters = _parameters.Select(p => p.Parameter).ToList();
+        DataParallel?.ReduceGradients(parameters);
         var gradients = parameters.Select(p => p.grad).OfType<Tensor>().ToList();
         if (microBatches > 1)
             foreach (var g in gradients) g.div_(microBatches);

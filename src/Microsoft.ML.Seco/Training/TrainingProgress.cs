@@ -28,8 +28,10 @@ public sealed record TrainingProgress(int Step, int? TotalSteps, int Epoch, doub
 /// <param name="Cancelled">The call stopped early on cancellation, at an optimizer-step boundary.</param>
 /// <param name="History">The progress records of this call, one per optimizer step.</param>
 /// <param name="SkippedBatches">Batches dropped in this call for a non-finite loss or gradient (<see cref="NonFiniteLossAction.SkipBatch"/>).</param>
+/// <param name="GradientAllReduce">Data-parallel training: time this rank spent summing the gradients over the ranks
+/// before the optimizer steps (host copies included); zero alone.</param>
 public sealed record TrainingSummary(int Steps, int Epochs, double FinalLoss, double? ValidationLoss, TimeSpan Elapsed, bool Cancelled,
-    IReadOnlyList<TrainingProgress> History, int SkippedBatches = 0);
+    IReadOnlyList<TrainingProgress> History, int SkippedBatches = 0, TimeSpan GradientAllReduce = default);
 
 /// <summary>The loss or the gradient norm became NaN or infinite; no update was applied for that step.</summary>
 public sealed class TrainingDivergedException : Exception
