@@ -163,41 +163,48 @@ public static class StudyReport
 
     static void Plots(string output, List<Row> rows, RunResult? baseResult, StudySettings s)
     {
-        void Lines(string file, string title, string xLabel, string yLabel, IEnumerable<(string Label, bool Dashed, double[] X, double[] Y)> lines, double? marker = null)
+        // One colour per method in every plot (the base model black), whichever lines a plot has.
+        var palette = new ScottPlot.Palettes.Category10();
+        ScottPlot.Color ColorOf(string label) =>
+            Method.All.Select((m, i) => (m, i)).FirstOrDefault(p => p.m.Label == label) is var (m, i) && m is not null ? palette.GetColor(i) : ScottPlot.Colors.Black;
+        void Lines(string file, string title, string xLabel, string yLabel, IEnumerable<(string Label, bool Dashed, double[] X, double[] Y)> lines,
+            ScottPlot.Alignment legend, double? marker = null)
         {
             var plot = new ScottPlot.Plot();
-            if (marker is double at)
-            {
-                var edge = plot.Add.VerticalLine(at);
-                edge.LegendText = $"base model's training length ({at:F0})";
-                edge.Color = ScottPlot.Colors.Gray;
-            }
             foreach (var (label, dashed, xs, ys) in lines)
             {
                 if (xs.Length == 0) continue;
                 var line = plot.Add.Scatter(xs, ys);
                 line.LegendText = label;
+                line.Color = ColorOf(label);
                 line.MarkerSize = 0;
                 line.LineWidth = 2;
                 if (dashed) line.LinePattern = ScottPlot.LinePattern.Dashed;
             }
+            if (marker is double at)
+            {
+                var edge = plot.Add.VerticalLine(at);
+                edge.LegendText = $"base model's training length ({at:F0})";
+                edge.Color = ScottPlot.Colors.Gray;
+                edge.LinePattern = ScottPlot.LinePattern.Dotted;
+            }
             plot.Title(title);
             plot.XLabel(xLabel);
             plot.YLabel(yLabel);
-            plot.ShowLegend(ScottPlot.Alignment.UpperRight);
+            plot.ShowLegend(legend); // where the curves leave room
             plot.SavePng(Path.Combine(output, file), 1000, 620);
         }
         // Loss-only variants dashed, so that the compensation modes read apart at a glance.
         bool Dashed(Method m) => m.Compensation == Chunkwise.Compensation.LossOnly || !m.CrossChunkGradients;
         string loss = $"training loss (nats/token), moving average of {Smoothing}";
         Lines("loss-vs-updates.png", $"Context extension {s.PretrainLength} → {s.Length}: loss against updates", "update", loss,
-            rows.Select(r => { var (x, y) = Curve(r, run => Enumerable.Range(1, run.Loss.Length).Select(i => (double)i).ToArray()); return (r.Method.Label, Dashed(r.Method), x, y); }));
+            rows.Select(r => { var (x, y) = Curve(r, run => Enumerable.Range(1, run.Loss.Length).Select(i => (double)i).ToArray()); return (r.Method.Label, Dashed(r.Method), x, y); }), ScottPlot.Alignment.UpperRight);
         Lines("loss-vs-seconds.png", $"Context extension {s.PretrainLength} → {s.Length}: loss against wall-clock", "training seconds (2 CPU cores)", loss,
-            rows.Select(r => { var (x, y) = Curve(r, run => run.Seconds); return (r.Method.Label, Dashed(r.Method), x, y); }));
+            rows.Select(r => { var (x, y) = Curve(r, run => run.Seconds); return (r.Method.Label, Dashed(r.Method), x, y); }), ScottPlot.Alignment.UpperRight);
         if (baseResult is not null)
             Lines("gain-vs-seconds.png", $"Context extension {s.PretrainLength} → {s.Length}: gain over the base model on the same windows", "training seconds (2 CPU cores)",
                 $"base model's loss − run's loss (nats/token), moving average of {Smoothing}",
-                rows.Select(r => { var (x, y) = Curve(r, run => run.Seconds, baseResult); return (r.Method.Label, Dashed(r.Method), x, y); }));
+                rows.Select(r => { var (x, y) = Curve(r, run => run.Seconds, baseResult); return (r.Method.Label, Dashed(r.Method), x, y); }), ScottPlot.Alignment.LowerRight);
         foreach (var (file, name, pick) in new (string, string, Func<RunResult, HeldOutNll>)[]
                  { ("nll-by-position-sotu.png", "held-out SOTU addresses", x => x.Sotu), ("nll-by-position-moby-dick.png", "Moby-Dick", x => x.MobyDick) })
         {
@@ -205,7 +212,7 @@ public static class StudyReport
             var lines = rows.Select(r => (r.Method.Label, Dashed(r.Method), centres,
                 centres.Select((_, b) => r.Runs.Average(x => pick(x).Buckets[b])).ToArray())).ToList();
             if (baseResult is not null) lines.Insert(0, ("base model", true, centres, pick(baseResult).Buckets));
-            Lines(file, $"NLL by position, {name} (base model trained to {s.PretrainLength})", "position (tokens)", "mean NLL (nats/token)", lines, s.PretrainLength);
+            Lines(file, $"NLL by position, {name} (base model trained to {s.PretrainLength})", "position (tokens)", "mean NLL (nats/token)", lines, ScottPlot.Alignment.MiddleRight, s.PretrainLength);
         }
     }
 }
