@@ -88,6 +88,7 @@ internal sealed class TrainSetting
         [nameof(ChunkwiseLoraTrainer.Options.Sampler)] = "SpaCO sampler: fixed (the paper's: exactly t chunks), bernoulli (unbiased) or stratified (the authors' for prompt/response data: half of t to chunks with response tokens; needs --compensation none).",
         [nameof(ChunkwiseLoraTrainer.Options.Compensation)] = "Which seeds SpaCO's factor k/t multiplies: both (loss and injected cache gradient; unbiased with bernoulli), loss (the authors' released code), cache (the paper's Algorithm 2) or none.",
         [nameof(ChunkwiseLoraTrainer.Options.MaxCompensation)] = "Cap on SpaCO's compensation factor in every mode, at least 1 (the paper recommends 2), or none.",
+        [nameof(ChunkwiseLoraTrainer.Options.CrossChunkGradients)] = "True lets gradients flow between chunks; false trains each chunk on a detached prefix (no gradient into earlier chunks' keys/values): an ablation, not a way to train.",
         [nameof(ChunkwiseLoraTrainer.Options.LoraRank)] = "LoRA rank r, at least 1.",
         [nameof(ChunkwiseLoraTrainer.Options.LoraAlpha)] = "LoRA alpha (the update is scaled by alpha / r), positive.",
         [nameof(ChunkwiseLoraTrainer.Options.LoraDropout)] = "LoRA dropout in [0, 1).",

@@ -28,6 +28,12 @@ public sealed record ChunkwiseOptions
     public double? MaxCompensation { get; init; }
     /// <summary>Seed of the chunk sampler and of dropout replay.</summary>
     public int Seed { get; init; }
+    /// <summary>
+    /// False cuts the gradient between chunks: each selected chunk is trained on its own loss with its prefix's
+    /// keys/values treated as constants (a detached prefix), and no cache gradient is ever injected. An ablation
+    /// (docs/QUALITY.md), not a training method: the gradient is then biased. Default true.
+    /// </summary>
+    public bool CrossChunkGradients { get; init; } = true;
 
     /// <summary>Throws on values out of range, naming the option.</summary>
     public void Validate()
@@ -132,7 +138,8 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
 
         // Stage 2: for i = k..1 over the selected chunks; attention adds the gradient of every prefix key/value to
         // the cache's gradient buffers, which hold zeros until a chunk with a prefix has been backpropagated.
-        cache.TrackGradients(true);
+        // Without cross-chunk gradients the cache keeps no gradient buffers: attention then reads the prefix as constants.
+        cache.TrackGradients(Options.CrossChunkGradients);
         bool cacheHasGradient = false;
         for (int i = k - 1; i >= 0; i--)
         {

@@ -67,6 +67,11 @@ public sealed partial class ChunkwiseLoraTrainer
         public Compensation Compensation = ChunkwiseDefaults.Compensation;
         /// <summary>Cap on the compensation factor in every mode, at least 1 (the paper recommends 2), or null. Default null.</summary>
         public double? MaxCompensation = ChunkwiseDefaults.MaxCompensation;
+        /// <summary>
+        /// False trains each chunk on a detached prefix: no gradient flows from a chunk into earlier chunks' keys/values.
+        /// An ablation (it biases the gradient; docs/QUALITY.md measures what it costs), not a way to train. Default true.
+        /// </summary>
+        public bool CrossChunkGradients = ChunkwiseDefaults.CrossChunkGradients;
 
         /// <summary>Earlier name of <see cref="Compensation"/>: true = LossAndCache, false = None.</summary>
         [Obsolete("Use Compensation: true is Compensation.LossAndCache, false is Compensation.None.")]
@@ -212,6 +217,7 @@ public sealed partial class ChunkwiseLoraTrainer
         {
             ChunkSize = ChunkSize, SampledChunks = SampledChunks, Sampler = Sampler,
             Compensation = Compensation, MaxCompensation = MaxCompensation, Seed = seed,
+            CrossChunkGradients = CrossChunkGradients,
         };
 
         internal TrainingOptions Training(int seed) => new()

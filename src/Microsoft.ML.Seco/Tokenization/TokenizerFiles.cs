@@ -31,9 +31,28 @@ public static class TokenizerFiles
     /// <param name="modelDirectory">The directory to write into; existing tokenizer files are replaced.</param>
     public static void WriteGpt2(string modelDirectory)
     {
+        var (tokens, merges) = s_gpt2.Value;
+        WriteByteLevelBpe(modelDirectory, tokens, merges, modelMaxLength: 1024);
+    }
+
+    /// <summary>
+    /// Writes a byte-level tokenizer with no merges: GPT-2's byte-level alphabet as the whole vocabulary (id = the
+    /// byte's value, so a text's ids are its UTF-8 bytes) and <see cref="Gpt2EndOfText"/> as id <see cref="BytesEndOfTextId"/>
+    /// (BOS and EOS). A 257-row output layer costs next to nothing, which suits tiny models trained on a CPU.
+    /// </summary>
+    /// <param name="modelDirectory">The directory to write into; existing tokenizer files are replaced.</param>
+    public static void WriteBytes(string modelDirectory) =>
+        WriteByteLevelBpe(modelDirectory, Enumerable.Range(0, 256).Select(b => ByteLevel.ToChar((byte)b).ToString()).ToArray(), [], modelMaxLength: 1 << 20);
+
+    /// <summary>The id of <see cref="Gpt2EndOfText"/> in the tokenizer <see cref="WriteBytes"/> writes.</summary>
+    public const int BytesEndOfTextId = 256;
+
+    // tokenizer.json (byte-level BPE, tokens[i] has id i, end-of-text right after them) and tokenizer_config.json.
+    private static void WriteByteLevelBpe(string modelDirectory, string[] tokens, string[] merges, int modelMaxLength)
+    {
         ArgumentNullException.ThrowIfNull(modelDirectory);
         Directory.CreateDirectory(modelDirectory);
-        var (tokens, merges) = s_gpt2.Value;
+        int endOfTextId = tokens.Length;
 
         using (var file = File.Create(Path.Combine(modelDirectory, ModelTokenizer.TokenizerJsonFileName)))
         using (var w = new Utf8JsonWriter(file, new JsonWriterOptions { Indented = false }))
@@ -44,7 +63,7 @@ public static class TokenizerFiles
             w.WriteNull("padding");
             w.WriteStartArray("added_tokens");
             w.WriteStartObject();
-            w.WriteNumber("id", Gpt2EndOfTextId);
+            w.WriteNumber("id", endOfTextId);
             w.WriteString("content", Gpt2EndOfText);
             w.WriteBoolean("single_word", false);
             w.WriteBoolean("lstrip", false);
@@ -67,7 +86,7 @@ public static class TokenizerFiles
             w.WriteBoolean("byte_fallback", false);
             w.WriteStartObject("vocab");
             for (int id = 0; id < tokens.Length; id++) w.WriteNumber(tokens[id], id);
-            w.WriteNumber(Gpt2EndOfText, Gpt2EndOfTextId);
+            w.WriteNumber(Gpt2EndOfText, endOfTextId);
             w.WriteEndObject();
             w.WriteStartArray("merges");
             foreach (string merge in merges) w.WriteStringValue(merge);
@@ -84,7 +103,7 @@ public static class TokenizerFiles
             w.WriteString("bos_token", Gpt2EndOfText);
             w.WriteString("eos_token", Gpt2EndOfText);
             w.WriteString("unk_token", Gpt2EndOfText);
-            w.WriteNumber("model_max_length", 1024);
+            w.WriteNumber("model_max_length", modelMaxLength);
             w.WriteString("tokenizer_class", "GPT2Tokenizer");
             w.WriteEndObject();
         }

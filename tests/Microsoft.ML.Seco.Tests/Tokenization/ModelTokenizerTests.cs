@@ -53,6 +53,19 @@ public sealed class ModelTokenizerTests
     }
 
     [TestMethod]
+    public void BytesTokenizerGivesTheUtf8BytesWithEndOfTextAsBosAndEos()
+    {
+        TokenizerFiles.WriteBytes(_dir);
+        var tokenizer = ModelTokenizer.Load(_dir);
+        IReadOnlyList<int> ids = tokenizer.Encode(EnglishText, addBos: true);
+        // The reference is .NET's own UTF-8 encoder, not the byte-level alphabet the file is spelled in.
+        CollectionAssert.AreEqual(new[] { TokenizerFiles.BytesEndOfTextId }.Concat(System.Text.Encoding.UTF8.GetBytes(EnglishText).Select(b => (int)b)).ToArray(), ids.ToArray());
+        Assert.AreEqual(EnglishText, tokenizer.Decode(ids.Skip(1)));
+        Assert.AreEqual(257, tokenizer.VocabularySize);
+        Assert.AreEqual(TokenizerFiles.BytesEndOfTextId, tokenizer.EosId);
+    }
+
+    [TestMethod]
     public void Gpt2EndOfTextIsSpecialAndIsBosAndEos()
     {
         TokenizerFiles.WriteGpt2(_dir);
