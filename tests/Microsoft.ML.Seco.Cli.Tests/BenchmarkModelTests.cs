@@ -80,14 +80,17 @@ public sealed class BenchmarkModelTests
             double attention = 4.0 * config.NumAttentionHeads * config.HeadDim * length * (length + 1) / 2;
             double forward = StepFlops.Of("inference", config, EfficiencyBenchmark.Lora, length, 100, 1);
             Assert.AreEqual(length * perToken + attention, forward, 1e-9 * forward, name);
-            // SeCO's Stage 1 runs the layers over every chunk but the last (3 chunks of 100 here) and no lm_head, then
-            // Stage 2 is plain training; SpaCO with t = 1 of k = 3 chunks: Stage 1 leaves the sampled chunk's lm_head
-            // (and, when it is the last, the whole chunk) to Stage 2, which backpropagates t/k of it.
+            // SeCO's Stage 1 runs every chunk but the last (3 chunks of 100 here) only as far as the cache needs: with
+            // one layer, its q/k/v projections (q too: dropout replay draws its mask), no attention, MLP or lm_head;
+            // Stage 2 is plain training. SpaCO with t = 1 of k = 3 chunks: Stage 1 runs the sampled chunk that far
+            // (or, when it is the last, not at all) and the others in full, and Stage 2 backpropagates t/k of the step.
             double head = 2.0 * config.HiddenSize * config.VocabSize;
+            double qkv = model.named_parameters().Where(p => p.parameter.dim() == 2 && (p.name.Contains("q_proj") || p.name.Contains("k_proj") || p.name.Contains("v_proj")))
+                .Sum(p => 2.0 * p.parameter.numel());
             double Layers(int n) => n * (perToken - head) + 4.0 * config.NumAttentionHeads * config.HeadDim * n * (n + 1) / 2;
             double full = StepFlops.Of("full", config, EfficiencyBenchmark.Lora, length, 100, 1);
-            Assert.AreEqual(Layers(200) + full, StepFlops.Of("seco", config, EfficiencyBenchmark.Lora, length, 100, 1), 1e-9 * full);
-            double stage1 = forward - (length * head + Layers(300) - Layers(200)) / 3;
+            Assert.AreEqual(200 * qkv + full, StepFlops.Of("seco", config, EfficiencyBenchmark.Lora, length, 100, 1), 1e-9 * full);
+            double stage1 = forward - (length * head + Layers(300) - Layers(200) + Layers(200) - 200 * qkv) / 3;
             Assert.AreEqual(stage1 + full / 3, StepFlops.Of("spaco", config, EfficiencyBenchmark.Lora, length, 100, 1), 1e-9 * full);
         }
     }
