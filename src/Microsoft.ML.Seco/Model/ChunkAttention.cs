@@ -114,27 +114,29 @@ internal static class ChunkAttention
         var dO = gradOutput.to(scoreType);
         var rowDot = (dO * output.to(scoreType)).sum(-1, keepdim: true);
 
-        // One block: returns this block's (dK, dV) and adds its share of dQ (with respect to the scaled queries).
+        // One block: adds its share of dQ (with respect to the scaled queries) and returns this block's (dK, dV), when
+        // asked for: a prefix without gradient buffers (cross-chunk gradients off) needs only its share of dQ.
         Tensor? dQs = null;
-        (Tensor Keys, Tensor Values) Block(Tensor blockKeys, Tensor blockValues, long from)
+        (Tensor Keys, Tensor Values)? Block(Tensor blockKeys, Tensor blockValues, long from, bool keyValueGradients)
         {
             var probabilities = Scores(qs, blockKeys, from, prefix.Length, k.shape[2], window).sub_(logSumExp).exp_();
-            var dV = matmul(probabilities.transpose(-2, -1), dO);
+            var dV = keyValueGradients ? matmul(probabilities.transpose(-2, -1), dO) : null;
             var dS = probabilities.mul_(matmul(dO, blockValues.to(scoreType).transpose(-2, -1)).sub_(rowDot));
             var share = matmul(dS, blockKeys.to(scoreType));
             if (dQs is null) dQs = share;
             else dQs.add_(share);
-            return (matmul(dS.transpose(-2, -1), qs), dV);
+            return keyValueGradients ? (matmul(dS.transpose(-2, -1), qs), dV!) : null;
         }
 
-        var (dK, dV) = Block(k, v, prefix.Length);
+        var (dK, dV) = Block(k, v, prefix.Length, keyValueGradients: true)!.Value;
         foreach (var (from, length) in PrefixBlocks(prefix.Length, window))
         {
             using var blockScope = NewDisposeScope();
-            var (blockKeys, blockValues) = Block(prefix.Keys.narrow(2, from, length), prefix.Values.narrow(2, from, length), from);
             // Straight into the cache-gradient buffers: Stage 2 reads them when it reaches the chunk that wrote them.
-            prefix.KeyGradient?.narrow(2, from, length).add_(blockKeys.to(prefix.KeyGradient.dtype));
-            prefix.ValueGradient?.narrow(2, from, length).add_(blockValues.to(prefix.ValueGradient.dtype));
+            if (Block(prefix.Keys.narrow(2, from, length), prefix.Values.narrow(2, from, length), from,
+                    keyValueGradients: prefix.KeyGradient is not null) is not var (blockKeys, blockValues)) continue;
+            prefix.KeyGradient!.narrow(2, from, length).add_(blockKeys.to(prefix.KeyGradient.dtype));
+            prefix.ValueGradient!.narrow(2, from, length).add_(blockValues.to(prefix.ValueGradient.dtype));
         }
         double scale = 1 / Math.Sqrt(q.shape[^1]);
         var gradQueries = dQs!.mul_(scale).to(q.dtype).MoveToOuterDisposeScope();
