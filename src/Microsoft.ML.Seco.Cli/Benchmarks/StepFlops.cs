@@ -31,8 +31,10 @@ internal static class StepFlops
             ["q_proj"] = (h, q), ["k_proj"] = (h, kv), ["v_proj"] = (h, kv), ["o_proj"] = (q, h),
             ["gate_proj"] = (h, i), ["up_proj"] = (h, i), ["down_proj"] = (i, h),
         };
-        double dense = shapes.Values.Sum(s => 2 * s.In * s.Out);
-        double adapters = lora is null ? 0 : shapes.Where(s => lora.TargetModules.Contains(s.Key)).Sum(s => 2 * lora.Rank * (s.Value.In + s.Value.Out));
+        double Dense(IEnumerable<string> modules) => modules.Sum(m => 2 * shapes[m].In * shapes[m].Out);
+        double Adapters(IEnumerable<string> modules) =>
+            lora is null ? 0 : modules.Where(lora.TargetModules.Contains).Sum(m => 2 * lora.Rank * (shapes[m].In + shapes[m].Out));
+        double dense = Dense(shapes.Keys), adapters = Adapters(shapes.Keys);
         double head = 2 * h * c.VocabSize;
         double attention = c.NumHiddenLayers * 4 * q * L * (L + 1) / 2;
 
@@ -46,16 +48,16 @@ internal static class StepFlops
         // What Stage 1 leaves out of the last layer for a chunk whose loss Stage 2 computes (it needs only the keys and
         // values): the attention, o_proj and the MLP, over the first n tokens.
         string[] tailModules = ["o_proj", "gate_proj", "up_proj", "down_proj"];
-        double tail = tailModules.Sum(m => 2 * shapes[m].In * shapes[m].Out
-            + (lora is not null && lora.TargetModules.Contains(m) ? 2 * lora.Rank * (shapes[m].In + shapes[m].Out) : 0));
+        double tail = Dense(tailModules) + Adapters(tailModules);
         double LastLayerTail(double n) => n * tail + 4 * q * n * (n + 1) / 2;
-        double stage1Selected = Layers(L) - lastChunk - LastLayerTail(Math.Max(0, L - chunkSize));
+        double skippedTail = LastLayerTail(Math.Max(0, L - chunkSize));
+        double stage1Selected = Layers(L) - lastChunk - skippedTail;
         return strategy switch
         {
             "full" => forward + backward,
             "checkpoint" => 2 * forward - L * head + backward,
             "seco" => stage1Selected + forward + backward,
-            "spaco" => forward - sampled * (L * head + lastChunk + LastLayerTail(Math.Max(0, L - chunkSize))) + sampled * (forward + backward),
+            "spaco" => forward - sampled * (L * head + lastChunk + skippedTail) + sampled * (forward + backward),
             "inference" => forward,
             _ => throw new ArgumentException($"Unknown strategy '{strategy}'.", nameof(strategy)),
         };
