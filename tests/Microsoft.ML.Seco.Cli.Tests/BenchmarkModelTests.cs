@@ -1,3 +1,4 @@
+using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Lora;
 using Microsoft.ML.Seco.Cli.Benchmarks;
 using Microsoft.ML.Seco.Model;
@@ -82,16 +83,27 @@ public sealed class BenchmarkModelTests
             Assert.AreEqual(length * perToken + attention, forward, 1e-9 * forward, name);
             // SeCO's Stage 1 runs every chunk but the last (3 chunks of 100 here) only as far as the cache needs: with
             // one layer, its q/k/v projections (q too: dropout replay draws its mask), no attention, MLP or lm_head;
-            // Stage 2 is plain training. SpaCO with t = 1 of k = 3 chunks: Stage 1 runs the sampled chunk that far
-            // (or, when it is the last, not at all) and the others in full, and Stage 2 backpropagates t/k of the step.
+            // Stage 2 is plain training. SpaCO with t = 1 of k = 3 chunks: Stage 1 runs all its chunks in one block
+            // (at least 512 tokens), in full since some chunk in it is not sampled, with lm_head only for those, and
+            // leaves the last chunk out when it is the one sampled; Stage 2 backpropagates t/k of the step.
             double head = 2.0 * config.HiddenSize * config.VocabSize;
             double qkv = model.named_parameters().Where(p => p.parameter.dim() == 2 && (p.name.Contains("q_proj") || p.name.Contains("k_proj") || p.name.Contains("v_proj")))
                 .Sum(p => 2.0 * p.parameter.numel());
             double Layers(int n) => n * (perToken - head) + 4.0 * config.NumAttentionHeads * config.HeadDim * n * (n + 1) / 2;
             double full = StepFlops.Of("full", config, EfficiencyBenchmark.Lora, length, 100, 1);
             Assert.AreEqual(200 * qkv + full, StepFlops.Of("seco", config, EfficiencyBenchmark.Lora, length, 100, 1), 1e-9 * full);
-            double stage1 = forward - (length * head + Layers(300) - Layers(200) + Layers(200) - 200 * qkv) / 3;
+            double stage1 = forward - (length * head + Layers(300) - Layers(200)) / 3;
             Assert.AreEqual(stage1 + full / 3, StepFlops.Of("spaco", config, EfficiencyBenchmark.Lora, length, 100, 1), 1e-9 * full);
+
+            // Chunks of 600 tokens are Stage-1 blocks of their own: a sampled chunk before the last stops at the cache, as
+            // in SeCO. t = 1 of 3 (both samplers: 1/3 each), and a length of 1,500 (the last chunk has 300 tokens).
+            const int longLength = 1500;
+            double longForward = StepFlops.Of("inference", config, EfficiencyBenchmark.Lora, longLength, 600, 1);
+            double longFull = StepFlops.Of("full", config, EfficiencyBenchmark.Lora, longLength, 600, 1);
+            double Tail(int from, int to) => Layers(to) - Layers(from) - (to - from) * qkv;
+            double longStage1 = longForward - (longLength * head + Layers(1500) - Layers(1200) + Tail(0, 600) + Tail(600, 1200)) / 3;
+            foreach (var sampler in new[] { ChunkSampler.FixedBudget, ChunkSampler.Bernoulli })
+                Assert.AreEqual(longStage1 + longFull / 3, StepFlops.Of("spaco", config, EfficiencyBenchmark.Lora, longLength, 600, 1, sampler), 1e-9 * longFull, sampler.ToString());
         }
     }
 

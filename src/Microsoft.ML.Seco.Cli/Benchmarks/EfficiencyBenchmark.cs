@@ -125,7 +125,8 @@ internal static class EfficiencyBenchmark
                 "spaco" => Step(model, batch, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = chunkSize, SampledChunks = sampledChunks, Sampler = sampler, Seed = 1 })),
                 "inference" => () =>
                 {
-                    var (sum, tokens) = Evaluation.MeanNll(model, batch, chunkSize);
+                    // In the blocks SeCO's Stage 1 runs in: SpaCO's forward over its unsampled chunks is this same pass.
+                    var (sum, tokens) = Evaluation.MeanNll(model, batch, ChunkwiseStep.Stage1BlockSize(chunkSize));
                     return sum / tokens;
                 },
                 _ => throw new UsageException($"--strategies: unknown strategy '{strategy}'; use {string.Join(", ", Strategies)}."),

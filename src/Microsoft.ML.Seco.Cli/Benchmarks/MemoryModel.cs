@@ -1,3 +1,4 @@
+using Microsoft.ML.Seco.Chunkwise;
 using System.Globalization;
 using System.Text.RegularExpressions;
 using Microsoft.ML.Seco.Model;
@@ -43,7 +44,7 @@ internal static class MemoryModel
     public static double Estimate(string strategy, ModelConfig c, ScalarType dtype, long length, int chunkSize)
     {
         double b = BenchmarkShape.ElementSize(dtype), s = BenchmarkShape.ElementSize(CausalLM.ScoreType(dtype));
-        double L = length, chunk = Math.Min(chunkSize, length);
+        double L = length, chunk = Math.Min(chunkSize, length), block = Math.Min(ChunkwiseStep.Stage1BlockSize(chunkSize), length);
         double perToken = b * (4.0 * c.HiddenSize + 3.0 * c.IntermediateSize + 2.0 * c.NumAttentionHeads * c.HeadDim + 4.0 * c.NumKeyValueHeads * c.HeadDim);
         double Scores(double queries) => 2 * c.NumAttentionHeads * queries * L * s;
         double Logits(double tokens) => 2 * tokens * c.VocabSize * s;
@@ -53,7 +54,7 @@ internal static class MemoryModel
             "full" => c.NumHiddenLayers * (L * perToken + Scores(L)) + Logits(L),
             "checkpoint" => c.NumHiddenLayers * L * c.HiddenSize * b + L * perToken + Scores(L) + Logits(L),
             "seco" or "spaco" => 2 * cache + c.NumHiddenLayers * (chunk * perToken + Scores(chunk)) + Logits(chunk),
-            "inference" => cache + chunk * perToken + Scores(chunk) + Logits(chunk),
+            "inference" => cache + block * perToken + Scores(block) + Logits(block),
             _ => throw new ArgumentException($"Unknown strategy '{strategy}'.", nameof(strategy)),
         };
     }

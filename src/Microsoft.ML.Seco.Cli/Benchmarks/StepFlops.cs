@@ -1,3 +1,4 @@
+using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Lora;
 using Microsoft.ML.Seco.Model;
 
@@ -15,14 +16,17 @@ namespace Microsoft.ML.Seco.Cli.Benchmarks;
 /// Frozen weights get no weight gradient, so B ≈ F here instead of the 2F of full fine-tuning.</item>
 /// <item>full: F + B. checkpoint: F + (F − lm_head) + B (every layer's forward again in the backward).
 /// seco: Stage 1 + Stage 2's forward F + B, where Stage 1 is the forward of every chunk but the last, up to the last
-/// layer's keys/values (a selected chunk's loss comes from Stage 2, and no chunk reads the last one's cache). spaco: a
-/// Stage 1 that also computes the loss of the chunks not sampled and skips the last chunk when sampled, plus (t/k)(F + B), the
-/// expectation over the chunks sampled (the fixed sampler draws exactly t, Bernoulli t on average). inference: F.</item>
+/// layer's keys/values (a selected chunk's loss comes from Stage 2, and no chunk reads the last one's cache). spaco:
+/// Stage 1 runs in blocks of chunks (<see cref="ChunkwiseStep.Stage1BlockSize"/>): a block whose chunks are all sampled
+/// stops at the last layer's keys/values as in SeCO, any other block runs in full, with lm_head only for the chunks
+/// not sampled, and the last chunk is skipped when sampled; plus (t/k)(F + B), the expectation over the chunks sampled.
+/// Expectations are exact for the sampler (the fixed one draws exactly t of k, Bernoulli each chunk with t/k).
+/// inference: F.</item>
 /// </list>
 /// </summary>
 internal static class StepFlops
 {
-    public static double Of(string strategy, ModelConfig c, LoraConfig? lora, int length, int chunkSize, int sampledChunks)
+    public static double Of(string strategy, ModelConfig c, LoraConfig? lora, int length, int chunkSize, int sampledChunks, ChunkSampler sampler = ChunkSampler.FixedBudget)
     {
         double L = length;
         double q = (double)c.NumAttentionHeads * c.HeadDim, kv = (double)c.NumKeyValueHeads * c.HeadDim, h = c.HiddenSize, i = c.IntermediateSize;
@@ -44,20 +48,35 @@ internal static class StepFlops
         double backward = L * (c.NumHiddenLayers * (dense + 2 * adapters) + head) + 2 * attention;
         int chunks = (int)((length + chunkSize - 1) / chunkSize);
         double sampled = Math.Min(1.0, (double)sampledChunks / chunks);
-        double lastChunk = Layers(L) - Layers(Math.Max(0, L - chunkSize));
+        double lastStart = (chunks - 1.0) * chunkSize;
+        double lastChunk = Layers(L) - Layers(lastStart);
         // What Stage 1 leaves out of the last layer for a chunk whose loss Stage 2 computes (it needs only the keys and
         // values): the attention, o_proj and the MLP, over the first n tokens.
         string[] tailModules = ["o_proj", "gate_proj", "up_proj", "down_proj"];
         double tail = Dense(tailModules) + Adapters(tailModules);
         double LastLayerTail(double n) => n * tail + 4 * q * n * (n + 1) / 2;
-        double skippedTail = LastLayerTail(Math.Max(0, L - chunkSize));
+        double skippedTail = LastLayerTail(lastStart);
         double stage1Selected = Layers(L) - lastChunk - skippedTail;
+
+        // SpaCO: the tail a block of Stage 1 skips when every chunk in it is sampled (the last chunk, when sampled, is
+        // not in Stage 1 at all: a block holding it is skipped if the rest is sampled too).
+        int t = Math.Min(sampledChunks, chunks), blockChunks = ChunkwiseStep.Stage1BlockSize(chunkSize) / chunkSize;
+        double AllSampled(int n) => sampler == ChunkSampler.Bernoulli
+            ? Math.Pow((double)t / chunks, n)
+            : Enumerable.Range(0, n).Aggregate(1.0, (p, drawn) => p * Math.Max(0, t - drawn) / (chunks - drawn));
+        double expectedSkippedTail = 0;
+        for (int first = 0; first < chunks; first += blockChunks)
+        {
+            int n = Math.Min(blockChunks, chunks - first);
+            double end = Math.Min(lastStart, (double)(first + n) * chunkSize), start = (double)first * chunkSize;
+            if (end > start) expectedSkippedTail += AllSampled(n) * (LastLayerTail(end) - LastLayerTail(start));
+        }
         return strategy switch
         {
             "full" => forward + backward,
             "checkpoint" => 2 * forward - L * head + backward,
             "seco" => stage1Selected + forward + backward,
-            "spaco" => forward - sampled * (L * head + lastChunk + skippedTail) + sampled * (forward + backward),
+            "spaco" => forward - sampled * (L * head + lastChunk) - expectedSkippedTail + sampled * (forward + backward),
             "inference" => forward,
             _ => throw new ArgumentException($"Unknown strategy '{strategy}'.", nameof(strategy)),
         };

@@ -147,7 +147,7 @@ internal static class BenchCommand
         {
             context.CancellationToken.ThrowIfCancellationRequested();
             int chunks = (length + s.ChunkSize - 1) / s.ChunkSize;
-            double flops = StepFlops.Of(strategy, config, EfficiencyBenchmark.Lora, length, s.ChunkSize, s.SampledChunks);
+            double flops = StepFlops.Of(strategy, config, EfficiencyBenchmark.Lora, length, s.ChunkSize, s.SampledChunks, s.Sampler);
             var memoryPoint = memory.FirstOrDefault(p => p.Length == length && p.Strategy == strategy);
             BenchmarkPoint point;
             if (skipped.Contains((length, strategy)))

@@ -126,14 +126,20 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
         var lossSum = zeros(1, dtype: CausalLM.ScoreType(model.DType), device: model.Device);
 
         // Stage 1: m'_j = f(x_j; m'_1..m'_{j-1}) for every chunk, no graph. It also yields the exact loss of the chunks
-        // Stage 2 skips; a selected chunk's loss comes from its Stage-2 forward, the same computation, so Stage 1 runs
-        // such a chunk only as far as its cache (up to the last layer's keys/values). No chunk reads the last chunk's
-        // cache, so a selected last chunk is left to Stage 2 altogether.
+        // Stage 2 skips; a selected chunk's loss comes from its Stage-2 forward, the same computation, so a block of
+        // selected chunks runs only as far as its cache (up to the last layer's keys/values). No chunk reads the last
+        // chunk's cache, so a selected last chunk is left to Stage 2 altogether. Without dropout to replay, Stage 1 runs
+        // several chunks per forward pass (Stage1BlockSize) and takes each unselected chunk's loss from its slice.
+        int blockChunks = replayDropout ? 1 : Stage1BlockSize(Options.ChunkSize) / Options.ChunkSize;
+        int stage1Chunks = selection.Keep[k - 1] ? k - 1 : k;
+        IEnumerable<int> ChunksOf(int block) => Enumerable.Range(block * blockChunks, Math.Min(blockChunks, stage1Chunks - block * blockChunks));
         using (no_grad())
         {
-            foreach (var chunk in model.Prefill(batch.InputIds, cache, Options.ChunkSize, selection.Keep[k - 1] ? k - 1 : k,
-                replayDropout ? j => ReplayDropout(dropoutSeed, j) : null, hiddenNeeded: j => !selection.Keep[j]))
-                lossSum.add_(Loss(model, chunk.Hidden, chunk.Index));
+            foreach (var block in model.Prefill(batch.InputIds.narrow(1, 0, Math.Min(batch.Length, Start(stage1Chunks))), cache,
+                blockChunks * Options.ChunkSize, replayDropout ? j => ReplayDropout(dropoutSeed, j) : null,
+                hiddenNeeded: b => ChunksOf(b).Any(j => !selection.Keep[j])))
+                foreach (int j in ChunksOf(block.Index).Where(j => !selection.Keep[j]))
+                    lossSum.add_(Loss(model, block.Hidden.narrow(1, Start(j) - block.Start, Size(j)), j));
         }
 
         // Stage 2: for i = k..1 over the selected chunks; attention adds the gradient of every prefix key/value to
@@ -179,6 +185,19 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
         outputs.Add(output);
         seeds.Add(compensation == 1 ? gradient : gradient * compensation);
     }
+
+    /// <summary>
+    /// Tokens per Stage-1 forward pass: whole chunks, together at least 512 tokens. Stage 1 keeps no graph and holds one
+    /// layer's transients at a time, so a block of several chunks costs about the memory of Stage 2's one chunk with the
+    /// graph of every layer (measured: SeCO's peak unchanged or lower), while every weight is read once per block instead
+    /// of once per chunk (a chunk of 128 rows streams each weight matrix from memory for little work). The cache holds
+    /// the same values up to rounding. With dropout to replay, Stage 1 goes chunk by chunk: each chunk's masks come from
+    /// its own seed. The benchmark's chunked inference runs in these blocks too, so SpaCO is compared with the same pass.
+    /// </summary>
+    public static int Stage1BlockSize(int chunkSize) => chunkSize * Math.Max(1, (Stage1MinimumTokens + chunkSize - 1) / chunkSize);
+
+    /// <summary>512 tokens. Internal so that a test can run several blocks of a few chunks over a short sequence.</summary>
+    internal static int Stage1MinimumTokens { get; set; } = 512;
 
     /// <summary>
     /// Stage 2 must rebuild exactly the activations of Stage 1, so with stochastic layers (LoRA dropout) both stages

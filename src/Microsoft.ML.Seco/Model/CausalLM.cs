@@ -369,17 +369,27 @@ public sealed class CausalLM : nn.Module
     {
         if (start > 0 && cache is null) throw new ArgumentException("A chunk after position 0 needs the cache of the positions before it.", nameof(cache));
         using var positions = Positions(start, inputIds.shape[1]);
+        // Without a graph nothing refers to a layer's intermediates once the layer is done, but a caller's dispose scope
+        // would keep them all until the chunk ends: each layer gets its own scope, so that a no-grad forward (inference,
+        // SeCO's Stage 1) holds one layer's transients at a time instead of the whole stack's.
+        bool graph = is_grad_enabled();
         var h = Embed(inputIds);
         int last = Config.NumHiddenLayers - 1;
         for (int l = 0; l <= last; l++)
         {
-            if (l == last && lastLayerKeysAndValuesOnly)
-            {
-                chunkCache[l] = model.layers[l].KeysAndValues(h, positions);
-                break;
-            }
-            (h, var k, var v) = model.layers[l].Forward(h, positions, start == 0 ? null : cache!.Prefix(l, start));
+            using var layerScope = graph ? null : NewDisposeScope();
+            var input = h;
+            Tensor k, v;
+            if (l == last && lastLayerKeysAndValuesOnly) (k, v) = model.layers[l].KeysAndValues(h, positions);
+            else (h, k, v) = model.layers[l].Forward(h, positions, start == 0 ? null : cache!.Prefix(l, start));
             chunkCache[l] = (k, v);
+            if (layerScope is null) continue;
+            layerScope.MoveToOuter(k, v);
+            if (!ReferenceEquals(h, input))
+            {
+                layerScope.MoveToOuter(h);
+                input.Dispose();
+            }
         }
         return h;
     }
@@ -394,13 +404,12 @@ public sealed class CausalLM : nn.Module
     /// <param name="inputIds">Token ids [B, L].</param>
     /// <param name="cache">Receives every chunk's keys and values; it must hold at least L positions.</param>
     /// <param name="chunkSize">Tokens per forward pass.</param>
-    /// <param name="chunks">Forward only the first this many chunks; null for all.</param>
     /// <param name="beforeChunk">Called with a chunk's index just before its forward pass (e.g. to reseed dropout).</param>
     /// <param name="hiddenNeeded">
     /// Null, or false for a chunk whose hidden states the caller does not need: that chunk is run only as far as the
     /// cache needs (<see cref="ChunkKeysAndValues"/>) and is not yielded.
     /// </param>
-    public IEnumerable<PrefilledChunk> Prefill(Tensor inputIds, KvCache cache, int chunkSize, int? chunks = null, Action<int>? beforeChunk = null,
+    public IEnumerable<PrefilledChunk> Prefill(Tensor inputIds, KvCache cache, int chunkSize, Action<int>? beforeChunk = null,
         Func<int, bool>? hiddenNeeded = null)
     {
         if (chunkSize <= 0) throw new ArgumentOutOfRangeException(nameof(chunkSize), chunkSize, "chunkSize must be positive.");
@@ -409,7 +418,7 @@ public sealed class CausalLM : nn.Module
         IEnumerable<PrefilledChunk> Iterate()
         {
             long length = inputIds.shape[1];
-            int count = chunks ?? (int)((length + chunkSize - 1) / chunkSize);
+            int count = (int)((length + chunkSize - 1) / chunkSize);
             for (int j = 0; j < count; j++)
             {
                 using var chunkScope = NewDisposeScope();

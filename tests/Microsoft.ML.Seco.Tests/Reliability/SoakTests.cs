@@ -38,7 +38,8 @@ public sealed class SoakTests
             string summary = $"{name}, {steps} steps at {tokens} tokens: RSS at step {from} {reference / 1048576.0:F1} MiB, " +
                 $"then {low / 1048576.0:F1} to {high / 1048576.0:F1} MiB, last {rss[^1] / 1048576.0:F1} MiB";
             Console.WriteLine(summary);
-            Assert.IsTrue(high <= reference * 1.05 && low >= reference * 0.95, $"resident memory left ±5% of step {from}: {summary}");
+            // One-sided: growth is the bug; memory given back below the step's level (glibc trimming a heap) is not.
+            Assert.IsTrue(high <= reference * 1.05, $"resident memory grew more than 5% above step {from}: {summary}");
         }
     }
 
