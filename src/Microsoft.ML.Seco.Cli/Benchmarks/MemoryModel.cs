@@ -1,6 +1,6 @@
-using Microsoft.ML.Seco.Chunkwise;
 using System.Globalization;
 using System.Text.RegularExpressions;
+using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Model;
 using static TorchSharp.torch;
 

@@ -47,7 +47,8 @@ internal static class StepFlops
         double forward = Layers(L) + L * head;
         double backward = L * (c.NumHiddenLayers * (dense + 2 * adapters) + head) + 2 * attention;
         int chunks = (int)((length + chunkSize - 1) / chunkSize);
-        double sampled = Math.Min(1.0, (double)sampledChunks / chunks);
+        int t = Math.Min(sampledChunks, chunks);
+        double sampled = (double)t / chunks;
         double lastStart = (chunks - 1.0) * chunkSize;
         double lastChunk = Layers(L) - Layers(lastStart);
         // What Stage 1 leaves out of the last layer for a chunk whose loss Stage 2 computes (it needs only the keys and
@@ -60,9 +61,9 @@ internal static class StepFlops
 
         // SpaCO: the tail a block of Stage 1 skips when every chunk in it is sampled (the last chunk, when sampled, is
         // not in Stage 1 at all: a block holding it is skipped if the rest is sampled too).
-        int t = Math.Min(sampledChunks, chunks), blockChunks = ChunkwiseStep.Stage1BlockSize(chunkSize) / chunkSize;
+        int blockChunks = ChunkwiseStep.Stage1BlockSize(chunkSize) / chunkSize;
         double AllSampled(int n) => sampler == ChunkSampler.Bernoulli
-            ? Math.Pow((double)t / chunks, n)
+            ? Math.Pow(sampled, n)
             : Enumerable.Range(0, n).Aggregate(1.0, (p, drawn) => p * Math.Max(0, t - drawn) / (chunks - drawn));
         double expectedSkippedTail = 0;
         for (int first = 0; first < chunks; first += blockChunks)
