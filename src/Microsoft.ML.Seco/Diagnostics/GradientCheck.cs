@@ -147,7 +147,7 @@ internal static class GradientCheck
             var gradients = Gradients(model, () => step.Run(model, batch, selection));
             foreach (var (name, g) in gradients)
             {
-                sum[name].add_(g, alpha: probability);
+                sum[name].AddScaled_(g, probability);
                 g.Dispose();
             }
         }

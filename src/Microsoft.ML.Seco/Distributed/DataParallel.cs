@@ -1,5 +1,6 @@
 using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Data;
+using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Training;
 using System.Runtime.InteropServices;
 using TorchSharp;
@@ -183,7 +184,7 @@ public sealed class DataParallel : IDisposable
         {
             if (parameters[i].grad is not { } gradient) continue;
             _accumulated[i] ??= zeros(gradient.shape, dtype: AccumulatorType(parameters[i]), device: gradient.device).DetachFromDisposeScope();
-            using (var scope = NewDisposeScope()) _accumulated[i].add_(gradient.to(_accumulated[i].dtype), alpha: weight);
+            using (var scope = NewDisposeScope()) _accumulated[i].AddScaled_(gradient.to(_accumulated[i].dtype), weight);
             gradient.zero_();
             _hasGradient[i] = true;
         }

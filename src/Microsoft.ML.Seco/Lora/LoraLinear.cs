@@ -71,7 +71,7 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>, IStochasticLayer
         var y = nn.functional.linear(x, weight, bias);
         if (_merged) return y;
         var h = _dropout > 0 ? nn.functional.dropout(x, _dropout, training) : x;
-        return y.add_(lora_B.forward(lora_A.forward(h)), alpha: _scaling);
+        return y.AddScaled_(lora_B.forward(lora_A.forward(h)), _scaling);
     }
 
     /// <summary>Folds the adapter into the base weight: W ← W + scaling · B A.</summary>
@@ -79,7 +79,7 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>, IStochasticLayer
     {
         if (_merged) return;
         using var _ = no_grad();
-        weight.add_(matmul(lora_B.weight!, lora_A.weight!), alpha: _scaling);
+        weight.AddScaled_(matmul(lora_B.weight!, lora_A.weight!), _scaling);
         _merged = true;
     }
 
@@ -88,7 +88,7 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>, IStochasticLayer
     {
         if (!_merged) return;
         using var _ = no_grad();
-        weight.add_(matmul(lora_B.weight!, lora_A.weight!), alpha: -_scaling);
+        weight.AddScaled_(matmul(lora_B.weight!, lora_A.weight!), -_scaling);
         _merged = false;
     }
 }
