@@ -45,6 +45,7 @@ internal static class GradcheckCommand
         var loraRank = new Option<int>("--lora-rank") { Description = "Rank of the LoRA adapters attached to q/k/v/o and the MLP projections.", DefaultValueFactory = _ => 4 };
         var seed = new Option<int>("--seed") { Description = "Seed of the token ids and of the adapter's weights.", DefaultValueFactory = _ => 0 };
         var maxPatterns = new Option<int>("--max-patterns") { Description = "Refuse (exit 2) when SpaCO has more selections than this to enumerate.", DefaultValueFactory = _ => 4096 };
+        var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N: where both the strategy and the full backpropagation it is compared with run.", DefaultValueFactory = _ => "cpu" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object {\"strategy\", \"parameters\", \"max_abs_error\", \"max_rel_error\", \"groups\": [...]}.", DefaultValueFactory = _ => false };
 
         var command = new Command("gradcheck",
@@ -52,7 +53,7 @@ internal static class GradcheckCommand
             "Unless --full-finetune, LoRA adapters are attached and their B matrices randomised: a fresh adapter has B = 0, which gives A no gradient " +
             "and would make the check vacuous for A. Exit 0 when within tolerance (spaco-fixed: always), 1 when not, 2 when there are too many chunks to enumerate.")
         {
-            model, seqLen, chunkSize, strategy, sampledChunks, compensation, maxCompensation, dtype, fullFinetune, loraRank, seed, maxPatterns, json,
+            model, seqLen, chunkSize, strategy, sampledChunks, compensation, maxCompensation, dtype, fullFinetune, loraRank, seed, maxPatterns, device, json,
         };
         command.SetAction(parse => context.Guard(() =>
         {
@@ -87,7 +88,7 @@ internal static class GradcheckCommand
                 catch (ArgumentOutOfRangeException e) { throw new UsageException(e.Message.Split('\n')[0].Replace(" (Parameter 'chunks')", "", StringComparison.Ordinal)); }
             }
 
-            using var m = ModelLoading.Load(parse.GetValue(model)!, null, dtypeName, "cpu");
+            using var m = ModelLoading.Load(parse.GetValue(model)!, null, dtypeName, parse.GetValue(device)!);
             using (var _ = no_grad())
             {
                 if (full) TrainableParameters.Select(m, fullFineTuning: true);
@@ -130,6 +131,7 @@ internal static class GradcheckCommand
                 {
                     ["strategy"] = strategyName,
                     ["dtype"] = dtypeName,
+                    ["device"] = m.Device.ToString(),
                     ["trainable"] = full ? "full" : "lora",
                     ["seq_len"] = length,
                     ["chunk_size"] = chunk,

@@ -103,7 +103,14 @@ public sealed record ModelConfig
         int kvHeads = Int(json, "num_key_value_heads", source) ?? heads;
         int headDim = Int(json, "head_dim", source) ?? (heads > 0 ? hidden / heads : 0);
         bool attentionBias = Bool(json, "attention_bias", source) ?? false;
-        bool useSliding = Bool(json, "use_sliding_window", source) ?? modelType == "mistral";
+        // Hugging Face's rule per family: Mistral windows whenever sliding_window is set (MistralConfig has no
+        // use_sliding_window, so a stray one is ignored), Qwen2 only with use_sliding_window, Llama never.
+        bool useSliding = modelType switch
+        {
+            "mistral" => true,
+            "qwen2" => Bool(json, "use_sliding_window", source) ?? false,
+            _ => false,
+        };
         // Qwen2 windows only the layers from max_window_layers on; this library windows every layer or none.
         if (modelType == "qwen2" && useSliding && Int(json, "max_window_layers", source) is int windowLayers && windowLayers > 0)
             throw new NotSupportedException($"{source}: use_sliding_window = true with max_window_layers = {windowLayers} is not supported; supported: use_sliding_window = false, or max_window_layers = 0.");
@@ -184,11 +191,8 @@ public sealed record ModelConfig
             json["attention_bias"] = QkvBias;
             json["mlp_bias"] = MlpBias;
         }
-        if (ModelType != "llama")
-        {
-            json["use_sliding_window"] = SlidingWindow is not null;
-            json["sliding_window"] = SlidingWindow;
-        }
+        if (ModelType == "qwen2") json["use_sliding_window"] = SlidingWindow is not null;
+        if (ModelType != "llama") json["sliding_window"] = SlidingWindow;
         if (RopeScaling is { } s)
         {
             var scaling = new JsonObject { ["rope_type"] = s.Type, ["factor"] = s.Factor };

@@ -78,4 +78,21 @@ public sealed class ModelDirectoryTests
         foreach (var config in new[] { TestModels.Llama(ropeType: "llama3"), TestModels.Qwen2(), TestModels.Llama() with { ModelType = "mistral", SlidingWindow = 4096 } })
             Assert.AreEqual(config with { }, ModelConfig.FromJson(config.ToJson()) with { EosTokenIds = config.EosTokenIds });
     }
+
+    [TestMethod]
+    public void SlidingWindowFollowsEachFamilysHuggingFaceRule()
+    {
+        // transformers: MistralConfig has no use_sliding_window (sliding_window alone decides), Qwen2Config sets
+        // sliding_window = None unless use_sliding_window, and Llama has no window at all.
+        int? Window(string modelType, string extra) => ModelConfig.FromJson(System.Text.Json.Nodes.JsonNode.Parse(
+            $$"""{"model_type": "{{modelType}}", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2{{extra}}}""")!.AsObject()).SlidingWindow;
+        Assert.AreEqual(16, Window("mistral", """, "sliding_window": 16, "use_sliding_window": false"""));
+        Assert.AreEqual(16, Window("mistral", """, "sliding_window": 16"""));
+        Assert.IsNull(Window("mistral", """, "sliding_window": null"""));
+        Assert.IsNull(Window("qwen2", """, "sliding_window": 16"""));
+        Assert.IsNull(Window("qwen2", """, "sliding_window": 16, "use_sliding_window": false"""));
+        Assert.AreEqual(16, Window("qwen2", """, "sliding_window": 16, "use_sliding_window": true, "max_window_layers": 0"""));
+        Assert.IsNull(Window("llama", """, "sliding_window": 16, "use_sliding_window": true"""));
+        Assert.IsFalse((TestModels.Llama() with { ModelType = "mistral", SlidingWindow = 16 }).ToJson().ContainsKey("use_sliding_window"));
+    }
 }
