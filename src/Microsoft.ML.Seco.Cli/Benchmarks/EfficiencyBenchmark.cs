@@ -18,6 +18,11 @@ internal enum PointStatus
     Measured,
     /// <summary>Not attempted: its predicted peak exceeds the memory available (out of memory).</summary>
     Oom,
+    /// <summary>
+    /// Attempted, and the allocator ran out of memory (CUDA, where nothing predicts a point, or a CPU prediction that
+    /// was too low); longer lengths of the strategy are then not attempted.
+    /// </summary>
+    RanOutOfMemory,
 }
 
 /// <summary>One (strategy, length) point of the study.</summary>
@@ -37,7 +42,7 @@ internal sealed record BenchmarkPoint(string Strategy, int Length, int Chunks, P
     public double? FlopsPerSecond => SecondsPerStep is double s && s > 0 ? ModelFlops / s : null;
 
     /// <summary>The status as the CSV and JSON spell it.</summary>
-    public string StatusName => Status == PointStatus.Oom ? "oom" : "measured";
+    public string StatusName => Status == PointStatus.Measured ? "measured" : "oom";
 }
 
 /// <summary>
@@ -165,6 +170,22 @@ internal static class EfficiencyBenchmark
             best = Math.Min(best, clock.Elapsed.TotalSeconds);
         }
         return 2.0 * n * n * n / best;
+    }
+
+    /// <summary>Whether libtorch's error is an allocator running out of memory (CUDA's, or the CPU's when it says so).</summary>
+    public static bool IsOutOfMemory(Exception e) =>
+        e.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase) ||
+        e.Message.Contains("can't allocate memory", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>
+    /// After a step ran out of memory: drops the gradients it left and lets the collector finalize the tensors no dispose
+    /// scope owned, so that the next point starts from the memory the model alone holds.
+    /// </summary>
+    public static void ReleaseAfterOutOfMemory(CausalLM model)
+    {
+        model.zero_grad();
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
     }
 
     // CUDA kernels run asynchronously: a clock read without waiting for them times the launch, not the work.

@@ -152,13 +152,29 @@ internal static class BenchCommand
             BenchmarkPoint point;
             if (skipped.Contains((length, strategy)))
                 point = new BenchmarkPoint(strategy, length, chunks, PointStatus.Oom, null, null, memoryPoint?.PredictedBytes, null, flops);
+            else if (points.Any(p => p.Strategy == strategy && p.Status == PointStatus.RanOutOfMemory && p.Length < length))
+                point = new BenchmarkPoint(strategy, length, chunks, PointStatus.Oom, null, null, memoryPoint?.PredictedBytes, null, flops);
             else
             {
-                var (seconds, loss) = EfficiencyBenchmark.Time(model, strategy, length, s.ChunkSize, s.SampledChunks, s.Sampler, s.Steps);
-                point = new BenchmarkPoint(strategy, length, chunks, PointStatus.Measured, seconds, memoryPoint?.PeakBytes, memoryPoint?.PredictedBytes, loss, flops);
+                try
+                {
+                    var (seconds, loss) = EfficiencyBenchmark.Time(model, strategy, length, s.ChunkSize, s.SampledChunks, s.Sampler, s.Steps);
+                    point = new BenchmarkPoint(strategy, length, chunks, PointStatus.Measured, seconds, memoryPoint?.PeakBytes, memoryPoint?.PredictedBytes, loss, flops);
+                }
+                catch (Exception e) when (EfficiencyBenchmark.IsOutOfMemory(e))
+                {
+                    // The step's tensors are gone with its dispose scopes; the gradients it left are cleared by the next step.
+                    EfficiencyBenchmark.ReleaseAfterOutOfMemory(model);
+                    point = new BenchmarkPoint(strategy, length, chunks, PointStatus.RanOutOfMemory, null, null, memoryPoint?.PredictedBytes, null, flops);
+                }
             }
             points.Add(point);
-            Report(context, asJson, point, peak, point.Status == PointStatus.Oom ? "  (not attempted: predicted out of memory)" : "");
+            Report(context, asJson, point, peak, point.Status switch
+            {
+                PointStatus.Oom => "  (not attempted: predicted out of memory, or a shorter length ran out)",
+                PointStatus.RanOutOfMemory => "  (ran out of memory)",
+                _ => "",
+            });
         }
 
         var summaries = s.Strategies.Select(strategy =>
@@ -201,7 +217,7 @@ internal static class BenchCommand
             return;
         }
         string time = p.SecondsPerStep is double t ? $"{t,9:F3} s/step" : "      – s/step";
-        string memory = p.Status == PointStatus.Oom ? "      OOM" : p.PeakBytes is long b ? $"{b / 1048576.0,8:F1} MiB" : "      n/a";
+        string memory = p.Status != PointStatus.Measured ? "      OOM" : p.PeakBytes is long b ? $"{b / 1048576.0,8:F1} MiB" : "      n/a";
         string rate = p.FlopsPerSecond is double f ? $"{f / 1e9,7:F2} GFLOP/s ({f / peak,6:P1} of peak)" : "";
         context.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {p.Strategy,-10} {p.Length,7} tokens {p.Chunks,5} chunks {time}  {memory}  {rate}{note}"));
     }
@@ -296,7 +312,7 @@ internal static class BenchCommand
         {
             ["event"] = "summary",
             ["points"] = points.Count(p => p.Status == PointStatus.Measured),
-            ["oom"] = points.Count(p => p.Status == PointStatus.Oom),
+            ["oom"] = points.Count(p => p.Status != PointStatus.Measured),
             ["shape"] = new JsonObject
             {
                 ["name"] = s.Shape.Name, ["model_type"] = s.Shape.ModelType, ["layers"] = s.Shape.Layers, ["hidden_size"] = s.Shape.Hidden,
