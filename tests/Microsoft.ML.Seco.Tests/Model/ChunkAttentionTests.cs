@@ -32,6 +32,18 @@ public sealed class ChunkAttentionTests
     static bool Visible(long query, long key, int? window) => key <= query && (window is not int w || key > query - w);
 
     [TestMethod]
+    public void PrefixBlocksAreSmallOnTheCpuAndSizedByBytesOnCuda()
+    {
+        // CPU: the fixed block whatever the rows. CUDA: Qwen2.5-0.5B at chunk 1024 (2 kv heads × 7 groups × 1024 rows of
+        // float32) fits four 1,024-key blocks in 256 MiB, the size measured on an H200; rows too many for even one
+        // block keep one, so a block never shrinks below the CPU's.
+        Assert.AreEqual(1024, ChunkAttention.PrefixBlockSize(2 * 7 * 1024, 4, cuda: false));
+        Assert.AreEqual(4096, ChunkAttention.PrefixBlockSize(2 * 7 * 1024, 4, cuda: true));
+        Assert.AreEqual(2048, ChunkAttention.PrefixBlockSize(8 * 3 * 1024, 4, cuda: true));
+        Assert.AreEqual(1024, ChunkAttention.PrefixBlockSize(1L << 20, 8, cuda: true));
+    }
+
+    [TestMethod]
     public void TheReferenceRuleIsHuggingFacesTable()
     {
         // masking_utils' own illustration for sliding_window = 3 over 5 positions (rows: queries, columns: keys).
