@@ -86,7 +86,7 @@ public sealed class CliTests
             ("train", new[] { "--chunk-size", "Default: 128", "--lr", "Default: 1e-4", "--resume", "--json", "--config" }),
             ("eval", new[] { "--input-ids", "--per-token", "[default: 128]" }),
             ("generate", new[] { "--max-new-tokens", "[default: 64]", "--top-p" }),
-            ("gradcheck", new[] { "--strategy", "[default: seco]", "B matrices randomised", "--dtype", "[default: float64]" }),
+            ("gradcheck", new[] { "--strategy", "[default: seco]", "B matrices randomised", "--dtype", "[default: float64]", "--device" }),
             ("bench", new[] { "--shape", "qwen2.5-0.5b", "--quick", "--memory-budget", "--sampler", "[default: fixed]", "--steps", "[default: 3]", "--plots" }),
         })
         {
@@ -428,6 +428,7 @@ public sealed class CliTests
             Assert.AreEqual(0, r.ExitCode, r.ToString());
             var result = r.JsonLines()[0];
             Assert.AreEqual(strategy[0], (string?)result["strategy"]);
+            Assert.AreEqual("cpu", (string?)result["device"]);
             Assert.IsTrue((int)result["parameters"]! > 0);
             Assert.IsTrue((double)result["max_rel_error"]! <= 1e-8, r.Out);
             Assert.IsTrue((double)result["max_abs_error"]! >= 0);
