@@ -43,6 +43,22 @@ public sealed class BenchmarkModelTests
     }
 
     [TestMethod]
+    public void TheAnalyticEstimateGrowsAsEachStrategysMemoryDoes()
+    {
+        // Past one prefix block, a chunk-wise step grows by its cache (and the cache's gradient) alone, and the fused
+        // whole-sequence baselines grow linearly: an estimate with L × L scores refused plain training at 16K on the
+        // default shape as 131 GiB (measured at 8K: 1.7 GB).
+        var config = BenchmarkShape.Preset("default").ToConfig();
+        double Estimate(string strategy, long length) => MemoryModel.Estimate(strategy, config, ScalarType.Float32, length, 128);
+        long kv = BenchmarkShape.KvBytesPerToken(config, ScalarType.Float32);
+        foreach (var strategy in new[] { "full", "checkpoint" })
+            Assert.AreEqual(2 * Estimate(strategy, 8192), Estimate(strategy, 16384), 1e-6 * Estimate(strategy, 16384), strategy);
+        Assert.AreEqual(2.0 * kv * 8192, Estimate("seco", 16384) - Estimate("seco", 8192), 1e-6 * kv * 8192);
+        Assert.AreEqual(1.0 * kv * 8192, Estimate("inference", 16384) - Estimate("inference", 8192), 1e-6 * kv * 8192);
+        Assert.IsTrue(Estimate("full", 16384) < 4e9, $"{Estimate("full", 16384):E3}");
+    }
+
+    [TestMethod]
     public void LongestLengthWithinABudgetIsMarkedByHowItWasFound()
     {
         // Linear memory, 100 bytes per token.

@@ -37,22 +37,25 @@ internal static class MemoryModel
 
     /// <summary>
     /// A rough analytic estimate of a step's peak bytes from its dominant terms, for predicting a point before any of the
-    /// strategy is measured: per layer, activations kept for the backward (inputs of the projections and MLP) and
-    /// the score and probability matrices of attention (queries × keys, in the score dtype); logits and their softmax
-    /// over the tokens whose loss is computed at once; the key/value cache (and, for SeCO and SpaCO, its gradient).
+    /// strategy is measured: per layer, activations kept for the backward (inputs of the projections and MLP); for the
+    /// chunk-wise strategies the score and probability matrices of one attention block (a chunk's queries × its own keys
+    /// and one prefix block, in the score dtype; the whole-sequence baselines use fused attention, which keeps none);
+    /// logits and their softmax over the tokens whose loss is computed at once; the key/value cache (and, for SeCO and
+    /// SpaCO, its gradient).
     /// </summary>
     public static double Estimate(string strategy, ModelConfig c, ScalarType dtype, long length, int chunkSize)
     {
         double b = BenchmarkShape.ElementSize(dtype), s = BenchmarkShape.ElementSize(CausalLM.ScoreType(dtype));
         double L = length, chunk = Math.Min(chunkSize, length), block = Math.Min(ChunkwiseStep.Stage1BlockSize(chunkSize), length);
         double perToken = b * (4.0 * c.HiddenSize + 3.0 * c.IntermediateSize + 2.0 * c.NumAttentionHeads * c.HeadDim + 4.0 * c.NumKeyValueHeads * c.HeadDim);
-        double Scores(double queries) => 2 * c.NumAttentionHeads * queries * L * s;
+        double prefixBlock = Math.Min(ChunkAttention.BlockSize, L);
+        double Scores(double queries) => 2 * c.NumAttentionHeads * queries * (queries + prefixBlock) * s;
         double Logits(double tokens) => 2 * tokens * c.VocabSize * s;
         double cache = BenchmarkShape.KvBytesPerToken(c, dtype) * L;
         return strategy switch
         {
-            "full" => c.NumHiddenLayers * (L * perToken + Scores(L)) + Logits(L),
-            "checkpoint" => c.NumHiddenLayers * L * c.HiddenSize * b + L * perToken + Scores(L) + Logits(L),
+            "full" => c.NumHiddenLayers * L * perToken + Logits(L),
+            "checkpoint" => c.NumHiddenLayers * L * c.HiddenSize * b + L * perToken + Logits(L),
             "seco" or "spaco" => 2 * cache + c.NumHiddenLayers * (chunk * perToken + Scores(chunk)) + Logits(chunk),
             "inference" => cache + block * perToken + Scores(block) + Logits(block),
             _ => throw new ArgumentException($"Unknown strategy '{strategy}'.", nameof(strategy)),
