@@ -36,10 +36,11 @@ internal static class ChunkAttention
     /// <summary>
     /// Prefix positions per score block for <paramref name="rows"/> score rows (batch × kv heads × groups·T) of
     /// <paramref name="scoreBytes"/> bytes each: <see cref="BlockSize"/> on the CPU; on CUDA the largest multiple of it
-    /// whose block stays within <see cref="CudaScoreBlockBytes"/>. A GPU waits on the host, which issues each operation
-    /// in tens of microseconds through TorchSharp, so fewer, larger blocks are faster there (Qwen2.5-0.5B's shape at 16K
-    /// tokens, chunk 1024, on an H200: SeCO 5.66 → 3.96 s per step with 4,096-key blocks); on the CPU the small block
-    /// keeps each step's peak at the floor. Either way a block is bounded, whatever the prefix length.
+    /// whose block stays within <see cref="CudaScoreBlockBytes"/>. A GPU running a chunk's many small operations mostly
+    /// waits for the host to issue them (through TorchSharp, one launch each), so fewer, larger blocks are faster there
+    /// (Qwen2.5-0.5B's shape at 16K tokens, chunk 1024, on an H200: SeCO 5.66 → 3.96 s per step with 4,096-key
+    /// blocks); on the CPU the small block keeps each step's peak at the floor. Either way a block is bounded, whatever
+    /// the prefix length.
     /// </summary>
     internal static long PrefixBlockSize(long rows, int scoreBytes, bool cuda) =>
         cuda ? BlockSize * Math.Max(1, CudaScoreBlockBytes / (rows * BlockSize * scoreBytes)) : BlockSize;
