@@ -18,7 +18,7 @@ public static class TensorSettings
         if (n == "cuda" || n.StartsWith("cuda:", StringComparison.Ordinal))
         {
             if (!cuda.is_available())
-                throw new ArgumentException($"{option} '{name}' asks for CUDA, but no CUDA device is available (build with -p:TorchBackend=cuda on a GPU machine).", option);
+                throw new ArgumentException($"{option} '{name}' asks for CUDA, but no CUDA device is available (on a GPU machine, build with -p:TorchBackend=cuda, or run on a CUDA PyTorch's libtorch: see the README's backend section).", option);
             return device(n);
         }
         throw new ArgumentException($"{option} '{name}' is not a device; use auto, cpu, cuda or cuda:N.", option);
