@@ -150,9 +150,8 @@ internal static class BenchCommand
             double flops = StepFlops.Of(strategy, config, EfficiencyBenchmark.Lora, length, s.ChunkSize, s.SampledChunks, s.Sampler);
             var memoryPoint = memory.FirstOrDefault(p => p.Length == length && p.Strategy == strategy);
             BenchmarkPoint point;
-            if (skipped.Contains((length, strategy)))
-                point = new BenchmarkPoint(strategy, length, chunks, PointStatus.Oom, null, null, memoryPoint?.PredictedBytes, null, flops);
-            else if (points.Any(p => p.Strategy == strategy && p.Status == PointStatus.RanOutOfMemory && p.Length < length))
+            if (skipped.Contains((length, strategy)) ||
+                points.Any(p => p.Strategy == strategy && p.Status == PointStatus.RanOutOfMemory && p.Length < length))
                 point = new BenchmarkPoint(strategy, length, chunks, PointStatus.Oom, null, null, memoryPoint?.PredictedBytes, null, flops);
             else
             {
@@ -163,7 +162,7 @@ internal static class BenchCommand
                 }
                 catch (Exception e) when (EfficiencyBenchmark.IsOutOfMemory(e))
                 {
-                    // The step's tensors are gone with its dispose scopes; the gradients it left are cleared by the next step.
+                    // The step's scoped tensors went with its dispose scopes; its gradients and unscoped tensors go here.
                     EfficiencyBenchmark.ReleaseAfterOutOfMemory(model);
                     point = new BenchmarkPoint(strategy, length, chunks, PointStatus.RanOutOfMemory, null, null, memoryPoint?.PredictedBytes, null, flops);
                 }
