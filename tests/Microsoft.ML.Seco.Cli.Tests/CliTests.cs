@@ -172,6 +172,28 @@ public sealed class CliTests
     }
 
     [TestMethod]
+    public void BenchMeasuresEachPointsMemoryInAProcessOfItsOwnWhenAsked()
+    {
+        // What CUDA always does (libtorch's cache cannot be emptied in process), exercised here on the CPU: every point's
+        // memory comes from a fresh seco process started by this one, then the timed steps run here.
+        var r = Seco("bench", "--quick", "--lengths", "64,128", "--chunk-size", "32", "--sampled-chunks", "2", "--steps", "1", "--isolate-memory", "--json");
+        Assert.AreEqual(0, r.ExitCode, r.ToString());
+        var points = r.JsonLines().Where(o => (string?)o["event"] == "point").ToList();
+        Assert.AreEqual(10, points.Count, r.Out);
+        Assert.IsTrue(points.All(p => (string?)p["status"] == "measured" && (double)p["seconds_per_step"]! > 0), r.Out);
+        if (OperatingSystem.IsLinux()) Assert.IsTrue(points.All(p => (long)p["peak_bytes"]! > 0), r.Out);
+
+        // The child's side: one JSON line for the one point it is asked about, and a clear error for a malformed one.
+        var child = Seco("bench", "--quick", "--memory-point", "seco@128");
+        Assert.AreEqual(0, child.ExitCode, child.ToString());
+        var reading = child.JsonLines().Single();
+        Assert.AreEqual(("memory", "seco", 128, "measured"), ((string?)reading["event"], (string?)reading["strategy"], (int)reading["length"]!, (string?)reading["status"]));
+        var bad = Seco("bench", "--quick", "--memory-point", "seco");
+        Assert.AreEqual(2, bad.ExitCode, bad.ToString());
+        StringAssert.Contains(bad.Error, "--memory-point");
+    }
+
+    [TestMethod]
     public void BenchRefusesBadShapesDevicesAndSizesNamingTheFlag()
     {
         foreach (var (args, flag) in new[]

@@ -14,8 +14,8 @@ internal sealed record BenchmarkShape(
     /// <summary>
     /// default: this project's first study (small cache, so transient attention dominates SeCO's memory);
     /// wide-cache: Llama-3-8B's per-layer key/value width (8 kv heads × 128) on 2 layers, so the cache dominates;
-    /// gqa: Llama-3-style 4:1 grouped-query attention on 4 layers; qwen2.5-0.5b: that model's exact shape;
-    /// tiny: the --quick smoke test.
+    /// gqa: Llama-3-style 4:1 grouped-query attention on 4 layers; qwen2.5-0.5b, llama-3.2-3b and llama-3-8b (the
+    /// paper's model): those models' exact shapes, for GPUs or patient CPUs; tiny: the --quick smoke test.
     /// </summary>
     public static readonly IReadOnlyDictionary<string, BenchmarkShape> Presets = new[]
     {
@@ -25,6 +25,11 @@ internal sealed record BenchmarkShape(
         // Qwen/Qwen2.5-0.5B's config.json: qwen2 always has q/k/v biases; rope_theta 1e6.
         new BenchmarkShape("qwen2.5-0.5b", "qwen2", Layers: 24, Hidden: 896, Intermediate: 4864, Heads: 14, KvHeads: 2, HeadDim: 64, Vocab: 151936,
             TiedEmbeddings: true, QkvBias: true, RopeTheta: 1000000),
+        // meta-llama/Llama-3.2-3B's and Meta-Llama-3-8B's config.json (the paper's model). Their rope scaling is left out:
+        // it changes no cost.
+        new BenchmarkShape("llama-3.2-3b", "llama", Layers: 28, Hidden: 3072, Intermediate: 8192, Heads: 24, KvHeads: 8, HeadDim: 128, Vocab: 128256,
+            TiedEmbeddings: true),
+        new BenchmarkShape("llama-3-8b", "llama", Layers: 32, Hidden: 4096, Intermediate: 14336, Heads: 32, KvHeads: 8, HeadDim: 128, Vocab: 128256),
         new BenchmarkShape("tiny", "llama", Layers: 2, Hidden: 64, Intermediate: 172, Heads: 4, KvHeads: 2, HeadDim: 16, Vocab: 256),
     }.ToDictionary(s => s.Name);
 
@@ -74,6 +79,17 @@ internal sealed record BenchmarkShape(
         ScalarType.BFloat16 or ScalarType.Float16 => 2,
         _ => throw new ArgumentException($"dtype {dtype} is not a model dtype.", nameof(dtype)),
     };
+
+    /// <summary>
+    /// Weights of a model of this configuration (q, k, v, o, gate, up, down and two norms per layer, the embedding, the
+    /// output layer unless tied, the final norm; q/k/v biases where the family has them), without adapters.
+    /// </summary>
+    public static long ParameterCount(ModelConfig config)
+    {
+        long h = config.HiddenSize, q = (long)config.NumAttentionHeads * config.HeadDim, kv = (long)config.NumKeyValueHeads * config.HeadDim;
+        long layer = h * q + 2 * h * kv + q * h + 3 * h * config.IntermediateSize + 2 * h + (config.QkvBias ? q + 2 * kv : 0);
+        return config.NumHiddenLayers * layer + (config.TieWordEmbeddings ? 1 : 2) * (long)config.VocabSize * h + h;
+    }
 
     /// <summary>
     /// Key/value cache bytes per token: 2 (keys and values) × layers × kv heads × head dim × element size × batch.

@@ -47,11 +47,10 @@ internal sealed record BenchmarkPoint(string Strategy, int Length, int Chunks, P
 
 /// <summary>
 /// The paper's efficiency study on a random model built in memory: time per training step and peak memory of plain
-/// training, layer checkpointing, SeCO and SpaCO, and of a chunked inference pass, at growing sequence lengths.
-/// On the CPU, memory is the process's peak resident set during one step above its level before it, read from
-/// /proc/self/status after returning freed memory (malloc_trim) and resetting the peak (/proc/self/clear_refs), so every
-/// point is measured in one process and one run (Linux with glibc; elsewhere memory is not reported). On CUDA, memory
-/// is not reported: TorchSharp 0.107 exposes no CUDA allocator statistics, and host RSS says nothing about the device.
+/// training, layer checkpointing, SeCO and SpaCO, and of a chunked inference pass, at growing sequence lengths, every
+/// point in one process and one run. Memory is one step's peak above the level before it: on the CPU the process's
+/// resident set (<see cref="ResidentMemory"/>, Linux with glibc), on CUDA the device memory libtorch's caching
+/// allocator holds (<see cref="DeviceMemory"/>); elsewhere it is not reported.
 /// </summary>
 internal static class EfficiencyBenchmark
 {
@@ -69,19 +68,39 @@ internal static class EfficiencyBenchmark
         return model;
     }
 
-    /// <summary>True where <see cref="Memory"/> reports memory: the CPU on Linux (see the class remarks).</summary>
-    public static bool MemoryMeasurable(Device device) => device.type == DeviceType.CPU && OperatingSystem.IsLinux();
+    /// <summary>True where <see cref="Memory"/> reports memory: the CPU on Linux, and CUDA devices whose driver answers.</summary>
+    public static bool MemoryMeasurable(Device device) => device.type switch
+    {
+        DeviceType.CPU => OperatingSystem.IsLinux(),
+        DeviceType.CUDA => DeviceMemory.InUse(device) is not null,
+        _ => false,
+    };
+
+    /// <summary>Memory a step may still take: MemAvailable on the CPU, the device's free memory (cached blocks released) on CUDA; null where unknown.</summary>
+    public static long? Available(Device device) => device.type == DeviceType.CUDA
+        ? DeviceMemory.Settle(device) is not null ? DeviceMemory.Free(device) : null
+        : MemoryModel.Available();
 
     /// <summary>
-    /// Peak resident memory of one step above the settled level before it, after a warm-up step (first-use costs stay
-    /// out), with every allocation over 128 KB in its own mapping so that resident memory follows live tensors. Call it
-    /// for every point before any <see cref="Time"/>: timing lets glibc's heap grow with blocks of up to 32 MB, and
-    /// small allocations scattered over that trimmed heap afterwards fault in a page each, which inflated the memory
-    /// of later points (a SeCO slope read 7.6× the cache instead of 1.8× on the gqa shape).
+    /// Peak memory of one step above the settled level before it, after a warm-up step (first-use costs such as
+    /// cuBLAS's workspace stay out). On the CPU every allocation over 128 KB gets its own mapping, so that resident
+    /// memory follows live tensors; call it for every point before any <see cref="Time"/>: timing lets glibc's heap grow
+    /// with blocks of up to 32 MB, and small allocations scattered over that trimmed heap afterwards fault in a page
+    /// each, which inflated the memory of later points (a SeCO slope read 7.6× the cache instead of 1.8× on the gqa
+    /// shape). On CUDA the cached blocks are handed back before the step, so that the allocator's high-water mark after
+    /// it is this step's alone; only in a process that ran nothing larger before (<see cref="MemoryProcess"/>).
     /// </summary>
     public static (long? PeakBytes, double Loss) Memory(CausalLM model, string strategy, int length, int chunkSize, int sampledChunks, ChunkSampler sampler)
     {
         using var point = new Point(model, strategy, length, chunkSize, sampledChunks, sampler);
+        var device = model.Device;
+        if (device.type == DeviceType.CUDA)
+        {
+            point.Run();
+            long? settled = DeviceMemory.Settle(device);
+            double cudaLoss = point.Run();
+            return (DeviceMemory.PeakAbove(device, settled), cudaLoss);
+        }
         ResidentMemory.TrackLargeAllocations(true);
         point.Run();
         long? before = ResidentMemory.Settle();
@@ -93,7 +112,7 @@ internal static class EfficiencyBenchmark
     public static (double SecondsPerStep, double Loss) Time(CausalLM model, string strategy, int length, int chunkSize, int sampledChunks, ChunkSampler sampler, int steps)
     {
         using var point = new Point(model, strategy, length, chunkSize, sampledChunks, sampler);
-        if (MemoryMeasurable(model.Device)) ResidentMemory.TrackLargeAllocations(false);
+        if (model.Device.type == DeviceType.CPU) ResidentMemory.TrackLargeAllocations(false);
         point.Run();
         var times = new List<double>();
         double loss = 0;

@@ -56,7 +56,8 @@ internal static class MemoryModel
         {
             "full" => c.NumHiddenLayers * L * perToken + Logits(L),
             "checkpoint" => c.NumHiddenLayers * L * c.HiddenSize * b + L * perToken + Logits(L),
-            "seco" or "spaco" => 2 * cache + c.NumHiddenLayers * (chunk * perToken + Scores(chunk)) + Logits(chunk),
+            // Score blocks are transient, one layer's at a time: the blockwise attention saves only O(chunk) per layer.
+            "seco" or "spaco" => 2 * cache + c.NumHiddenLayers * chunk * perToken + Scores(chunk) + Logits(chunk),
             "inference" => cache + block * perToken + Scores(block) + Logits(block),
             _ => throw new ArgumentException($"Unknown strategy '{strategy}'.", nameof(strategy)),
         };

@@ -26,7 +26,20 @@ internal static class BenchCommand
     const double TargetRatio = 1.5;
 
     sealed record Settings(BenchmarkShape Shape, int[] Lengths, string[] Strategies, int BaselinesUpTo, int ChunkSize, int SampledChunks,
-        ChunkSampler Sampler, int Steps, global::TorchSharp.torch.ScalarType DType, global::TorchSharp.torch.Device Device, long? Budget);
+        ChunkSampler Sampler, int Steps, global::TorchSharp.torch.ScalarType DType, global::TorchSharp.torch.Device Device, long? Budget,
+        bool IsolateMemory = false)
+    {
+        /// <summary>The arguments that rebuild this model and step in a measuring process of its own (<see cref="MemoryProcess"/>).</summary>
+        public IEnumerable<string> ChildArguments() => new[]
+        {
+            "--shape", Shape.Name, "--layers", I(Shape.Layers), "--hidden-size", I(Shape.Hidden), "--intermediate-size", I(Shape.Intermediate),
+            "--heads", I(Shape.Heads), "--kv-heads", I(Shape.KvHeads), "--head-dim", I(Shape.HeadDim), "--vocab", I(Shape.Vocab),
+            "--chunk-size", I(ChunkSize), "--sampled-chunks", I(SampledChunks), "--sampler", Sampler == ChunkSampler.FixedBudget ? "fixed" : "bernoulli",
+            "--dtype", TensorSettings.Name(DType), "--device", Device.ToString(),
+        };
+
+        static string I(int value) => value.ToString(CultureInfo.InvariantCulture);
+    }
 
     sealed record StrategySummary(string Strategy, int Measured, double? SlopeBytesPerToken, double? SlopeOverKv, BudgetResult? Budget);
 
@@ -49,16 +62,18 @@ internal static class BenchCommand
         var vocab = new Option<int?>("--vocab") { Description = "Vocabulary size (overrides the preset)." };
         var steps = new Option<int>("--steps") { Description = "Timed steps per point after one warm-up step; the median is reported. Memory is measured on one more step.", DefaultValueFactory = _ => 3 };
         var dtype = new Option<string>("--dtype") { Description = "float32, bfloat16, float16 or float64.", DefaultValueFactory = _ => "float32" };
-        var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N. On CUDA memory is not reported (TorchSharp exposes no allocator statistics), so the memory guard and --memory-budget do nothing there.", DefaultValueFactory = _ => "cpu" };
+        var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N. On CUDA memory is the device memory libtorch's allocator reserves during a step, read through the CUDA driver; nothing else should use the device meanwhile.", DefaultValueFactory = _ => "cpu" };
         var budget = new Option<string?>("--memory-budget") { Description = "Report the longest length each strategy trains within this much memory (e.g. 8GiB, 512MiB, 16GB), from the measured points and the fitted memory model. Default: none." };
         var csv = new Option<string?>("--csv") { Description = "Write the points to this CSV file and the per-strategy summary to NAME-summary.csv beside it. Default: none." };
         var plots = new Option<string?>("--plots") { Description = "Folder for bench-time.png and bench-memory.png. Default: beside --csv (NAME-time.png, NAME-memory.png), else none." };
+        var isolate = new Option<bool>("--isolate-memory") { Description = "Measure each point's memory in a fresh process of its own (always on CUDA, where libtorch's caching allocator cannot be emptied and a point measured after a larger one would read low); the timed steps still run in this process." };
+        var memoryPoint = new Option<string?>(MemoryProcess.PointOption) { Hidden = true, Description = "Internal: measure the memory of one STRATEGY@LENGTH point and print it as one JSON line." };
         var json = new Option<bool>("--json") { Description = "Print one JSON object per point, then a summary, and nothing else." };
 
         var command = new Command("bench", "The efficiency study: time and peak memory per training step of full backprop, layer checkpointing, SeCO and SpaCO (and chunked inference) at growing lengths on a random LoRA model built in memory, with memory slopes, a memory guard, the longest length within a budget, FLOP/s and plots.")
         {
             shape, quick, lengths, strategies, baselinesUpTo, chunkSize, sampled, sampler, layers, hidden, intermediate, heads, kvHeads, headDim, vocab,
-            steps, dtype, device, budget, csv, plots, json,
+            steps, dtype, device, budget, csv, plots, isolate, memoryPoint, json,
         };
         command.SetAction(parse => context.Guard(() =>
         {
@@ -88,9 +103,11 @@ internal static class BenchCommand
             var settings = new Settings(benchShape, lengthList, strategyList, upTo == 0 ? int.MaxValue : upTo, chunk, t, samplerKind, parse.GetValue(steps),
                 TensorSettings.ResolveDType(parse.GetValue(dtype)!, dev, "--dtype"), dev,
                 parse.GetValue(budget) is { } b ? MemoryModel.ParseSize(b, "--memory-budget") : null);
+            if (parse.GetValue(memoryPoint) is { } point) return MeasureOnePoint(context, settings, point);
             string? csvPath = parse.GetValue(csv);
             string? plotDirectory = parse.GetValue(plots);
-            return Run(context, settings, parse.GetValue(json), csvPath, plotDirectory);
+            return Run(context, settings with { IsolateMemory = parse.GetValue(isolate) || settings.Device.type == global::TorchSharp.DeviceType.CUDA },
+                parse.GetValue(json), csvPath, plotDirectory);
         }));
         return command;
     }
@@ -104,20 +121,27 @@ internal static class BenchCommand
         string where = s.Device.type == global::TorchSharp.DeviceType.CUDA ? s.Device.ToString() : "CPU";
 
         double peak = EfficiencyBenchmark.MatmulPeak(s.Device, s.DType);
-        using var model = EfficiencyBenchmark.Model(config, s.DType, s.Device);
+        bool isolate = memoryMeasurable && s.IsolateMemory;
+        // With the memory measured in processes of their own, this one builds its model after them: a GPU that holds one
+        // copy of the weights need not hold two.
+        var inProcessModel = isolate ? null : EfficiencyBenchmark.Model(config, s.DType, s.Device);
+        long childWeights = isolate ? BenchmarkShape.ParameterCount(config) * BenchmarkShape.ElementSize(s.DType) : 0;
         if (!asJson)
         {
             context.Out.WriteLine($"Random LoRA model ({s.Shape.Describe()}), {TensorSettings.Name(s.DType)}, {where}; chunk {s.ChunkSize}, SpaCO t = {s.SampledChunks} ({samplerName} sampler); median of {s.Steps} timed step(s) after a warm-up.");
             context.Out.WriteLine($"Key/value cache: {kvPerToken:N0} bytes per token. Dense {TensorSettings.Name(s.DType)} matmul peak (2048 × 2048): {peak / 1e9:F1} GFLOP/s.");
-            if (!memoryMeasurable) context.Out.WriteLine("Memory: not measurable on this device; no memory guard, no budget.");
+            context.Out.WriteLine(!memoryMeasurable ? "Memory: not measurable on this device; no memory guard, no budget."
+                : s.Device.type == global::TorchSharp.DeviceType.CUDA ? "Memory: device memory libtorch's allocator reserves during a step (read through the CUDA driver)."
+                : "Memory: peak resident memory of a step.");
         }
 
-        // Pass 1, memory (CPU): every point before any timing, so that the allocator's history of the timed steps does
-        // not leak into the figures (see EfficiencyBenchmark.Memory); the guard skips points that would not fit.
+        // Pass 1, memory: every point before any timing, so that the allocator's history of the timed steps does not leak
+        // into the figures (see EfficiencyBenchmark.Memory); the guard skips points that would not fit, and a point that
+        // runs out of memory anyway ends its strategy's longer lengths.
         var grid = s.Lengths.SelectMany(length => s.Strategies.Where(strategy => !(strategy is "full" or "checkpoint" && length > s.BaselinesUpTo))
             .Select(strategy => (Length: length, Strategy: strategy))).ToList();
         var memory = new List<BenchmarkPoint>();
-        var skipped = new HashSet<(int, string)>();
+        var notAttempted = new Dictionary<(int, string), PointStatus>();
         if (memoryMeasurable)
         {
             foreach (var (length, strategy) in grid)
@@ -125,23 +149,30 @@ internal static class BenchCommand
                 context.CancellationToken.ThrowIfCancellationRequested();
                 double predicted = MemoryModel.Predict(Measured(memory, strategy), length, Estimator(strategy, config, s));
                 long? peakBytes = null;
-                if (MemoryModel.Available() is long available && predicted > GuardShare * available)
+                if (notAttempted.Any(n => n.Key.Item2 == strategy && n.Value == PointStatus.RanOutOfMemory))
+                    notAttempted[(length, strategy)] = PointStatus.Oom;
+                else if (EfficiencyBenchmark.Available(s.Device) - childWeights is long available && predicted > GuardShare * available)
                 {
-                    skipped.Add((length, strategy));
+                    notAttempted[(length, strategy)] = PointStatus.Oom;
                     if (!asJson) context.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
                         $"  {strategy,-10} {length,7} tokens  predicted {MemoryModel.Format(predicted)} > {GuardShare:P0} of {MemoryModel.Format(available)} available: not attempted (OOM)"));
                 }
                 else
                 {
-                    (peakBytes, _) = EfficiencyBenchmark.Memory(model, strategy, length, s.ChunkSize, s.SampledChunks, s.Sampler);
-                    if (!asJson) context.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                        $"  {strategy,-10} {length,7} tokens  memory {peakBytes / 1048576.0,8:F1} MiB (predicted {predicted / 1048576.0:F1} MiB)"));
+                    var reading = isolate ? MemoryProcess.Measure(s.ChildArguments(), strategy, length, context.CancellationToken)
+                        : MeasureMemory(inProcessModel!, s, strategy, length);
+                    peakBytes = reading.PeakBytes;
+                    if (reading.RanOutOfMemory) notAttempted[(length, strategy)] = PointStatus.RanOutOfMemory;
+                    if (!asJson) context.Out.WriteLine(reading.RanOutOfMemory
+                        ? string.Create(CultureInfo.InvariantCulture, $"  {strategy,-10} {length,7} tokens  ran out of memory (predicted {predicted / 1048576.0:F1} MiB)")
+                        : string.Create(CultureInfo.InvariantCulture, $"  {strategy,-10} {length,7} tokens  memory {peakBytes / 1048576.0,8:F1} MiB (predicted {predicted / 1048576.0:F1} MiB{(isolate ? ", own process" : "")})"));
                 }
                 memory.Add(new BenchmarkPoint(strategy, length, 0, PointStatus.Measured, null, peakBytes, predicted, null, 0));
             }
         }
 
         // Pass 2, time: the median of the timed steps of every point that fits.
+        using var model = inProcessModel ?? EfficiencyBenchmark.Model(config, s.DType, s.Device);
         var points = new List<BenchmarkPoint>();
         foreach (var (length, strategy) in grid)
         {
@@ -150,8 +181,9 @@ internal static class BenchCommand
             double flops = StepFlops.Of(strategy, config, EfficiencyBenchmark.Lora, length, s.ChunkSize, s.SampledChunks, s.Sampler);
             var memoryPoint = memory.FirstOrDefault(p => p.Length == length && p.Strategy == strategy);
             BenchmarkPoint point;
-            if (skipped.Contains((length, strategy)) ||
-                points.Any(p => p.Strategy == strategy && p.Status == PointStatus.RanOutOfMemory && p.Length < length))
+            if (notAttempted.TryGetValue((length, strategy), out var status))
+                point = new BenchmarkPoint(strategy, length, chunks, status, null, null, memoryPoint?.PredictedBytes, null, flops);
+            else if (points.Any(p => p.Strategy == strategy && p.Status == PointStatus.RanOutOfMemory && p.Length < length))
                 point = new BenchmarkPoint(strategy, length, chunks, PointStatus.Oom, null, null, memoryPoint?.PredictedBytes, null, flops);
             else
             {
@@ -199,6 +231,33 @@ internal static class BenchCommand
         WriteTables(context, s, points, summaries);
         foreach (var line in targets.Select(t => t.Text)) context.Out.WriteLine(line);
         foreach (var file in plotFiles) context.Out.WriteLine($"Wrote {file}");
+        return ExitCodes.Success;
+    }
+
+    /// <summary>One point's memory in this process; a step that runs out of memory is reported, not thrown.</summary>
+    static MemoryProcess.Reading MeasureMemory(CausalLM model, Settings s, string strategy, int length)
+    {
+        try
+        {
+            return new(EfficiencyBenchmark.Memory(model, strategy, length, s.ChunkSize, s.SampledChunks, s.Sampler).PeakBytes, false);
+        }
+        catch (Exception e) when (EfficiencyBenchmark.IsOutOfMemory(e))
+        {
+            EfficiencyBenchmark.ReleaseAfterOutOfMemory(model);
+            return new(null, RanOutOfMemory: true);
+        }
+    }
+
+    /// <summary>The child's side of <see cref="MemoryProcess"/>: builds the model, measures the one point, prints one JSON line.</summary>
+    static int MeasureOnePoint(CliContext context, Settings s, string point)
+    {
+        var parts = point.Split('@');
+        if (parts.Length != 2 || !s.Strategies.Concat(EfficiencyBenchmark.Strategies).Contains(parts[0])
+            || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int length) || length < 2)
+            throw new UsageException($"{MemoryProcess.PointOption}: '{point}' is not STRATEGY@LENGTH.");
+        using var model = EfficiencyBenchmark.Model(s.Shape.ToConfig(), s.DType, s.Device);
+        var reading = MeasureMemory(model, s, parts[0], length);
+        context.Out.WriteLine(MemoryProcess.Json(parts[0], length, reading.PeakBytes, reading.RanOutOfMemory).ToJsonString());
         return ExitCodes.Success;
     }
 
