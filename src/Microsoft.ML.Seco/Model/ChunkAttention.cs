@@ -83,7 +83,7 @@ internal static class ChunkAttention
             // On CUDA libtorch's autograd engine calls this from its own device thread, where none of the step's dispose
             // scopes is current: every wrapper made here (the unpacked saved tensors, the incoming gradient, the results)
             // needs an owner, or it keeps its device memory until a garbage collection. Left to the collector, they made
-            // SeCO's memory on an H200 grow by 16.8× the cache per token instead of the CPU's 2.3× (about 7.7 MB per
+            // SeCO's memory on an H200 grow by 16.8× the cache per token instead of the CPU's 2.3× (up to 8.4 MB per
             // layer and 1,024-token chunk on Qwen2.5-0.5B's shape, what the unpacked q, k, v, output, gradient and
             // results take).
             using var scope = NewDisposeScope();
