@@ -230,6 +230,8 @@ public sealed class CliTests
         Assert.AreEqual("summary", (string?)summary["event"]);
         Assert.AreEqual(3, (int)summary["steps"]!);
         Assert.IsFalse((bool)summary["cancelled"]!);
+        // Device memory is a CUDA figure: present in the schema, null on the CPU.
+        Assert.IsTrue(summary.ContainsKey("device_memory_bytes") && summary["device_memory_bytes"] is null, r.Out);
         foreach (var file in new[] { "seco-config.json", "metrics.csv", "loss.png", "model.seco", "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "checkpoints/trainer-state.bin" })
             Assert.IsTrue(File.Exists(Path.Combine(output, file)), $"{file} is missing");
         var png = File.ReadAllBytes(Path.Combine(output, "loss.png"));

@@ -287,6 +287,7 @@ internal static class TrainCommand
                     ["validation_loss"] = Json.Number(summary.ValidationLoss),
                     ["tokens_per_second"] = Json.Number(last?.TokensPerSecond),
                     ["peak_memory_bytes"] = last?.PeakMemoryBytes,
+                    ["device_memory_bytes"] = last?.DeviceMemoryBytes,
                     ["elapsed_seconds"] = summary.Elapsed.TotalSeconds,
                     ["ranks"] = Communicator.LaunchedSize,
                     ["allreduce_seconds"] = summary.GradientAllReduce.TotalSeconds,
@@ -308,6 +309,7 @@ internal static class TrainCommand
                 if (summary.ValidationLoss is double vl) Row("validation loss", $"{vl:F4} (perplexity {Math.Exp(vl):F2})");
                 if (last is not null) Row("tokens/s", last.TokensPerSecond.ToString("F0", System.Globalization.CultureInfo.InvariantCulture));
                 if (last is not null) Row("peak memory", $"{last.PeakMemoryBytes / (1024.0 * 1024):F0} MiB");
+                if (last?.DeviceMemoryBytes is long device) Row("device memory in use", $"{device / (1024.0 * 1024):F0} MiB");
                 Row("elapsed", summary.Elapsed.ToString(@"hh\:mm\:ss", System.Globalization.CultureInfo.InvariantCulture));
                 if (Communicator.LaunchedSize > 1)
                     Row("ranks", $"{Communicator.LaunchedSize} (gradient all-reduce {summary.GradientAllReduce.TotalSeconds:F2} s, {100 * summary.GradientAllReduce / summary.Elapsed:F1} % of the run)");
@@ -363,13 +365,15 @@ internal static class TrainCommand
                     ["elapsed_seconds"] = p.Elapsed.TotalSeconds,
                     ["eta_seconds"] = p.Eta?.TotalSeconds,
                     ["peak_memory_bytes"] = p.PeakMemoryBytes,
+                    ["device_memory_bytes"] = p.DeviceMemoryBytes,
                     ["validation_loss"] = Json.Number(p.ValidationLoss),
                 });
                 return;
             }
             string line = $"step {p.Step}{(p.TotalSteps is int total ? $"/{total}" : "")} epoch {p.Epoch} loss {p.Loss:F4} lr {p.LearningRate:E2} " +
                           $"{p.TokensPerSecond:F0} tok/s{(p.Eta is TimeSpan eta ? $" ETA {eta:hh\\:mm\\:ss}" : "")}" +
-                          $"{(p.ValidationLoss is double v ? $" validation loss {v:F4}" : "")}";
+                          $"{(p.ValidationLoss is double v ? $" validation loss {v:F4}" : "")}" +
+                          $"{(p.DeviceMemoryBytes is long device ? $" device {device / (1024.0 * 1024):F0} MiB" : "")}";
             if (interactive && Task is { } task)
             {
                 if (p.TotalSteps is int t) { task.IsIndeterminate = false; task.MaxValue = t; task.Value = p.Step; }

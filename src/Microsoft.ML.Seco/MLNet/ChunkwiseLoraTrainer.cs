@@ -192,7 +192,7 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
             channel.Info(MessageSensitivity.None,
                 $"step {p.Step}{(p.TotalSteps is int total ? $"/{total}" : "")} epoch {p.Epoch} loss {p.Loss:F4} lr {p.LearningRate:E2} " +
                 $"{p.TokensPerSecond:F0} tok/s elapsed {p.Elapsed:hh\\:mm\\:ss}{(p.Eta is TimeSpan eta ? $" eta {eta:hh\\:mm\\:ss}" : "")} " +
-                $"peak {p.PeakMemoryBytes / (1024.0 * 1024):F0} MiB{(p.ValidationLoss is double v ? $" validation loss {v:F4} ppl {p.ValidationPerplexity:F2}" : "")}");
+                $"peak {p.PeakMemoryBytes / (1024.0 * 1024):F0} MiB{(p.DeviceMemoryBytes is long gpu ? $" device {gpu / (1024.0 * 1024):F0} MiB" : "")}{(p.ValidationLoss is double v ? $" validation loss {v:F4} ppl {p.ValidationPerplexity:F2}" : "")}");
             options.Progress?.Report(p);
             if (options.CheckpointDirectory is { } directory && writesFiles && p.Step % options.CheckpointEverySteps == 0) trainer.SaveState(directory);
         }

@@ -227,7 +227,7 @@ public sealed partial class Trainer : IDisposable
         long peak = ResidentMemory.Peak() ?? LifetimePeak();
         return new TrainingProgress(step, totalSteps, CompletedEpochs + 1, loss, learningRate,
             tokens / Math.Max(elapsed.TotalSeconds, 1e-9), elapsed, eta, peak, validationLoss,
-            validationLoss is double v ? Math.Exp(v) : null, skippedBatches);
+            validationLoss is double v ? Math.Exp(v) : null, skippedBatches, DeviceMemory.InUse(Model.Device));
     }
 
     static long LifetimePeak()

@@ -16,8 +16,12 @@ namespace Microsoft.ML.Seco.Training;
 /// <param name="ValidationPerplexity">exp(<paramref name="ValidationLoss"/>).</param>
 /// <param name="SkippedBatches">Batches dropped so far in this call for a non-finite loss or gradient
 /// (<see cref="NonFiniteLossAction.SkipBatch"/>); when this step was one of them, <paramref name="Loss"/> is NaN.</param>
+/// <param name="DeviceMemoryBytes">On CUDA, the device memory in use after this step, read through the CUDA driver: the
+/// weights, the optimizer state and libtorch's cached blocks, so the high-water mark of the run so far (it includes any
+/// other process on the device). Null on the CPU.</param>
 public sealed record TrainingProgress(int Step, int? TotalSteps, int Epoch, double Loss, double LearningRate, double TokensPerSecond,
-    TimeSpan Elapsed, TimeSpan? Eta, long PeakMemoryBytes, double? ValidationLoss, double? ValidationPerplexity, int SkippedBatches = 0);
+    TimeSpan Elapsed, TimeSpan? Eta, long PeakMemoryBytes, double? ValidationLoss, double? ValidationPerplexity, int SkippedBatches = 0,
+    long? DeviceMemoryBytes = null);
 
 /// <summary>What a call to <see cref="Trainer.Train"/> did.</summary>
 /// <param name="Steps">Optimizer steps completed in total (across resumes).</param>
