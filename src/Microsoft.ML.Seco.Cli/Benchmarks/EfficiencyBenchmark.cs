@@ -94,18 +94,12 @@ internal static class EfficiencyBenchmark
     {
         using var point = new Point(model, strategy, length, chunkSize, sampledChunks, sampler);
         var device = model.Device;
-        if (device.type == DeviceType.CUDA)
-        {
-            point.Run();
-            long? settled = DeviceMemory.Settle(device);
-            double cudaLoss = point.Run();
-            return (DeviceMemory.PeakAbove(device, settled), cudaLoss);
-        }
-        ResidentMemory.TrackLargeAllocations(true);
+        bool cuda = device.type == DeviceType.CUDA;
+        if (!cuda) ResidentMemory.TrackLargeAllocations(true);
         point.Run();
-        long? before = ResidentMemory.Settle();
+        long? before = cuda ? DeviceMemory.Settle(device) : ResidentMemory.Settle();
         double loss = point.Run();
-        return (ResidentMemory.PeakAbove(before), loss);
+        return (cuda ? DeviceMemory.PeakAbove(device, before) : ResidentMemory.PeakAbove(before), loss);
     }
 
     /// <summary>Median wall time of <paramref name="steps"/> steps after a warm-up, with glibc's heap reuse (as a user's process runs).</summary>

@@ -27,7 +27,7 @@ internal static class BenchCommand
 
     sealed record Settings(BenchmarkShape Shape, int[] Lengths, string[] Strategies, int BaselinesUpTo, int ChunkSize, int SampledChunks,
         ChunkSampler Sampler, int Steps, global::TorchSharp.torch.ScalarType DType, global::TorchSharp.torch.Device Device, long? Budget,
-        bool IsolateMemory = false)
+        bool IsolateMemory)
     {
         /// <summary>The arguments that rebuild this model and step in a measuring process of its own (<see cref="MemoryProcess"/>).</summary>
         public IEnumerable<string> ChildArguments() => new[]
@@ -102,12 +102,12 @@ internal static class BenchCommand
             var dev = TensorSettings.ResolveDevice(parse.GetValue(device)!, "--device");
             var settings = new Settings(benchShape, lengthList, strategyList, upTo == 0 ? int.MaxValue : upTo, chunk, t, samplerKind, parse.GetValue(steps),
                 TensorSettings.ResolveDType(parse.GetValue(dtype)!, dev, "--dtype"), dev,
-                parse.GetValue(budget) is { } b ? MemoryModel.ParseSize(b, "--memory-budget") : null);
+                parse.GetValue(budget) is { } b ? MemoryModel.ParseSize(b, "--memory-budget") : null,
+                IsolateMemory: parse.GetValue(isolate) || dev.type == global::TorchSharp.DeviceType.CUDA);
             if (parse.GetValue(memoryPoint) is { } point) return MeasureOnePoint(context, settings, point);
             string? csvPath = parse.GetValue(csv);
             string? plotDirectory = parse.GetValue(plots);
-            return Run(context, settings with { IsolateMemory = parse.GetValue(isolate) || settings.Device.type == global::TorchSharp.DeviceType.CUDA },
-                parse.GetValue(json), csvPath, plotDirectory);
+            return Run(context, settings, parse.GetValue(json), csvPath, plotDirectory);
         }));
         return command;
     }
@@ -252,7 +252,7 @@ internal static class BenchCommand
     static int MeasureOnePoint(CliContext context, Settings s, string point)
     {
         var parts = point.Split('@');
-        if (parts.Length != 2 || !s.Strategies.Concat(EfficiencyBenchmark.Strategies).Contains(parts[0])
+        if (parts.Length != 2 || !EfficiencyBenchmark.Strategies.Contains(parts[0])
             || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int length) || length < 2)
             throw new UsageException($"{MemoryProcess.PointOption}: '{point}' is not STRATEGY@LENGTH.");
         using var model = EfficiencyBenchmark.Model(s.Shape.ToConfig(), s.DType, s.Device);
