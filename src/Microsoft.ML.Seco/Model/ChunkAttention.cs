@@ -20,8 +20,8 @@ internal sealed record CachedPrefix(Tensor Keys, Tensor Values, Tensor? KeyGradi
 /// <remarks>
 /// Scores are kept in base 2 (queries pre-multiplied by log₂e / √d), so every exponential is an exp2 and the
 /// log-sum-exp is a log₂-sum-exp₂: the same probabilities, and libtorch's vectorized exp2 takes 0.19 ms per million
-/// floats on this project's 2-core CPU where exp takes 0.45 (FlashAttention does the same). The differentiable form saves only the chunk's queries, keys, values, output and per-row log-sum-exp (all O(chunk));
-/// its backward recomputes each block's probabilities and adds the prefix keys' and values' gradients straight into
+/// floats on this project's 2-core CPU where exp takes 0.45 (FlashAttention does the same). The differentiable form
+/// saves only the chunk's queries, keys, values, output and per-row log-sum-exp (all O(chunk)); its backward recomputes each block's probabilities and adds the prefix keys' and values' gradients straight into
 /// the cache-gradient buffers (no full-length temporary, as the backward of a view of a leaf would allocate).
 /// What grows with the context during a training step is then the cache and its gradient alone: the 2× floor of
 /// docs/ALGORITHM.md. Shapes: queries [B, kv_heads, groups·T, d] (the query heads of one kv head stacked on the row
@@ -155,6 +155,8 @@ internal static class ChunkAttention
         var qs = ScaledQueries(q, scoreType);
         var dO = gradOutput.to(scoreType);
         var rowDot = (dO * output.to(scoreType)).sum(-1, keepdim: true);
+        // dK = dSᵀ·Q / √d: the queries scaled by 1 / √d alone, not by the scores' extra log₂e.
+        var keyGradientQueries = qs * Math.Log(2);
 
         // One block: adds its share of dQ (with respect to the scaled queries) and returns this block's (dK, dV), when
         // asked for: a prefix without gradient buffers (cross-chunk gradients off) needs only its share of dQ.
@@ -167,7 +169,7 @@ internal static class ChunkAttention
             var share = matmul(dS, blockKeys.to(scoreType));
             if (dQs is null) dQs = share;
             else dQs.add_(share);
-            return keyValueGradients ? (matmul(qs.transpose(-2, -1), dS).transpose(-2, -1), dV!) : null;
+            return keyValueGradients ? (matmul(keyGradientQueries.transpose(-2, -1), dS).transpose(-2, -1), dV!) : null;
         }
 
         var (dK, dV) = Block(k, v, prefix.Length, keyValueGradients: true)!.Value;
@@ -177,13 +179,12 @@ internal static class ChunkAttention
             // Straight into the cache-gradient buffers: Stage 2 reads them when it reaches the chunk that wrote them.
             if (Block(prefix.Keys.narrow(2, from, length), prefix.Values.narrow(2, from, length), from,
                     keyValueGradients: prefix.KeyGradient is not null) is not var (blockKeys, blockValues)) continue;
-            prefix.KeyGradient!.narrow(2, from, length).add_(blockKeys.to(prefix.KeyGradient.dtype), alpha: Math.Log(2));
+            prefix.KeyGradient!.narrow(2, from, length).add_(blockKeys.to(prefix.KeyGradient.dtype));
             prefix.ValueGradient!.narrow(2, from, length).add_(blockValues.to(prefix.ValueGradient.dtype));
         }
         double scale = 1 / Math.Sqrt(q.shape[^1]);
         var gradQueries = dQs!.mul_(scale).to(q.dtype).MoveToOuterDisposeScope();
-        // dK came from the queries already scaled by log₂e / √d: ln 2 takes it back to 1 / √d.
-        return (gradQueries, (dK * Math.Log(2)).to(k.dtype).MoveToOuterDisposeScope(), dV.to(v.dtype).MoveToOuterDisposeScope());
+        return (gradQueries, dK.to(k.dtype).MoveToOuterDisposeScope(), dV.to(v.dtype).MoveToOuterDisposeScope());
     }
 
     /// <summary>
