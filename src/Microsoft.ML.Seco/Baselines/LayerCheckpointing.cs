@@ -22,7 +22,7 @@ public sealed class LayerCheckpointing : ITrainingStep
             throw new NotSupportedException("Layer checkpointing does not replay dropout; use LoRA dropout 0 with this baseline.");
         using var scope = NewDisposeScope();
         var (targets, labelledPositions, labelled) = batch.LabelledTargets((int)batch.Length);
-        var layers = model.model.layers;
+        var layers = model.Layers;
         using var positions = model.Positions(0, batch.Length);
 
         // Forward without a graph, keeping each layer's input.
@@ -40,7 +40,7 @@ public sealed class LayerCheckpointing : ITrainingStep
 
         // Head: loss from the last hidden state, gradient with respect to it.
         var last = inputs[^1].detach().requires_grad_(true);
-        var loss = model.LossSum(model.model.norm.forward(last), targets, tensor(labelledPositions[0], device: model.Device)) / labelled;
+        var loss = model.LossSum(model.FinalNorm(last), targets, tensor(labelledPositions[0], device: model.Device)) / labelled;
         loss.backward();
         var gradient = last.grad!;
 

@@ -34,6 +34,13 @@ public sealed record ChunkwiseOptions
     /// (docs/QUALITY.md), not a training method: the gradient is then biased. Default true.
     /// </summary>
     public bool CrossChunkGradients { get; init; } = true;
+    /// <summary>
+    /// True rebuilds a Stage-2 chunk's graph one decoder layer at a time (activation checkpointing inside the chunk):
+    /// a forward without a graph keeps each layer's input, and the backward recomputes one layer's graph from it. The
+    /// chunk then holds one layer's activations instead of every layer's, for one more forward of the chunk; gradients
+    /// are unchanged (docs/ENGINE.md). What makes large chunks fit: see docs/BENCHMARKS.md, <i>Memory</i>. Default false.
+    /// </summary>
+    public bool RecomputeLayers { get; init; }
 
     /// <summary>Throws on values out of range, naming the option.</summary>
     public void Validate()
@@ -136,7 +143,7 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
         using (no_grad())
         {
             foreach (var block in model.Prefill(batch.InputIds.narrow(1, 0, Math.Min(batch.Length, Start(stage1Chunks))), cache,
-                blockChunks * Options.ChunkSize, replayDropout ? j => ReplayDropout(dropoutSeed, j) : null,
+                blockChunks * Options.ChunkSize, replayDropout ? (j, l) => ReplayDropout(dropoutSeed, j, l, model.Config.NumHiddenLayers) : null,
                 hiddenNeeded: b => ChunksOf(b).Any(j => !selection.Keep[j])))
                 foreach (int j in ChunksOf(block.Index).Where(j => !selection.Keep[j]))
                     lossSum.add_(Loss(model, block.Hidden.narrow(1, Start(j) - block.Start, Size(j)), j));
@@ -152,38 +159,19 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
             if (!selection.Keep[i]) continue;
             using (var chunkScope = NewDisposeScope())
             {
-                if (replayDropout) ReplayDropout(dropoutSeed, i);
-                var (hidden, chunkCache) = model.ForwardChunk(Ids(i), Start(i), cache);
-                var outputs = new List<Tensor>();
-                var seeds = new List<Tensor>();
-                var chunkLoss = Loss(model, hidden, i);
-                lossSum.add_(chunkLoss.detach());
-                var loss = chunkLoss / labelled;
-                // A chunk without labels has no loss of its own; its cache still carries gradient from later chunks.
-                if (loss.requires_grad) Seed(outputs, seeds, loss, full_like(loss, 1), selection.LossFactor);
-                for (int l = 0; cacheHasGradient && l < chunkCache.Length; l++)
-                {
-                    // The gradient that later chunks sent to chunk i's cache, times b, seeds chunk i's own keys/values.
-                    if (cache.GradientOf(l, Start(i), Size(i)) is not var (gradKeys, gradValues)) continue;
-                    Seed(outputs, seeds, chunkCache[l].Keys, gradKeys, selection.CacheFactor);
-                    Seed(outputs, seeds, chunkCache[l].Values, gradValues, selection.CacheFactor);
-                }
-                if (outputs.Count > 0) autograd.backward(outputs, seeds);
-                cacheHasGradient |= outputs.Count > 0 && i > 0;
+                int chunk = i;
+                var backward = new ChunkBackward(model, cache, Ids(i), Start(i), hidden => Loss(model, hidden, chunk),
+                    LossScale: selection.LossFactor / labelled, CacheScale: selection.CacheFactor, InjectCacheGradient: cacheHasGradient,
+                    BeforeLayer: replayDropout ? l => ReplayDropout(dropoutSeed, chunk, l, model.Config.NumHiddenLayers) : null);
+                var (chunkLoss, backpropagated) = Options.RecomputeLayers ? backward.LayerByLayer() : backward.WholeGraph();
+                lossSum.add_(chunkLoss);
+                cacheHasGradient |= backpropagated && i > 0;
             }
             AfterChunkBackward?.Invoke(i);
         }
         cache.TrackGradients(false);
 
         return new StepResult(lossSum.to(ScalarType.Float64).item<double>() / labelled, labelled, k, selection.Count, selection.LossFactor, selection.CacheFactor);
-    }
-
-    static void Seed(List<Tensor> outputs, List<Tensor> seeds, Tensor output, Tensor gradient, double compensation)
-    {
-        // A key/value that no trainable parameter produced (e.g. layer 0 with LoRA only on q) has no graph to seed.
-        if (!output.requires_grad) return;
-        outputs.Add(output);
-        seeds.Add(compensation == 1 ? gradient : gradient * compensation);
     }
 
     /// <summary>
@@ -201,7 +189,9 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
 
     /// <summary>
     /// Stage 2 must rebuild exactly the activations of Stage 1, so with stochastic layers (LoRA dropout) both stages
-    /// draw the same masks: the generator is reseeded per (step, chunk).
+    /// draw the same masks: the generator is reseeded per (step, chunk, layer), so that a layer rebuilt on its own
+    /// (<see cref="ChunkwiseOptions.RecomputeLayers"/>) draws what it drew inside the whole chunk. With dropout Stage 1
+    /// runs one chunk per pass, so a pass's index is its chunk's.
     /// </summary>
-    static void ReplayDropout(long stepSeed, int chunk) => random.manual_seed(stepSeed + chunk);
+    static void ReplayDropout(long stepSeed, int chunk, int layer, int layers) => random.manual_seed(stepSeed + (long)chunk * layers + layer);
 }

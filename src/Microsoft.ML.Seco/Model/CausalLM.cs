@@ -346,10 +346,14 @@ public sealed class CausalLM : nn.Module
     /// positions [0, start) from <paramref name="cache"/> (which may be null when start is 0). Returns the final-norm
     /// hidden states and, per layer, the chunk's keys and values (still attached to the graph when grad is on).
     /// </summary>
-    public (Tensor Hidden, (Tensor Keys, Tensor Values)[] ChunkCache) ForwardChunk(Tensor inputIds, long start, KvCache? cache)
+    /// <param name="inputIds">Token ids [B, T].</param>
+    /// <param name="start">Absolute position of the first token.</param>
+    /// <param name="cache">The keys/values of positions [0, start); may be null when start is 0.</param>
+    /// <param name="beforeLayer">Called with a layer's index just before it runs (e.g. to reseed dropout per layer).</param>
+    public (Tensor Hidden, (Tensor Keys, Tensor Values)[] ChunkCache) ForwardChunk(Tensor inputIds, long start, KvCache? cache, Action<int>? beforeLayer = null)
     {
         var chunkCache = new (Tensor, Tensor)[Config.NumHiddenLayers];
-        var h = ForwardLayers(inputIds, start, cache, chunkCache, lastLayerKeysAndValuesOnly: false);
+        var h = ForwardLayers(inputIds, start, cache, chunkCache, lastLayerKeysAndValuesOnly: false, beforeLayer);
         return (model.norm.forward(h), chunkCache);
     }
 
@@ -358,14 +362,20 @@ public sealed class CausalLM : nn.Module
     /// projections, since its attention, its MLP, the final norm and lm_head feed only the chunk's own logits.
     /// This is what SeCO's Stage 1 needs of a chunk whose loss Stage 2 computes (one layer's work less per chunk).
     /// </summary>
-    public (Tensor Keys, Tensor Values)[] ChunkKeysAndValues(Tensor inputIds, long start, KvCache? cache)
+    public (Tensor Keys, Tensor Values)[] ChunkKeysAndValues(Tensor inputIds, long start, KvCache? cache, Action<int>? beforeLayer = null)
     {
         var chunkCache = new (Tensor, Tensor)[Config.NumHiddenLayers];
-        ForwardLayers(inputIds, start, cache, chunkCache, lastLayerKeysAndValuesOnly: true);
+        ForwardLayers(inputIds, start, cache, chunkCache, lastLayerKeysAndValuesOnly: true, beforeLayer);
         return chunkCache;
     }
 
-    Tensor ForwardLayers(Tensor inputIds, long start, KvCache? cache, (Tensor, Tensor)[] chunkCache, bool lastLayerKeysAndValuesOnly)
+    /// <summary>The decoder layers, for strategies that walk them one at a time (layer checkpointing, recompute).</summary>
+    internal IList<DecoderLayer> Layers => model.layers;
+
+    /// <summary>The final norm.</summary>
+    internal Tensor FinalNorm(Tensor hidden) => model.norm.forward(hidden);
+
+    Tensor ForwardLayers(Tensor inputIds, long start, KvCache? cache, (Tensor, Tensor)[] chunkCache, bool lastLayerKeysAndValuesOnly, Action<int>? beforeLayer)
     {
         if (start > 0 && cache is null) throw new ArgumentException("A chunk after position 0 needs the cache of the positions before it.", nameof(cache));
         using var positions = Positions(start, inputIds.shape[1]);
@@ -378,6 +388,7 @@ public sealed class CausalLM : nn.Module
         for (int l = 0; l <= last; l++)
         {
             using var layerScope = graph ? null : NewDisposeScope();
+            beforeLayer?.Invoke(l);
             var input = h;
             Tensor k, v;
             if (l == last && lastLayerKeysAndValuesOnly) (k, v) = model.layers[l].KeysAndValues(h, positions);
@@ -404,12 +415,13 @@ public sealed class CausalLM : nn.Module
     /// <param name="inputIds">Token ids [B, L].</param>
     /// <param name="cache">Receives every chunk's keys and values; it must hold at least L positions.</param>
     /// <param name="chunkSize">Tokens per forward pass.</param>
-    /// <param name="beforeChunk">Called with a chunk's index just before its forward pass (e.g. to reseed dropout).</param>
+    /// <param name="beforeLayer">Called with a pass's index and a layer's index just before that layer runs in that pass
+    /// (e.g. to reseed dropout).</param>
     /// <param name="hiddenNeeded">
     /// Null, or false for a chunk whose hidden states the caller does not need: that chunk is run only as far as the
     /// cache needs (<see cref="ChunkKeysAndValues"/>) and is not yielded.
     /// </param>
-    public IEnumerable<PrefilledChunk> Prefill(Tensor inputIds, KvCache cache, int chunkSize, Action<int>? beforeChunk = null,
+    public IEnumerable<PrefilledChunk> Prefill(Tensor inputIds, KvCache cache, int chunkSize, Action<int, int>? beforeLayer = null,
         Func<int, bool>? hiddenNeeded = null)
     {
         if (chunkSize <= 0) throw new ArgumentOutOfRangeException(nameof(chunkSize), chunkSize, "chunkSize must be positive.");
@@ -423,14 +435,15 @@ public sealed class CausalLM : nn.Module
             {
                 using var chunkScope = NewDisposeScope();
                 long start = (long)j * chunkSize, size = Math.Min(chunkSize, length - start);
-                beforeChunk?.Invoke(j);
                 var ids = inputIds.narrow(1, start, size);
+                int pass = j;
+                Action<int>? layerHook = beforeLayer is null ? null : l => beforeLayer(pass, l);
                 if (hiddenNeeded?.Invoke(j) == false)
                 {
-                    cache.Write(start, ChunkKeysAndValues(ids, start, cache));
+                    cache.Write(start, ChunkKeysAndValues(ids, start, cache, layerHook));
                     continue;
                 }
-                var (hidden, chunkCache) = ForwardChunk(ids, start, cache);
+                var (hidden, chunkCache) = ForwardChunk(ids, start, cache, layerHook);
                 cache.Write(start, chunkCache);
                 yield return new PrefilledChunk(j, start, size, hidden);
             }
@@ -445,23 +458,45 @@ public sealed class CausalLM : nn.Module
     }
 
     /// <summary>
+    /// Bytes of score-dtype logits the output layer and the loss hold at once (<see cref="LossSum"/>,
+    /// <see cref="TokenNll"/>): 64 MiB, about 110 rows of Qwen2.5's 151,936-word vocabulary in float32.
+    /// </summary>
+    public const long DefaultLossPieceBytes = 64L << 20;
+
+    /// <summary>
     /// Summed cross-entropy of a chunk: hidden [B, T, H] predicting targets [B, T] (the NEXT token of each position;
-    /// −100 = ignored). Logits exist for this chunk only, never for a whole long sequence. When
+    /// −100 = ignored). The output layer and the loss run over pieces of rows, forward and backward, so that at most
+    /// <paramref name="pieceBytes"/> of logits exist at a time (<see cref="LinearCrossEntropy"/>). When
     /// <paramref name="labelledPositions"/> (flat indices into B·T) is given, logits are computed for those positions
     /// only, which is most of the work saved when few tokens carry a label (prompt/response data).
     /// </summary>
-    public Tensor LossSum(Tensor hidden, Tensor targets, Tensor? labelledPositions = null)
+    public Tensor LossSum(Tensor hidden, Tensor targets, Tensor? labelledPositions = null, long pieceBytes = DefaultLossPieceBytes)
+    {
+        var (h, t) = LabelledRows(hidden, targets, labelledPositions);
+        if (h.shape[0] == 0) return zeros(new long[0], dtype: ScoreType(DType), device: Device);
+        return LinearCrossEntropy.Sum(h, OutputWeight, t, LinearCrossEntropy.RowsPerPiece(Config.VocabSize, ScoreType(DType), pieceBytes));
+    }
+
+    /// <summary>
+    /// Negative log-likelihood of each target [N] (no graph), in the score dtype, for the positions
+    /// <paramref name="labelledPositions"/> (or every position) of hidden [B, T, H] and targets [B, T]; the output layer runs
+    /// over pieces of at most <paramref name="pieceBytes"/> of logits, as in <see cref="LossSum"/>.
+    /// </summary>
+    public Tensor TokenNll(Tensor hidden, Tensor targets, Tensor? labelledPositions = null, long pieceBytes = DefaultLossPieceBytes)
+    {
+        var (h, t) = LabelledRows(hidden, targets, labelledPositions);
+        return LinearCrossEntropy.PerRow(h, OutputWeight, t, LinearCrossEntropy.RowsPerPiece(Config.VocabSize, ScoreType(DType), pieceBytes));
+    }
+
+    (Tensor Hidden, Tensor Targets) LabelledRows(Tensor hidden, Tensor targets, Tensor? labelledPositions)
     {
         var h = hidden.reshape(-1, hidden.shape[^1]);
         var t = targets.reshape(-1);
-        if (labelledPositions is not null)
-        {
-            if (labelledPositions.numel() == 0) return zeros(new long[0], dtype: ScoreType(DType), device: Device);
-            h = h.index_select(0, labelledPositions);
-            t = t.index_select(0, labelledPositions);
-        }
-        return nn.functional.cross_entropy(Logits(h), t, ignore_index: -100, reduction: nn.Reduction.Sum);
+        return labelledPositions is null ? (h, t) : (h.index_select(0, labelledPositions), t.index_select(0, labelledPositions));
     }
+
+    // lm_head is always a plain projection here: adapters replace decoder-layer projections only (ReplaceProjection).
+    Tensor OutputWeight => lm_head is null ? model.embed_tokens.weight! : ((Projection)lm_head).weight;
 
     /// <summary>
     /// Every projection of the decoder layers with its Hugging Face module path (e.g. <c>model.layers.0.self_attn.q_proj</c>):

@@ -82,30 +82,14 @@ internal static class ChunkAttention
 
         public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
         {
-            // On CUDA libtorch's autograd engine calls this from its own device thread, where none of the step's dispose
-            // scopes is current: every wrapper made here (the unpacked saved tensors, the incoming gradient, the results)
-            // needs an owner, or it keeps its device memory until a garbage collection. Left to the collector, they made
-            // SeCO's memory on an H200 grow by 16.8× the cache per token instead of the CPU's 2.3× (up to 8.4 MB per
-            // layer and 1,024-token chunk on Qwen2.5-0.5B's shape, what the unpacked q, k, v, output, gradient and
-            // results take).
+            // Owns every tensor it makes or unpacks: on CUDA this runs on libtorch's device thread (BackwardHandOver).
             using var scope = NewDisposeScope();
             var saved = ctx.get_saved_variables();
             var context = (Context)ctx.get_data("context");
             var (dq, dk, dv) = Backward(saved[0], saved[1], saved[2], saved[3], saved[4], gradOutput, context.Prefix, context.Window);
             gradOutput.Dispose(); // TorchSharp's wrapper for this call; the engine keeps its own reference
-            return HandOver(scope.Detach(dq, dk, dv));
-        }
-
-        // The engine copies the returned tensors as this call returns, so their wrappers can go at the next call on the
-        // same thread (a thread's previous call has returned by then; another thread's may not have): at most one call's
-        // gradients, O(chunk), are held between calls.
-        [ThreadStatic] static Tensor[]? _handedOver;
-
-        static List<Tensor> HandOver((Tensor Queries, Tensor Keys, Tensor Values) gradients)
-        {
-            foreach (var previous in _handedOver ?? []) previous.Dispose();
-            _handedOver = [gradients.Queries, gradients.Keys, gradients.Values];
-            return new List<Tensor> { gradients.Queries, gradients.Keys, gradients.Values, null! };
+            var (gradQueries, gradKeys, gradValues) = scope.Detach(dq, dk, dv);
+            return BackwardHandOver<BlockwiseFunction>.Return(gradQueries, gradKeys, gradValues, null);
         }
     }
 

@@ -82,11 +82,9 @@ public static class Evaluation
             {
                 if (labelledPositions[j].Length == 0) continue; // nothing to score: no logits needed
                 foreach (long position in labelledPositions[j]) counts[position / size]++;
-                // Logits only where a label is, the same saving the training steps make.
+                // Logits only where a label is, the same saving the training steps make, a piece of rows at a time.
                 var positions = tensor(labelledPositions[j], device: model.Device);
-                var logits = model.Logits(hidden.reshape(-1, hidden.shape[^1]).index_select(0, positions));
-                var nll = nn.functional.cross_entropy(logits, targets.narrow(1, start, size).reshape(-1).index_select(0, positions),
-                    reduction: nn.Reduction.None);
+                var nll = model.TokenNll(hidden, targets.narrow(1, start, size), positions);
                 consume(positions.div(size, rounding_mode: RoundingMode.floor), nll.to(ScalarType.Float64));
             }
         }

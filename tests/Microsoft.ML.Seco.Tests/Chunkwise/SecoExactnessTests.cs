@@ -106,6 +106,58 @@ public sealed class SecoExactnessTests
     }
 
     [TestMethod]
+    [DataRow("lora", DisplayName = "LoRA on every projection")]
+    [DataRow("full", DisplayName = "full fine-tuning, tied embeddings, ignored labels and padding")]
+    [DataRow("last", DisplayName = "LoRA on attention only, labels in the last chunk only")]
+    [DataRow("window", DisplayName = "sliding window across chunks and prefix blocks")]
+    public void SecoWithLayersRecomputedEqualsFullBackprop(string variant)
+    {
+        // Recompute inside the chunk (activation checkpointing) against full backpropagation, an independent path.
+        using var blocks = variant == "window" ? Tests.Model.ChunkAttentionTests.Blocks(3) : null;
+        using var model = variant switch
+        {
+            "full" => TestModels.Create(TestModels.Qwen2()),
+            "last" => TestModels.WithLora(TestModels.Create(TestModels.Llama(layers: 3)), allProjections: false),
+            "window" => TestModels.WithLora(TestModels.Create(TestModels.Llama() with { ModelType = "mistral", SlidingWindow = 5 })),
+            _ => TestModels.WithLora(TestModels.Create(TestModels.Llama(layers: 3))),
+        };
+        if (variant == "full") TrainableParameters.Select(model, fullFineTuning: true);
+        using var batch = TestModels.Batch(61, variant == "lora" ? new[] { 37 } : new[] { 30, 19 }, ignoredFraction: variant is "full" or "window" ? 0.3 : 0);
+        if (variant == "last")
+            using (no_grad()) batch.Labels.narrow(1, 0, 25).fill_(TokenBatch.IgnoreIndex);
+        AssertExact(model, batch, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = variant == "window" ? 4 : 7, RecomputeLayers = true }));
+    }
+
+    [TestMethod]
+    public void SpacoWithLayersRecomputedIsUnbiased()
+    {
+        using var model = TestModels.WithLora(TestModels.Create(TestModels.Llama()));
+        using var batch = TestModels.Batch(61, new[] { 29 });
+        var step = new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 6, RecomputeLayers = true });
+        var selections = GradientCheck.Selections(5, 2, ChunkSampler.Bernoulli, Compensation.LossAndCache, null);
+        var expectation = GradientCheck.Expectation(model, batch, step, selections);
+        var reference = GradientCheck.Gradients(model, () => new FullBackprop().Run(model, batch));
+        double error = TestModels.MaxRelativeError(expectation, reference);
+        Assert.IsTrue(error <= 1e-10, $"Bernoulli SpaCO with recompute: E[g] differs from the full gradient by {error:E3}");
+    }
+
+    [TestMethod]
+    public void RecomputedLayersReplayLoraDropoutExactly()
+    {
+        // With dropout there is no dropout-free reference: recompute must give what the whole chunk graph gives with the
+        // same masks (both reseed per step, chunk and layer), and another seed must give something else.
+        using var model = TestModels.WithLora(TestModels.Create(TestModels.Llama(layers: 3)), dropout: 0.3);
+        model.train();
+        using var batch = TestModels.Batch(61, new[] { 33, 20 });
+        Dictionary<string, Tensor> Run(bool recompute, int seed) => GradientCheck.Gradients(model,
+            () => new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 7, RecomputeLayers = recompute, Seed = seed }).Run(model, batch));
+        var whole = Run(false, 4);
+        double error = TestModels.MaxRelativeError(Run(true, 4), whole);
+        Assert.IsTrue(error <= 1e-12, $"recompute with dropout differs from the whole chunk graph by {error:E3}");
+        Assert.IsTrue(TestModels.MaxRelativeError(Run(true, 5), whole) > 1e-3, "another dropout seed should change the gradients");
+    }
+
+    [TestMethod]
     public void LayerCheckpointingEqualsFullBackprop()
     {
         using var model = TestModels.WithLora(TestModels.Create(TestModels.Llama()));
