@@ -89,6 +89,8 @@ internal sealed class TrainSetting
         [nameof(ChunkwiseLoraTrainer.Options.Compensation)] = "Which seeds SpaCO's factor k/t multiplies: both (loss and injected cache gradient; unbiased with bernoulli), loss (the authors' released code), cache (the paper's Algorithm 2) or none.",
         [nameof(ChunkwiseLoraTrainer.Options.MaxCompensation)] = "Cap on SpaCO's compensation factor in every mode, at least 1 (the paper recommends 2), or none.",
         [nameof(ChunkwiseLoraTrainer.Options.CrossChunkGradients)] = "True lets gradients flow between chunks; false trains each chunk on a detached prefix (no gradient into earlier chunks' keys/values): an ablation, not a way to train.",
+        [nameof(ChunkwiseLoraTrainer.Options.RecomputeLayers)] = "Rebuild a chunk's graph one decoder layer at a time in the backward (activation checkpointing inside the chunk): one layer's activations instead of every layer's, for one more forward of each backpropagated chunk; gradients unchanged.",
+        [nameof(ChunkwiseLoraTrainer.Options.MemoryBudget)] = "Device memory the run may use in all, weights included (e.g. 24GiB, 16GB, 512MiB); before the first step the predicted peak of the longest batch is checked against it, or none for the device's free memory.",
         [nameof(ChunkwiseLoraTrainer.Options.LoraRank)] = "LoRA rank r, at least 1.",
         [nameof(ChunkwiseLoraTrainer.Options.LoraAlpha)] = "LoRA alpha (the update is scaled by alpha / r), positive.",
         [nameof(ChunkwiseLoraTrainer.Options.LoraDropout)] = "LoRA dropout in [0, 1).",
@@ -115,6 +117,9 @@ internal sealed class TrainSetting
     };
 
     static readonly Type[] Supported = [typeof(int), typeof(double), typeof(bool), typeof(string), typeof(string[])];
+
+    /// <summary>The flag of an option of <see cref="ChunkwiseLoraTrainer.Options"/> (its name when it has none).</summary>
+    public static string FlagOf(string optionName) => All.FirstOrDefault(s => s.Name == optionName)?.Flag ?? optionName;
 
     /// <summary>Every setting, in the options' declaration order.</summary>
     public static readonly IReadOnlyList<TrainSetting> All = Build();

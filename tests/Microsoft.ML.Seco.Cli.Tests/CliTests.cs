@@ -333,6 +333,23 @@ public sealed class CliTests
     }
 
     [TestMethod]
+    public void ARunThatWillNotFitItsMemoryBudgetStopsBeforeTheFirstStepNamingTheFlags()
+    {
+        string output = Output("over-budget");
+        var r = Seco(TrainArgs(output, "--memory-budget", "1KiB"));
+        Assert.AreEqual(1, r.ExitCode, r.ToString());
+        StringAssert.Contains(r.Error, "seco: error: The run does not fit on cpu: the longest batch, a sequence of 24 tokens in chunks of 8, needs about");
+        StringAssert.Contains(r.Error, "No single change of --recompute-layers, --chunk-size, --batch-size, --max-seq-len is predicted to fit.");
+        Assert.IsFalse(Directory.Exists(Path.Combine(output, "adapter")), "no adapter is written");
+
+        r = Seco(TrainArgs(Output("within-budget"), "--memory-budget", "64GiB", "--max-steps", "1", "--recompute-layers"));
+        Assert.AreEqual(0, r.ExitCode, r.ToString());
+        r = Seco(TrainArgs(Output("bad-budget"), "--memory-budget", "lots"));
+        Assert.AreEqual(2, r.ExitCode, r.ToString());
+        StringAssert.Contains(r.Error, "--memory-budget");
+    }
+
+    [TestMethod]
     public void BadConfigFieldsAreNamedWithExitCodeTwo()
     {
         string config = Path.Combine(_root, "bad.json");

@@ -1,3 +1,4 @@
+using Microsoft.ML.Seco.Training;
 using Microsoft.ML.Seco.Model;
 using static TorchSharp.torch;
 
@@ -71,30 +72,10 @@ internal sealed record BenchmarkShape(
         $"{Name}: {Layers} layers, hidden {Hidden}, intermediate {Intermediate}, {Heads} heads / {KvHeads} kv heads × {HeadDim}, vocabulary {Vocab}"
         + (TiedEmbeddings ? ", tied embeddings" : "") + (QkvBias ? ", qkv biases" : "");
 
-    /// <summary>Bytes one element of <paramref name="dtype"/> takes.</summary>
-    public static int ElementSize(ScalarType dtype) => dtype switch
-    {
-        ScalarType.Float64 => 8,
-        ScalarType.Float32 => 4,
-        ScalarType.BFloat16 or ScalarType.Float16 => 2,
-        _ => throw new ArgumentException($"dtype {dtype} is not a model dtype.", nameof(dtype)),
-    };
-
-    /// <summary>
-    /// Weights of a model of this configuration (q, k, v, o, gate, up, down and two norms per layer, the embedding, the
-    /// output layer unless tied, the final norm; q/k/v biases where the family has them), without adapters.
-    /// </summary>
-    public static long ParameterCount(ModelConfig config)
-    {
-        long h = config.HiddenSize, q = (long)config.NumAttentionHeads * config.HeadDim, kv = (long)config.NumKeyValueHeads * config.HeadDim;
-        long layer = h * q + 2 * h * kv + q * h + 3 * h * config.IntermediateSize + 2 * h + (config.QkvBias ? q + 2 * kv : 0);
-        return config.NumHiddenLayers * layer + (config.TieWordEmbeddings ? 1 : 2) * (long)config.VocabSize * h + h;
-    }
-
     /// <summary>
     /// Key/value cache bytes per token: 2 (keys and values) × layers × kv heads × head dim × element size × batch.
     /// The unit the memory slopes are expressed in: a strategy whose memory grows by one cache per token has ratio 1.
     /// </summary>
     public static long KvBytesPerToken(ModelConfig config, ScalarType dtype, int batch = 1) =>
-        2L * config.NumHiddenLayers * config.NumKeyValueHeads * config.HeadDim * ElementSize(dtype) * batch;
+        2L * config.NumHiddenLayers * config.NumKeyValueHeads * config.HeadDim * StepMemory.ElementSize(dtype) * batch;
 }

@@ -25,6 +25,9 @@ internal enum PointStatus
     RanOutOfMemory,
 }
 
+/// <summary>How the chunk-wise strategies run: chunk size, SpaCO's budget and sampler, and recompute inside a chunk.</summary>
+internal sealed record StrategySettings(int ChunkSize, int SampledChunks, ChunkSampler Sampler, bool RecomputeLayers);
+
 /// <summary>One (strategy, length) point of the study.</summary>
 /// <param name="Strategy">full, checkpoint, seco, spaco or inference.</param>
 /// <param name="Length">Tokens in the sequence.</param>
@@ -79,7 +82,7 @@ internal static class EfficiencyBenchmark
     /// <summary>Memory a step may still take: MemAvailable on the CPU, the device's free memory (cached blocks released) on CUDA; null where unknown.</summary>
     public static long? Available(Device device) => device.type == DeviceType.CUDA
         ? DeviceMemory.Settle(device) is not null ? DeviceMemory.Free(device) : null
-        : MemoryModel.Available();
+        : ResidentMemory.Available();
 
     /// <summary>
     /// Peak memory of one step above the settled level before it, after a warm-up step (first-use costs such as
@@ -90,9 +93,9 @@ internal static class EfficiencyBenchmark
     /// shape). On CUDA the cached blocks are handed back before the step, so that the allocator's high-water mark after
     /// it is this step's alone; only in a process that ran nothing larger before (<see cref="MemoryProcess"/>).
     /// </summary>
-    public static (long? PeakBytes, double Loss) Memory(CausalLM model, string strategy, int length, int chunkSize, int sampledChunks, ChunkSampler sampler)
+    public static (long? PeakBytes, double Loss) Memory(CausalLM model, string strategy, int length, StrategySettings settings)
     {
-        using var point = new Point(model, strategy, length, chunkSize, sampledChunks, sampler);
+        using var point = new Point(model, strategy, length, settings);
         var device = model.Device;
         bool cuda = device.type == DeviceType.CUDA;
         if (!cuda) ResidentMemory.TrackLargeAllocations(true);
@@ -103,9 +106,9 @@ internal static class EfficiencyBenchmark
     }
 
     /// <summary>Median wall time of <paramref name="steps"/> steps after a warm-up, with glibc's heap reuse (as a user's process runs).</summary>
-    public static (double SecondsPerStep, double Loss) Time(CausalLM model, string strategy, int length, int chunkSize, int sampledChunks, ChunkSampler sampler, int steps)
+    public static (double SecondsPerStep, double Loss) Time(CausalLM model, string strategy, int length, StrategySettings settings, int steps)
     {
-        using var point = new Point(model, strategy, length, chunkSize, sampledChunks, sampler);
+        using var point = new Point(model, strategy, length, settings);
         if (model.Device.type == DeviceType.CPU) ResidentMemory.TrackLargeAllocations(false);
         point.Run();
         var times = new List<double>();
@@ -128,8 +131,9 @@ internal static class EfficiencyBenchmark
         readonly Func<double> _step;
         readonly Device _device;
 
-        public Point(CausalLM model, string strategy, int length, int chunkSize, int sampledChunks, ChunkSampler sampler)
+        public Point(CausalLM model, string strategy, int length, StrategySettings settings)
         {
+            var (chunkSize, sampledChunks, sampler, recompute) = settings;
             var random = new Random(length);
             var ids = Enumerable.Range(0, length).Select(_ => random.Next(model.Config.VocabSize)).ToArray();
             _batch = TokenBatch.FromSequences(new[] { ids }, null, 0, model.Device);
@@ -139,8 +143,11 @@ internal static class EfficiencyBenchmark
             {
                 "full" => Step(model, batch, new FullBackprop()),
                 "checkpoint" => Step(model, batch, new LayerCheckpointing()),
-                "seco" => Step(model, batch, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = chunkSize })),
-                "spaco" => Step(model, batch, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = chunkSize, SampledChunks = sampledChunks, Sampler = sampler, Seed = 1 })),
+                "seco" => Step(model, batch, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = chunkSize, RecomputeLayers = recompute })),
+                "spaco" => Step(model, batch, new ChunkwiseStep(new ChunkwiseOptions
+                {
+                    ChunkSize = chunkSize, SampledChunks = sampledChunks, Sampler = sampler, Seed = 1, RecomputeLayers = recompute,
+                })),
                 "inference" => () =>
                 {
                     // In the blocks SeCO's Stage 1 runs in: SpaCO's forward over its unsampled chunks is this same pass.
@@ -185,10 +192,8 @@ internal static class EfficiencyBenchmark
         return 2.0 * n * n * n / best;
     }
 
-    /// <summary>Whether libtorch's error is an allocator running out of memory (CUDA's, or the CPU's when it says so).</summary>
-    public static bool IsOutOfMemory(Exception e) =>
-        e.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase) ||
-        e.Message.Contains("can't allocate memory", StringComparison.OrdinalIgnoreCase);
+    /// <summary>Whether libtorch's error is an allocator running out of memory.</summary>
+    public static bool IsOutOfMemory(Exception e) => MemoryPreflight.IsOutOfMemory(e) || e is InsufficientDeviceMemoryException;
 
     /// <summary>
     /// After a step ran out of memory: drops the gradients it left and lets the collector finalize the tensors no dispose

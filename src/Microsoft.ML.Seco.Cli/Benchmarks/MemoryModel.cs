@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
-using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Model;
+using Microsoft.ML.Seco.Training;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Cli.Benchmarks;
@@ -35,41 +35,38 @@ internal static class MemoryModel
     /// <summary>Searches for the longest length stop here (4M tokens).</summary>
     public const long SearchLimit = 1L << 22;
 
-    /// <summary>
-    /// A rough analytic estimate of a step's peak bytes from its dominant terms, for predicting a point before any of the
-    /// strategy is measured: per layer, activations kept for the backward (inputs of the projections and MLP); for the
-    /// chunk-wise strategies the score and probability matrices of one attention block (a chunk's queries × its own keys
-    /// and one prefix block, in the score dtype; the whole-sequence baselines use fused attention, which keeps none);
-    /// logits and their softmax over the tokens whose loss is computed at once; the key/value cache (and, for SeCO and
-    /// SpaCO, its gradient).
-    /// </summary>
-    public static double Estimate(string strategy, ModelConfig c, ScalarType dtype, long length, int chunkSize)
+    /// <summary>The library's strategy for a bench strategy name.</summary>
+    public static MemoryStrategy StrategyOf(string strategy) => strategy switch
     {
-        double b = BenchmarkShape.ElementSize(dtype), s = BenchmarkShape.ElementSize(CausalLM.ScoreType(dtype));
-        double L = length, chunk = Math.Min(chunkSize, length), block = Math.Min(ChunkwiseStep.Stage1BlockSize(chunkSize), length);
-        double perToken = b * (4.0 * c.HiddenSize + 3.0 * c.IntermediateSize + 2.0 * c.NumAttentionHeads * c.HeadDim + 4.0 * c.NumKeyValueHeads * c.HeadDim);
-        double prefixBlock = Math.Min(ChunkAttention.BlockSize, L);
-        double Scores(double queries) => 2 * c.NumAttentionHeads * queries * (queries + prefixBlock) * s;
-        double Logits(double tokens) => 2 * tokens * c.VocabSize * s;
-        double cache = BenchmarkShape.KvBytesPerToken(c, dtype) * L;
-        return strategy switch
-        {
-            "full" => c.NumHiddenLayers * L * perToken + Logits(L),
-            "checkpoint" => c.NumHiddenLayers * L * c.HiddenSize * b + L * perToken + Logits(L),
-            // Score blocks are transient, one layer's at a time: the blockwise attention saves only O(chunk) per layer.
-            "seco" or "spaco" => 2 * cache + c.NumHiddenLayers * chunk * perToken + Scores(chunk) + Logits(chunk),
-            "inference" => cache + block * perToken + Scores(block) + Logits(block),
-            _ => throw new ArgumentException($"Unknown strategy '{strategy}'.", nameof(strategy)),
-        };
-    }
+        "full" => MemoryStrategy.FullBackprop,
+        "checkpoint" => MemoryStrategy.LayerCheckpointing,
+        "seco" => MemoryStrategy.Seco,
+        "spaco" => MemoryStrategy.Spaco,
+        "inference" => MemoryStrategy.Inference,
+        _ => throw new ArgumentException($"Unknown strategy '{strategy}'.", nameof(strategy)),
+    };
+
+    /// <summary>
+    /// The analytic prediction of what one bench step adds above the memory held before it (<see cref="StepMemory"/>:
+    /// cache, its gradient, activations, head), for the benchmark's LoRA model, without an optimizer.
+    /// </summary>
+    public static double Estimate(string strategy, ModelConfig c, ScalarType dtype, long length, int chunkSize, bool recomputeLayers) =>
+        StepMemory.Predict(Query(strategy, c, dtype, length, chunkSize, recomputeLayers)).Step;
+
+    /// <summary>The bench's step as a <see cref="StepMemoryQuery"/>: its LoRA adapters, batch 1, no optimizer.</summary>
+    public static StepMemoryQuery Query(string strategy, ModelConfig c, ScalarType dtype, long length, int chunkSize, bool recomputeLayers) => new()
+    {
+        Config = c, DType = dtype, Strategy = StrategyOf(strategy), Length = length, ChunkSize = chunkSize, RecomputeLayers = recomputeLayers,
+        Lora = EfficiencyBenchmark.Lora, OptimizerState = false,
+    };
 
     /// <summary>Predicted peak bytes at <paramref name="length"/> from the measured (length, bytes) points of one strategy.</summary>
     public static double Predict(IReadOnlyList<(int Length, long Bytes)> measured, long length, Func<long, double> estimate)
     {
         var points = measured.Where(p => p.Bytes > 0).OrderBy(p => p.Length).ToArray();
-        // The estimate leaves out the allocator's and the framework's fixed costs (measured: 2–4× below the peak of a tiny
-        // model's first point); doubling it keeps the guard from attempting a first point that cannot fit.
-        if (points.Length == 0) return 2 * estimate(length);
+        // The analytic model is checked to 15 % on measured points (docs/BENCHMARKS.md, Memory model); a quarter more keeps
+        // the guard from attempting a first point that cannot fit.
+        if (points.Length == 0) return 1.25 * estimate(length);
         if (points.Length == 1) return points[0].Bytes * estimate(length) / estimate(points[0].Length);
         int i = 0;
         while (i + 2 < points.Length && points[i + 1].Length <= length) i++;
@@ -112,33 +109,9 @@ internal static class MemoryModel
         return new BudgetResult(strategy, lo, basis, over > SearchLimit && hi > SearchLimit);
     }
 
-    /// <summary>Memory the system can still give this process (MemAvailable in /proc/meminfo), or null where unknown.</summary>
-    public static long? Available()
-    {
-        try
-        {
-            var match = Regex.Match(File.ReadAllText("/proc/meminfo"), @"MemAvailable:\s+(\d+) kB");
-            return match.Success ? long.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture) * 1024 : null;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or DirectoryNotFoundException or FileNotFoundException)
-        {
-            return null;
-        }
-    }
-
-    /// <summary>Parses a size such as 8GiB, 512MiB, 16GB, 1.5G or 1000000 (bytes); binary prefixes for a bare K/M/G/T.</summary>
-    public static long ParseSize(string text, string option)
-    {
-        var match = Regex.Match(text.Trim(), @"^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)(B?)$", RegexOptions.IgnoreCase);
-        if (!match.Success || !double.TryParse(match.Groups[1].Value, NumberStyles.Float, CultureInfo.InvariantCulture, out double value))
-            throw new UsageException($"{option}: '{text}' is not a size; use e.g. 8GiB, 512MiB or 16GB.");
-        string prefix = match.Groups[2].Value.ToUpperInvariant();
-        bool decimalUnit = match.Groups[3].Value.Length == 0 && match.Groups[4].Value.Length > 0;
-        double unit = Math.Pow(decimalUnit ? 1000 : 1024, "KMGT".IndexOf(prefix, StringComparison.Ordinal) + 1);
-        if (prefix.Length == 0) unit = 1;
-        double bytes = value * unit;
-        return bytes is >= 1 and < long.MaxValue ? (long)bytes : throw new UsageException($"{option}: '{text}' is out of range.");
-    }
+    /// <summary>Parses a size such as 8GiB, 512MiB, 16GB, 1.5G or 1000000 (bytes) for a command-line option.</summary>
+    public static long ParseSize(string text, string option) => ByteSize.TryParse(text, out long bytes)
+        ? bytes : throw new UsageException($"{option}: '{text}' is not a size; use e.g. {ByteSize.Examples}.");
 
     /// <summary>Bytes as MiB or GiB for the report.</summary>
     public static string Format(double bytes) => bytes >= 1 << 30

@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Cli.Benchmarks;
 using Microsoft.ML.Seco.Model;
+using Microsoft.ML.Seco.Training;
 using Spectre.Console;
 
 namespace Microsoft.ML.Seco.Cli.Commands;
@@ -27,8 +28,11 @@ internal static class BenchCommand
 
     sealed record Settings(BenchmarkShape Shape, int[] Lengths, string[] Strategies, int BaselinesUpTo, int ChunkSize, int SampledChunks,
         ChunkSampler Sampler, int Steps, global::TorchSharp.torch.ScalarType DType, global::TorchSharp.torch.Device Device, long? Budget,
-        bool IsolateMemory)
+        bool IsolateMemory, bool RecomputeLayers)
     {
+        /// <summary>The chunk-wise strategies' settings.</summary>
+        public StrategySettings Strategy => new(ChunkSize, SampledChunks, Sampler, RecomputeLayers);
+
         /// <summary>The arguments that rebuild this model and step in a measuring process of its own (<see cref="MemoryProcess"/>).</summary>
         public IEnumerable<string> ChildArguments() => new[]
         {
@@ -36,7 +40,7 @@ internal static class BenchCommand
             "--heads", I(Shape.Heads), "--kv-heads", I(Shape.KvHeads), "--head-dim", I(Shape.HeadDim), "--vocab", I(Shape.Vocab),
             "--chunk-size", I(ChunkSize), "--sampled-chunks", I(SampledChunks), "--sampler", Sampler == ChunkSampler.FixedBudget ? "fixed" : "bernoulli",
             "--dtype", TensorSettings.Name(DType), "--device", Device.ToString(),
-        };
+        }.Concat(RecomputeLayers ? new[] { "--recompute-layers" } : []);
 
         static string I(int value) => value.ToString(CultureInfo.InvariantCulture);
     }
@@ -69,11 +73,13 @@ internal static class BenchCommand
         var isolate = new Option<bool>("--isolate-memory") { Description = "Measure each point's memory in a fresh process of its own (always on CUDA, where libtorch's caching allocator cannot be emptied and a point measured after a larger one would read low); the timed steps still run in this process." };
         var memoryPoint = new Option<string?>(MemoryProcess.PointOption) { Hidden = true, Description = "Internal: measure the memory of one STRATEGY@LENGTH point and print it as one JSON line." };
         var json = new Option<bool>("--json") { Description = "Print one JSON object per point, then a summary, and nothing else." };
+        var predict = new Option<bool>("--predict") { Description = "Run nothing: print each strategy's predicted peak device memory of a training run (weights, adapters and AdamW state, cache and its gradient, activations, the head's pieces) at every length, and with --memory-budget the longest length within it. Any shape, dtype and device, no memory needed." };
+        var recompute = new Option<bool>("--recompute-layers") { Description = "SeCO and SpaCO rebuild a chunk's graph one decoder layer at a time (activation checkpointing inside the chunk): one layer's activations instead of every layer's, for one more forward of each backpropagated chunk." };
 
         var command = new Command("bench", "The efficiency study: time and peak memory per training step of full backprop, layer checkpointing, SeCO and SpaCO (and chunked inference) at growing lengths on a random LoRA model built in memory, with memory slopes, a memory guard, the longest length within a budget, FLOP/s and plots.")
         {
             shape, quick, lengths, strategies, baselinesUpTo, chunkSize, sampled, sampler, layers, hidden, intermediate, heads, kvHeads, headDim, vocab,
-            steps, dtype, device, budget, csv, plots, isolate, memoryPoint, json,
+            steps, dtype, device, budget, csv, plots, isolate, memoryPoint, json, recompute, predict,
         };
         command.SetAction(parse => context.Guard(() =>
         {
@@ -99,12 +105,14 @@ internal static class BenchCommand
             if (parse.GetValue(steps) < 1) throw new UsageException("--steps must be at least 1.");
             int upTo = parse.GetValue(baselinesUpTo) ?? (isQuick ? 0 : 4096);
             if (upTo < 0) throw new UsageException("--baselines-up-to must be 0 (every length) or positive.");
-            var dev = TensorSettings.ResolveDevice(parse.GetValue(device)!, "--device");
+            // A prediction runs nothing, so it may name a device this machine does not have.
+            var dev = parse.GetValue(predict) ? global::TorchSharp.torch.CPU : TensorSettings.ResolveDevice(parse.GetValue(device)!, "--device");
             var settings = new Settings(benchShape, lengthList, strategyList, upTo == 0 ? int.MaxValue : upTo, chunk, t, samplerKind, parse.GetValue(steps),
                 TensorSettings.ResolveDType(parse.GetValue(dtype)!, dev, "--dtype"), dev,
                 parse.GetValue(budget) is { } b ? MemoryModel.ParseSize(b, "--memory-budget") : null,
-                IsolateMemory: parse.GetValue(isolate) || dev.type == global::TorchSharp.DeviceType.CUDA);
+                IsolateMemory: parse.GetValue(isolate) || dev.type == global::TorchSharp.DeviceType.CUDA, RecomputeLayers: parse.GetValue(recompute));
             if (parse.GetValue(memoryPoint) is { } point) return MeasureOnePoint(context, settings, point);
+            if (parse.GetValue(predict)) return Predict(context, settings, parse.GetValue(json));
             string? csvPath = parse.GetValue(csv);
             string? plotDirectory = parse.GetValue(plots);
             return Run(context, settings, parse.GetValue(json), csvPath, plotDirectory);
@@ -125,7 +133,7 @@ internal static class BenchCommand
         // With the memory measured in processes of their own, this one builds its model after them: a GPU that holds one
         // copy of the weights need not hold two.
         var inProcessModel = isolate ? null : EfficiencyBenchmark.Model(config, s.DType, s.Device);
-        long childWeights = isolate ? BenchmarkShape.ParameterCount(config) * BenchmarkShape.ElementSize(s.DType) : 0;
+        long childWeights = isolate ? StepMemory.ParameterCount(config) * StepMemory.ElementSize(s.DType) : 0;
         if (!asJson)
         {
             context.Out.WriteLine($"Random LoRA model ({s.Shape.Describe()}), {TensorSettings.Name(s.DType)}, {where}; chunk {s.ChunkSize}, SpaCO t = {s.SampledChunks} ({samplerName} sampler); median of {s.Steps} timed step(s) after a warm-up.");
@@ -189,7 +197,7 @@ internal static class BenchCommand
             {
                 try
                 {
-                    var (seconds, loss) = EfficiencyBenchmark.Time(model, strategy, length, s.ChunkSize, s.SampledChunks, s.Sampler, s.Steps);
+                    var (seconds, loss) = EfficiencyBenchmark.Time(model, strategy, length, s.Strategy, s.Steps);
                     point = new BenchmarkPoint(strategy, length, chunks, PointStatus.Measured, seconds, memoryPoint?.PeakBytes, memoryPoint?.PredictedBytes, loss, flops);
                 }
                 catch (Exception e) when (EfficiencyBenchmark.IsOutOfMemory(e))
@@ -234,12 +242,59 @@ internal static class BenchCommand
         return ExitCodes.Success;
     }
 
+    /// <summary>
+    /// --predict: the memory model's prediction for a training run (the bench's LoRA adapters with AdamW state) of every
+    /// strategy and length, term by term, and the longest length within --memory-budget; runs no step.
+    /// </summary>
+    static int Predict(CliContext context, Settings s, bool asJson)
+    {
+        var config = s.Shape.ToConfig();
+        StepMemoryQuery Query(string strategy, long length) =>
+            MemoryModel.Query(strategy, config, s.DType, length, s.ChunkSize, s.RecomputeLayers) with { OptimizerState = true };
+        var rows = s.Lengths.SelectMany(length => s.Strategies.Select(strategy => (strategy, length, StepMemory.Predict(Query(strategy, length))))).ToList();
+        var longest = s.Budget is long budget
+            ? s.Strategies.ToDictionary(strategy => strategy, strategy => StepMemory.LongestWithin(Query(strategy, s.ChunkSize), budget, s.ChunkSize))
+            : null;
+        if (asJson)
+        {
+            foreach (var (strategy, length, e) in rows)
+                context.Out.WriteLine(new JsonObject
+                {
+                    ["event"] = "prediction", ["strategy"] = strategy, ["length"] = length, ["total_bytes"] = e.Total, ["step_bytes"] = e.Step,
+                    ["weights_bytes"] = e.Weights, ["adapters_bytes"] = e.Adapters, ["training_state_bytes"] = e.TrainingState,
+                    ["cache_bytes"] = e.Cache, ["cache_gradient_bytes"] = e.CacheGradient, ["activations_bytes"] = e.Activations, ["head_bytes"] = e.Head,
+                }.ToJsonString());
+            if (longest is not null)
+                context.Out.WriteLine(new JsonObject
+                {
+                    ["event"] = "budget", ["memory_budget_bytes"] = s.Budget,
+                    ["longest_length_within_budget"] = new JsonObject(longest.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
+                }.ToJsonString());
+            return ExitCodes.Success;
+        }
+        context.Out.WriteLine($"Predicted peak device memory of a training run: {s.Shape.Describe()}, {TensorSettings.Name(s.DType)}, chunk {s.ChunkSize}"
+            + $"{(s.RecomputeLayers ? ", layers recomputed" : "")}, LoRA r = {EfficiencyBenchmark.Lora.Rank} on {string.Join(", ", EfficiencyBenchmark.Lora.TargetModules)} with AdamW (nothing was run).");
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(context.Out), Ansi = AnsiSupport.No });
+        console.Profile.Width = 160;
+        var table = new Table().AddColumns("strategy", "length", "total", "weights", "adapters + state", "cache + gradient", "activations", "head");
+        foreach (var (strategy, length, e) in rows)
+            table.AddRow(strategy, length.ToString("N0", CultureInfo.InvariantCulture), MemoryModel.Format(e.Total), MemoryModel.Format(e.Weights),
+                MemoryModel.Format(e.Adapters + e.TrainingState), MemoryModel.Format(e.Cache + e.CacheGradient), MemoryModel.Format(e.Activations), MemoryModel.Format(e.Head));
+        console.Write(table);
+        if (longest is not null)
+            foreach (var (strategy, length) in longest)
+                context.Out.WriteLine(length > 0
+                    ? string.Create(CultureInfo.InvariantCulture, $"Longest length within {MemoryModel.Format(s.Budget!.Value)}: {strategy} {length:N0} tokens{(length >= MemoryModel.SearchLimit ? " (search limit)" : "")}.")
+                    : $"Longest length within {MemoryModel.Format(s.Budget!.Value)}: {strategy} none (not even {s.ChunkSize} tokens fit).");
+        return ExitCodes.Success;
+    }
+
     /// <summary>One point's memory in this process; a step that runs out of memory is reported, not thrown.</summary>
     static MemoryProcess.Reading MeasureMemory(CausalLM model, Settings s, string strategy, int length)
     {
         try
         {
-            return new(EfficiencyBenchmark.Memory(model, strategy, length, s.ChunkSize, s.SampledChunks, s.Sampler).PeakBytes, false);
+            return new(EfficiencyBenchmark.Memory(model, strategy, length, s.Strategy).PeakBytes, false);
         }
         catch (Exception e) when (EfficiencyBenchmark.IsOutOfMemory(e))
         {
@@ -265,7 +320,7 @@ internal static class BenchCommand
         points.Where(p => p.Strategy == strategy && p.PeakBytes is long b && b > 0).Select(p => (p.Length, p.PeakBytes!.Value)).ToList();
 
     static Func<long, double> Estimator(string strategy, ModelConfig config, Settings s) =>
-        length => MemoryModel.Estimate(strategy, config, s.DType, length, s.ChunkSize);
+        length => MemoryModel.Estimate(strategy, config, s.DType, length, s.ChunkSize, s.RecomputeLayers);
 
     static void Report(CliContext context, bool asJson, BenchmarkPoint p, double peak, string note)
     {

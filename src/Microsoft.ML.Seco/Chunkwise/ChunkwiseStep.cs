@@ -8,8 +8,11 @@ namespace Microsoft.ML.Seco.Chunkwise;
 /// <summary>Options of chunk-wise optimization.</summary>
 public sealed record ChunkwiseOptions
 {
-    /// <summary>Tokens per chunk. Default 128 (the paper finds gains flatten above 128).</summary>
-    public int ChunkSize { get; init; } = 128;
+    /// <summary>The default <see cref="ChunkSize"/>: 128 tokens (the paper finds gains flatten above 128).</summary>
+    public const int DefaultChunkSize = 128;
+
+    /// <summary>Tokens per chunk. Default <see cref="DefaultChunkSize"/>.</summary>
+    public int ChunkSize { get; init; } = DefaultChunkSize;
     /// <summary>
     /// Chunks backpropagated per step (t). Null, or at least the step's chunk count k, means every chunk with factors 1:
     /// exact SeCO (the authors' code instead keeps scaling by k/t &lt; 1 when t &gt; k). One selection is drawn per

@@ -94,4 +94,18 @@ public static partial class ResidentMemory
 
     [DllImport("libc", EntryPoint = "mallopt")]
     static extern int MallOpt(int parameter, int value);
+
+    /// <summary>Memory the system can still give this process (MemAvailable in /proc/meminfo), or null where unknown.</summary>
+    public static long? Available()
+    {
+        try
+        {
+            var match = Regex.Match(File.ReadAllText("/proc/meminfo"), @"MemAvailable:\s+(\d+) kB");
+            return match.Success ? long.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture) * 1024 : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
 }

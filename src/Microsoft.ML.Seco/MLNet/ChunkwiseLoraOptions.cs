@@ -73,6 +73,22 @@ public sealed partial class ChunkwiseLoraTrainer
         /// </summary>
         public bool CrossChunkGradients = ChunkwiseDefaults.CrossChunkGradients;
 
+        /// <summary>
+        /// Rebuild a chunk's graph one decoder layer at a time in the backward (activation checkpointing inside the
+        /// chunk): the chunk holds one layer's activations instead of every layer's, for one more forward of each
+        /// backpropagated chunk (about a quarter more work); gradients unchanged. What lets large chunks fit: on
+        /// Qwen2.5-0.5B's shape a 1,024-token chunk's step peak falls from 4.0 to 0.6 GiB (docs/BENCHMARKS.md). Default false.
+        /// </summary>
+        public bool RecomputeLayers = ChunkwiseDefaults.RecomputeLayers;
+
+        /// <summary>
+        /// Device memory the run may use in all, weights included: a size such as "24GiB", "16GB", "512MiB" or a byte count.
+        /// Before the first step the stage compares the predicted peak of the longest batch (<see cref="Training.StepMemory"/>)
+        /// with it and stops with <see cref="Training.InsufficientDeviceMemoryException"/> naming what would fit. Default
+        /// null: what the device has free once the model is loaded (CUDA's free memory; MemAvailable on the CPU).
+        /// </summary>
+        public string? MemoryBudget;
+
         /// <summary>Earlier name of <see cref="Compensation"/>: true = LossAndCache, false = None.</summary>
         [Obsolete("Use Compensation: true is Compensation.LossAndCache, false is Compensation.None.")]
         public bool Compensate
@@ -176,6 +192,7 @@ public sealed partial class ChunkwiseLoraTrainer
             Require(BatchSize >= 1, nameof(BatchSize), BatchSize, "must be at least 1");
             Require(MaxNewTokens >= 0, nameof(MaxNewTokens), MaxNewTokens, "must be at least 0");
             Require(CheckpointEverySteps >= 1, nameof(CheckpointEverySteps), CheckpointEverySteps, "must be at least 1");
+            _ = MemoryBudgetBytes;
             // Every other rule lives with its concern, once.
             try
             {
@@ -211,13 +228,17 @@ public sealed partial class ChunkwiseLoraTrainer
                 : new ArgumentException(message, name, e);
         }
 
+        /// <summary><see cref="MemoryBudget"/> in bytes, or null.</summary>
+        internal long? MemoryBudgetBytes => MemoryBudget is null ? null : ByteSize.TryParse(MemoryBudget, out long bytes) ? bytes
+            : throw new ArgumentException($"MemoryBudget '{MemoryBudget}' is not a size; use e.g. {ByteSize.Examples}.", nameof(MemoryBudget));
+
         internal LoraConfig Lora => new() { Rank = LoraRank, Alpha = LoraAlpha, Dropout = LoraDropout, TargetModules = LoraTargetModules };
 
         internal ChunkwiseOptions Chunkwise(int seed) => new()
         {
             ChunkSize = ChunkSize, SampledChunks = SampledChunks, Sampler = Sampler,
             Compensation = Compensation, MaxCompensation = MaxCompensation, Seed = seed,
-            CrossChunkGradients = CrossChunkGradients,
+            CrossChunkGradients = CrossChunkGradients, RecomputeLayers = RecomputeLayers,
         };
 
         internal TrainingOptions Training(int seed) => new()

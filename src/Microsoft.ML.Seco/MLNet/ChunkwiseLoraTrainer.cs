@@ -139,15 +139,32 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
         // One tokenising pass over all the data before the first step, whatever MaxSteps says: a malformed row (file and
         // line for JSON lines) or a missing field stops the run now rather than hours in, and the count tells the
         // schedule (cosine/linear decay) and the ETA how many steps there will be.
-        long exampleCount = Examples(input, false).LongCount();
+        long exampleCount = 0;
+        int longest = 0;
+        foreach (var example in Examples(input, false))
+        {
+            exampleCount++;
+            longest = Math.Max(longest, example.Ids.Length);
+        }
         if (exampleCount == 0) throw new ArgumentException($"No row of the training data has any text to train on (column {string.Join(", ", DocumentRows.TrainingColumns(_options))}).", nameof(input));
         if (_options.ValidationSet is { } validationData) _ = Examples(validationData, false).LongCount();
+        // The same pass tells the longest batch: a run that cannot fit says so now, with what would, not hours in.
+        var memory = MemoryQuery(model, longest);
+        long? capacity = MemoryPreflight.Ensure(memory, device, _options.MemoryBudgetBytes);
         int? batchesPerEpoch = _options.MaxSteps is null ? (int)Math.Ceiling(exampleCount / (double)globalBatchSize) : null;
         var progress = new Progress(channel, _options, trainer, writesFiles);
         TrainingSummary summary;
         try
         {
             summary = trainer.Train(epoch, batchesPerEpoch, progress, _options.CancellationToken, validation);
+        }
+        catch (InsufficientDeviceMemoryException e) when (e.Step is not null && e.Remedies.Count == 0)
+        {
+            // The trainer knows the batch that failed; the stage knows the options that would make it fit. The prediction
+            // was too low for this device, so the changes it offers aim a fifth below what it had predicted to fit.
+            var failed = memory with { Length = e.Length, BatchSize = e.BatchSize };
+            long predicted = StepMemory.Predict(failed).Total;
+            throw e.WithRemedies(MemoryPreflight.Remedies(failed, (capacity ?? predicted) * 4 / 5), predicted, capacity);
         }
         catch (TrainingDivergedException e) when (e.Rows is null && e.FirstBatch >= 0 && e.Reason is not null)
         {
@@ -161,6 +178,14 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
             $"final loss {summary.FinalLoss:F4}{(summary.ValidationLoss is double vl ? $", validation loss {vl:F4}" : "")}, {summary.Elapsed:hh\\:mm\\:ss}.");
         return summary;
     }
+
+    /// <summary>What a batch of this run asks of its device, for the memory model.</summary>
+    StepMemoryQuery MemoryQuery(CausalLM model, long length) => new()
+    {
+        Config = model.Config, DType = model.DType, Strategy = _options.SampledChunks is null ? MemoryStrategy.Seco : MemoryStrategy.Spaco,
+        Length = length, BatchSize = _options.BatchSize, ChunkSize = _options.ChunkSize, RecomputeLayers = _options.RecomputeLayers,
+        Lora = _options.FullFineTuning ? null : _options.Lora,
+    };
 
     /// <summary>
     /// The input rows (1-based, in data order) whose sequences make up batches <paramref name="firstBatch"/> to

@@ -379,22 +379,24 @@ public sealed class CausalLM : nn.Module
     {
         if (start > 0 && cache is null) throw new ArgumentException("A chunk after position 0 needs the cache of the positions before it.", nameof(cache));
         using var positions = Positions(start, inputIds.shape[1]);
-        // Without a graph nothing refers to a layer's intermediates once the layer is done, but a caller's dispose scope
-        // would keep them all until the chunk ends: each layer gets its own scope, so that a no-grad forward (inference,
-        // SeCO's Stage 1) holds one layer's transients at a time instead of the whole stack's.
-        bool graph = is_grad_enabled();
+        // A caller's dispose scope would keep every wrapper a layer makes until the chunk ends, and a wrapper keeps its
+        // tensor alive: each layer gets its own scope, which hands out only its hidden states, keys and values. Without a
+        // graph (inference, SeCO's Stage 1) the forward then holds one layer's transients at a time; with one, the graph
+        // keeps what autograd saved and nothing else (a layer's other intermediates, such as its norms' squares, the
+        // rotary halves and the MLP's product, go with its scope, as PyTorch frees them by reference count).
         var h = Embed(inputIds);
         int last = Config.NumHiddenLayers - 1;
         for (int l = 0; l <= last; l++)
         {
-            using var layerScope = graph ? null : NewDisposeScope();
+            // The prefix views outlive the layer's scope: the attention's backward reads them after the forward.
+            var prefix = start == 0 ? null : cache!.Prefix(l, start);
+            using var layerScope = NewDisposeScope();
             beforeLayer?.Invoke(l);
             var input = h;
             Tensor k, v;
             if (l == last && lastLayerKeysAndValuesOnly) (k, v) = model.layers[l].KeysAndValues(h, positions);
-            else (h, k, v) = model.layers[l].Forward(h, positions, start == 0 ? null : cache!.Prefix(l, start));
+            else (h, k, v) = model.layers[l].Forward(h, positions, prefix);
             chunkCache[l] = (k, v);
-            if (layerScope is null) continue;
             layerScope.MoveToOuter(k, v);
             if (!ReferenceEquals(h, input))
             {

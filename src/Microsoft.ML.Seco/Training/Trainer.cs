@@ -81,6 +81,22 @@ public sealed partial class Trainer : IDisposable
         _optimizer = optim.AdamW(groups, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay);
     }
 
+    StepResult RunStep(TokenBatch batch, int stepNumber)
+    {
+        try
+        {
+            return Step.Run(Model, batch);
+        }
+        catch (Exception e) when (MemoryPreflight.IsOutOfMemory(e))
+        {
+            // The step's scoped tensors went with its dispose scopes; its partial gradients go here, so that a caller who
+            // catches this holds the model as the last optimizer step left it.
+            _optimizer.zero_grad();
+            int chunkSize = Step is ChunkwiseStep chunkwise ? chunkwise.Options.ChunkSize : (int)batch.Length;
+            throw new InsufficientDeviceMemoryException(Model.Device.ToString(), batch.Length, (int)batch.BatchSize, chunkSize, null, null, stepNumber, [], e);
+        }
+    }
+
     AdamW.ParamGroup Group(List<(string Name, Parameter Parameter)> parameters, double weightDecay) =>
         new(parameters.Select(p => p.Parameter), Options.LearningRate, Options.Beta1, Options.Beta2, Options.Epsilon, weightDecay, false, false);
 
@@ -156,7 +172,7 @@ public sealed partial class Trainer : IDisposable
                         using (batch)
                         using (NewDisposeScope())
                         {
-                            var result = Step.Run(Model, batch);
+                            var result = RunStep(batch, stepNumber);
                             long batchTokens = batch.InputIds.numel();
                             if (DataParallel is { } parallel) (result, batchTokens) = parallel.AfterMicroBatch(_parameters.Select(p => p.Parameter).ToList(), batch, result, batchTokens);
                             micro++;

@@ -347,4 +347,57 @@ public sealed class TrainerTests
         Assert.AreEqual(live[5], live[11], "live tensors at the end of each epoch: " + string.Join(", ", live));
         Assert.AreEqual(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount, "tensors left alive by Train");
     }
+
+    /// <summary>SeCO whose <paramref name="failingStep"/>-th step fails after its first chunk's backward, as libtorch's CUDA allocator does.</summary>
+    static ChunkwiseStep RunsOutOfMemory(int failingStep)
+    {
+        int steps = 0;
+        var step = new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 8 });
+        step.AfterChunkBackward = chunk =>
+        {
+            // Stage 2 walks the chunks backwards: the last one (index 2 of 24 tokens) comes first in each step.
+            if (chunk == 2 && ++steps == failingStep)
+                throw new System.Runtime.InteropServices.ExternalException("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 23.65 GiB total capacity)");
+        };
+        return step;
+    }
+
+    [TestMethod]
+    public void AStepThatRunsOutOfMemoryFailsNamingItAndLeavesTheLastCheckpointIntact()
+    {
+        string directory = Path.Combine(Path.GetTempPath(), "seco-oom-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            using var model = LoraModel();
+            using var trainer = new Trainer(model, RunsOutOfMemory(failingStep: 3), new TrainingOptions { LearningRate = 1e-2, MaxSteps = 5 });
+            Dictionary<string, double[]>? afterStep2 = null;
+            var progress = new Recorder(p =>
+            {
+                trainer.SaveState(directory); // as the stage's periodic checkpoint does
+                afterStep2 = Snapshot(model);
+            });
+            var e = Assert.ThrowsExactly<InsufficientDeviceMemoryException>(() => trainer.Train(Data(5), 5, progress, CancellationToken.None));
+            Assert.AreEqual(3, e.Step);
+            Assert.AreEqual(24, e.Length);
+            Assert.AreEqual(2, e.BatchSize);
+            Assert.AreEqual(8, e.ChunkSize);
+            StringAssert.Contains(e.Message, "Step 3 ran out of memory on cpu with 2 sequences of 24 tokens in chunks of 8");
+            StringAssert.Contains(e.Message, "The last saved checkpoint is unchanged.");
+            Assert.IsInstanceOfType<System.Runtime.InteropServices.ExternalException>(e.InnerException);
+            Assert.AreEqual(2, trainer.CompletedSteps);
+            Assert.IsTrue(TrainableParameters.Of(model).All(p => p.Parameter.grad is null || p.Parameter.grad.abs().max().item<double>() == 0),
+                "the failed step's partial gradients (its last chunk's) are dropped");
+
+            // The state on disk is step 2's: a fresh trainer resumes from it with the weights step 2 left.
+            using var resumedModel = LoraModel();
+            using var resumed = new Trainer(resumedModel, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 8 }), new TrainingOptions { LearningRate = 1e-2, MaxSteps = 5 });
+            resumed.LoadState(directory);
+            Assert.AreEqual(2, resumed.CompletedSteps);
+            foreach (var (name, values) in Snapshot(resumedModel)) CollectionAssert.AreEqual(afterStep2![name], values, name);
+        }
+        finally
+        {
+            if (Directory.Exists(directory)) Directory.Delete(directory, recursive: true);
+        }
+    }
 }
