@@ -1,3 +1,4 @@
+using System.Globalization;
 using Microsoft.ML.Seco.Training;
 using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Lora;
@@ -50,10 +51,11 @@ public sealed class BenchmarkModelTests
         // whole-sequence baselines grow linearly: an estimate with L × L scores refused plain training at 16K on the
         // default shape as 131 GiB (measured at 8K: 1.7 GB).
         var config = BenchmarkShape.Preset("default").ToConfig();
-        double Estimate(string strategy, long length) => MemoryModel.Estimate(strategy, config, ScalarType.Float32, length, 128, recomputeLayers: false);
+        double Estimate(string strategy, long length) => StepMemory.Predict(MemoryModel.Query(strategy, config, ScalarType.Float32, length, 128, recomputeLayers: false)).Step;
         long kv = BenchmarkShape.KvBytesPerToken(config, ScalarType.Float32);
+        // (Linear up to the head's pieces, whose size is capped by bytes.)
         foreach (var strategy in new[] { "full", "checkpoint" })
-            Assert.AreEqual(2 * Estimate(strategy, 8192), Estimate(strategy, 16384), 1e-6 * Estimate(strategy, 16384), strategy);
+            Assert.AreEqual(2 * Estimate(strategy, 8192), Estimate(strategy, 16384), 0.05 * Estimate(strategy, 16384), strategy);
         Assert.AreEqual(2.0 * kv * 8192, Estimate("seco", 16384) - Estimate("seco", 8192), 1e-6 * kv * 8192);
         Assert.AreEqual(1.0 * kv * 8192, Estimate("inference", 16384) - Estimate("inference", 8192), 1e-6 * kv * 8192);
         Assert.IsTrue(Estimate("full", 16384) < 4e9, $"{Estimate("full", 16384):E3}");
@@ -62,7 +64,7 @@ public sealed class BenchmarkModelTests
         // (predicted 122.5 GiB); the chunk's whole logits were another 5 GB. Its 24 layers' saved activations of a chunk
         // are 4.3 GB.
         var qwen = BenchmarkShape.Preset("qwen2.5-0.5b").ToConfig();
-        double secoQwen = MemoryModel.Estimate("seco", qwen, ScalarType.BFloat16, 16384, 4096, recomputeLayers: false);
+        double secoQwen = StepMemory.Predict(MemoryModel.Query("seco", qwen, ScalarType.BFloat16, 16384, 4096, recomputeLayers: false) with { Cuda = true }).Step;
         Assert.IsTrue(secoQwen is > 4e9 and < 6e9, $"{secoQwen:E3}");
     }
 
@@ -152,4 +154,32 @@ public sealed class BenchmarkModelTests
         var custom = BenchmarkShape.Preset("default").With(layers: 3, hidden: 512, intermediate: null, heads: 4, kvHeads: null, headDim: null, vocab: null);
         Assert.AreEqual((3, 512, 4, 2, 128), (custom.Layers, custom.Hidden, custom.Heads, custom.KvHeads, custom.HeadDim));
     }
+
+    [TestMethod]
+    public void TheMemoryModelPredictsTheMeasuredPeaks()
+    {
+        // docs/bench/memory-model-check.csv: single steps measured in processes of their own on this project's CPU by
+        // docs/bench/memory-model-check.sh. Regenerate it with that script when the engine's memory changes; this test then
+        // says whether the model still describes it.
+        var lines = File.ReadAllLines(Microsoft.ML.Seco.Tests.Packaging.RepositoryFiles.PathOf("docs/bench/memory-model-check.csv"));
+        Assert.AreEqual("shape,dtype,chunk_size,recompute_layers,strategy,length,peak_bytes", lines[0]);
+        var rows = lines.Skip(1).Select(l => l.Split(',')).ToList();
+        Assert.IsTrue(rows.Select(r => r[0]).Distinct().Count() >= 3, "three shapes");
+        Assert.IsTrue(rows.Any(r => r[2] == "128") && rows.Any(r => r[2] == "1024") && rows.Any(r => r[3] == "true"), "chunks 128 to 1,024, with recompute");
+        var errors = new List<string>();
+        double worst = 0;
+        foreach (var r in rows)
+        {
+            var config = BenchmarkShape.Preset(r[0]).ToConfig();
+            var dtype = TensorSettings.ResolveDType(r[1], CPU);
+            var query = MemoryModel.Query(r[4], config, dtype, long.Parse(r[5], CultureInfo.InvariantCulture), int.Parse(r[2], CultureInfo.InvariantCulture), bool.Parse(r[3]));
+            double predicted = StepMemory.Predict(query).Step, measured = long.Parse(r[6], CultureInfo.InvariantCulture);
+            double error = Math.Abs(predicted - measured);
+            worst = Math.Max(worst, error / measured);
+            if (error > Tolerance * measured) errors.Add(string.Create(CultureInfo.InvariantCulture, $"{string.Join(' ', r[..6])}: predicted {predicted / 1048576:F1} MiB, measured {measured / 1048576:F1} MiB"));
+        }
+        Assert.IsEmpty(errors, $"worst {worst:P1}: " + string.Join("; ", errors));
+    }
+
+    const double Tolerance = 0.15;
 }

@@ -194,6 +194,29 @@ public sealed class CliTests
     }
 
     [TestMethod]
+    public void BenchPredictsMemoryWithoutRunningAnythingEvenForADeviceThisMachineLacks()
+    {
+        // The paper's headline: Llama-3-8B with LoRA, 16K tokens, SeCO in chunks of 1,024, within a 24 GB card.
+        var r = Seco("bench", "--predict", "--shape", "llama-3-8b", "--dtype", "bfloat16", "--device", "cuda", "--chunk-size", "1024",
+            "--lengths", "16384", "--strategies", "full,seco", "--recompute-layers", "--memory-budget", "24GiB", "--json");
+        Assert.AreEqual(0, r.ExitCode, r.ToString());
+        var lines = r.JsonLines().ToList();
+        var seco = lines.Single(o => (string?)o["event"] == "prediction" && (string?)o["strategy"] == "seco");
+        long total = (long)seco["total_bytes"]!;
+        Assert.AreEqual(total, new[] { "weights_bytes", "adapters_bytes", "training_state_bytes", "cache_bytes", "cache_gradient_bytes", "activations_bytes", "head_bytes" }
+            .Sum(k => (long)seco[k]!), "the terms add up to the total");
+        Assert.AreEqual(2L * 32 * 8 * 128 * 2 * 16384, (long)seco["cache_bytes"]!, "Llama-3-8B's bfloat16 cache at 16K");
+        var budget = lines.Single(o => (string?)o["event"] == "budget")["longest_length_within_budget"]!;
+        Assert.IsTrue((long)budget["seco"]! >= 16384, r.Out);
+        Assert.IsTrue((long)budget["full"]! < 4096, r.Out);
+
+        var table = Seco("bench", "--predict", "--shape", "qwen2.5-0.5b", "--lengths", "2048", "--chunk-size", "1024", "--strategies", "seco,inference");
+        Assert.AreEqual(0, table.ExitCode, table.ToString());
+        StringAssert.Contains(table.Out, "nothing was run");
+        StringAssert.Contains(table.Out, "cache + gradient");
+    }
+
+    [TestMethod]
     public void BenchRefusesBadShapesDevicesAndSizesNamingTheFlag()
     {
         foreach (var (args, flag) in new[]

@@ -76,6 +76,5 @@ internal sealed record BenchmarkShape(
     /// Key/value cache bytes per token: 2 (keys and values) × layers × kv heads × head dim × element size × batch.
     /// The unit the memory slopes are expressed in: a strategy whose memory grows by one cache per token has ratio 1.
     /// </summary>
-    public static long KvBytesPerToken(ModelConfig config, ScalarType dtype, int batch = 1) =>
-        2L * config.NumHiddenLayers * config.NumKeyValueHeads * config.HeadDim * StepMemory.ElementSize(dtype) * batch;
+    public static long KvBytesPerToken(ModelConfig config, ScalarType dtype, int batch = 1) => StepMemory.CacheBytesPerToken(config, dtype, batch);
 }

@@ -86,7 +86,7 @@ internal static class EfficiencyBenchmark
 
     /// <summary>
     /// Peak memory of one step above the settled level before it, after a warm-up step (first-use costs such as
-    /// cuBLAS's workspace stay out). On the CPU every allocation over 128 KB gets its own mapping, so that resident
+    /// cuBLAS's workspace stay out). On the CPU every allocation over 16 KB gets its own mapping, so that resident
     /// memory follows live tensors; call it for every point before any <see cref="Time"/>: timing lets glibc's heap grow
     /// with blocks of up to 32 MB, and small allocations scattered over that trimmed heap afterwards fault in a page
     /// each, which inflated the memory of later points (a SeCO slope read 7.6× the cache instead of 1.8× on the gqa

@@ -28,7 +28,7 @@ internal sealed record BudgetResult(string Strategy, long? Length, BudgetBasis B
 /// law m = a·L^p through the two measured points nearest to L (bracketing it when it lies between them), p clamped to
 /// [1, 2]: no strategy here grows slower than its cache (linear) or faster than its score matrices (quadratic), and at
 /// short lengths fixed costs make the fitted exponent small. With one point, that point scaled by the analytic
-/// estimate; with none, twice the analytic estimate (<see cref="Estimate"/>).
+/// estimate; with none, the analytic estimate (<see cref="StepMemory"/>) with a quarter's margin.
 /// </summary>
 internal static class MemoryModel
 {
@@ -45,13 +45,6 @@ internal static class MemoryModel
         "inference" => MemoryStrategy.Inference,
         _ => throw new ArgumentException($"Unknown strategy '{strategy}'.", nameof(strategy)),
     };
-
-    /// <summary>
-    /// The analytic prediction of what one bench step adds above the memory held before it (<see cref="StepMemory"/>:
-    /// cache, its gradient, activations, head), for the benchmark's LoRA model, without an optimizer.
-    /// </summary>
-    public static double Estimate(string strategy, ModelConfig c, ScalarType dtype, long length, int chunkSize, bool recomputeLayers) =>
-        StepMemory.Predict(Query(strategy, c, dtype, length, chunkSize, recomputeLayers)).Step;
 
     /// <summary>The bench's step as a <see cref="StepMemoryQuery"/>: its LoRA adapters, batch 1, no optimizer.</summary>
     public static StepMemoryQuery Query(string strategy, ModelConfig c, ScalarType dtype, long length, int chunkSize, bool recomputeLayers) => new()

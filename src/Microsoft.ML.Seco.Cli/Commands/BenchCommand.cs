@@ -28,7 +28,7 @@ internal static class BenchCommand
 
     sealed record Settings(BenchmarkShape Shape, int[] Lengths, string[] Strategies, int BaselinesUpTo, int ChunkSize, int SampledChunks,
         ChunkSampler Sampler, int Steps, global::TorchSharp.torch.ScalarType DType, global::TorchSharp.torch.Device Device, long? Budget,
-        bool IsolateMemory, bool RecomputeLayers)
+        bool IsolateMemory, bool RecomputeLayers, bool Cuda)
     {
         /// <summary>The chunk-wise strategies' settings.</summary>
         public StrategySettings Strategy => new(ChunkSize, SampledChunks, Sampler, RecomputeLayers);
@@ -106,11 +106,13 @@ internal static class BenchCommand
             int upTo = parse.GetValue(baselinesUpTo) ?? (isQuick ? 0 : 4096);
             if (upTo < 0) throw new UsageException("--baselines-up-to must be 0 (every length) or positive.");
             // A prediction runs nothing, so it may name a device this machine does not have.
-            var dev = parse.GetValue(predict) ? global::TorchSharp.torch.CPU : TensorSettings.ResolveDevice(parse.GetValue(device)!, "--device");
+            string deviceName = parse.GetValue(device)!;
+            var dev = parse.GetValue(predict) ? global::TorchSharp.torch.CPU : TensorSettings.ResolveDevice(deviceName, "--device");
             var settings = new Settings(benchShape, lengthList, strategyList, upTo == 0 ? int.MaxValue : upTo, chunk, t, samplerKind, parse.GetValue(steps),
                 TensorSettings.ResolveDType(parse.GetValue(dtype)!, dev, "--dtype"), dev,
                 parse.GetValue(budget) is { } b ? MemoryModel.ParseSize(b, "--memory-budget") : null,
-                IsolateMemory: parse.GetValue(isolate) || dev.type == global::TorchSharp.DeviceType.CUDA, RecomputeLayers: parse.GetValue(recompute));
+                IsolateMemory: parse.GetValue(isolate) || dev.type == global::TorchSharp.DeviceType.CUDA, RecomputeLayers: parse.GetValue(recompute),
+                Cuda: deviceName.Trim().StartsWith("cuda", StringComparison.OrdinalIgnoreCase));
             if (parse.GetValue(memoryPoint) is { } point) return MeasureOnePoint(context, settings, point);
             if (parse.GetValue(predict)) return Predict(context, settings, parse.GetValue(json));
             string? csvPath = parse.GetValue(csv);
@@ -250,7 +252,7 @@ internal static class BenchCommand
     {
         var config = s.Shape.ToConfig();
         StepMemoryQuery Query(string strategy, long length) =>
-            MemoryModel.Query(strategy, config, s.DType, length, s.ChunkSize, s.RecomputeLayers) with { OptimizerState = true };
+            MemoryModel.Query(strategy, config, s.DType, length, s.ChunkSize, s.RecomputeLayers) with { OptimizerState = true, Cuda = s.Cuda };
         var rows = s.Lengths.SelectMany(length => s.Strategies.Select(strategy => (strategy, length, StepMemory.Predict(Query(strategy, length))))).ToList();
         var longest = s.Budget is long budget
             ? s.Strategies.ToDictionary(strategy => strategy, strategy => StepMemory.LongestWithin(Query(strategy, s.ChunkSize), budget, s.ChunkSize))
@@ -320,7 +322,7 @@ internal static class BenchCommand
         points.Where(p => p.Strategy == strategy && p.PeakBytes is long b && b > 0).Select(p => (p.Length, p.PeakBytes!.Value)).ToList();
 
     static Func<long, double> Estimator(string strategy, ModelConfig config, Settings s) =>
-        length => MemoryModel.Estimate(strategy, config, s.DType, length, s.ChunkSize, s.RecomputeLayers);
+        length => StepMemory.Predict(MemoryModel.Query(strategy, config, s.DType, length, s.ChunkSize, s.RecomputeLayers) with { Cuda = s.Cuda }).Step;
 
     static void Report(CliContext context, bool asJson, BenchmarkPoint p, double peak, string note)
     {

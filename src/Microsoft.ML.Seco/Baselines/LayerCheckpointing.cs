@@ -49,7 +49,9 @@ public sealed class LayerCheckpointing : ITrainingStep
         {
             using var layerScope = NewDisposeScope();
             var input = inputs[l].detach().requires_grad_(true);
-            var output = layers[l].Forward(input, positions, null).Hidden;
+            // The rebuilt graph keeps what autograd saved; the forward's other intermediates go before the backward runs.
+            Tensor output;
+            using (var forwardScope = NewDisposeScope()) output = layers[l].Forward(input, positions, null).Hidden.MoveToOuterDisposeScope();
             autograd.backward(new[] { output }, new[] { gradient });
             gradient = input.grad!.MoveToOuterDisposeScope();
             inputs[l + 1].Dispose();

@@ -80,7 +80,14 @@ internal sealed record ChunkBackward(CausalLM Model, KvCache Cache, Tensor Input
             BeforeLayer?.Invoke(l);
             // Layer 0 starts from the embedding, which is trainable only in full fine-tuning.
             var input = l == 0 ? Model.Embed(InputIds) : inputs[l].detach().requires_grad_(true);
-            var (output, keys, values) = layers[l].Forward(input, positions, Prefix(l));
+            // The rebuilt graph keeps what autograd saved; the forward's other intermediates go before the backward runs.
+            var prefix = Prefix(l);
+            Tensor output, keys, values;
+            using (var forwardScope = NewDisposeScope())
+            {
+                (output, keys, values) = layers[l].Forward(input, positions, prefix);
+                forwardScope.MoveToOuter(output, keys, values);
+            }
             var outputs = new List<Tensor>();
             var seeds = new List<Tensor>();
             if (gradient is not null && output.requires_grad)

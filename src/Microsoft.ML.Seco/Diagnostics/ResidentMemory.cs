@@ -8,7 +8,7 @@ namespace Microsoft.ML.Seco.Diagnostics;
 /// Peak resident memory of a piece of work on the CPU, for benchmarks and memory tests (Linux with glibc; elsewhere
 /// every reading is null). <see cref="Settle"/> returns freed memory to the system and restarts the kernel's peak
 /// counter; <see cref="PeakAbove"/> then reads how far the peak rose above the settled level. With
-/// <see cref="TrackLargeAllocations"/> every allocation over 128 KB gets its own mapping, so that resident memory
+/// <see cref="TrackLargeAllocations"/> every allocation over 16 KB gets its own mapping, so that resident memory
 /// follows live tensors rather than the allocator's history.
 /// </summary>
 public static partial class ResidentMemory
@@ -17,14 +17,16 @@ public static partial class ResidentMemory
     const int MmapThreshold = -3; // glibc's M_MMAP_THRESHOLD
 
     /// <summary>
-    /// true: allocations over 128 KB are mapped and unmapped one by one (resident memory tracks live tensors; slower).
+    /// true: allocations over 16 KB are mapped and unmapped one by one (resident memory tracks live tensors; slower). At
+    /// 128 KB, the tensors of 128-token chunks (a layer's keys of 64 KB, say) came from glibc's heap, whose fragments
+    /// grew with the number of chunks: SeCO on the gqa shape read 2.9× the cache per token instead of 2.1×.
     /// false: glibc reuses freed blocks of up to 32 MB and keeps up to 64 MB free at the top of its heaps, where its
     /// dynamic thresholds settle in a process that frees large tensors (the setting to time with).
     /// </summary>
     public static void TrackLargeAllocations(bool track)
     {
         if (!OperatingSystem.IsLinux()) return;
-        _ = MallOpt(MmapThreshold, track ? 128 << 10 : 32 << 20);
+        _ = MallOpt(MmapThreshold, track ? 16 << 10 : 32 << 20);
         // Setting one threshold freezes glibc's dynamic adjustment of both, leaving the trim threshold at 128 KB: every
         // free at the top of a heap would then hand its pages back and the next tensor fault them in again, a cost a
         // user's process (dynamic thresholds) never pays and that falls hardest on many mid-sized chunk tensors.

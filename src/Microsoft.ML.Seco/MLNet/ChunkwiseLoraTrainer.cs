@@ -184,7 +184,7 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
     {
         Config = model.Config, DType = model.DType, Strategy = _options.SampledChunks is null ? MemoryStrategy.Seco : MemoryStrategy.Spaco,
         Length = length, BatchSize = _options.BatchSize, ChunkSize = _options.ChunkSize, RecomputeLayers = _options.RecomputeLayers,
-        Lora = _options.FullFineTuning ? null : _options.Lora,
+        Lora = _options.FullFineTuning ? null : _options.Lora, Cuda = model.Device.type == TorchSharp.DeviceType.CUDA,
     };
 
     /// <summary>

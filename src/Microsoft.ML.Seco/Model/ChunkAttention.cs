@@ -102,12 +102,18 @@ internal static class ChunkAttention
 
         // The chunk's own block first: every query sees at least itself, so the running maximum is finite from here
         // on and a fully masked prefix block (sliding window) contributes exp(−∞) = 0 instead of NaN.
+        // Its scores go before the prefix blocks come: one block's scores at a time.
         long t = k.shape[2];
-        var scores = Scores(qs, k, prefix.Length, prefix.Length, t, window);
-        var max = scores.amax(new long[] { -1 }, keepdim: true);
-        var weights = scores.sub_(max).exp2_();
-        var sum = weights.sum(-1, keepdim: true);
-        var accumulated = matmul(weights, v.to(scoreType));
+        Tensor max, sum, accumulated;
+        using (var ownScope = NewDisposeScope())
+        {
+            var scores = Scores(qs, k, prefix.Length, prefix.Length, t, window);
+            max = scores.amax(new long[] { -1 }, keepdim: true);
+            var weights = scores.sub_(max).exp2_();
+            sum = weights.sum(-1, keepdim: true);
+            accumulated = matmul(weights, v.to(scoreType));
+            ownScope.MoveToOuter(max, sum, accumulated);
+        }
 
         foreach (var (from, length) in PrefixBlocks(prefix.Length, window, PrefixBlockSize(qs)))
         {
@@ -156,7 +162,13 @@ internal static class ChunkAttention
             return keyValueGradients ? (matmul(keyGradientQueries.transpose(-2, -1), dS).transpose(-2, -1), dV!) : null;
         }
 
-        var (dK, dV) = Block(k, v, prefix.Length, keyValueGradients: true)!.Value;
+        // The chunk's own block in a scope of its own, like each prefix block: one block's probabilities at a time.
+        Tensor dK, dV;
+        using (var ownScope = NewDisposeScope())
+        {
+            (dK, dV) = Block(k, v, prefix.Length, keyValueGradients: true)!.Value;
+            ownScope.MoveToOuter(dK, dV, dQs!);
+        }
         foreach (var (from, length) in PrefixBlocks(prefix.Length, window, PrefixBlockSize(qs)))
         {
             using var blockScope = NewDisposeScope();

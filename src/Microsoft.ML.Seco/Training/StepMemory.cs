@@ -43,6 +43,8 @@ public sealed record StepMemoryQuery
     public long LossPieceBytes { get; init; } = CausalLM.DefaultLossPieceBytes;
     /// <summary>True when an AdamW optimizer holds two moments per trainable parameter (training); false for a bare step.</summary>
     public bool OptimizerState { get; init; } = true;
+    /// <summary>True on a CUDA device, where the attention over the prefix runs in larger blocks (<see cref="ChunkAttention"/>).</summary>
+    public bool Cuda { get; init; }
 }
 
 /// <summary>
@@ -75,9 +77,14 @@ public static class StepMemory
 {
     // The backward of one layer holds transients of a few [rows × intermediate] tensors (the gradients of the gate, up
     // and product) beside what is saved; fitted to the measured peaks in docs/BENCHMARKS.md, Memory model.
-    const double BackwardIntermediates = 3;
-    // A forward without a graph holds the gate, up and product of one layer's MLP, in blocks of Stage 1's size.
+    const double BackwardIntermediates = 4;
+    // A forward without a graph holds the gate, up and product of one layer's MLP, in blocks of Stage 1's size, and about
+    // one and a half score blocks of its attention (the scores, exponentiated in place, and the mask of a cut block).
     const double ForwardIntermediates = 3;
+    const double ForwardScoreBlocks = 1.5;
+    // The chunk-wise attention's backward holds a score block's probabilities, the product they scale and the mask of a
+    // block the causal rule cuts: about two and a half score blocks.
+    const double ScoreBlocks = 2.5;
 
     /// <summary>The predicted peak of <paramref name="query"/>.</summary>
     public static StepMemoryEstimate Predict(StepMemoryQuery query)
@@ -92,54 +99,71 @@ public static class StepMemory
         long adapters = query.Lora is { } lora ? (long)(AdapterParameterCount(c, lora) * b) : 0;
         long trainable = query.Lora is null ? weights : adapters;
         long trainingState = trainable * (query.OptimizerState ? 3 : 1);
-        long cachePerToken = (long)(2 * layers * c.NumKeyValueHeads * c.HeadDim * b) * batch;
+        long cachePerToken = CacheBytesPerToken(c, query.DType, query.BatchSize);
 
         // Rows whose graph (or forward) is alive at once.
         long chunkRows = Math.Min(query.ChunkSize, length) * batch, sequenceRows = length * batch;
         long blockRows = Math.Min(ChunkwiseStep.Stage1BlockSize(query.ChunkSize), length) * batch;
         double layerInput = c.HiddenSize * b;
         double Backward(long rows) => BackwardIntermediates * rows * c.IntermediateSize * s;
-        double HeadPeak(long rows, bool graph)
+        // The head: a piece's logits in the score dtype (and, with a graph, their gradient cast to the weight's dtype
+        // where that differs), transient; the final norm's output and, with a graph, the gradient of the hidden states it
+        // hands back (and of the output weight in full fine-tuning), held into the backward.
+        // A piece holds its logits and the log-sum-exp's (or log-softmax's) temporary of the same size.
+        double HeadPiece(long rows, bool graph) =>
+            Math.Min(rows, LinearCrossEntropy.RowsPerPiece(c.VocabSize, CausalLM.ScoreType(query.DType), query.LossPieceBytes))
+            * c.VocabSize * (2 * s + (graph && b != s ? b : 0));
+        double HeadHeld(long rows, bool graph) =>
+            rows * c.HiddenSize * (b + (graph ? b + s : 0)) + (graph && query.Lora is null ? c.VocabSize * c.HiddenSize * b : 0);
+        // A chunk's score block: its queries (every head) against its own keys or one prefix block, whichever is larger.
+        double ScoreBlock(long rows)
         {
-            long pieceRows = Math.Min(rows, LinearCrossEntropy.RowsPerPiece(c.VocabSize, CausalLM.ScoreType(query.DType), query.LossPieceBytes));
-            // A piece's logits in the score dtype and its gradient cast to the weight's dtype where that differs.
-            double piece = pieceRows * c.VocabSize * (s + (graph && b != s ? b : 0));
-            // The final norm's output and, with a graph, the gradient of the hidden states that the head hands back.
-            double rowsHeld = rows * c.HiddenSize * (b + (graph ? b + s : 0));
-            double outputGradient = graph && query.Lora is null ? c.VocabSize * c.HiddenSize * b : 0;
-            return piece + rowsHeld + outputGradient;
+            long perSequence = rows / batch;
+            long prefixBlock = Math.Min(length - perSequence, ChunkAttention.PrefixBlockSize(rows * c.NumAttentionHeads, (int)s, query.Cuda));
+            return rows * c.NumAttentionHeads * Math.Max(perSequence, prefixBlock) * s;
         }
-        double ForwardTransient(long rows) => rows * (ForwardIntermediates * c.IntermediateSize * b + 2 * c.NumAttentionHeads * Math.Min(1024, length) * s);
+        double ForwardTransient(long rows) => rows * ForwardIntermediates * c.IntermediateSize * b + ForwardScoreBlocks * ScoreBlock(rows);
 
+        // The layers' transients (a backward's or a forward's) and the head's piece come at different moments: the peak is
+        // what is held plus the largest of them, counted under activations unless the head's piece is the largest.
         long cache = 0, cacheGradient = 0;
-        double activations, head;
+        double held, transient, piece, headHeld;
         switch (query.Strategy)
         {
             case MemoryStrategy.FullBackprop:
-                activations = layers * sequenceRows * SavedPerRow(c, query, prefix: false) + Backward(sequenceRows);
-                head = HeadPeak(sequenceRows, graph: true);
+                held = layers * sequenceRows * SavedPerRow(c, query, prefix: false);
+                transient = Backward(sequenceRows);
+                (piece, headHeld) = (HeadPiece(sequenceRows, graph: true), HeadHeld(sequenceRows, graph: true));
                 break;
             case MemoryStrategy.LayerCheckpointing:
-                activations = (layers + 1) * sequenceRows * layerInput + sequenceRows * SavedPerRow(c, query, prefix: false) + Backward(sequenceRows);
-                head = HeadPeak(sequenceRows, graph: true);
+                held = (layers + 1) * sequenceRows * layerInput + sequenceRows * SavedPerRow(c, query, prefix: false);
+                transient = Backward(sequenceRows);
+                (piece, headHeld) = (HeadPiece(sequenceRows, graph: true), HeadHeld(sequenceRows, graph: true));
                 break;
             case MemoryStrategy.Seco or MemoryStrategy.Spaco:
                 cache = cachePerToken * length;
                 cacheGradient = cache;
-                activations = (query.RecomputeLayers
-                        ? (layers + 1) * chunkRows * layerInput + chunkRows * SavedPerRow(c, query, prefix: true)
-                        : layers * chunkRows * SavedPerRow(c, query, prefix: true))
-                    + Backward(chunkRows);
-                head = HeadPeak(chunkRows, graph: true);
+                held = query.RecomputeLayers
+                    ? (layers + 1) * chunkRows * layerInput + chunkRows * SavedPerRow(c, query, prefix: true)
+                    : layers * chunkRows * SavedPerRow(c, query, prefix: true);
+                transient = Math.Max(Backward(chunkRows), ScoreBlocks * ScoreBlock(chunkRows));
+                (piece, headHeld) = (HeadPiece(chunkRows, graph: true), HeadHeld(chunkRows, graph: true));
+                // Stage 1 holds the cache without its gradient and one block's forward: with short sequences and small
+                // chunks, that is the step's peak.
+                double stage1 = ForwardTransient(blockRows);
+                if (stage1 > cacheGradient + held + Math.Max(transient, piece) + headHeld)
+                    (cacheGradient, held, transient, piece, headHeld) = (0, 0, stage1, 0, 0);
                 break;
             case MemoryStrategy.Inference:
                 cache = cachePerToken * length;
-                activations = ForwardTransient(blockRows);
-                head = HeadPeak(blockRows, graph: false);
+                held = 0;
+                transient = ForwardTransient(blockRows);
+                (piece, headHeld) = (HeadPiece(blockRows, graph: false), HeadHeld(blockRows, graph: false));
                 break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(query), query.Strategy, "Unknown strategy.");
         }
+        double activations = held + Math.Max(transient, 0), head = headHeld + Math.Max(0, piece - transient);
         return new StepMemoryEstimate(weights, adapters, trainingState, cache, cacheGradient, (long)activations, (long)head);
     }
 
@@ -209,6 +233,15 @@ public static class StepMemory
             _ => 0,
         };
         return config.NumHiddenLayers * lora.Rank * lora.TargetModules.Sum(PerLayer);
+    }
+
+    /// <summary>
+    /// Key/value cache bytes per token: 2 (keys and values) × layers × kv heads × head dim × element size × batch.
+    /// </summary>
+    public static long CacheBytesPerToken(ModelConfig config, ScalarType dtype, int batch = 1)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        return 2L * config.NumHiddenLayers * config.NumKeyValueHeads * config.HeadDim * ElementSize(dtype) * batch;
     }
 
     /// <summary>Bytes one element of a model dtype takes.</summary>
