@@ -78,9 +78,9 @@ public static class StepMemory
     // The backward of one layer holds transients of a few [rows × intermediate] tensors (the gradients of the gate, up
     // and product) beside what is saved; fitted to the measured peaks in docs/BENCHMARKS.md, Memory model.
     const double BackwardIntermediates = 4;
-    // A forward without a graph holds the gate, up and product of one layer's MLP, in blocks of Stage 1's size, and about
+    // A forward without a graph holds the gate, up, SiLU and product of one layer's MLP, in blocks of Stage 1's size, and about
     // one and a half score blocks of its attention (the scores, exponentiated in place, and the mask of a cut block).
-    const double ForwardIntermediates = 3;
+    const double ForwardIntermediates = 4;
     const double ForwardScoreBlocks = 1.5;
     // The chunk-wise attention's backward holds a score block's probabilities, the product they scale and the mask of a
     // block the causal rule cuts: about two and a half score blocks.
@@ -138,7 +138,8 @@ public static class StepMemory
             case MemoryStrategy.LayerCheckpointing:
                 held = (layers + 1) * sequenceRows * layerInput + sequenceRows * SavedPerRow(c, query, prefix: false);
                 transient = Backward(sequenceRows);
-                (piece, headHeld) = (HeadPiece(sequenceRows, graph: true), HeadHeld(sequenceRows, graph: true));
+                // The head runs first, on the last layer's saved output; the gradient it hands down is what stays.
+                (piece, headHeld) = (HeadPiece(sequenceRows, graph: true), sequenceRows * layerInput);
                 break;
             case MemoryStrategy.Seco or MemoryStrategy.Spaco:
                 cache = cachePerToken * length;
