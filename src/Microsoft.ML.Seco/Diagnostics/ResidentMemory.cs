@@ -17,9 +17,8 @@ public static partial class ResidentMemory
     const int MmapThreshold = -3; // glibc's M_MMAP_THRESHOLD
 
     /// <summary>
-    /// true: allocations over 16 KB are mapped and unmapped one by one (resident memory tracks live tensors; slower). At
-    /// 128 KB, the tensors of 128-token chunks (a layer's keys of 64 KB, say) came from glibc's heap, whose fragments
-    /// grew with the number of chunks: SeCO on the gqa shape read 2.9× the cache per token instead of 2.1×.
+    /// true: allocations over 16 KB are mapped and unmapped one by one (resident memory tracks live tensors; slower). Small
+    /// chunks make many tensors of tens of KB, and glibc's heap would keep their fragments (docs/BENCHMARKS.md, Memory).
     /// false: glibc reuses freed blocks of up to 32 MB and keeps up to 64 MB free at the top of its heaps, where its
     /// dynamic thresholds settle in a process that frees large tensors (the setting to time with).
     /// </summary>

@@ -76,8 +76,8 @@ public sealed partial class ChunkwiseLoraTrainer
         /// <summary>
         /// Rebuild a chunk's graph one decoder layer at a time in the backward (activation checkpointing inside the
         /// chunk): the chunk holds one layer's activations instead of every layer's, for one more forward of each
-        /// backpropagated chunk (about a quarter more work); gradients unchanged. What lets large chunks fit: on
-        /// Qwen2.5-0.5B's shape a 1,024-token chunk's step peak falls from 4.0 to 0.6 GiB (docs/BENCHMARKS.md). Default false.
+        /// backpropagated chunk; gradients unchanged. What lets large chunks fit (docs/BENCHMARKS.md, Memory model, measures
+        /// what it saves and costs). Default false.
         /// </summary>
         public bool RecomputeLayers = ChunkwiseDefaults.RecomputeLayers;
 
