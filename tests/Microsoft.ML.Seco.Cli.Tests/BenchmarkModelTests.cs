@@ -53,9 +53,9 @@ public sealed class BenchmarkModelTests
         var config = BenchmarkShape.Preset("default").ToConfig();
         double Estimate(string strategy, long length) => StepMemory.Predict(MemoryModel.Query(strategy, config, ScalarType.Float32, length, 128, recomputeLayers: false)).Step;
         long kv = BenchmarkShape.KvBytesPerToken(config, ScalarType.Float32);
-        // Linear, up to the head's piece of logits, whose size is capped by bytes: twice the length, a little under twice the bytes.
+        // Linear plus the head's piece of logits, whose size is capped by bytes: twice the length, under twice the bytes.
         foreach (var strategy in new[] { "full", "checkpoint" })
-            Assert.IsTrue(Estimate(strategy, 16384) / Estimate(strategy, 8192) is > 1.8 and <= 2.0, strategy);
+            Assert.IsTrue(Estimate(strategy, 16384) / Estimate(strategy, 8192) is > 1.5 and <= 2.0, strategy);
         Assert.AreEqual(2.0 * kv * 8192, Estimate("seco", 16384) - Estimate("seco", 8192), 1e-6 * kv * 8192);
         Assert.AreEqual(1.0 * kv * 8192, Estimate("inference", 16384) - Estimate("inference", 8192), 1e-6 * kv * 8192);
         Assert.IsTrue(Estimate("full", 16384) < 4e9, $"{Estimate("full", 16384):E3}");
