@@ -65,7 +65,8 @@ public sealed class BenchmarkModelTests
         // are 4.3 GB.
         var qwen = BenchmarkShape.Preset("qwen2.5-0.5b").ToConfig();
         double secoQwen = StepMemory.Predict(MemoryModel.Query("seco", qwen, ScalarType.BFloat16, 16384, 4096, recomputeLayers: false) with { Cuda = true }).Step;
-        Assert.IsTrue(secoQwen is > 4e9 and < 6e9, $"{secoQwen:E3}");
+        // On CUDA a score block may take 256 MiB, about two and a half of them at once in the backward.
+        Assert.IsTrue(secoQwen is > 4e9 and < 9e9, $"{secoQwen:E3}");
     }
 
     [TestMethod]
