@@ -107,7 +107,5 @@ internal static class MemoryModel
         ? bytes : throw new UsageException($"{option}: '{text}' is not a size; use e.g. {ByteSize.Examples}.");
 
     /// <summary>Bytes as MiB or GiB for the report.</summary>
-    public static string Format(double bytes) => bytes >= 1 << 30
-        ? (bytes / (1 << 30)).ToString("F2", CultureInfo.InvariantCulture) + " GiB"
-        : (bytes / (1 << 20)).ToString("F1", CultureInfo.InvariantCulture) + " MiB";
+    public static string Format(double bytes) => ByteSize.Format(bytes);
 }

@@ -27,6 +27,11 @@ public static partial class ByteSize
         return true;
     }
 
+    /// <summary>Bytes as GiB (two decimals) from 1 GiB up, else as MiB with <paramref name="mebibyteDecimals"/> decimals.</summary>
+    public static string Format(double bytes, int mebibyteDecimals = 1) => bytes >= 1L << 30
+        ? (bytes / (1L << 30)).ToString("F2", CultureInfo.InvariantCulture) + " GiB"
+        : (bytes / (1 << 20)).ToString("F" + mebibyteDecimals.ToString(CultureInfo.InvariantCulture), CultureInfo.InvariantCulture) + " MiB";
+
     [GeneratedRegex(@"^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)(B?)$", RegexOptions.IgnoreCase)]
     private static partial Regex SizePattern();
 }

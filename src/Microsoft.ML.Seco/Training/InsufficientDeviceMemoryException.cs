@@ -86,7 +86,5 @@ public sealed class InsufficientDeviceMemoryException : Exception
         _ => value.ToString() ?? "",
     };
 
-    static string Format(long? bytes) => bytes is not long b ? "an unknown amount"
-        : b >= 1L << 30 ? (b / (double)(1L << 30)).ToString("F2", CultureInfo.InvariantCulture) + " GiB"
-        : (b / (double)(1 << 20)).ToString("F0", CultureInfo.InvariantCulture) + " MiB";
+    static string Format(long? bytes) => bytes is long b ? ByteSize.Format(b, mebibyteDecimals: 0) : "an unknown amount";
 }
