@@ -108,6 +108,9 @@ internal sealed class Attention : nn.Module
     public nn.Module<Tensor, Tensor> q_proj, k_proj, v_proj, o_proj;
     readonly ModelConfig _config;
 
+    /// <summary>How a chunk attends over its prefix; set for the whole model through <see cref="CausalLM.Attention"/>.</summary>
+    internal AttentionOptions Options { get; set; } = AttentionOptions.Default;
+
     /// <summary>Creates the projections for <paramref name="config"/>.</summary>
     public Attention(ModelConfig config, ScalarType dtype, Device device) : base("Attention")
     {
@@ -146,7 +149,7 @@ internal sealed class Attention : nn.Module
             ? SelfAttention(q, k, v, groups, _config.SlidingWindow)
             // Query head h uses kv head h / groups, so the queries of one kv head stack on the row axis:
             // [B, kv_heads, groups·T, d], and grouped-query attention needs no repeated keys/values over the prefix.
-            : ChunkAttention.Apply(q.reshape(b, kvHeads, groups * t, d), k, v, prefix, _config.SlidingWindow).view(b, heads, t, d);
+            : ChunkAttention.Apply(q.reshape(b, kvHeads, groups * t, d), k, v, prefix, _config.SlidingWindow, Options).view(b, heads, t, d);
         output = output.transpose(1, 2).reshape(b, t, heads * d);           // [B, T, heads·d]
         return (o_proj.forward(output), k, v);
     }
@@ -296,6 +299,23 @@ public sealed class CausalLM : nn.Module
     public ScalarType DType { get; }
     /// <summary>Parameter device.</summary>
     public Device Device { get; }
+
+    /// <summary>
+    /// How every layer's chunk attends over the cached prefix: the fused kernels where they serve (default), or the
+    /// blockwise path (<see cref="AttentionOptions"/>). Results agree up to rounding either way.
+    /// </summary>
+    public AttentionOptions Attention
+    {
+        get => _attention;
+        set
+        {
+            ArgumentNullException.ThrowIfNull(value);
+            value.Validate();
+            _attention = value;
+            foreach (var layer in model.layers) layer.self_attn.Options = value;
+        }
+    }
+    AttentionOptions _attention = AttentionOptions.Default;
 
     /// <summary>Creates a model with uninitialised weights; load a checkpoint or call <see cref="InitializeRandom"/>.</summary>
     public CausalLM(ModelConfig config, ScalarType dtype, Device device) : base("CausalLM")

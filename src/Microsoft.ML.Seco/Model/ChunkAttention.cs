@@ -13,14 +13,15 @@ internal sealed record CachedPrefix(Tensor Keys, Tensor Values, Tensor? KeyGradi
 }
 
 /// <summary>
-/// Attention of one chunk's queries over [cached prefix ; the chunk itself], computed block by block with an online
-/// softmax (FlashAttention's recurrence), so that no tensor of size heads × chunk × prefix ever exists: a score block
-/// is heads × chunk × <see cref="BlockSize"/>, whatever the prefix length.
+/// Attention of one chunk's queries over [cached prefix ; the chunk itself]: through libtorch's fused kernels where
+/// they serve (<see cref="FusedChunkAttention"/>), else computed here block by block with an online softmax
+/// (FlashAttention's recurrence), so that no tensor of size heads × chunk × prefix ever exists: a score block is
+/// heads × chunk × one prefix block (<see cref="AttentionOptions.PrefixBlockSize"/>), whatever the prefix length.
 /// </summary>
 /// <remarks>
-/// Scores are kept in base 2 (queries pre-multiplied by log₂e / √d), so every exponential is an exp2 and the
-/// log-sum-exp is a log₂-sum-exp₂: the same probabilities, and libtorch's vectorized exp2 takes 0.19 ms per million
-/// floats on this project's 2-core CPU where exp takes 0.45 (FlashAttention does the same). The differentiable form
+/// The blockwise path keeps scores in base 2 (queries pre-multiplied by log₂e / √d), so every exponential is an exp2
+/// and the log-sum-exp is a log₂-sum-exp₂: the same probabilities, and libtorch's vectorized exp2 is faster than its
+/// exp on the CPU (FlashAttention does the same). The differentiable form
 /// saves only the chunk's queries, keys, values, output and per-row log-sum-exp (all O(chunk)); its backward recomputes each block's probabilities and adds the prefix keys' and values' gradients straight into
 /// the cache-gradient buffers (no full-length temporary, as the backward of a view of a leaf would allocate).
 /// What grows with the context during a training step is then the cache and its gradient alone: the 2× floor of
@@ -29,43 +30,43 @@ internal sealed record CachedPrefix(Tensor Keys, Tensor Values, Tensor? KeyGradi
 /// </remarks>
 internal static class ChunkAttention
 {
-    /// <summary>Prefix positions per score block. Internal so that a test can disable blocking and see it fail.</summary>
-    internal static long BlockSize { get; set; } = 1024;
-
-    /// <summary>Score bytes a prefix block may take on CUDA (see <see cref="PrefixBlockSize(long, int, bool)"/>).</summary>
-    internal static long CudaScoreBlockBytes { get; set; } = 256L << 20;
-
-    /// <summary>
-    /// Prefix positions per score block for <paramref name="rows"/> score rows (batch × kv heads × groups·T) of
-    /// <paramref name="scoreBytes"/> bytes each: <see cref="BlockSize"/> on the CPU; on CUDA the largest multiple of it
-    /// whose block stays within <see cref="CudaScoreBlockBytes"/>. A GPU running a chunk's many small operations mostly
-    /// waits for the host to issue them (through TorchSharp, one launch each), so fewer, larger blocks are faster there
-    /// (Qwen2.5-0.5B's shape at 16K tokens, chunk 1024, on an H200: SeCO 5.66 → 3.96 s per step with 4,096-key
-    /// blocks); on the CPU the small block keeps each step's peak at the floor. Either way a block is bounded, whatever
-    /// the prefix length.
-    /// </summary>
-    internal static long PrefixBlockSize(long rows, int scoreBytes, bool cuda) =>
-        cuda ? BlockSize * Math.Max(1, CudaScoreBlockBytes / (rows * BlockSize * scoreBytes)) : BlockSize;
-
-    static long PrefixBlockSize(Tensor scaledQueries) => PrefixBlockSize(
-        scaledQueries.shape[0] * scaledQueries.shape[1] * scaledQueries.shape[2],
-        scaledQueries.dtype == ScalarType.Float64 ? 8 : 4, scaledQueries.device.type == TorchSharp.DeviceType.CUDA);
-
     /// <summary>
     /// softmax(q·kᵀ/√d + mask)·v over [prefix ; chunk] for queries at absolute positions [start, start + T), where the
     /// prefix holds positions [0, start). With <paramref name="window"/>, query p sees only keys in (p − window, p].
     /// Differentiable with respect to queries, keys and values (and, through the cache-gradient buffers, the prefix)
-    /// when gradients are enabled.
+    /// when gradients are enabled. The fused kernels serve where they can (<see cref="FusedChunkAttention"/>), the
+    /// blockwise path elsewhere, as <paramref name="options"/> say.
     /// </summary>
-    public static Tensor Apply(Tensor queries, Tensor keys, Tensor values, CachedPrefix prefix, int? window) =>
+    public static Tensor Apply(Tensor queries, Tensor keys, Tensor values, CachedPrefix prefix, int? window, AttentionOptions options)
+    {
+        if (FusedChunkAttention.Serves(queries, keys.shape[2], prefix.Length, window, options.Kernel))
+            return FusedChunkAttention.Apply(queries, keys, values, prefix);
         // With nothing upstream trainable, earlier chunks' keys/values of this layer have no trainable ancestor either,
         // so their gradient is not needed and no graph is built.
-        is_grad_enabled() && (queries.requires_grad || keys.requires_grad || values.requires_grad)
-            ? BlockwiseFunction.apply(queries, keys, values, new Context(prefix, window))
-            : Forward(queries, keys, values, prefix, window).Output;
+        return is_grad_enabled() && (queries.requires_grad || keys.requires_grad || values.requires_grad)
+            ? BlockwiseFunction.apply(queries, keys, values, new Context(prefix, window, options))
+            : Forward(queries, keys, values, prefix, window, options).Output;
+    }
+
+    static long PrefixBlockSize(Tensor scaledQueries, AttentionOptions options) => options.BlockFor(
+        scaledQueries.shape[0] * scaledQueries.shape[1] * scaledQueries.shape[2],
+        scaledQueries.dtype == ScalarType.Float64 ? 8 : 4, scaledQueries.device.type == TorchSharp.DeviceType.CUDA);
+
+    /// <summary>
+    /// The blockwise path's output and every gradient for a seed <paramref name="gradOutput"/>, without autograd (the
+    /// prefix gradients in fresh tensors): the reference <see cref="FusedChunkAttention"/> checks itself against.
+    /// </summary>
+    internal static (Tensor Output, Tensor Queries, Tensor Keys, Tensor Values, Tensor PrefixKeys, Tensor PrefixValues) BlockwiseReference(
+        Tensor q, Tensor k, Tensor v, Tensor gradOutput, CachedPrefix prefix)
+    {
+        var withGradients = prefix with { KeyGradient = zeros_like(prefix.Keys), ValueGradient = zeros_like(prefix.Values) };
+        var (output, logSumExp) = Forward(q, k, v, withGradients, null, AttentionOptions.Default);
+        var (dq, dk, dv) = Backward(q, k, v, output, logSumExp, gradOutput, withGradients, null, AttentionOptions.Default);
+        return (output, dq, dk, dv, withGradients.KeyGradient, withGradients.ValueGradient!);
+    }
 
     /// <summary>The non-tensor arguments of the autograd function (kept out of its variable list on purpose).</summary>
-    sealed record Context(CachedPrefix Prefix, int? Window);
+    sealed record Context(CachedPrefix Prefix, int? Window, AttentionOptions Options);
 
     sealed class BlockwiseFunction : autograd.SingleTensorFunction<BlockwiseFunction>
     {
@@ -74,7 +75,7 @@ internal static class ChunkAttention
         public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
         {
             var (q, k, v, context) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (Context)vars[3]);
-            var (output, logSumExp) = Forward(q, k, v, context.Prefix, context.Window);
+            var (output, logSumExp) = Forward(q, k, v, context.Prefix, context.Window, context.Options);
             ctx.save_for_backward(new List<Tensor> { q, k, v, output, logSumExp });
             ctx.save_data("context", context);
             return output;
@@ -86,7 +87,7 @@ internal static class ChunkAttention
             using var scope = NewDisposeScope();
             var saved = ctx.get_saved_variables();
             var context = (Context)ctx.get_data("context");
-            var (dq, dk, dv) = Backward(saved[0], saved[1], saved[2], saved[3], saved[4], gradOutput, context.Prefix, context.Window);
+            var (dq, dk, dv) = Backward(saved[0], saved[1], saved[2], saved[3], saved[4], gradOutput, context.Prefix, context.Window, context.Options);
             gradOutput.Dispose(); // TorchSharp's wrapper for this call; the engine keeps its own reference
             var (gradQueries, gradKeys, gradValues) = scope.Detach(dq, dk, dv);
             return BackwardHandOver<BlockwiseFunction>.Return(gradQueries, gradKeys, gradValues, null);
@@ -94,7 +95,7 @@ internal static class ChunkAttention
     }
 
     /// <summary>Output [B, kv_heads, groups·T, d] in the queries' dtype, and the row log₂-sum-exp₂ [.., groups·T, 1] in the score dtype.</summary>
-    static (Tensor Output, Tensor LogSumExp) Forward(Tensor q, Tensor k, Tensor v, CachedPrefix prefix, int? window)
+    static (Tensor Output, Tensor LogSumExp) Forward(Tensor q, Tensor k, Tensor v, CachedPrefix prefix, int? window, AttentionOptions options)
     {
         using var scope = NewDisposeScope();
         var scoreType = CausalLM.ScoreType(q.dtype);
@@ -115,7 +116,7 @@ internal static class ChunkAttention
             ownScope.MoveToOuter(max, sum, accumulated);
         }
 
-        foreach (var (from, length) in PrefixBlocks(prefix.Length, window, PrefixBlockSize(qs)))
+        foreach (var (from, length) in PrefixBlocks(prefix.Length, window, PrefixBlockSize(qs, options)))
         {
             using var blockScope = NewDisposeScope();
             var blockScores = Scores(qs, prefix.Keys.narrow(2, from, length), from, prefix.Length, t, window);
@@ -138,7 +139,7 @@ internal static class ChunkAttention
     /// and on the CPU a third faster (0.51 instead of 0.73 ms for a [1024 × 1024] block against 32 columns).
     /// </summary>
     static (Tensor Queries, Tensor Keys, Tensor Values) Backward(Tensor q, Tensor k, Tensor v, Tensor output, Tensor logSumExp,
-        Tensor gradOutput, CachedPrefix prefix, int? window)
+        Tensor gradOutput, CachedPrefix prefix, int? window, AttentionOptions options)
     {
         using var scope = NewDisposeScope();
         var scoreType = logSumExp.dtype;
@@ -169,7 +170,7 @@ internal static class ChunkAttention
             (dK, dV) = Block(k, v, prefix.Length, keyValueGradients: true)!.Value;
             ownScope.MoveToOuter(dK, dV, dQs!);
         }
-        foreach (var (from, length) in PrefixBlocks(prefix.Length, window, PrefixBlockSize(qs)))
+        foreach (var (from, length) in PrefixBlocks(prefix.Length, window, PrefixBlockSize(qs, options)))
         {
             using var blockScope = NewDisposeScope();
             // Straight into the cache-gradient buffers: Stage 2 reads them when it reaches the chunk that wrote them.

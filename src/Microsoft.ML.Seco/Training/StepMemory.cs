@@ -119,7 +119,7 @@ public static class StepMemory
         double ScoreBlock(long rows)
         {
             long perSequence = rows / batch;
-            long prefixBlock = Math.Min(length - perSequence, ChunkAttention.PrefixBlockSize(rows * c.NumAttentionHeads, (int)s, query.Cuda));
+            long prefixBlock = Math.Min(length - perSequence, AttentionOptions.Default.BlockFor(rows * c.NumAttentionHeads, (int)s, query.Cuda));
             return rows * c.NumAttentionHeads * Math.Max(perSequence, prefixBlock) * s;
         }
         double ForwardTransient(long rows) => rows * ForwardIntermediates * c.IntermediateSize * b + ForwardScoreBlocks * ScoreBlock(rows);

@@ -30,9 +30,12 @@ public sealed class SecoExactnessTests
     }
 
     [TestMethod]
-    public void SecoEqualsFullBackpropWithLora()
+    [DataRow(AttentionKernel.Fused, DisplayName = "fused attention kernels")]
+    [DataRow(AttentionKernel.Blockwise, DisplayName = "blockwise attention")]
+    public void SecoEqualsFullBackpropWithLora(AttentionKernel kernel)
     {
         using var model = TestModels.WithLora(TestModels.Create(TestModels.Llama()));
+        model.Attention = new AttentionOptions { Kernel = kernel };
         using var batch = TestModels.Batch(61, new[] { 37 });
         var step = new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 8 });
         Assert.AreEqual(5, step.ChunkCount(37));
@@ -62,8 +65,8 @@ public sealed class SecoExactnessTests
     {
         // The window (5) cuts across chunks (4) and prefix blocks (3); the whole-sequence reference runs the fused
         // attention with its own mask, an independent path.
-        using var blocks = Tests.Model.ChunkAttentionTests.Blocks(3);
         using var model = TestModels.WithLora(TestModels.Create(TestModels.Llama() with { ModelType = "mistral", SlidingWindow = 5 }));
+        model.Attention = Tests.Model.ChunkAttentionTests.Blockwise(3);
         using var batch = TestModels.Batch(61, new[] { 29, 22 }, ignoredFraction: 0.2);
         AssertExact(model, batch, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 4 }));
     }
@@ -113,7 +116,6 @@ public sealed class SecoExactnessTests
     public void SecoWithLayersRecomputedEqualsFullBackprop(string variant)
     {
         // Recompute inside the chunk (activation checkpointing) against full backpropagation, an independent path.
-        using var blocks = variant == "window" ? Tests.Model.ChunkAttentionTests.Blocks(3) : null;
         using var model = variant switch
         {
             "full" => TestModels.Create(TestModels.Qwen2()),
@@ -122,6 +124,7 @@ public sealed class SecoExactnessTests
             _ => TestModels.WithLora(TestModels.Create(TestModels.Llama(layers: 3))),
         };
         if (variant == "full") TrainableParameters.Select(model, fullFineTuning: true);
+        if (variant == "window") model.Attention = Tests.Model.ChunkAttentionTests.Blockwise(3);
         using var batch = TestModels.Batch(61, variant == "lora" ? new[] { 37 } : new[] { 30, 19 }, ignoredFraction: variant is "full" or "window" ? 0.3 : 0);
         if (variant == "last")
             using (no_grad()) batch.Labels.narrow(1, 0, 25).fill_(TokenBatch.IgnoreIndex);

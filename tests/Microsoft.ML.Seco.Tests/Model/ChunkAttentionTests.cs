@@ -13,18 +13,11 @@ namespace Microsoft.ML.Seco.Tests.Model;
 [TestClass]
 public sealed class ChunkAttentionTests
 {
-    /// <summary>Sets <see cref="ChunkAttention.BlockSize"/> for a test and restores it.</summary>
-    internal static IDisposable Blocks(long size)
-    {
-        long previous = ChunkAttention.BlockSize;
-        ChunkAttention.BlockSize = size;
-        return new Restore(() => ChunkAttention.BlockSize = previous);
-    }
+    /// <summary>The blockwise path with prefix blocks of <paramref name="size"/> positions.</summary>
+    internal static AttentionOptions Blockwise(long size) => new() { Kernel = AttentionKernel.Blockwise, PrefixBlockSize = size };
 
-    sealed class Restore(Action restore) : IDisposable
-    {
-        public void Dispose() => restore();
-    }
+    /// <summary>The fused kernels, failing rather than falling back.</summary>
+    internal static readonly AttentionOptions Fused = new() { Kernel = AttentionKernel.Fused };
 
     /// <summary>
     /// Hugging Face's masking_utils: causal_mask_function is kv_idx &lt;= q_idx, sliding_window_overlay is
@@ -38,10 +31,11 @@ public sealed class ChunkAttentionTests
         // CPU: the fixed block whatever the rows. CUDA: Qwen2.5-0.5B at chunk 1024 (2 kv heads × 7 groups × 1024 rows of
         // float32) fits four 1,024-key blocks in 256 MiB, the size measured on an H200; rows too many for even one
         // block keep one, so a block never shrinks below the CPU's.
-        Assert.AreEqual(1024, ChunkAttention.PrefixBlockSize(2 * 7 * 1024, 4, cuda: false));
-        Assert.AreEqual(4096, ChunkAttention.PrefixBlockSize(2 * 7 * 1024, 4, cuda: true));
-        Assert.AreEqual(2048, ChunkAttention.PrefixBlockSize(8 * 3 * 1024, 4, cuda: true));
-        Assert.AreEqual(1024, ChunkAttention.PrefixBlockSize(1L << 20, 8, cuda: true));
+        var options = AttentionOptions.Default;
+        Assert.AreEqual(1024, options.BlockFor(2 * 7 * 1024, 4, cuda: false));
+        Assert.AreEqual(4096, options.BlockFor(2 * 7 * 1024, 4, cuda: true));
+        Assert.AreEqual(2048, options.BlockFor(8 * 3 * 1024, 4, cuda: true));
+        Assert.AreEqual(1024, options.BlockFor(1L << 20, 8, cuda: true));
     }
 
     [TestMethod]
@@ -76,10 +70,36 @@ public sealed class ChunkAttentionTests
     [DataRow(5, 3L)]
     [DataRow(5, 1024L)]
     [DataRow(2, 4L)]
-    public void BlockwisePrefixAttentionMatchesTheReferenceForwardAndBackward(int? window, long blockSize)
+    public void BlockwisePrefixAttentionMatchesTheReferenceForwardAndBackward(int? window, long blockSize) =>
+        AssertPrefixAttentionMatchesTheReference(window, Blockwise(blockSize), ScalarType.Float64, 1e-12);
+
+    [TestMethod]
+    [DataRow(null, DisplayName = "no window")]
+    [DataRow(15, DisplayName = "a window that cuts nothing")]
+    public void FusedPrefixAttentionMatchesTheReferenceForwardAndBackward(int? window) =>
+        AssertPrefixAttentionMatchesTheReference(window, Fused, ScalarType.Float64, 1e-12);
+
+    [TestMethod]
+    [DataRow(ScalarType.Float32, 1e-5)]
+    [DataRow(ScalarType.BFloat16, 5e-2)]
+    public void FusedPrefixAttentionMatchesTheReferenceInLowerPrecision(ScalarType dtype, double tolerance) =>
+        AssertPrefixAttentionMatchesTheReference(null, Fused, dtype, tolerance);
+
+    [TestMethod]
+    public void AWindowThatCutsThePrefixFallsBackToTheBlockwisePath()
     {
         using var scope = NewDisposeScope();
-        using var blocks = Blocks(blockSize);
+        var q = zeros(1, 1, 4, 8, dtype: ScalarType.Float64);
+        Assert.IsTrue(FusedChunkAttention.Serves(q, 4, 11, window: null, AttentionKernel.Auto), "the CPU's fused kernels pass their check");
+        Assert.IsTrue(FusedChunkAttention.Serves(q, 4, 11, window: 15, AttentionKernel.Auto), "a window of 15 over 15 positions cuts nothing");
+        Assert.IsFalse(FusedChunkAttention.Serves(q, 4, 11, window: 14, AttentionKernel.Auto), "a window that hides the oldest key");
+        Assert.IsFalse(FusedChunkAttention.Serves(q, 4, 11, window: null, AttentionKernel.Blockwise));
+        Assert.IsNull(FusedChunkAttention.Verdict(CPU, ScalarType.Float32));
+    }
+
+    static void AssertPrefixAttentionMatchesTheReference(int? window, AttentionOptions options, ScalarType dtype, double tolerance)
+    {
+        using var scope = NewDisposeScope();
         var generator = new Generator(3, CPU);
         const long B = 2, kv = 2, g = 2, T = 4, P = 11, d = 8;
         var q = Random(generator, B, kv, g * T, d).requires_grad_(true);
@@ -87,31 +107,33 @@ public sealed class ChunkAttentionTests
         var values = Random(generator, B, kv, P + T, d).requires_grad_(true);
         var weights = Random(generator, B, kv, g * T, d);
 
-        var expected = Reference(q, keys, values, P, window);
+        // The reference in float64 from the inputs rounded to the dtype under test.
+        var expected = Reference(q.to(dtype).to(ScalarType.Float64), keys.to(dtype).to(ScalarType.Float64), values.to(dtype).to(ScalarType.Float64), P, window);
         (expected * weights).sum().backward();
         var (gq, gk, gv) = (q.grad!.clone(), keys.grad!.clone(), values.grad!.clone());
-        q.grad!.zero_();
 
-        var ownKeys = keys.detach().narrow(2, P, T).clone().requires_grad_(true);
-        var ownValues = values.detach().narrow(2, P, T).clone().requires_grad_(true);
-        var prefixKeyGradient = zeros(B, kv, P, d, dtype: ScalarType.Float64);
-        var prefixValueGradient = zeros(B, kv, P, d, dtype: ScalarType.Float64);
-        var prefix = new CachedPrefix(keys.detach().narrow(2, 0, P), values.detach().narrow(2, 0, P), prefixKeyGradient, prefixValueGradient);
-        var actual = ChunkAttention.Apply(q, ownKeys, ownValues, prefix, window);
-        (actual * weights).sum().backward();
+        var queries = q.detach().to(dtype).requires_grad_(true);
+        var ownKeys = keys.detach().narrow(2, P, T).to(dtype).clone().requires_grad_(true);
+        var ownValues = values.detach().narrow(2, P, T).to(dtype).clone().requires_grad_(true);
+        var prefixKeyGradient = zeros(B, kv, P, d, dtype: dtype);
+        var prefixValueGradient = zeros(B, kv, P, d, dtype: dtype);
+        var prefix = new CachedPrefix(keys.detach().narrow(2, 0, P).to(dtype), values.detach().narrow(2, 0, P).to(dtype), prefixKeyGradient, prefixValueGradient);
+        var actual = ChunkAttention.Apply(queries, ownKeys, ownValues, prefix, window, options);
+        (actual * weights.to(dtype)).sum().backward();
 
-        Assert.IsTrue((actual - expected).abs().max().item<double>() < 1e-12, "output");
-        Assert.IsTrue((q.grad! - gq).abs().max().item<double>() < 1e-12, "query gradient");
-        Assert.IsTrue((ownKeys.grad! - gk.narrow(2, P, T)).abs().max().item<double>() < 1e-12, "own key gradient");
-        Assert.IsTrue((ownValues.grad! - gv.narrow(2, P, T)).abs().max().item<double>() < 1e-12, "own value gradient");
-        Assert.IsTrue((prefixKeyGradient - gk.narrow(2, 0, P)).abs().max().item<double>() < 1e-12, "prefix key gradient (accumulated in place)");
-        Assert.IsTrue((prefixValueGradient - gv.narrow(2, 0, P)).abs().max().item<double>() < 1e-12, "prefix value gradient (accumulated in place)");
+        double Error(Tensor a, Tensor b) => (a.to(ScalarType.Float64) - b).abs().max().item<double>();
+        Assert.IsTrue(Error(actual, expected) < tolerance, $"output: {Error(actual, expected):E3}");
+        Assert.IsTrue(Error(queries.grad!, gq) < tolerance, $"query gradient: {Error(queries.grad!, gq):E3}");
+        Assert.IsTrue(Error(ownKeys.grad!, gk.narrow(2, P, T)) < tolerance, "own key gradient");
+        Assert.IsTrue(Error(ownValues.grad!, gv.narrow(2, P, T)) < tolerance, "own value gradient");
+        Assert.IsTrue(Error(prefixKeyGradient, gk.narrow(2, 0, P)) < tolerance, "prefix key gradient (accumulated in place)");
+        Assert.IsTrue(Error(prefixValueGradient, gv.narrow(2, 0, P)) < tolerance, "prefix value gradient (accumulated in place)");
         if (window is int w && w < P) Assert.AreEqual(0, gk.narrow(2, 0, P - w).abs().max().item<double>(), "keys outside every window get no gradient");
 
         using (no_grad())
         {
-            var inference = ChunkAttention.Apply(q, ownKeys, ownValues, prefix with { KeyGradient = null, ValueGradient = null }, window);
-            Assert.IsTrue((inference - expected).abs().max().item<double>() < 1e-12, "inference path");
+            var inference = ChunkAttention.Apply(queries, ownKeys, ownValues, prefix with { KeyGradient = null, ValueGradient = null }, window, options);
+            Assert.IsTrue(Error(inference, expected) < tolerance, "inference path");
         }
     }
 
@@ -132,7 +154,9 @@ public sealed class ChunkAttentionTests
     }
 
     [TestMethod]
-    public void BackwardOwnsItsTensorsOnAThreadWithoutADisposeScope()
+    [DataRow(AttentionKernel.Blockwise)]
+    [DataRow(AttentionKernel.Fused)]
+    public void BackwardOwnsItsTensorsOnAThreadWithoutADisposeScope(AttentionKernel kernel)
     {
         // libtorch runs a CUDA backward on its own device thread, where none of the step's dispose scopes is current
         // (on an H200, the wrappers left to the collector there made SeCO's memory grow 16.8× the cache per token). On the
@@ -153,7 +177,7 @@ public sealed class ChunkAttentionTests
                 var values = Random(generator, B, kv, T, d).requires_grad_(true);
                 var prefix = new CachedPrefix(Random(generator, B, kv, P, d), Random(generator, B, kv, P, d),
                     zeros(B, kv, P, d, dtype: ScalarType.Float64), zeros(B, kv, P, d, dtype: ScalarType.Float64));
-                var output = ChunkAttention.Apply(q, keys, values, prefix, window: null);
+                var output = ChunkAttention.Apply(q, keys, values, prefix, window: null, new AttentionOptions { Kernel = kernel });
                 var seed = ones_like(output);
                 using var done = new ManualResetEventSlim();
                 work.Add(() =>
@@ -183,9 +207,8 @@ public sealed class ChunkAttentionTests
         // matrix proves none existed, with room for the allocator's noise (a peak of 56 MiB was seen once in the suite,
         // after other tests had grown the heap).
         const long g = 8, T = 256, P = 32768, d = 16;
-        long? Peak(long blockSize)
+        long? Peak(AttentionOptions options)
         {
-            using var blocks = Blocks(blockSize);
             using var scope = NewDisposeScope();
             var generator = new Generator(5, CPU);
             Tensor R(params long[] shape) => randn(shape, generator: generator);
@@ -194,18 +217,20 @@ public sealed class ChunkAttentionTests
             var prefix = new CachedPrefix(R(1, 1, P, d), R(1, 1, P, d), zeros(1, 1, P, d), zeros(1, 1, P, d));
             var weights = R(1, 1, g * T, d);
             long? settled = ResidentMemory.Settle();
-            using (var step = NewDisposeScope()) (ChunkAttention.Apply(q, k, v, prefix, null) * weights).sum().backward();
+            using (var step = NewDisposeScope()) (ChunkAttention.Apply(q, k, v, prefix, null, options) * weights).sum().backward();
             return ResidentMemory.PeakAbove(settled);
         }
 
         ResidentMemory.TrackLargeAllocations(true);
         try
         {
-            if (Peak(1024) is not long blocked) { Assert.Inconclusive("resident memory is not readable on this system"); return; }
-            long unblocked = Peak(long.MaxValue)!.Value;
+            if (Peak(Blockwise(1024)) is not long blocked) { Assert.Inconclusive("resident memory is not readable on this system"); return; }
+            long unblocked = Peak(Blockwise(long.MaxValue))!.Value;
+            long fused = Peak(Fused)!.Value;
             const long MiB = 1 << 20;
-            Console.WriteLine($"peak above inputs: blockwise {blocked / MiB} MiB, unblocked {unblocked / MiB} MiB");
+            Console.WriteLine($"peak above inputs: blockwise {blocked / MiB} MiB, unblocked {unblocked / MiB} MiB, fused {fused / MiB} MiB");
             Assert.IsTrue(blocked < 128 * MiB, $"blockwise attention over a 32K prefix peaked {blocked / MiB} MiB above its inputs");
+            Assert.IsTrue(fused < 128 * MiB, $"fused attention over a 32K prefix peaked {fused / MiB} MiB above its inputs");
             // The probe is sensitive: without blocks, the queries × prefix matrices show up.
             Assert.IsTrue(unblocked > 256 * MiB, $"unblocked attention peaked only {unblocked / MiB} MiB");
         }
