@@ -131,7 +131,7 @@ public static class QuickStartRun
             using var cache = new KvCache(model.Config, 1, ids.Count, model.DType, model.Device);
             var input = global::TorchSharp.torch.tensor(ids.Select(t => (long)t).ToArray(), new long[] { 1, ids.Count }, device: model.Device);
             global::TorchSharp.torch.Tensor? last = null;
-            foreach (var chunk in model.Prefill(input, cache, chunkSize: 64))
+            foreach (var chunk in model.Prefill(input, cache, blockSize: 64))
                 last = chunk.Hidden.narrow(1, chunk.Length - 1, 1).MoveToOuterDisposeScope();
             long choice = model.Logits(last!).reshape(-1).index_select(0, candidates).argmax().item<long>();
             if (PassKeyTask.KeyWords[(int)choice] == document.Key) correct++;

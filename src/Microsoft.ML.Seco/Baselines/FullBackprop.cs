@@ -18,9 +18,10 @@ public sealed class FullBackprop : ITrainingStep
     public StepResult Run(CausalLM model, TokenBatch batch)
     {
         using var scope = NewDisposeScope();
-        var (targets, positions, labelled) = batch.LabelledTargets((int)batch.Length);
+        using var targets = batch.LabelledTargets((int)batch.Length);
+        long labelled = targets.Count;
         var (hidden, _) = model.ForwardChunk(batch.InputIds, 0, null);
-        var loss = model.LossSum(hidden, targets, tensor(positions[0], device: model.Device)) / labelled;
+        var loss = model.LossSum(hidden, targets.Targets, targets.PositionsOf(0)) / labelled;
         loss.backward();
         return new StepResult(loss.to(ScalarType.Float64).item<double>(), labelled, 1, 1, 1, 1);
     }

@@ -21,7 +21,8 @@ public sealed class LayerCheckpointing : ITrainingStep
         if (model.training && model.HasStochasticLayers)
             throw new NotSupportedException("Layer checkpointing does not replay dropout; use LoRA dropout 0 with this baseline.");
         using var scope = NewDisposeScope();
-        var (targets, labelledPositions, labelled) = batch.LabelledTargets((int)batch.Length);
+        using var targets = batch.LabelledTargets((int)batch.Length);
+        long labelled = targets.Count;
         var layers = model.Layers;
         using var positions = model.Positions(0, batch.Length);
 
@@ -40,7 +41,7 @@ public sealed class LayerCheckpointing : ITrainingStep
 
         // Head: loss from the last hidden state, gradient with respect to it.
         var last = inputs[^1].detach().requires_grad_(true);
-        var loss = model.LossSum(model.FinalNorm(last), targets, tensor(labelledPositions[0], device: model.Device)) / labelled;
+        var loss = model.LossSum(model.FinalNorm(last), targets.Targets, targets.PositionsOf(0)) / labelled;
         loss.backward();
         var gradient = last.grad!;
 

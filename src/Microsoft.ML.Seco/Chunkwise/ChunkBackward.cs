@@ -1,3 +1,4 @@
+using Microsoft.ML.Seco.Diagnostics;
 using Microsoft.ML.Seco.Model;
 using static TorchSharp.torch;
 
@@ -17,8 +18,9 @@ namespace Microsoft.ML.Seco.Chunkwise;
 /// <param name="CacheScale">The compensation factor of the injected cache gradient.</param>
 /// <param name="InjectCacheGradient">False while the gradient buffers still hold zeros (no chunk with a prefix was backpropagated yet).</param>
 /// <param name="BeforeLayer">Called with a layer's index before every forward of that layer (dropout replay).</param>
+/// <param name="Phases">Diagnostic: times the forwards and backwards, or null.</param>
 internal sealed record ChunkBackward(CausalLM Model, KvCache Cache, Tensor InputIds, long Start, Func<Tensor, Tensor> Loss,
-    double LossScale, double CacheScale, bool InjectCacheGradient, Action<int>? BeforeLayer)
+    double LossScale, double CacheScale, bool InjectCacheGradient, Action<int>? BeforeLayer, StepPhases? Phases)
 {
     long Size => InputIds.shape[1];
 
@@ -31,13 +33,18 @@ internal sealed record ChunkBackward(CausalLM Model, KvCache Cache, Tensor Input
     /// <returns>The chunk's summed loss (detached), and whether any gradient was backpropagated.</returns>
     public (Tensor Loss, bool Backpropagated) WholeGraph()
     {
-        var (hidden, chunkCache) = Model.ForwardChunk(InputIds, Start, Cache, BeforeLayer);
         var outputs = new List<Tensor>();
         var seeds = new List<Tensor>();
-        var loss = Loss(hidden);
-        SeedLoss(outputs, seeds, loss);
-        for (int l = 0; l < chunkCache.Length; l++) SeedCache(outputs, seeds, l, chunkCache[l].Keys, chunkCache[l].Values);
-        if (outputs.Count > 0) autograd.backward(outputs, seeds);
+        Tensor loss;
+        using (Phases?.Measure(StepPhases.Stage2Forward))
+        {
+            var (hidden, chunkCache) = Model.ForwardChunk(InputIds, Start, Cache, BeforeLayer);
+            loss = Loss(hidden);
+            SeedLoss(outputs, seeds, loss);
+            for (int l = 0; l < chunkCache.Length; l++) SeedCache(outputs, seeds, l, chunkCache[l].Keys, chunkCache[l].Values);
+        }
+        if (outputs.Count > 0)
+            using (Phases?.Measure(StepPhases.Stage2Backward)) autograd.backward(outputs, seeds);
         return (loss.detach(), outputs.Count > 0);
     }
 
@@ -54,6 +61,7 @@ internal sealed record ChunkBackward(CausalLM Model, KvCache Cache, Tensor Input
         var layers = Model.Layers;
         using var positions = Model.Positions(Start, Size);
         var inputs = new Tensor[layers.Count + 1];
+        using (Phases?.Measure(StepPhases.Stage2Forward))
         using (no_grad())
         {
             inputs[0] = Model.Embed(InputIds);
@@ -66,12 +74,17 @@ internal sealed record ChunkBackward(CausalLM Model, KvCache Cache, Tensor Input
         }
 
         var top = inputs[^1].detach().requires_grad_(true);
-        var loss = Loss(Model.FinalNorm(top));
         var headOutputs = new List<Tensor>();
         var headSeeds = new List<Tensor>();
-        SeedLoss(headOutputs, headSeeds, loss);
+        Tensor loss;
+        using (Phases?.Measure(StepPhases.Stage2Forward))
+        {
+            loss = Loss(Model.FinalNorm(top));
+            SeedLoss(headOutputs, headSeeds, loss);
+        }
         bool backpropagated = headOutputs.Count > 0;
-        if (backpropagated) autograd.backward(headOutputs, headSeeds);
+        if (backpropagated)
+            using (Phases?.Measure(StepPhases.Stage2Backward)) autograd.backward(headOutputs, headSeeds);
         var gradient = top.grad;
 
         for (int l = layers.Count - 1; l >= 0; l--)
@@ -83,6 +96,7 @@ internal sealed record ChunkBackward(CausalLM Model, KvCache Cache, Tensor Input
             // The rebuilt graph keeps what autograd saved; the forward's other intermediates go before the backward runs.
             var prefix = Prefix(l);
             Tensor output, keys, values;
+            using (Phases?.Measure(StepPhases.Stage2Forward))
             using (var forwardScope = NewDisposeScope())
             {
                 (output, keys, values) = layers[l].Forward(input, positions, prefix);
@@ -96,7 +110,8 @@ internal sealed record ChunkBackward(CausalLM Model, KvCache Cache, Tensor Input
                 seeds.Add(gradient);
             }
             SeedCache(outputs, seeds, l, keys, values);
-            if (outputs.Count > 0) autograd.backward(outputs, seeds);
+            if (outputs.Count > 0)
+                using (Phases?.Measure(StepPhases.Stage2Backward)) autograd.backward(outputs, seeds);
             backpropagated |= outputs.Count > 0;
             gradient?.Dispose();
             gradient = l > 0 ? input.grad?.MoveToOuterDisposeScope() : null;

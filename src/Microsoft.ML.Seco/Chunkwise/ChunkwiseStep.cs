@@ -1,6 +1,7 @@
 using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Data;
 using Microsoft.ML.Seco.Training;
+using Microsoft.ML.Seco.Diagnostics;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Chunkwise;
@@ -45,11 +46,28 @@ public sealed record ChunkwiseOptions
     /// </summary>
     public bool RecomputeLayers { get; init; }
 
+    /// <summary>
+    /// Tokens Stage 1 runs per forward pass, at least: whole chunks, together at least this many. Default 512
+    /// (see <see cref="Stage1BlockSize"/>).
+    /// </summary>
+    public int Stage1MinimumTokens { get; init; } = 512;
+
+    /// <summary>
+    /// Tokens per Stage-1 forward pass: the fewest whole chunks that make at least <see cref="Stage1MinimumTokens"/>.
+    /// Stage 1 keeps no graph and holds one layer's transients at a time, so a block of several chunks costs about the
+    /// memory of Stage 2's one chunk with the graph of every layer, while every weight is read once per block instead
+    /// of once per chunk (a chunk of 128 rows streams each weight matrix from memory for little work). The cache holds
+    /// the same values up to rounding. With dropout to replay, Stage 1 goes chunk by chunk: each chunk's masks come from
+    /// its own seed. The benchmark's chunked inference runs in these blocks too, so SpaCO is compared with the same pass.
+    /// </summary>
+    public int Stage1BlockSize => ChunkSize * Math.Max(1, (Stage1MinimumTokens + ChunkSize - 1) / ChunkSize);
+
     /// <summary>Throws on values out of range, naming the option.</summary>
     public void Validate()
     {
         if (ChunkSize <= 0) throw new ArgumentOutOfRangeException(nameof(ChunkSize), ChunkSize, "ChunkSize must be at least 1.");
         if (SampledChunks is <= 0) throw new ArgumentOutOfRangeException(nameof(SampledChunks), SampledChunks, "SampledChunks must be at least 1 (or null for exact SeCO).");
+        if (Stage1MinimumTokens <= 0) throw new ArgumentOutOfRangeException(nameof(Stage1MinimumTokens), Stage1MinimumTokens, "Stage1MinimumTokens must be at least 1.");
         if (MaxCompensation is double cap && !(cap >= 1)) throw new ArgumentOutOfRangeException(nameof(MaxCompensation), cap, "MaxCompensation must be at least 1 (or null).");
         if (!Enum.IsDefined(Sampler)) throw new ArgumentOutOfRangeException(nameof(Sampler), Sampler, "Sampler is not a known sampler.");
         if (!Enum.IsDefined(Compensation)) throw new ArgumentOutOfRangeException(nameof(Compensation), Compensation, "Compensation is not a known mode.");
@@ -74,6 +92,9 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
 
     /// <summary>Diagnostic hook: called after each Stage-2 chunk has been backpropagated and its graph released.</summary>
     public Action<int>? AfterChunkBackward { get; set; }
+
+    /// <summary>Diagnostic: when set, each step's phases are timed into it (with a device synchronisation at each boundary).</summary>
+    public StepPhases? Phases { get; set; }
 
     /// <summary>Creates the step.</summary>
     public ChunkwiseStep(ChunkwiseOptions options)
@@ -124,71 +145,83 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
         int k = ChunkCount(batch.Length);
         if (selection.Keep.Length != k) throw new ArgumentException($"The selection covers {selection.Keep.Length} chunks; the batch has {k}.", nameof(selection));
         using var scope = NewDisposeScope();
-        var (targets, labelledPositions, labelled) = batch.LabelledTargets(Options.ChunkSize);
-        long Start(int j) => (long)j * Options.ChunkSize;
-        long Size(int j) => Math.Min(Options.ChunkSize, batch.Length - Start(j));
-        Tensor Ids(int j) => batch.InputIds.narrow(1, Start(j), Size(j));
-        Tensor Loss(CausalLM m, Tensor hidden, int j) =>
-            m.LossSum(hidden, targets.narrow(1, Start(j), Size(j)), tensor(labelledPositions[j], device: m.Device));
+        using var targets = batch.LabelledTargets(Options.ChunkSize);
+        using var cache = new KvCache(model.Config, batch.BatchSize, batch.Length, model.DType, model.Device) { Phases = Phases };
+        var pass = new Pass(model, batch, targets, cache, selection, model.training && model.HasStochasticLayers ? dropoutSeed : null);
 
-        bool replayDropout = model.training && model.HasStochasticLayers;
-        using var cache = new KvCache(model.Config, batch.BatchSize, batch.Length, model.DType, model.Device);
         var lossSum = zeros(1, dtype: CausalLM.ScoreType(model.DType), device: model.Device);
+        using (Phases?.Measure(StepPhases.Stage1)) Stage1(pass, lossSum);
+        Stage2(pass, lossSum);
+        // The step's one read from the device.
+        return new StepResult(lossSum.to(ScalarType.Float64).item<double>() / targets.Count, targets.Count, k, selection.Count, selection.LossFactor, selection.CacheFactor);
+    }
 
-        // Stage 1: m'_j = f(x_j; m'_1..m'_{j-1}) for every chunk, no graph. It also yields the exact loss of the chunks
-        // Stage 2 skips; a selected chunk's loss comes from its Stage-2 forward, the same computation, so a block of
-        // selected chunks runs only as far as its cache (up to the last layer's keys/values). No chunk reads the last
-        // chunk's cache, so a selected last chunk is left to Stage 2 altogether. Without dropout to replay, Stage 1 runs
-        // several chunks per forward pass (Stage1BlockSize) and takes each unselected chunk's loss from its slice.
-        int blockChunks = replayDropout ? 1 : Stage1BlockSize(Options.ChunkSize) / Options.ChunkSize;
-        int stage1Chunks = selection.Keep[k - 1] ? k - 1 : k;
-        IEnumerable<int> ChunksOf(int block) => Enumerable.Range(block * blockChunks, Math.Min(blockChunks, stage1Chunks - block * blockChunks));
-        using (no_grad())
-        {
-            foreach (var block in model.Prefill(batch.InputIds.narrow(1, 0, Math.Min(batch.Length, Start(stage1Chunks))), cache,
-                blockChunks * Options.ChunkSize, replayDropout ? (j, l) => ReplayDropout(dropoutSeed, j, l, model.Config.NumHiddenLayers) : null,
-                hiddenNeeded: b => ChunksOf(b).Any(j => !selection.Keep[j])))
-                foreach (int j in ChunksOf(block.Index).Where(j => !selection.Keep[j]))
-                    lossSum.add_(Loss(model, block.Hidden.narrow(1, Start(j) - block.Start, Size(j)), j));
-        }
+    /// <summary>What both stages of one step share.</summary>
+    sealed record Pass(CausalLM Model, TokenBatch Batch, LabelledTargets Targets, KvCache Cache, ChunkSelection Selection, long? DropoutSeed)
+    {
+        public long Start(int chunk) => (long)chunk * Targets.ChunkSize;
+        public long Size(int chunk) => Math.Min(Targets.ChunkSize, Batch.Length - Start(chunk));
+        public Tensor Ids(int chunk) => Batch.InputIds.narrow(1, Start(chunk), Size(chunk));
+        public Tensor Loss(Tensor hidden, int chunk) => Model.LossSum(hidden, Targets.TargetsOf(chunk), Targets.PositionsOf(chunk));
 
-        // Stage 2: for i = k..1 over the selected chunks; attention adds the gradient of every prefix key/value to
-        // the cache's gradient buffers, which hold zeros until a chunk with a prefix has been backpropagated.
-        // Without cross-chunk gradients the cache keeps no gradient buffers: attention then reads the prefix as constants.
-        cache.TrackGradients(Options.CrossChunkGradients);
+        /// <summary>Reseeds dropout per layer for <paramref name="chunk"/>, when there is dropout to replay (<see cref="ReplayDropout"/>).</summary>
+        public Action<int>? DropoutOf(int chunk) =>
+            DropoutSeed is long seed ? layer => ReplayDropout(seed, chunk, layer, Model.Config.NumHiddenLayers) : null;
+    }
+
+    /// <summary>
+    /// Stage 1: m'_j = f(x_j; m'_1..m'_{j-1}) for every chunk j, no graph, into the cache. It also yields the exact loss
+    /// of the chunks Stage 2 skips; a selected chunk's loss comes from its Stage-2 forward (the same computation), so a
+    /// block of selected chunks runs only as far as its cache (up to the last layer's keys/values). No chunk reads the
+    /// last chunk's cache, so a selected last chunk is left to Stage 2 altogether. Without dropout to replay, a forward
+    /// pass runs a block of several chunks (<see cref="ChunkwiseOptions.Stage1BlockSize"/>) and each unselected chunk's
+    /// loss is taken from its slice of the block; with dropout a block is one chunk, so a block's index is its chunk's.
+    /// </summary>
+    void Stage1(Pass pass, Tensor lossSum)
+    {
+        var keep = pass.Selection.Keep;
+        int chunks = keep[^1] ? keep.Length - 1 : keep.Length;
+        if (chunks == 0) return;
+        int chunksPerBlock = pass.DropoutSeed is null ? Options.Stage1BlockSize / Options.ChunkSize : 1;
+        IEnumerable<int> ChunksOf(int block) => Enumerable.Range(block * chunksPerBlock, Math.Min(chunksPerBlock, chunks - block * chunksPerBlock));
+
+        using var _ = no_grad();
+        var ids = pass.Batch.InputIds.narrow(1, 0, Math.Min(pass.Batch.Length, pass.Start(chunks)));
+        Action<int, int>? dropout = pass.DropoutSeed is null ? null : (block, layer) => pass.DropoutOf(block)!(layer);
+        foreach (var block in pass.Model.Prefill(ids, pass.Cache, chunksPerBlock * Options.ChunkSize, dropout, hiddenNeeded: b => ChunksOf(b).Any(j => !keep[j])))
+            foreach (int j in ChunksOf(block.Index).Where(j => !keep[j]))
+                lossSum.add_(pass.Loss(block.Hidden.narrow(1, pass.Start(j) - block.Start, pass.Size(j)), j));
+    }
+
+    /// <summary>
+    /// Stage 2: for i = k..1 over the selected chunks, rebuild chunk i's graph on the cached prefix and backpropagate
+    /// c·J_i together with b·(the gradient later chunks sent to m'_i) (<see cref="ChunkBackward"/>). Attention adds the
+    /// gradient of every prefix key/value to the cache's gradient buffers, which hold zeros until a chunk with a prefix
+    /// has been backpropagated. Without cross-chunk gradients the cache keeps no gradient buffers: attention then reads
+    /// the prefix as constants.
+    /// </summary>
+    void Stage2(Pass pass, Tensor lossSum)
+    {
+        var selection = pass.Selection;
+        pass.Cache.TrackGradients(Options.CrossChunkGradients);
         bool cacheHasGradient = false;
-        for (int i = k - 1; i >= 0; i--)
+        for (int i = selection.Keep.Length - 1; i >= 0; i--)
         {
             if (!selection.Keep[i]) continue;
             using (var chunkScope = NewDisposeScope())
             {
                 int chunk = i;
-                var backward = new ChunkBackward(model, cache, Ids(i), Start(i), hidden => Loss(model, hidden, chunk),
-                    LossScale: selection.LossFactor / labelled, CacheScale: selection.CacheFactor, InjectCacheGradient: cacheHasGradient,
-                    BeforeLayer: replayDropout ? l => ReplayDropout(dropoutSeed, chunk, l, model.Config.NumHiddenLayers) : null);
+                var backward = new ChunkBackward(pass.Model, pass.Cache, pass.Ids(i), pass.Start(i), hidden => pass.Loss(hidden, chunk),
+                    LossScale: selection.LossFactor / pass.Targets.Count, CacheScale: selection.CacheFactor, InjectCacheGradient: cacheHasGradient,
+                    BeforeLayer: pass.DropoutOf(i), Phases);
                 var (chunkLoss, backpropagated) = Options.RecomputeLayers ? backward.LayerByLayer() : backward.WholeGraph();
                 lossSum.add_(chunkLoss);
                 cacheHasGradient |= backpropagated && i > 0;
             }
             AfterChunkBackward?.Invoke(i);
         }
-        cache.TrackGradients(false);
-
-        return new StepResult(lossSum.to(ScalarType.Float64).item<double>() / labelled, labelled, k, selection.Count, selection.LossFactor, selection.CacheFactor);
+        pass.Cache.TrackGradients(false);
     }
-
-    /// <summary>
-    /// Tokens per Stage-1 forward pass: whole chunks, together at least 512 tokens. Stage 1 keeps no graph and holds one
-    /// layer's transients at a time, so a block of several chunks costs about the memory of Stage 2's one chunk with the
-    /// graph of every layer (measured: SeCO's peak unchanged or lower), while every weight is read once per block instead
-    /// of once per chunk (a chunk of 128 rows streams each weight matrix from memory for little work). The cache holds
-    /// the same values up to rounding. With dropout to replay, Stage 1 goes chunk by chunk: each chunk's masks come from
-    /// its own seed. The benchmark's chunked inference runs in these blocks too, so SpaCO is compared with the same pass.
-    /// </summary>
-    public static int Stage1BlockSize(int chunkSize) => chunkSize * Math.Max(1, (Stage1MinimumTokens + chunkSize - 1) / chunkSize);
-
-    /// <summary>512 tokens. Internal so that a test can run several blocks of a few chunks over a short sequence.</summary>
-    internal static int Stage1MinimumTokens { get; set; } = 512;
 
     /// <summary>
     /// Stage 2 must rebuild exactly the activations of Stage 1, so with stochastic layers (LoRA dropout) both stages

@@ -68,15 +68,15 @@ public sealed class TokenBatch : IDisposable
         cat(new[] { Labels.narrow(1, 1, Length - 1), full(BatchSize, 1, IgnoreIndex, dtype: ScalarType.Int64, device: Labels.device) }, 1);
 
     /// <summary>
-    /// The step's targets and, per chunk, where the labels are (see <see cref="LabelledPositions"/>). Every strategy
-    /// starts here; a batch with no labelled token has no loss and is refused.
+    /// The step's targets and, per chunk of <paramref name="chunkSize"/>, where the labels are, on the batch's device
+    /// (<see cref="LabelledTargets"/>). Every strategy starts here; a batch with no labelled token has no loss and is refused.
     /// </summary>
-    public (Tensor Targets, long[][] PerChunk, long Count) LabelledTargets(int chunkSize)
+    public LabelledTargets LabelledTargets(int chunkSize)
     {
-        var targets = Targets();
-        var (perChunk, count) = LabelledPositions(targets, chunkSize);
-        if (count == 0) throw new ArgumentException("The batch has no labelled token: there is no loss to train on.");
-        return (targets, perChunk, count);
+        var targets = new LabelledTargets(Targets(), chunkSize);
+        if (targets.Count > 0) return targets;
+        targets.Dispose();
+        throw new ArgumentException("The batch has no labelled token: there is no loss to train on.");
     }
 
     /// <summary>

@@ -39,8 +39,8 @@ internal sealed class ChunkPositions : IDisposable
     }
 }
 
-/// <summary>One chunk of <see cref="CausalLM.Prefill"/>: its index, first position, length and final-norm hidden states.</summary>
-public readonly record struct PrefilledChunk(int Index, long Start, long Length, Tensor Hidden);
+/// <summary>One block of <see cref="CausalLM.Prefill"/>: its index, first position, length and final-norm hidden states.</summary>
+public readonly record struct PrefilledBlock(int Index, long Start, long Length, Tensor Hidden);
 
 /// <summary>Root-mean-square layer norm: weight · x / sqrt(mean(x²) + eps), computed in at least float32.</summary>
 internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
@@ -428,46 +428,47 @@ public sealed class CausalLM : nn.Module
     }
 
     /// <summary>
-    /// Forwards token ids [B, L] chunk by chunk into <paramref name="cache"/> (chunk j covers positions
-    /// [j·chunkSize, min((j+1)·chunkSize, L))) and yields each chunk's final-norm hidden states [B, size, H]. The one
-    /// "prefill" loop of training's Stage 1, evaluation, generation and the examples. Each item lives in a dispose scope
-    /// of its own that closes when the next item is asked for, so what the caller computes from it goes too unless moved
-    /// out (<c>MoveToOuterDisposeScope</c>). Grad mode is the caller's: wrap the loop in no_grad() for inference.
+    /// Forwards token ids [B, L] block by block into <paramref name="cache"/> (block j covers positions
+    /// [j·blockSize, min((j+1)·blockSize, L)), one forward pass each) and yields each block's final-norm hidden states
+    /// [B, size, H]. The one "prefill" loop of training's Stage 1, evaluation, generation and the examples (a block may
+    /// hold several of training's chunks). Each item lives in a dispose scope of its own that closes when the next item
+    /// is asked for, so what the caller computes from it goes too unless moved out (<c>MoveToOuterDisposeScope</c>).
+    /// Grad mode is the caller's: wrap the loop in no_grad() for inference.
     /// </summary>
     /// <param name="inputIds">Token ids [B, L].</param>
-    /// <param name="cache">Receives every chunk's keys and values; it must hold at least L positions.</param>
-    /// <param name="chunkSize">Tokens per forward pass.</param>
-    /// <param name="beforeLayer">Called with a pass's index and a layer's index just before that layer runs in that pass
-    /// (e.g. to reseed dropout).</param>
+    /// <param name="cache">Receives every block's keys and values; it must hold at least L positions.</param>
+    /// <param name="blockSize">Tokens per forward pass.</param>
+    /// <param name="beforeLayer">Called with a block's index and a layer's index just before that layer runs in that
+    /// block's pass (e.g. to reseed dropout).</param>
     /// <param name="hiddenNeeded">
-    /// Null, or false for a chunk whose hidden states the caller does not need: that chunk is run only as far as the
+    /// Null, or false for a block whose hidden states the caller does not need: that block is run only as far as the
     /// cache needs (<see cref="ChunkKeysAndValues"/>) and is not yielded.
     /// </param>
-    public IEnumerable<PrefilledChunk> Prefill(Tensor inputIds, KvCache cache, int chunkSize, Action<int, int>? beforeLayer = null,
+    public IEnumerable<PrefilledBlock> Prefill(Tensor inputIds, KvCache cache, int blockSize, Action<int, int>? beforeLayer = null,
         Func<int, bool>? hiddenNeeded = null)
     {
-        if (chunkSize <= 0) throw new ArgumentOutOfRangeException(nameof(chunkSize), chunkSize, "chunkSize must be positive.");
+        if (blockSize <= 0) throw new ArgumentOutOfRangeException(nameof(blockSize), blockSize, "blockSize must be positive.");
         return Iterate();
 
-        IEnumerable<PrefilledChunk> Iterate()
+        IEnumerable<PrefilledBlock> Iterate()
         {
             long length = inputIds.shape[1];
-            int count = (int)((length + chunkSize - 1) / chunkSize);
+            int count = (int)((length + blockSize - 1) / blockSize);
             for (int j = 0; j < count; j++)
             {
-                using var chunkScope = NewDisposeScope();
-                long start = (long)j * chunkSize, size = Math.Min(chunkSize, length - start);
+                using var blockScope = NewDisposeScope();
+                long start = (long)j * blockSize, size = Math.Min(blockSize, length - start);
                 var ids = inputIds.narrow(1, start, size);
-                int pass = j;
-                Action<int>? layerHook = beforeLayer is null ? null : l => beforeLayer(pass, l);
+                int block = j;
+                Action<int>? layerHook = beforeLayer is null ? null : l => beforeLayer(block, l);
                 if (hiddenNeeded?.Invoke(j) == false)
                 {
                     cache.Write(start, ChunkKeysAndValues(ids, start, cache, layerHook));
                     continue;
                 }
-                var (hidden, chunkCache) = ForwardChunk(ids, start, cache, layerHook);
-                cache.Write(start, chunkCache);
-                yield return new PrefilledChunk(j, start, size, hidden);
+                var (hidden, blockCache) = ForwardChunk(ids, start, cache, layerHook);
+                cache.Write(start, blockCache);
+                yield return new PrefilledBlock(j, start, size, hidden);
             }
         }
     }

@@ -1,3 +1,4 @@
+using Microsoft.ML.Seco.Diagnostics;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Model;
@@ -10,6 +11,9 @@ internal sealed record CachedPrefix(Tensor Keys, Tensor Values, Tensor? KeyGradi
 {
     /// <summary>Positions in the prefix.</summary>
     public long Length => Keys.shape[2];
+
+    /// <summary>Diagnostic: where the attention over this prefix times itself, or null.</summary>
+    public StepPhases? Phases { get; init; }
 }
 
 /// <summary>
@@ -39,6 +43,7 @@ internal static class ChunkAttention
     /// </summary>
     public static Tensor Apply(Tensor queries, Tensor keys, Tensor values, CachedPrefix prefix, int? window, AttentionOptions options)
     {
+        using var timed = prefix.Phases?.Measure(StepPhases.AttentionForward);
         if (FusedChunkAttention.Serves(queries, keys.shape[2], prefix.Length, window, options.Kernel))
             return FusedChunkAttention.Apply(queries, keys, values, prefix);
         // With nothing upstream trainable, earlier chunks' keys/values of this layer have no trainable ancestor either,
@@ -87,6 +92,7 @@ internal static class ChunkAttention
             using var scope = NewDisposeScope();
             var saved = ctx.get_saved_variables();
             var context = (Context)ctx.get_data("context");
+            using var timed = context.Prefix.Phases?.Measure(StepPhases.AttentionBackward);
             var (dq, dk, dv) = Backward(saved[0], saved[1], saved[2], saved[3], saved[4], gradOutput, context.Prefix, context.Window, context.Options);
             gradOutput.Dispose(); // TorchSharp's wrapper for this call; the engine keeps its own reference
             var (gradQueries, gradKeys, gradValues) = scope.Detach(dq, dk, dv);

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Microsoft.ML.Seco.Diagnostics;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Model;
@@ -124,6 +125,7 @@ internal static class FusedChunkAttention
             using var scope = NewDisposeScope();
             var saved = ctx.get_saved_variables();
             var prefix = (CachedPrefix)ctx.get_data("prefix");
+            using var timed = prefix.Phases?.Measure(StepPhases.AttentionBackward);
             var (dq, dk, dv, prefixKeys, prefixValues) = Backward(gradOutput, saved[0], saved[1], saved[2], saved[3], saved[4], prefix);
             if (prefix.KeyGradient is not null)
             {

@@ -1,3 +1,4 @@
+using Microsoft.ML.Seco.Diagnostics;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Model;
@@ -19,6 +20,9 @@ public sealed class KvCache : IDisposable
     public Tensor[] Values { get; }
     /// <summary>Positions the buffers can hold.</summary>
     public long Capacity { get; }
+
+    /// <summary>Diagnostic: where attention over a prefix of this cache times itself (<see cref="StepPhases"/>), or null.</summary>
+    public StepPhases? Phases { get; init; }
 
     /// <summary>Allocates zeroed buffers for <paramref name="capacity"/> positions.</summary>
     public KvCache(ModelConfig config, long batch, long capacity, ScalarType dtype, Device device)
@@ -63,7 +67,7 @@ public sealed class KvCache : IDisposable
     /// <summary>Positions [0, start) of one layer, with their gradient buffers when gradients are tracked.</summary>
     internal CachedPrefix Prefix(int layer, long start) => new(
         Keys[layer].narrow(2, 0, start), Values[layer].narrow(2, 0, start),
-        _keyGradients?[layer].narrow(2, 0, start), _valueGradients?[layer].narrow(2, 0, start));
+        _keyGradients?[layer].narrow(2, 0, start), _valueGradients?[layer].narrow(2, 0, start)) { Phases = Phases };
 
     void FreeGradients()
     {

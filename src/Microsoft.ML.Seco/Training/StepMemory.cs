@@ -103,7 +103,7 @@ public static class StepMemory
 
         // Rows whose graph (or forward) is alive at once.
         long chunkRows = Math.Min(query.ChunkSize, length) * batch, sequenceRows = length * batch;
-        long blockRows = Math.Min(ChunkwiseStep.Stage1BlockSize(query.ChunkSize), length) * batch;
+        long blockRows = Math.Min(new ChunkwiseOptions { ChunkSize = query.ChunkSize }.Stage1BlockSize, length) * batch;
         double layerInput = c.HiddenSize * b;
         double Backward(long rows) => BackwardIntermediates * rows * c.IntermediateSize * s;
         // The head: a piece's logits in the score dtype (and, with a graph, their gradient cast to the weight's dtype

@@ -77,35 +77,26 @@ public sealed class SecoExactnessTests
         // Stage 1 in blocks of two chunks of 6 over 29 tokens: blocks {0, 1}, {2, 3} and {4} (the last chunk, of 5
         // tokens, in Stage 1 only when not selected). Each selection below leaves a different mix: blocks all selected
         // (keys/values only), mixed (full forward, loss sliced per unselected chunk), none selected.
-        int previous = ChunkwiseStep.Stage1MinimumTokens;
-        ChunkwiseStep.Stage1MinimumTokens = 12;
-        try
-        {
-            using var model = TestModels.WithLora(TestModels.Create(TestModels.Llama()));
-            using var batch = TestModels.Batch(61, new[] { 29, 23 }, ignoredFraction: 0.2);
-            var step = new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 6 });
-            Assert.AreEqual(12, ChunkwiseStep.Stage1BlockSize(6));
-            AssertExact(model, batch, step);
+        using var model = TestModels.WithLora(TestModels.Create(TestModels.Llama()));
+        using var batch = TestModels.Batch(61, new[] { 29, 23 }, ignoredFraction: 0.2);
+        var step = new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 6, Stage1MinimumTokens = 12 });
+        Assert.AreEqual(12, step.Options.Stage1BlockSize);
+        AssertExact(model, batch, step);
 
-            var full = new FullBackprop().Run(model, batch);
-            model.zero_grad();
-            foreach (var keep in new[] { "11000", "10100", "01011", "00001", "11110", "00000" })
-            {
-                var selection = new ChunkSelection(keep.Select(c => c == '1').ToArray(), 1, 1);
-                var result = step.Run(model, batch, selection);
-                model.zero_grad();
-                Assert.AreEqual(full.Loss, result.Loss, 1e-12 * Math.Abs(full.Loss), $"selection {keep}: every chunk's loss counted once");
-            }
-            var selections = GradientCheck.Selections(5, 2, ChunkSampler.Bernoulli, Compensation.LossAndCache, null);
-            var expectation = GradientCheck.Expectation(model, batch, step, selections);
-            var reference = GradientCheck.Gradients(model, () => new FullBackprop().Run(model, batch));
-            double error = TestModels.MaxRelativeError(expectation, reference);
-            Assert.IsTrue(error <= 1e-10, $"Bernoulli SpaCO over blocks: E[g] differs from the full gradient by {error:E3}");
-        }
-        finally
+        var full = new FullBackprop().Run(model, batch);
+        model.zero_grad();
+        foreach (var keep in new[] { "11000", "10100", "01011", "00001", "11110", "00000" })
         {
-            ChunkwiseStep.Stage1MinimumTokens = previous;
+            var selection = new ChunkSelection(keep.Select(c => c == '1').ToArray(), 1, 1);
+            var result = step.Run(model, batch, selection);
+            model.zero_grad();
+            Assert.AreEqual(full.Loss, result.Loss, 1e-12 * Math.Abs(full.Loss), $"selection {keep}: every chunk's loss counted once");
         }
+        var selections = GradientCheck.Selections(5, 2, ChunkSampler.Bernoulli, Compensation.LossAndCache, null);
+        var expectation = GradientCheck.Expectation(model, batch, step, selections);
+        var reference = GradientCheck.Gradients(model, () => new FullBackprop().Run(model, batch));
+        double error = TestModels.MaxRelativeError(expectation, reference);
+        Assert.IsTrue(error <= 1e-10, $"Bernoulli SpaCO over blocks: E[g] differs from the full gradient by {error:E3}");
     }
 
     [TestMethod]
