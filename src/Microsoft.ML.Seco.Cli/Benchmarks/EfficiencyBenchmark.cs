@@ -38,9 +38,14 @@ internal sealed record StrategySettings(int ChunkSize, int SampledChunks, ChunkS
 /// <param name="PredictedBytes">The memory guard's prediction made before the point (null where memory is not measurable).</param>
 /// <param name="Loss">The step's loss, the same for every strategy at a length (a cross-check); null when not measured.</param>
 /// <param name="ModelFlops">Analytic model FLOPs of the step (<see cref="StepFlops"/>).</param>
+/// <param name="Operations">libtorch calls made from .NET by one step (<see cref="OperationCount"/>); null when not measured.</param>
+/// <param name="Phases">Seconds per phase of one step timed by phases (<see cref="StepPhases"/>); null when not asked for or not chunk-wise.</param>
 internal sealed record BenchmarkPoint(string Strategy, int Length, int Chunks, PointStatus Status, double? SecondsPerStep, long? PeakBytes,
-    double? PredictedBytes, double? Loss, double ModelFlops)
+    double? PredictedBytes, double? Loss, double ModelFlops, long? Operations = null, IReadOnlyDictionary<string, double>? Phases = null)
 {
+    /// <summary>Operations per chunk and layer: <see cref="Operations"/> over chunks × layers (a whole-sequence step counts its chunks too).</summary>
+    public double? OperationsPerChunkLayer(int layers) => Operations is long n && Chunks > 0 ? (double)n / ((long)Chunks * layers) : null;
+
     /// <summary>Achieved model FLOP/s, or null when not measured.</summary>
     public double? FlopsPerSecond => SecondsPerStep is double s && s > 0 ? ModelFlops / s : null;
 
@@ -62,9 +67,9 @@ internal static class EfficiencyBenchmark
     /// <summary>The LoRA adapters every benchmark model carries (PEFT's defaults: r = 8 on q, k, v, o).</summary>
     public static readonly LoraConfig Lora = new() { Rank = 8, Alpha = 16 };
 
-    public static CausalLM Model(ModelConfig config, ScalarType dtype, Device device)
+    public static CausalLM Model(ModelConfig config, ScalarType dtype, Device device, AttentionOptions? attention = null)
     {
-        var model = new CausalLM(config, dtype, device);
+        var model = new CausalLM(config, dtype, device) { Attention = attention ?? AttentionOptions.Default };
         model.InitializeRandom(0, std: 1 / Math.Sqrt(config.HiddenSize));
         manual_seed(0);
         LoraAdapters.Attach(model, Lora);
@@ -105,23 +110,31 @@ internal static class EfficiencyBenchmark
         return (cuda ? DeviceMemory.PeakAbove(device, before) : ResidentMemory.PeakAbove(before), loss);
     }
 
-    /// <summary>Median wall time of <paramref name="steps"/> steps after a warm-up, with glibc's heap reuse (as a user's process runs).</summary>
-    public static (double SecondsPerStep, double Loss) Time(CausalLM model, string strategy, int length, StrategySettings settings, int steps)
+    /// <summary>One point's timing: the median step, its loss, the operations one step dispatches, and its phases when asked for.</summary>
+    public sealed record Timing(double SecondsPerStep, double Loss, long Operations, IReadOnlyDictionary<string, double>? Phases);
+
+    /// <summary>
+    /// Median wall time of <paramref name="steps"/> steps after a warm-up, with glibc's heap reuse (as a user's process
+    /// runs), and the operations each dispatches (the same count every step). With <paramref name="phases"/>, a
+    /// chunk-wise strategy runs one more step timed by phases.
+    /// </summary>
+    public static Timing Time(CausalLM model, string strategy, int length, StrategySettings settings, int steps, bool phases = false)
     {
         using var point = new Point(model, strategy, length, settings);
         if (model.Device.type == DeviceType.CPU) ResidentMemory.TrackLargeAllocations(false);
         point.Run();
         var times = new List<double>();
         double loss = 0;
+        long operations = 0;
         for (int i = 0; i < steps; i++)
         {
             var clock = Stopwatch.StartNew();
-            loss = point.Run();
+            operations = OperationCount.Of(() => loss = point.Run());
             times.Add(clock.Elapsed.TotalSeconds);
         }
         times.Sort();
         double median = times.Count % 2 == 1 ? times[times.Count / 2] : (times[times.Count / 2 - 1] + times[times.Count / 2]) / 2;
-        return (median, loss);
+        return new Timing(median, loss, operations, phases ? point.Phases() : null);
     }
 
     /// <summary>One (strategy, length) point: a random sequence and the step that trains (or scores) it.</summary>
@@ -130,6 +143,7 @@ internal static class EfficiencyBenchmark
         readonly TokenBatch _batch;
         readonly Func<double> _step;
         readonly Device _device;
+        readonly ChunkwiseStep? _chunkwise;
 
         public Point(CausalLM model, string strategy, int length, StrategySettings settings)
         {
@@ -139,19 +153,24 @@ internal static class EfficiencyBenchmark
             _batch = TokenBatch.FromSequences(new[] { ids }, null, 0, model.Device);
             _device = model.Device;
             var batch = _batch;
+            _chunkwise = strategy switch
+            {
+                "seco" => new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = chunkSize, RecomputeLayers = recompute }),
+                "spaco" => new ChunkwiseStep(new ChunkwiseOptions
+                {
+                    ChunkSize = chunkSize, SampledChunks = sampledChunks, Sampler = sampler, Seed = 1, RecomputeLayers = recompute,
+                }),
+                _ => null,
+            };
             _step = strategy switch
             {
                 "full" => Step(model, batch, new FullBackprop()),
                 "checkpoint" => Step(model, batch, new LayerCheckpointing()),
-                "seco" => Step(model, batch, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = chunkSize, RecomputeLayers = recompute })),
-                "spaco" => Step(model, batch, new ChunkwiseStep(new ChunkwiseOptions
-                {
-                    ChunkSize = chunkSize, SampledChunks = sampledChunks, Sampler = sampler, Seed = 1, RecomputeLayers = recompute,
-                })),
+                "seco" or "spaco" => Step(model, batch, _chunkwise!),
                 "inference" => () =>
                 {
                     // In the blocks SeCO's Stage 1 runs in: SpaCO's forward over its unsampled chunks is this same pass.
-                    var (sum, tokens) = Evaluation.MeanNll(model, batch, ChunkwiseStep.Stage1BlockSize(chunkSize));
+                    var (sum, tokens) = Evaluation.MeanNll(model, batch, new ChunkwiseOptions { ChunkSize = chunkSize, RecomputeLayers = recompute }.Stage1BlockSize(model.Config.NumHiddenLayers));
                     return sum / tokens;
                 },
                 _ => throw new UsageException($"--strategies: unknown strategy '{strategy}'; use {string.Join(", ", Strategies)}."),
@@ -164,6 +183,25 @@ internal static class EfficiencyBenchmark
             double value = _step();
             Synchronize(_device);
             return value;
+        }
+
+        /// <summary>One more step timed by phases, with its total under "step"; null for a strategy that is not chunk-wise.</summary>
+        public IReadOnlyDictionary<string, double>? Phases()
+        {
+            if (_chunkwise is null) return null;
+            var phases = new StepPhases(_device);
+            _chunkwise.Phases = phases;
+            try
+            {
+                var clock = Stopwatch.StartNew();
+                Run();
+                var seconds = new Dictionary<string, double>(phases.Seconds) { ["step"] = clock.Elapsed.TotalSeconds };
+                return seconds;
+            }
+            finally
+            {
+                _chunkwise.Phases = null;
+            }
         }
 
         public void Dispose() => _batch.Dispose();

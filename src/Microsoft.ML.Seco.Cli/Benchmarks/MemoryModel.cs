@@ -47,10 +47,11 @@ internal static class MemoryModel
     };
 
     /// <summary>The bench's step as a <see cref="StepMemoryQuery"/>: its LoRA adapters, batch 1, no optimizer.</summary>
-    public static StepMemoryQuery Query(string strategy, ModelConfig c, ScalarType dtype, long length, int chunkSize, bool recomputeLayers) => new()
+    public static StepMemoryQuery Query(string strategy, ModelConfig c, ScalarType dtype, long length, int chunkSize, bool recomputeLayers,
+        AttentionKernel attention = AttentionKernel.Auto) => new()
     {
         Config = c, DType = dtype, Strategy = StrategyOf(strategy), Length = length, ChunkSize = chunkSize, RecomputeLayers = recomputeLayers,
-        Lora = EfficiencyBenchmark.Lora, OptimizerState = false,
+        Lora = EfficiencyBenchmark.Lora, OptimizerState = false, Attention = attention,
     };
 
     /// <summary>Predicted peak bytes at <paramref name="length"/> from the measured (length, bytes) points of one strategy.</summary>

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Cli.Benchmarks;
+using Microsoft.ML.Seco.Diagnostics;
 using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Training;
 using Spectre.Console;
@@ -25,10 +26,12 @@ internal static class BenchCommand
     // The paper's targets (issue #9): SpaCO within 1.5× of inference at k ≥ 64 chunks, SeCO within 1.5× of plain training.
     const int TargetChunks = 64;
     const double TargetRatio = 1.5;
+    // Issue #22's ceilings on operations dispatched from .NET: SeCO within 20× plain training's, SpaCO within 10× chunked inference's.
+    const double SecoOperationsTarget = 20, SpacoOperationsTarget = 10;
 
     sealed record Settings(BenchmarkShape Shape, int[] Lengths, string[] Strategies, int BaselinesUpTo, int ChunkSize, int SampledChunks,
         ChunkSampler Sampler, int Steps, global::TorchSharp.torch.ScalarType DType, global::TorchSharp.torch.Device Device, long? Budget,
-        bool IsolateMemory, bool RecomputeLayers, bool Cuda)
+        bool IsolateMemory, bool RecomputeLayers, bool Cuda, bool Phases, AttentionKernel Attention)
     {
         /// <summary>The chunk-wise strategies' settings.</summary>
         public StrategySettings Strategy => new(ChunkSize, SampledChunks, Sampler, RecomputeLayers);
@@ -40,7 +43,10 @@ internal static class BenchCommand
             "--heads", I(Shape.Heads), "--kv-heads", I(Shape.KvHeads), "--head-dim", I(Shape.HeadDim), "--vocab", I(Shape.Vocab),
             "--chunk-size", I(ChunkSize), "--sampled-chunks", I(SampledChunks), "--sampler", Sampler == ChunkSampler.FixedBudget ? "fixed" : "bernoulli",
             "--dtype", TensorSettings.Name(DType), "--device", Device.ToString(),
-        }.Concat(RecomputeLayers ? new[] { "--recompute-layers" } : []);
+        }.Concat(RecomputeLayers ? new[] { "--recompute-layers" } : []).Concat(new[] { "--attention", Attention.ToString().ToLowerInvariant() });
+
+        /// <summary>A benchmark model of this shape, dtype, device and attention kernel.</summary>
+        public CausalLM Model() => EfficiencyBenchmark.Model(Shape.ToConfig(), DType, Device, new AttentionOptions { Kernel = Attention });
 
         static string I(int value) => value.ToString(CultureInfo.InvariantCulture);
     }
@@ -75,11 +81,13 @@ internal static class BenchCommand
         var json = new Option<bool>("--json") { Description = "Print one JSON object per point, then a summary, and nothing else." };
         var predict = new Option<bool>("--predict") { Description = "Run nothing: print each strategy's predicted peak device memory of a training run (weights, adapters and AdamW state, cache and its gradient, activations, the head's pieces) at every length, and with --memory-budget the longest length within it. Any shape, dtype and device, no memory needed." };
         var recompute = new Option<bool>("--recompute-layers") { Description = "SeCO and SpaCO rebuild a chunk's graph one decoder layer at a time (activation checkpointing inside the chunk): one layer's activations instead of every layer's, for one more forward of each backpropagated chunk." };
+        var attention = new Option<string>("--attention") { Description = "How a chunk attends over its prefix: auto (libtorch's fused kernels where they serve, else blockwise), fused (fail where they do not) or blockwise (the C# online softmax, the reference).", DefaultValueFactory = _ => "auto" };
+        var phases = new Option<bool>("--phases") { Description = "Time SeCO's and SpaCO's phases on one more step per point: Stage 1, Stage 2's forwards and backwards, and within them the attention over a prefix, each bounded by a device synchronisation." };
 
         var command = new Command("bench", "The efficiency study: time and peak memory per training step of full backprop, layer checkpointing, SeCO and SpaCO (and chunked inference) at growing lengths on a random LoRA model built in memory, with memory slopes, a memory guard, the longest length within a budget, FLOP/s and plots.")
         {
             shape, quick, lengths, strategies, baselinesUpTo, chunkSize, sampled, sampler, layers, hidden, intermediate, heads, kvHeads, headDim, vocab,
-            steps, dtype, device, budget, csv, plots, isolate, memoryPoint, json, recompute, predict,
+            steps, dtype, device, budget, csv, plots, isolate, memoryPoint, json, recompute, predict, phases, attention,
         };
         command.SetAction(parse => context.Guard(() =>
         {
@@ -112,7 +120,9 @@ internal static class BenchCommand
                 TensorSettings.ResolveDType(parse.GetValue(dtype)!, dev, "--dtype"), dev,
                 parse.GetValue(budget) is { } b ? MemoryModel.ParseSize(b, "--memory-budget") : null,
                 IsolateMemory: parse.GetValue(isolate) || dev.type == global::TorchSharp.DeviceType.CUDA, RecomputeLayers: parse.GetValue(recompute),
-                Cuda: deviceName.Trim().StartsWith("cuda", StringComparison.OrdinalIgnoreCase));
+                Cuda: deviceName.Trim().StartsWith("cuda", StringComparison.OrdinalIgnoreCase), Phases: parse.GetValue(phases),
+                Attention: Enum.TryParse<AttentionKernel>(parse.GetValue(attention), ignoreCase: true, out var kernel) && Enum.IsDefined(kernel)
+                    ? kernel : throw new UsageException($"--attention: unknown kernel '{parse.GetValue(attention)}'; use auto, fused or blockwise."));
             if (parse.GetValue(memoryPoint) is { } point) return MeasureOnePoint(context, settings, point);
             if (parse.GetValue(predict)) return Predict(context, settings, parse.GetValue(json));
             string? csvPath = parse.GetValue(csv);
@@ -134,12 +144,16 @@ internal static class BenchCommand
         bool isolate = memoryMeasurable && s.IsolateMemory;
         // With the memory measured in processes of their own, this one builds its model after them: a GPU that holds one
         // copy of the weights need not hold two.
-        var inProcessModel = isolate ? null : EfficiencyBenchmark.Model(config, s.DType, s.Device);
+        var inProcessModel = isolate ? null : s.Model();
         long childWeights = isolate ? StepMemory.ParameterCount(config) * StepMemory.ElementSize(s.DType) : 0;
         if (!asJson)
         {
             context.Out.WriteLine($"Random LoRA model ({s.Shape.Describe()}), {TensorSettings.Name(s.DType)}, {where}; chunk {s.ChunkSize}, SpaCO t = {s.SampledChunks} ({samplerName} sampler); median of {s.Steps} timed step(s) after a warm-up.");
             context.Out.WriteLine($"Key/value cache: {kvPerToken:N0} bytes per token. Dense {TensorSettings.Name(s.DType)} matmul peak (2048 × 2048): {peak / 1e9:F1} GFLOP/s.");
+            string? verdict = s.Attention == AttentionKernel.Blockwise ? null : FusedChunkAttention.Verdict(s.Device, s.DType);
+            context.Out.WriteLine(s.Attention == AttentionKernel.Blockwise ? "Attention over a prefix: blockwise (C# online softmax)."
+                : verdict is null ? "Attention over a prefix: libtorch's fused kernels."
+                : $"Attention over a prefix: blockwise; the fused kernels do not serve {TensorSettings.Name(s.DType)} on {where}: {verdict}");
             context.Out.WriteLine(!memoryMeasurable ? "Memory: not measurable on this device; no memory guard, no budget."
                 : s.Device.type == global::TorchSharp.DeviceType.CUDA ? "Memory: device memory libtorch's allocator reserves during a step (read through the CUDA driver)."
                 : "Memory: peak resident memory of a step.");
@@ -182,7 +196,7 @@ internal static class BenchCommand
         }
 
         // Pass 2, time: the median of the timed steps of every point that fits.
-        using var model = inProcessModel ?? EfficiencyBenchmark.Model(config, s.DType, s.Device);
+        using var model = inProcessModel ?? s.Model();
         var points = new List<BenchmarkPoint>();
         foreach (var (length, strategy) in grid)
         {
@@ -199,8 +213,9 @@ internal static class BenchCommand
             {
                 try
                 {
-                    var (seconds, loss) = EfficiencyBenchmark.Time(model, strategy, length, s.Strategy, s.Steps);
-                    point = new BenchmarkPoint(strategy, length, chunks, PointStatus.Measured, seconds, memoryPoint?.PeakBytes, memoryPoint?.PredictedBytes, loss, flops);
+                    var timing = EfficiencyBenchmark.Time(model, strategy, length, s.Strategy, s.Steps, s.Phases);
+                    point = new BenchmarkPoint(strategy, length, chunks, PointStatus.Measured, timing.SecondsPerStep, memoryPoint?.PeakBytes,
+                        memoryPoint?.PredictedBytes, timing.Loss, flops, timing.Operations, timing.Phases);
                 }
                 catch (Exception e) when (EfficiencyBenchmark.IsOutOfMemory(e))
                 {
@@ -210,7 +225,7 @@ internal static class BenchCommand
                 }
             }
             points.Add(point);
-            Report(context, asJson, point, peak, point.Status switch
+            Report(context, asJson, point, peak, config.NumHiddenLayers, point.Status switch
             {
                 PointStatus.Oom => "  (not attempted: predicted out of memory, or a shorter length ran out)",
                 PointStatus.RanOutOfMemory => "  (ran out of memory)",
@@ -227,12 +242,13 @@ internal static class BenchCommand
             return new StrategySummary(strategy, measured.Count, slope, slope / kvPerToken, budget);
         }).ToList();
 
-        if (csvPath is not null) WriteCsv(csvPath, points, summaries, peak, kvPerToken, s.Budget);
+        if (csvPath is not null) WriteCsv(csvPath, points, summaries, peak, kvPerToken, s.Budget, config.NumHiddenLayers);
         var plotFiles = plotDirectory is not null ? BenchmarkPlots.Write(plotDirectory, "bench-", points, s.Shape.Name)
             : csvPath is not null ? BenchmarkPlots.Write(Path.GetDirectoryName(Path.GetFullPath(csvPath))!, Path.GetFileNameWithoutExtension(csvPath) + "-", points, s.Shape.Name)
             : new List<string>();
 
         var targets = Targets(points, peak);
+        if (s.Phases && !asJson) WritePhases(context, points);
         if (asJson)
         {
             context.Out.WriteLine(SummaryJson(s, points, summaries, targets, peak, kvPerToken, plotFiles).ToJsonString());
@@ -252,7 +268,7 @@ internal static class BenchCommand
     {
         var config = s.Shape.ToConfig();
         StepMemoryQuery Query(string strategy, long length) =>
-            MemoryModel.Query(strategy, config, s.DType, length, s.ChunkSize, s.RecomputeLayers) with { OptimizerState = true, Cuda = s.Cuda };
+            MemoryModel.Query(strategy, config, s.DType, length, s.ChunkSize, s.RecomputeLayers, s.Attention) with { OptimizerState = true, Cuda = s.Cuda };
         var rows = s.Lengths.SelectMany(length => s.Strategies.Select(strategy => (strategy, length, StepMemory.Predict(Query(strategy, length))))).ToList();
         var longest = s.Budget is long budget
             ? s.Strategies.ToDictionary(strategy => strategy, strategy => StepMemory.LongestWithin(Query(strategy, s.ChunkSize), budget, s.ChunkSize))
@@ -312,7 +328,7 @@ internal static class BenchCommand
         if (parts.Length != 2 || !EfficiencyBenchmark.Strategies.Contains(parts[0])
             || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int length) || length < 2)
             throw new UsageException($"{MemoryProcess.PointOption}: '{point}' is not STRATEGY@LENGTH.");
-        using var model = EfficiencyBenchmark.Model(s.Shape.ToConfig(), s.DType, s.Device);
+        using var model = s.Model();
         var reading = MeasureMemory(model, s, parts[0], length);
         context.Out.WriteLine(MemoryProcess.Json(parts[0], length, reading.PeakBytes, reading.RanOutOfMemory).ToJsonString());
         return ExitCodes.Success;
@@ -322,27 +338,48 @@ internal static class BenchCommand
         points.Where(p => p.Strategy == strategy && p.PeakBytes is long b && b > 0).Select(p => (p.Length, p.PeakBytes!.Value)).ToList();
 
     static Func<long, double> Estimator(string strategy, ModelConfig config, Settings s) =>
-        length => StepMemory.Predict(MemoryModel.Query(strategy, config, s.DType, length, s.ChunkSize, s.RecomputeLayers) with { Cuda = s.Cuda }).Step;
+        length => StepMemory.Predict(MemoryModel.Query(strategy, config, s.DType, length, s.ChunkSize, s.RecomputeLayers, s.Attention) with { Cuda = s.Cuda }).Step;
 
-    static void Report(CliContext context, bool asJson, BenchmarkPoint p, double peak, string note)
+    static void Report(CliContext context, bool asJson, BenchmarkPoint p, double peak, int layers, string note)
     {
         if (asJson)
         {
-            context.Out.WriteLine(PointJson(p, peak).ToJsonString());
+            context.Out.WriteLine(PointJson(p, peak, layers).ToJsonString());
             return;
         }
         string time = p.SecondsPerStep is double t ? $"{t,9:F3} s/step" : "      – s/step";
         string memory = p.Status != PointStatus.Measured ? "      OOM" : p.PeakBytes is long b ? $"{b / 1048576.0,8:F1} MiB" : "      n/a";
         string rate = p.FlopsPerSecond is double f ? $"{f / 1e9,7:F2} GFLOP/s ({f / peak,6:P1} of peak)" : "";
-        context.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {p.Strategy,-10} {p.Length,7} tokens {p.Chunks,5} chunks {time}  {memory}  {rate}{note}"));
+        string operations = p.Operations is long n ? string.Create(CultureInfo.InvariantCulture, $"  {n,9:N0} ops ({p.OperationsPerChunkLayer(layers),5:F0} per chunk-layer)") : "";
+        context.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {p.Strategy,-10} {p.Length,7} tokens {p.Chunks,5} chunks {time}  {memory}  {rate}{operations}{note}"));
     }
 
-    static JsonObject PointJson(BenchmarkPoint p, double peak) => new()
+    static JsonObject PointJson(BenchmarkPoint p, double peak, int layers) => new()
     {
         ["event"] = "point", ["strategy"] = p.Strategy, ["length"] = p.Length, ["chunks"] = p.Chunks, ["status"] = p.StatusName,
         ["seconds_per_step"] = p.SecondsPerStep, ["peak_bytes"] = p.PeakBytes, ["predicted_peak_bytes"] = p.PredictedBytes, ["loss"] = p.Loss,
         ["model_flops"] = p.ModelFlops, ["flops_per_second"] = p.FlopsPerSecond, ["fraction_of_matmul_peak"] = p.FlopsPerSecond / peak,
+        ["operations"] = p.Operations, ["operations_per_chunk_layer"] = p.OperationsPerChunkLayer(layers),
+        ["phases"] = p.Phases is { } phases ? new JsonObject(phases.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))) : null,
     };
+
+    /// <summary>--phases: where each chunk-wise step's time went, in seconds and as shares of the phased step.</summary>
+    static void WritePhases(CliContext context, List<BenchmarkPoint> points)
+    {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(context.Out), Ansi = AnsiSupport.No });
+        console.Profile.Width = 160;
+        string[] names = { StepPhases.Stage1, StepPhases.Stage2Forward, StepPhases.Stage2Backward, StepPhases.AttentionForward, StepPhases.AttentionBackward };
+        var table = new Table().AddColumns(new[] { "strategy", "length", "step (phased)" }.Concat(names.Select(n => n + " (s, share)")).ToArray());
+        foreach (var p in points.Where(p => p.Phases is not null))
+        {
+            double step = p.Phases!.GetValueOrDefault("step");
+            table.AddRow(new[] { p.Strategy, p.Length.ToString(CultureInfo.InvariantCulture), step.ToString("F3", CultureInfo.InvariantCulture) }
+                .Concat(names.Select(n => p.Phases!.TryGetValue(n, out double v)
+                    ? string.Create(CultureInfo.InvariantCulture, $"{v:F3} ({v / step:P0})") : "–")).ToArray());
+        }
+        context.Out.WriteLine("Phases (one more step, a device synchronisation at every boundary; attention is part of the stage it ran in):");
+        console.Write(table);
+    }
 
     static double? Ratio(double? a, double? b) => a is double x && b is double y && y > 0 ? x / y : null;
 
@@ -371,6 +408,13 @@ internal static class BenchCommand
                 string.Create(CultureInfo.InvariantCulture, $"Target SeCO / full ≤ {TargetRatio} at the longest length plain training was measured: {r2:F2} at {full.Length} tokens.")));
         else
             targets.Add(("seco_over_full", new JsonObject { ["ratio"] = null, ["target"] = TargetRatio }, "Target SeCO / full: not measured (no length with both)."));
+        foreach (var (name, strategy, baseline, target) in new[] { ("seco_over_full_operations", "seco", "full", SecoOperationsTarget), ("spaco_over_inference_operations", "spaco", "inference", SpacoOperationsTarget) })
+        {
+            var at = points.Where(p => p.Strategy == baseline && p.Operations is not null && Get(points, strategy, p.Length)?.Operations is not null).MaxBy(p => p.Length);
+            if (at is null || Ratio(Get(points, strategy, at.Length)!.Operations, at.Operations) is not double r) continue;
+            targets.Add((name, new JsonObject { ["length"] = at.Length, ["ratio"] = r, ["target"] = target },
+                string.Create(CultureInfo.InvariantCulture, $"Target {strategy} / {baseline} operations dispatched ≤ {target}: {r:F1} at {at.Length} tokens ({Get(points, strategy, at.Length)!.Operations:N0} / {at.Operations:N0}).")));
+        }
         var seco = points.Where(p => p.Strategy == "seco" && p.FlopsPerSecond is not null).MaxBy(p => p.Length);
         if (seco is not null)
             targets.Add(("seco_flops", new JsonObject { ["length"] = seco.Length, ["flops_per_second"] = seco.FlopsPerSecond, ["matmul_peak_flops_per_second"] = peak, ["fraction"] = seco.FlopsPerSecond / peak },
@@ -383,14 +427,16 @@ internal static class BenchCommand
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(context.Out), Ansi = AnsiSupport.No });
         console.Profile.Width = 160; // redirected output has no terminal width; the default 80 would wrap every header
         string F(double? v) => v is double x ? x.ToString("F2", CultureInfo.InvariantCulture) : "–";
-        var ratios = new Table().AddColumns("length", "chunks", "SeCO / full (time)", "SpaCO / SeCO (time)", "SpaCO / inference (time)", "checkpoint / SeCO (memory)", "full / SeCO (memory)");
+        var ratios = new Table().AddColumns("length", "chunks", "SeCO / full (time)", "SpaCO / SeCO (time)", "SpaCO / inference (time)", "checkpoint / SeCO (memory)", "full / SeCO (memory)",
+            "SeCO / full (ops)", "SpaCO / inference (ops)");
         foreach (int length in s.Lengths)
         {
             double? T(string strategy) => Get(points, strategy, length)?.SecondsPerStep;
             double? M(string strategy) => Get(points, strategy, length)?.PeakBytes;
+            double? O(string strategy) => Get(points, strategy, length)?.Operations;
             ratios.AddRow(length.ToString(CultureInfo.InvariantCulture), ((length + s.ChunkSize - 1) / s.ChunkSize).ToString(CultureInfo.InvariantCulture),
                 F(Ratio(T("seco"), T("full"))), F(Ratio(T("spaco"), T("seco"))), F(Ratio(T("spaco"), T("inference"))),
-                F(Ratio(M("checkpoint"), M("seco"))), F(Ratio(M("full"), M("seco"))));
+                F(Ratio(M("checkpoint"), M("seco"))), F(Ratio(M("full"), M("seco"))), F(Ratio(O("seco"), O("full"))), F(Ratio(O("spaco"), O("inference"))));
         }
         console.Write(ratios);
 
@@ -435,6 +481,8 @@ internal static class BenchCommand
                 ["vocab"] = s.Shape.Vocab, ["tied_embeddings"] = s.Shape.TiedEmbeddings, ["qkv_bias"] = s.Shape.QkvBias,
             },
             ["dtype"] = TensorSettings.Name(s.DType), ["device"] = s.Device.ToString(), ["chunk_size"] = s.ChunkSize, ["sampled_chunks"] = s.SampledChunks,
+            ["attention"] = s.Attention.ToString().ToLowerInvariant(),
+            ["fused_attention_verdict"] = s.Attention == AttentionKernel.Blockwise ? null : FusedChunkAttention.Verdict(s.Device, s.DType) ?? "serves",
             ["sampler"] = s.Sampler == ChunkSampler.FixedBudget ? "fixed" : "bernoulli", ["steps"] = s.Steps,
             ["kv_bytes_per_token"] = kvPerToken, ["matmul_peak_flops_per_second"] = peak, ["memory_budget_bytes"] = s.Budget,
             ["strategies"] = new JsonArray(summaries.Select(r => (JsonNode)new JsonObject
@@ -448,13 +496,16 @@ internal static class BenchCommand
         };
     }
 
-    static void WriteCsv(string path, List<BenchmarkPoint> points, List<StrategySummary> summaries, double peak, long kvPerToken, long? budget)
+    static void WriteCsv(string path, List<BenchmarkPoint> points, List<StrategySummary> summaries, double peak, long kvPerToken, long? budget, int layers)
     {
         static string N(double? v) => v is double x ? x.ToString("R", CultureInfo.InvariantCulture) : "";
-        File.WriteAllLines(path, points.Select(p => string.Join(',', p.Strategy, p.Length.ToString(CultureInfo.InvariantCulture),
+        string[] phases = { StepPhases.Stage1, StepPhases.Stage2Forward, StepPhases.Stage2Backward, StepPhases.AttentionForward, StepPhases.AttentionBackward, "step" };
+        File.WriteAllLines(path, points.Select(p => string.Join(',', new[] { p.Strategy, p.Length.ToString(CultureInfo.InvariantCulture),
                 p.Chunks.ToString(CultureInfo.InvariantCulture), p.StatusName, N(p.SecondsPerStep), N(p.PeakBytes), N(p.PredictedBytes), N(p.Loss),
-                N(p.ModelFlops), N(p.FlopsPerSecond), N(p.FlopsPerSecond / peak)))
-            .Prepend("strategy,length,chunks,status,seconds_per_step,peak_bytes,predicted_peak_bytes,loss,model_flops,flops_per_second,fraction_of_matmul_peak"));
+                N(p.ModelFlops), N(p.FlopsPerSecond), N(p.FlopsPerSecond / peak), N(p.Operations), N(p.OperationsPerChunkLayer(layers)) }
+                .Concat(phases.Select(name => p.Phases is { } ph && ph.TryGetValue(name, out double v) ? N(v) : ""))))
+            .Prepend("strategy,length,chunks,status,seconds_per_step,peak_bytes,predicted_peak_bytes,loss,model_flops,flops_per_second,fraction_of_matmul_peak,operations,operations_per_chunk_layer,"
+                + string.Join(',', phases.Select(name => "phase_" + name + "_seconds"))));
         File.WriteAllLines(SummaryPath(path), summaries.Select(r => string.Join(',', r.Strategy, r.Measured.ToString(CultureInfo.InvariantCulture),
                 N(r.SlopeBytesPerToken), kvPerToken.ToString(CultureInfo.InvariantCulture), N(r.SlopeOverKv), N(budget), N(r.Budget?.Length),
                 r.Budget is null ? "" : r.Budget.AtSearchLimit ? "search-limit" : r.Budget.Basis.ToString().ToLowerInvariant(), N(peak)))

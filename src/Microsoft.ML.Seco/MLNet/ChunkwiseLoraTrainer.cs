@@ -185,6 +185,9 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
         Config = model.Config, DType = model.DType, Strategy = _options.SampledChunks is null ? MemoryStrategy.Seco : MemoryStrategy.Spaco,
         Length = length, BatchSize = _options.BatchSize, ChunkSize = _options.ChunkSize, RecomputeLayers = _options.RecomputeLayers,
         Lora = _options.FullFineTuning ? null : _options.Lora, Cuda = model.Device.type == TorchSharp.DeviceType.CUDA,
+        // The kernel that will run: Auto falls back to blockwise where the fused kernels fail their check on this device.
+        Attention = model.Attention.Kernel == AttentionKernel.Auto && FusedChunkAttention.Verdict(model.Device, model.DType) is not null
+            ? AttentionKernel.Blockwise : model.Attention.Kernel,
     };
 
     /// <summary>

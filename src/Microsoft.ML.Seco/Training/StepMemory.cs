@@ -43,8 +43,13 @@ public sealed record StepMemoryQuery
     public long LossPieceBytes { get; init; } = CausalLM.DefaultLossPieceBytes;
     /// <summary>True when an AdamW optimizer holds two moments per trainable parameter (training); false for a bare step.</summary>
     public bool OptimizerState { get; init; } = true;
-    /// <summary>True on a CUDA device, where the attention over the prefix runs in larger blocks (<see cref="ChunkAttention"/>).</summary>
+    /// <summary>True on a CUDA device, where the blockwise attention over the prefix runs in larger blocks (<see cref="AttentionOptions.BlockFor"/>).</summary>
     public bool Cuda { get; init; }
+    /// <summary>
+    /// The attention kernel (<see cref="CausalLM.Attention"/>): <see cref="AttentionKernel.Auto"/> is predicted as the
+    /// fused kernels, which serve every model without a sliding window that cuts the prefix.
+    /// </summary>
+    public AttentionKernel Attention { get; init; } = AttentionKernel.Auto;
 }
 
 /// <summary>
@@ -85,6 +90,8 @@ public static class StepMemory
     // The chunk-wise attention's backward holds a score block's probabilities, the product they scale and the mask of a
     // block the causal rule cuts: about two and a half score blocks.
     const double ScoreBlocks = 2.5;
+    // The fused attention's two parts' outputs and their combination, in the score dtype.
+    const double FusedOutputCopies = 3;
 
     /// <summary>The predicted peak of <paramref name="query"/>.</summary>
     public static StepMemoryEstimate Predict(StepMemoryQuery query)
@@ -103,7 +110,7 @@ public static class StepMemory
 
         // Rows whose graph (or forward) is alive at once.
         long chunkRows = Math.Min(query.ChunkSize, length) * batch, sequenceRows = length * batch;
-        long blockRows = Math.Min(new ChunkwiseOptions { ChunkSize = query.ChunkSize }.Stage1BlockSize, length) * batch;
+        long blockRows = Math.Min(new ChunkwiseOptions { ChunkSize = query.ChunkSize, RecomputeLayers = query.RecomputeLayers }.Stage1BlockSize(c.NumHiddenLayers), length) * batch;
         double layerInput = c.HiddenSize * b;
         double Backward(long rows) => BackwardIntermediates * rows * c.IntermediateSize * s;
         // The head: a piece's logits in the score dtype (and, with a graph, their gradient cast to the weight's dtype
@@ -115,14 +122,21 @@ public static class StepMemory
             * c.VocabSize * (2 * s + (graph && b != s ? b : 0));
         double HeadHeld(long rows, bool graph) =>
             rows * c.HiddenSize * (b + (graph ? b + s : 0)) + (graph && query.Lora is null ? c.VocabSize * c.HiddenSize * b : 0);
-        // A chunk's score block: its queries (every head) against its own keys or one prefix block, whichever is larger.
+        // Blockwise attention: a chunk's score block, its queries (every head) against its own keys or one prefix block,
+        // whichever is larger. Fused attention holds no score block: its backward returns one layer's prefix key and value
+        // gradients before they are added to the cache's (a layer's share of the cache gradient), and either pass holds a few
+        // [rows × heads × head dim] outputs.
+        bool fused = query.Attention != AttentionKernel.Blockwise && (c.SlidingWindow is not int w || w >= length);
         double ScoreBlock(long rows)
         {
             long perSequence = rows / batch;
             long prefixBlock = Math.Min(length - perSequence, AttentionOptions.Default.BlockFor(rows * c.NumAttentionHeads, (int)s, query.Cuda));
             return rows * c.NumAttentionHeads * Math.Max(perSequence, prefixBlock) * s;
         }
-        double ForwardTransient(long rows) => rows * ForwardIntermediates * c.IntermediateSize * b + ForwardScoreBlocks * ScoreBlock(rows);
+        double FusedOutputs(long rows) => FusedOutputCopies * rows * c.NumAttentionHeads * c.HeadDim * s;
+        double AttentionBackward(long rows) => fused ? (double)cachePerToken / layers * length + FusedOutputs(rows) : ScoreBlocks * ScoreBlock(rows);
+        double ForwardTransient(long rows) =>
+            rows * ForwardIntermediates * c.IntermediateSize * b + (fused ? FusedOutputs(rows) : ForwardScoreBlocks * ScoreBlock(rows));
 
         // The layers' transients (a backward's or a forward's) and the head's piece come at different moments: the peak is
         // what is held plus the largest of them, counted under activations unless the head's piece is the largest.
@@ -147,7 +161,7 @@ public static class StepMemory
                 held = query.RecomputeLayers
                     ? (layers + 1) * chunkRows * layerInput + chunkRows * SavedPerRow(c, query, prefix: true)
                     : layers * chunkRows * SavedPerRow(c, query, prefix: true);
-                transient = Math.Max(Backward(chunkRows), ScoreBlocks * ScoreBlock(chunkRows));
+                transient = Math.Max(Backward(chunkRows), AttentionBackward(chunkRows));
                 (piece, headHeld) = (HeadPiece(chunkRows, graph: true), HeadHeld(chunkRows, graph: true));
                 // Stage 1 holds the cache without its gradient and one block's forward: with short sequences and small
                 // chunks, that is the step's peak.
