@@ -21,21 +21,21 @@ internal sealed class ChunkPositions : IDisposable
     public long Length { get; }
     /// <summary>cos of the chunk's rotary angles, [length, head_dim].</summary>
     public Tensor Cos { get; }
-    /// <summary>sin of the chunk's rotary angles, [length, head_dim].</summary>
-    public Tensor Sin { get; }
+    /// <summary>sin of the chunk's rotary angles with rotate_half's sign, [−sin ; sin], [length, head_dim].</summary>
+    public Tensor SignedSin { get; }
 
-    internal ChunkPositions(double[] inverseFrequencies, long start, long length, ScalarType dtype, Device device)
+    internal ChunkPositions(Tensor inverseFrequencies, long start, long length, ScalarType dtype, Device device)
     {
         Start = start;
         Length = length;
-        (Cos, Sin) = RotaryEmbedding.CosSin(inverseFrequencies, start, length, dtype, device);
+        (Cos, SignedSin) = RotaryEmbedding.CosSin(inverseFrequencies, start, length, dtype, device);
     }
 
     /// <inheritdoc/>
     public void Dispose()
     {
         Cos.Dispose();
-        Sin.Dispose();
+        SignedSin.Dispose();
     }
 }
 
@@ -61,9 +61,10 @@ internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         var computeType = CausalLM.ScoreType(x.dtype);
-        var h = x.to(computeType);
-        h = h * rsqrt(h.pow(2).mean(new long[] { -1 }, keepdim: true) + _eps);
-        return weight * h.to(x.dtype);
+        // In the model's dtype when that is already float32 or float64: no casts to dispatch.
+        var h = x.dtype == computeType ? x : x.to(computeType);
+        h = h * h.pow(2).mean(new long[] { -1 }, keepdim: true).add_(_eps).rsqrt_();
+        return weight * (h.dtype == x.dtype ? h : h.to(x.dtype));
     }
 }
 
@@ -164,7 +165,7 @@ internal sealed class Attention : nn.Module
         var q = q_proj.forward(x).view(b, t, _config.NumAttentionHeads, d).transpose(1, 2);   // [B, heads, T, d]
         var k = k_proj.forward(x).view(b, t, _config.NumKeyValueHeads, d).transpose(1, 2);   // [B, kv_heads, T, d]
         var v = v_proj.forward(x).view(b, t, _config.NumKeyValueHeads, d).transpose(1, 2);   // [B, kv_heads, T, d]
-        return (RotaryEmbedding.Apply(q, positions.Cos, positions.Sin), RotaryEmbedding.Apply(k, positions.Cos, positions.Sin), v);
+        return (RotaryEmbedding.Apply(q, positions.Cos, positions.SignedSin), RotaryEmbedding.Apply(k, positions.Cos, positions.SignedSin), v);
     }
 
     /// <summary>
@@ -290,7 +291,9 @@ public sealed class CausalLM : nn.Module
     /// <summary>Output projection; null when <see cref="ModelConfig.TieWordEmbeddings"/>.</summary>
     public nn.Module<Tensor, Tensor>? lm_head;
 
-    readonly double[] _inverseFrequencies;
+    // On the model's device once, so that a chunk's rotary table copies nothing from the host (a copy to a CUDA device
+    // waits for the device).
+    readonly Tensor _inverseFrequencies;
     readonly string[] _ownParameters;
 
     /// <summary>The architecture.</summary>
@@ -324,12 +327,20 @@ public sealed class CausalLM : nn.Module
         Config = config;
         DType = dtype;
         Device = device;
-        _inverseFrequencies = RotaryEmbedding.InverseFrequencies(config);
+        // The model owns it: a dispose scope open while the model is built must not take it.
+        _inverseFrequencies = tensor(RotaryEmbedding.InverseFrequencies(config), dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
         model = new DecoderStack(config, dtype, device);
         if (!config.TieWordEmbeddings) lm_head = new Projection(config.HiddenSize, config.VocabSize, false, dtype, device);
         RegisterComponents();
         foreach (var p in parameters()) p.requires_grad = false;
         _ownParameters = named_parameters().Select(p => p.name).ToArray();
+    }
+
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _inverseFrequencies.Dispose();
+        base.Dispose(disposing);
     }
 
     /// <summary>The dtype attention scores, softmax, norms and the loss are computed in: at least float32.</summary>

@@ -5,7 +5,8 @@ namespace Microsoft.ML.Seco.Model;
 /// <summary>
 /// Rotary position embedding as in Hugging Face's modeling_llama.py: inv_freq = 1 / theta^(2i/d), optionally rescaled
 /// (<c>linear</c>, <c>llama3</c>), cos/sin of position · inv_freq duplicated over both halves of the head, and
-/// x·cos + rotate_half(x)·sin with rotate_half(x) = [−x₂, x₁].
+/// x·cos + rotate_half(x)·sin with rotate_half(x) = [−x₂, x₁]. The sine table carries rotate_half's sign
+/// ([−sin ; sin]), so that a rotation is the halves swapped (one roll) and three arithmetic operations.
 /// </summary>
 internal static class RotaryEmbedding
 {
@@ -37,24 +38,32 @@ internal static class RotaryEmbedding
         }
     }
 
-    /// <summary>cos and sin for absolute positions [start, start + length), each [length, head_dim], in <paramref name="dtype"/>.</summary>
-    public static (Tensor Cos, Tensor Sin) CosSin(double[] inverseFrequencies, long start, long length, ScalarType dtype, Device device)
+    /// <summary>
+    /// cos and the signed sin ([−sin ; sin] over the two halves) for absolute positions [start, start + length), each
+    /// [length, head_dim], in <paramref name="dtype"/>.
+    /// </summary>
+    public static (Tensor Cos, Tensor SignedSin) CosSin(double[] inverseFrequencies, long start, long length, ScalarType dtype, Device device)
+    {
+        using var inv = tensor(inverseFrequencies, dtype: ScalarType.Float64, device: device);
+        return CosSin(inv, start, length, dtype, device);
+    }
+
+    /// <summary>As <see cref="CosSin(double[], long, long, ScalarType, Device)"/>, from float64 inverse frequencies already on the device.</summary>
+    public static (Tensor Cos, Tensor SignedSin) CosSin(Tensor inverseFrequencies, long start, long length, ScalarType dtype, Device device)
     {
         using var scope = NewDisposeScope();
         // Angles in float32 as HF does for low-precision models, in float64 for float64 models.
         var angleType = dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
         var positions = arange(start, start + length, dtype: angleType, device: device);
-        var inv = tensor(inverseFrequencies, dtype: angleType, device: device);
+        var inv = inverseFrequencies.to(angleType);
         var freqs = outer(positions, inv);
         var emb = cat(new[] { freqs, freqs }, -1);
-        return (emb.cos().to(dtype).MoveToOuterDisposeScope(), emb.sin().to(dtype).MoveToOuterDisposeScope());
+        var sin = freqs.sin();
+        return (emb.cos().to(dtype).MoveToOuterDisposeScope(), cat(new[] { sin.neg(), sin }, -1).to(dtype).MoveToOuterDisposeScope());
     }
 
-    /// <summary>Rotates x [..., length, head_dim] by the positions whose cos/sin are given.</summary>
-    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
-    {
-        long half = x.shape[^1] / 2;
-        var rotated = cat(new[] { x.narrow(-1, half, half).neg(), x.narrow(-1, 0, half) }, -1);
-        return x * cos + rotated * sin;
-    }
+    /// <summary>Rotates x [..., length, head_dim] by the positions whose cos and signed sin (<see cref="CosSin(Tensor, long, long, ScalarType, Device)"/>) are given.</summary>
+    public static Tensor Apply(Tensor x, Tensor cos, Tensor signedSin) =>
+        // roll swaps the halves: [x₂, x₁] · [−sin ; sin] = rotate_half(x) · sin.
+        (x * cos).add_(x.roll(x.shape[^1] / 2, -1).mul_(signedSin));
 }

@@ -58,14 +58,16 @@ public sealed class OperationCountTests
         long inference = Count(model, batch, () => Evaluation.MeanNll(model, batch, options.Stage1BlockSize(Layers)).SumNll);
         Console.WriteLine($"operations per step: full {full}, seco {seco} ({seco / (double)full:F1}×), spaco {spaco}, inference {inference} (spaco {spaco / (double)inference:F1}×)");
 
-        // Issue #22 asks for SeCO ≤ 20× and SpaCO ≤ 10× plain training's count. Both stay a little above: Stage 2 runs every
-        // layer once per sampled chunk (16 or 8 here) where plain training runs it once, Stage 1 once per 8 chunks, and the
-        // attention's and the cache's bookkeeping adds about a fifth (docs/BENCHMARKS.md, Operations dispatched). These
-        // ceilings sit a few percent above today's counts, so that a regression fails.
-        AssertAtMost("SeCO", seco, 22 * full);
-        AssertAtMost("SpaCO (t = 8)", spaco, 12.5 * full);
+        // Issue #22 asks for SeCO ≤ 20× and SpaCO ≤ 10× plain training's count. Both stay above: Stage 2 runs every layer
+        // once per backpropagated chunk (16 or 8 here) where plain training runs it once, Stage 1 once per 8 chunks, and the
+        // attention's backward, the prefix views and the cache's bookkeeping add about a third; making a layer cheaper cuts
+        // plain training's count as much (docs/BENCHMARKS.md, Operations dispatched). These ceilings sit a few percent above
+        // today's counts, so that a regression fails.
+        AssertAtMost("SeCO", seco, 24 * full);
+        AssertAtMost("SpaCO (t = 8)", spaco, 13.5 * full);
         AssertAtMost("chunked inference", inference, 2.5 * full);
-        AssertAtMost("SeCO per chunk-layer", seco / (double)(Chunks * Layers), 95);
+        AssertAtMost("SeCO per chunk-layer", seco / (double)(Chunks * Layers), 72);
+        AssertAtMost("plain training per layer", full / (double)Layers, 50);
     }
 
     static void AssertAtMost(string what, double count, double ceiling) =>
