@@ -17,7 +17,7 @@ namespace Microsoft.ML.Seco.Cli.Benchmarks;
 /// <item>full: F + B. checkpoint: F + (F − lm_head) + B (every layer's forward again in the backward).
 /// seco: Stage 1 + Stage 2's forward F + B, where Stage 1 is the forward of every chunk but the last, up to the last
 /// layer's keys/values (a selected chunk's loss comes from Stage 2, and no chunk reads the last one's cache). spaco:
-/// Stage 1 runs in blocks of chunks (<see cref="ChunkwiseOptions.Stage1BlockSize(int)"/>): a block whose chunks are all sampled
+/// Stage 1 runs in blocks of chunks (<see cref="ChunkwiseOptions.Stage1BlockSize(int, bool)"/>): a block whose chunks are all sampled
 /// stops at the last layer's keys/values as in SeCO, any other block runs in full, with lm_head only for the chunks
 /// not sampled, and the last chunk is skipped when sampled; plus (t/k)(F + B), the expectation over the chunks sampled.
 /// Expectations are exact for the sampler (the fixed one draws exactly t of k, Bernoulli each chunk with t/k).
@@ -61,7 +61,7 @@ internal static class StepFlops
 
         // SpaCO: the tail a block of Stage 1 skips when every chunk in it is sampled (the last chunk, when sampled, is
         // not in Stage 1 at all: a block holding it is skipped if the rest is sampled too).
-        int blockChunks = new ChunkwiseOptions { ChunkSize = chunkSize }.Stage1BlockSize(c.NumHiddenLayers) / chunkSize;
+        int blockChunks = new ChunkwiseOptions { ChunkSize = chunkSize }.Stage1BlockSize(c.NumHiddenLayers, fusedAttention: true) / chunkSize;
         double AllSampled(int n) => sampler == ChunkSampler.Bernoulli
             ? Math.Pow(sampled, n)
             : Enumerable.Range(0, n).Aggregate(1.0, (p, drawn) => p * Math.Max(0, t - drawn) / (chunks - drawn));

@@ -48,29 +48,30 @@ public sealed record ChunkwiseOptions
 
     /// <summary>
     /// Tokens Stage 1 runs per forward pass, at least: whole chunks, together at least this many. Default 512
-    /// (see <see cref="Stage1BlockSize(int)"/>).
+    /// (see <see cref="Stage1BlockSize(int, bool)"/>).
     /// </summary>
     public int Stage1MinimumTokens { get; init; } = 512;
 
-    /// <summary>At most this many chunks per Stage-1 forward pass (<see cref="Stage1BlockSize"/>).</summary>
+    /// <summary>At most this many chunks per Stage-1 forward pass (<see cref="Stage1BlockSize(int, bool)"/>).</summary>
     public const int Stage1MaximumChunks = 8;
 
     /// <summary>
     /// Tokens per Stage-1 forward pass for a model of <paramref name="layers"/> decoder layers: whole chunks, at least
-    /// <see cref="Stage1MinimumTokens"/>, and without <see cref="RecomputeLayers"/> as many chunks as ¾ of the layers
-    /// (at most <see cref="Stage1MaximumChunks"/>). Stage 1 keeps no graph and holds one layer's transients at a time
+    /// <see cref="Stage1MinimumTokens"/>, and, when the attention runs fused (<paramref name="fusedAttention"/>) and
+    /// without <see cref="RecomputeLayers"/>, as many chunks as ¾ of the layers (at most <see cref="Stage1MaximumChunks"/>). Stage 1 keeps no graph and holds one layer's transients at a time
     /// (about four rows of the MLP's width per token), while Stage 2's chunk holds the graph of every layer (about
     /// three such rows per token and layer): a block of that many chunks costs no more memory than the step needs
     /// anyway, and each pass reads every weight once and dispatches its operations once for the whole block instead of
-    /// once per chunk. With recompute, Stage 2 holds one layer's graph, so the block stays near one chunk. The cache
+    /// once per chunk. With recompute, Stage 2 holds one layer's graph, and the blockwise attention holds a block's own
+    /// rows × rows scores, so in either case the block stays near one chunk. The cache
     /// holds the same values up to rounding. With dropout to replay, Stage 1 goes chunk by chunk: each chunk's masks
     /// come from its own seed. The benchmark's chunked inference runs in these blocks too, so SpaCO is compared with the
     /// same pass.
     /// </summary>
-    public int Stage1BlockSize(int layers)
+    public int Stage1BlockSize(int layers, bool fusedAttention)
     {
         int chunks = Math.Max(1, (Stage1MinimumTokens + ChunkSize - 1) / ChunkSize);
-        if (!RecomputeLayers) chunks = Math.Max(chunks, Math.Min(Stage1MaximumChunks, 3 * layers / 4));
+        if (fusedAttention && !RecomputeLayers) chunks = Math.Max(chunks, Math.Min(Stage1MaximumChunks, 3 * layers / 4));
         return ChunkSize * chunks;
     }
 
@@ -186,7 +187,7 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
     /// of the chunks Stage 2 skips; a selected chunk's loss comes from its Stage-2 forward (the same computation), so a
     /// block of selected chunks runs only as far as its cache (up to the last layer's keys/values). No chunk reads the
     /// last chunk's cache, so a selected last chunk is left to Stage 2 altogether. Without dropout to replay, a forward
-    /// pass runs a block of several chunks (<see cref="ChunkwiseOptions.Stage1BlockSize(int)"/>) and each unselected chunk's
+    /// pass runs a block of several chunks (<see cref="ChunkwiseOptions.Stage1BlockSize(int, bool)"/>) and each unselected chunk's
     /// loss is taken from its slice of the block; with dropout a block is one chunk, so a block's index is its chunk's.
     /// </summary>
     void Stage1(Pass pass, Tensor lossSum)
@@ -194,7 +195,10 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
         var keep = pass.Selection.Keep;
         int chunks = keep[^1] ? keep.Length - 1 : keep.Length;
         if (chunks == 0) return;
-        int chunksPerBlock = pass.DropoutSeed is null ? Options.Stage1BlockSize(pass.Model.Config.NumHiddenLayers) / Options.ChunkSize : 1;
+        var model = pass.Model;
+        bool fused = FusedChunkAttention.ServesSequences(model.Config, model.Attention.Kernel, pass.Batch.Length)
+            && FusedChunkAttention.Verdict(model.Device, model.DType) is null;
+        int chunksPerBlock = pass.DropoutSeed is null ? Options.Stage1BlockSize(model.Config.NumHiddenLayers, fused) / Options.ChunkSize : 1;
         IEnumerable<int> ChunksOf(int block) => Enumerable.Range(block * chunksPerBlock, Math.Min(chunksPerBlock, chunks - block * chunksPerBlock));
 
         using var _ = no_grad();

@@ -26,7 +26,11 @@ public sealed partial class ChunkwiseLoraTrainer
 
         /// <summary>A Hugging Face model directory (config.json, safetensors, tokenizer). Required.</summary>
         public string ModelPath = "";
-        /// <summary>"auto" (MLContext.GpuDeviceId or CUDA when available, else CPU), "cpu", "cuda", "cuda:N". Default "auto".</summary>
+        /// <summary>
+        /// "auto", "cpu", "cuda", "cuda:N". "auto" is the GPU of MLContext.GpuDeviceId when it is set (the CPU where no
+        /// such device exists if MLContext.FallbackToCpu, else an error), otherwise CUDA when available, else the CPU.
+        /// Default "auto".
+        /// </summary>
         public string Device = "auto";
         /// <summary>"auto" (float32 on CPU, bfloat16 on CUDA), "float32", "bfloat16", "float16", "float64". Default "auto".</summary>
         public string DType = "auto";

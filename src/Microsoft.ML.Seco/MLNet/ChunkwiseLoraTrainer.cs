@@ -21,6 +21,9 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
 {
     readonly IHostEnvironment _environment;
     readonly Options _options;
+    // MLContext's device settings, honoured for Device = "auto" as ML.NET's TorchSharp trainers honour them.
+    readonly int? _gpuDeviceId;
+    readonly bool _fallbackToCpu = true;
 
     /// <summary>Creates the estimator; <c>mlContext.Transforms.Text.ChunkwiseLora(options)</c> does the same.</summary>
     public ChunkwiseLoraTrainer(MLContext mlContext, Options options) : this((IHostEnvironment)mlContext, options) { }
@@ -32,6 +35,19 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
         options.Validate();
         _environment = environment;
         _options = options;
+        (_gpuDeviceId, _fallbackToCpu) = DeviceSettingsOf(environment);
+    }
+
+    // MLContext.GpuDeviceId and FallbackToCpu. Through the catalog the stage sees the MLContext's inner environment, which
+    // carries them behind ML.NET's internal IHostEnvironmentInternal (what its TorchSharp trainers read); pinned by
+    // ChunkwiseLoraStageTests.AutoDeviceHonoursMlContextsGpuDeviceIdAndFallbackToCpu.
+    static (int? GpuDeviceId, bool FallbackToCpu) DeviceSettingsOf(IHostEnvironment environment)
+    {
+        if (environment is MLContext context) return (context.GpuDeviceId, context.FallbackToCpu);
+        var settings = typeof(IHostEnvironment).Assembly.GetType("Microsoft.ML.Runtime.IHostEnvironmentInternal");
+        if (settings is null || !settings.IsInstanceOfType(environment)) return (null, true);
+        return ((int?)settings.GetProperty(nameof(MLContext.GpuDeviceId))?.GetValue(environment),
+            settings.GetProperty(nameof(MLContext.FallbackToCpu))?.GetValue(environment) as bool? ?? true);
     }
 
     /// <summary>Checks the input columns and returns the schema with the scoring columns added.</summary>
@@ -75,7 +91,7 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
         if (parallel is not null) seed = parallel.FromRoot(seed);
         using var channel = host.Start("ChunkwiseLora");
 
-        var device = TensorSettings.ResolveDevice(_options.Device, nameof(Options.Device));
+        var device = TensorSettings.ResolveDevice(_options.Device, nameof(Options.Device), _gpuDeviceId, _fallbackToCpu);
         if (parallel is not null) device = parallel.DeviceFor(device, nameof(Options.Device));
         var dtype = TensorSettings.ResolveDType(_options.DType, device, nameof(Options.DType));
         var tokenizer = ModelTokenizer.Load(_options.ModelPath);

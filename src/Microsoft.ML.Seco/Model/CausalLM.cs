@@ -327,13 +327,14 @@ public sealed class CausalLM : nn.Module
         Config = config;
         DType = dtype;
         Device = device;
-        // The model owns it: a dispose scope open while the model is built must not take it.
-        _inverseFrequencies = tensor(RotaryEmbedding.InverseFrequencies(config), dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
         model = new DecoderStack(config, dtype, device);
         if (!config.TieWordEmbeddings) lm_head = new Projection(config.HiddenSize, config.VocabSize, false, dtype, device);
         RegisterComponents();
         foreach (var p in parameters()) p.requires_grad = false;
         _ownParameters = named_parameters().Select(p => p.name).ToArray();
+        // After RegisterComponents, which would register a tensor field as a buffer (then checkpoints would need it). The
+        // model owns it: a dispose scope open while the model is built must not take it.
+        _inverseFrequencies = tensor(RotaryEmbedding.InverseFrequencies(config), dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
     }
 
     /// <inheritdoc/>

@@ -85,6 +85,14 @@ internal static class FusedChunkAttention
         return verdict is null;
     }
 
+    /// <summary>
+    /// True when <paramref name="kernel"/> lets the fused path serve every chunk of a sequence of up to
+    /// <paramref name="length"/> tokens of a model with <paramref name="config"/> (no sliding window that cuts a prefix),
+    /// provided the device's check passes (<see cref="Verdict"/>).
+    /// </summary>
+    public static bool ServesSequences(ModelConfig config, AttentionKernel kernel, long length) =>
+        kernel != AttentionKernel.Blockwise && (config.SlidingWindow is not int w || w >= length);
+
     /// <summary>Why the fused kernels do not serve <paramref name="dtype"/> on <paramref name="device"/>, or null when they do.</summary>
     public static string? Verdict(Device device, ScalarType dtype) => Verdicts.GetOrAdd((device.ToString(), dtype), key => Check(device, key.DType));
 

@@ -9,10 +9,24 @@ public static class TensorSettings
     /// <summary>The dtype names accepted, as Hugging Face's <c>torch_dtype</c> spells them.</summary>
     public static readonly IReadOnlyList<string> DTypeNames = new[] { "float32", "bfloat16", "float16", "float64" };
 
-    /// <summary>"auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".</summary>
-    public static Device ResolveDevice(string name, string option = "Device")
+    /// <summary>
+    /// "auto", "cpu", "cuda" or "cuda:N". "auto" is GPU <paramref name="gpuDeviceId"/> when one is given (ML.NET's
+    /// <c>MLContext.GpuDeviceId</c>), falling back to the CPU where CUDA is unavailable only if
+    /// <paramref name="fallbackToCpu"/> (<c>MLContext.FallbackToCpu</c>), as ML.NET's TorchSharp trainers do; without an
+    /// id, CUDA when available, else the CPU.
+    /// </summary>
+    public static Device ResolveDevice(string name, string option = "Device", int? gpuDeviceId = null, bool fallbackToCpu = true)
     {
         string n = name.Trim().ToLowerInvariant();
+        if (n == "auto" && gpuDeviceId is int id)
+        {
+            if (id < 0) throw new ArgumentOutOfRangeException(nameof(gpuDeviceId), id, "MLContext.GpuDeviceId must be 0 or more.");
+            if (cuda.is_available() && id < cuda.device_count()) return device($"cuda:{id}");
+            if (fallbackToCpu) return CPU;
+            throw new ArgumentException(cuda.is_available()
+                ? $"{option} 'auto' asks for MLContext.GpuDeviceId {id}, but this machine has {cuda.device_count()} CUDA device(s), and MLContext.FallbackToCpu is false."
+                : $"{option} 'auto' asks for MLContext.GpuDeviceId {id}, but no CUDA device is available, and MLContext.FallbackToCpu is false.", option);
+        }
         if (n == "auto") return cuda.is_available() ? CUDA : CPU;
         if (n == "cpu") return CPU;
         if (n == "cuda" || n.StartsWith("cuda:", StringComparison.Ordinal))

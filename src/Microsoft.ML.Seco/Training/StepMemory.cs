@@ -83,15 +83,16 @@ public static class StepMemory
     // The backward of one layer holds transients of a few [rows × intermediate] tensors (the gradients of the gate, up
     // and product) beside what is saved; fitted to the measured peaks in docs/BENCHMARKS.md, Memory model.
     const double BackwardIntermediates = 4;
-    // A forward without a graph holds the gate, up, SiLU and product of one layer's MLP, in blocks of Stage 1's size, and about
-    // one and a half score blocks of its attention (the scores, exponentiated in place, and the mask of a cut block).
-    const double ForwardIntermediates = 4;
+    // A forward without a graph holds the gate, up, SiLU and product of one layer's MLP, in blocks of Stage 1's size, and more
+    // than these four: refitted to 7 on the measured peaks of Stage 1's larger blocks (docs/BENCHMARKS.md, Memory model); and
+    // about one and a half score blocks of a blockwise attention (the scores, exponentiated in place, and the mask of a cut block).
+    const double ForwardIntermediates = 7;
     const double ForwardScoreBlocks = 1.5;
     // The chunk-wise attention's backward holds a score block's probabilities, the product they scale and the mask of a
     // block the causal rule cuts: about two and a half score blocks.
     const double ScoreBlocks = 2.5;
-    // The fused attention's two parts' outputs and their combination, in the score dtype.
-    const double FusedOutputCopies = 3;
+    // The fused attention's two parts' outputs, their combination and the kernels' buffers, in the score dtype (fitted).
+    const double FusedOutputCopies = 8;
 
     /// <summary>The predicted peak of <paramref name="query"/>.</summary>
     public static StepMemoryEstimate Predict(StepMemoryQuery query)
@@ -110,7 +111,8 @@ public static class StepMemory
 
         // Rows whose graph (or forward) is alive at once.
         long chunkRows = Math.Min(query.ChunkSize, length) * batch, sequenceRows = length * batch;
-        long blockRows = Math.Min(new ChunkwiseOptions { ChunkSize = query.ChunkSize, RecomputeLayers = query.RecomputeLayers }.Stage1BlockSize(c.NumHiddenLayers), length) * batch;
+        bool fused = FusedChunkAttention.ServesSequences(c, query.Attention, length);
+        long blockRows = Math.Min(new ChunkwiseOptions { ChunkSize = query.ChunkSize, RecomputeLayers = query.RecomputeLayers }.Stage1BlockSize(c.NumHiddenLayers, fused), length) * batch;
         double layerInput = c.HiddenSize * b;
         double Backward(long rows) => BackwardIntermediates * rows * c.IntermediateSize * s;
         // The head: a piece's logits in the score dtype (and, with a graph, their gradient cast to the weight's dtype
@@ -126,7 +128,6 @@ public static class StepMemory
         // whichever is larger. Fused attention holds no score block: its backward returns one layer's prefix key and value
         // gradients before they are added to the cache's (a layer's share of the cache gradient), and either pass holds a few
         // [rows × heads × head dim] outputs.
-        bool fused = query.Attention != AttentionKernel.Blockwise && (c.SlidingWindow is not int w || w >= length);
         double ScoreBlock(long rows)
         {
             long perSequence = rows / batch;

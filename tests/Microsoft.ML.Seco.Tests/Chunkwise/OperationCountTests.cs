@@ -51,11 +51,11 @@ public sealed class OperationCountTests
         var random = new Random(1);
         using var batch = TokenBatch.FromSequences(new[] { Enumerable.Range(0, Chunks * ChunkSize).Select(_ => random.Next(64)).ToArray() }, null, 0, CPU);
         var options = new ChunkwiseOptions { ChunkSize = ChunkSize, Stage1MinimumTokens = ChunkSize };
-        Assert.AreEqual(8 * ChunkSize, options.Stage1BlockSize(Layers), "Stage 1 in blocks of 8 chunks, as chunks of 1,024 run at 16K tokens");
+        Assert.AreEqual(8 * ChunkSize, options.Stage1BlockSize(Layers, fusedAttention: true), "Stage 1 in blocks of 8 chunks, as chunks of 1,024 run at 16K tokens");
         long full = Count(model, batch, () => new FullBackprop().Run(model, batch).Loss);
         long seco = Count(model, batch, () => new ChunkwiseStep(options).Run(model, batch).Loss);
         long spaco = Count(model, batch, () => new ChunkwiseStep(options with { SampledChunks = 8, Sampler = ChunkSampler.FixedBudget, Seed = 1 }).Run(model, batch).Loss);
-        long inference = Count(model, batch, () => Evaluation.MeanNll(model, batch, options.Stage1BlockSize(Layers)).SumNll);
+        long inference = Count(model, batch, () => Evaluation.MeanNll(model, batch, options.Stage1BlockSize(Layers, fusedAttention: true)).SumNll);
         Console.WriteLine($"operations per step: full {full}, seco {seco} ({seco / (double)full:F1}×), spaco {spaco}, inference {inference} (spaco {spaco / (double)inference:F1}×)");
 
         // Issue #22 asks for SeCO ≤ 20× and SpaCO ≤ 10× plain training's count. Both stay above: Stage 2 runs every layer

@@ -80,7 +80,7 @@ public sealed class SecoExactnessTests
         using var model = TestModels.WithLora(TestModels.Create(TestModels.Llama()));
         using var batch = TestModels.Batch(61, new[] { 29, 23 }, ignoredFraction: 0.2);
         var step = new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 6, Stage1MinimumTokens = 12 });
-        Assert.AreEqual(12, step.Options.Stage1BlockSize(model.Config.NumHiddenLayers));
+        Assert.AreEqual(12, step.Options.Stage1BlockSize(model.Config.NumHiddenLayers, fusedAttention: true));
         AssertExact(model, batch, step);
 
         var full = new FullBackprop().Run(model, batch);

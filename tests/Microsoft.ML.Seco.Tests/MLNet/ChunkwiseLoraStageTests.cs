@@ -39,6 +39,24 @@ public sealed class ChunkwiseLoraStageTests
     }
 
     [TestMethod]
+    public void AutoDeviceHonoursMlContextsGpuDeviceIdAndFallbackToCpu()
+    {
+        // As ML.NET's TorchSharp trainers: a GPU id with no such CUDA device trains on the CPU only when FallbackToCpu says
+        // so, and otherwise stops naming both settings. (On a machine with CUDA device 0 the first fit would use it.)
+        var options = Options(steps: 1);
+        options.Device = "auto";
+        if (TorchSharp.torch.cuda.is_available()) Assert.Inconclusive("this check needs a machine without CUDA");
+        var fallback = new MLContext(seed: 1) { GpuDeviceId = 0, FallbackToCpu = true };
+        using (var model = fallback.Transforms.Text.ChunkwiseLora(options).Fit(fallback.Data.LoadFromEnumerable(Documents(2))))
+            Assert.AreEqual(TorchSharp.DeviceType.CPU, model.Model.Device.type);
+        var strict = new MLContext(seed: 1) { GpuDeviceId = 0, FallbackToCpu = false };
+        var e = Assert.ThrowsExactly<ArgumentException>(() => strict.Transforms.Text.ChunkwiseLora(options).Fit(strict.Data.LoadFromEnumerable(Documents(2))));
+        StringAssert.Contains(e.Message, "MLContext.GpuDeviceId 0");
+        StringAssert.Contains(e.Message, "MLContext.FallbackToCpu is false");
+        Assert.AreEqual(nameof(ChunkwiseLoraTrainer.Options.Device), e.ParamName);
+    }
+
+    [TestMethod]
     public void FullFineTuningSavesEveryWeightAndReloads()
     {
         var ml = new MLContext(seed: 1);
