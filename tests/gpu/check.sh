@@ -19,7 +19,13 @@ run() { # seconds description command...
   echo "# exit $rc after $((SECONDS - start)) s"
 }
 
-run 60 "float64 gradcheck on CUDA (SeCO and SpaCO against full backpropagation)" "$seco" gradcheck --device cuda --json
+tiny=$(mktemp -d)
+"$seco" init-tiny --out "$tiny" --no-tokenizer > /dev/null
+run 60 "float64 gradcheck on CUDA: SeCO against full backpropagation" "$seco" gradcheck --model "$tiny" --seq-len 200 --chunk-size 48 --device cuda --json
+run 60 "float64 gradcheck on CUDA: Bernoulli SpaCO's exact expectation" "$seco" gradcheck --model "$tiny" --seq-len 200 --chunk-size 48 \
+  --strategy spaco-bernoulli --sampled-chunks 2 --compensation both --device cuda --json
+run 60 "float32 gradcheck on CUDA (the fused kernels, if their check passed)" "$seco" gradcheck --model "$tiny" --seq-len 200 --chunk-size 48 \
+  --dtype float32 --device cuda --json
 for dtype in float32 bfloat16; do
   run 60 "attention kernel and a smoke run, $dtype" "$seco" bench --quick --device cuda --dtype "$dtype" --strategies seco,inference --steps 1
 done
