@@ -19,6 +19,21 @@ internal static class BackwardHandOver<TFunction>
     [ThreadStatic] static Tensor[]? _handedOver;
 
     /// <summary>
+    /// Runs a backward's body in a dispose scope of its own, so that every tensor it makes or unpacks has an owner
+    /// whatever thread libtorch calls it on, frees TorchSharp's wrapper of <paramref name="gradOutput"/> (the engine keeps
+    /// its own reference) and hands the body's gradients (in the order of the function's inputs, null where an input has
+    /// none) to libtorch through <see cref="Return"/>.
+    /// </summary>
+    public static List<Tensor> Run(Tensor gradOutput, Func<Tensor?[]> body)
+    {
+        using var scope = NewDisposeScope();
+        var gradients = body();
+        gradOutput.Dispose();
+        foreach (var gradient in gradients.OfType<Tensor>()) scope.Detach(gradient);
+        return Return(gradients);
+    }
+
+    /// <summary>
     /// The list a backward returns: <paramref name="gradients"/> in the order of the function's inputs (null for an input
     /// without gradient), each wrapper freed at the next backward on this thread.
     /// </summary>

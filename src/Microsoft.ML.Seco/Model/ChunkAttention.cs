@@ -86,18 +86,15 @@ internal static class ChunkAttention
             return output;
         }
 
-        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
+        // On CUDA this runs on libtorch's device thread (BackwardHandOver).
+        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput) => BackwardHandOver<BlockwiseFunction>.Run(gradOutput, () =>
         {
-            // Owns every tensor it makes or unpacks: on CUDA this runs on libtorch's device thread (BackwardHandOver).
-            using var scope = NewDisposeScope();
             var saved = ctx.get_saved_variables();
             var context = (Context)ctx.get_data("context");
             using var timed = context.Prefix.Phases?.Measure(StepPhases.AttentionBackward);
             var (dq, dk, dv) = Backward(saved[0], saved[1], saved[2], saved[3], saved[4], gradOutput, context.Prefix, context.Window, context.Options);
-            gradOutput.Dispose(); // TorchSharp's wrapper for this call; the engine keeps its own reference
-            var (gradQueries, gradKeys, gradValues) = scope.Detach(dq, dk, dv);
-            return BackwardHandOver<BlockwiseFunction>.Return(gradQueries, gradKeys, gradValues, null);
-        }
+            return [dq, dk, dv, null];
+        });
     }
 
     /// <summary>Output [B, kv_heads, groups·T, d] in the queries' dtype, and the row log₂-sum-exp₂ [.., groups·T, 1] in the score dtype.</summary>

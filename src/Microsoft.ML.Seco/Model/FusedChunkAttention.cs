@@ -127,10 +127,9 @@ internal static class FusedChunkAttention
             return output;
         }
 
-        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
+        // On CUDA this runs on libtorch's device thread (BackwardHandOver).
+        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput) => BackwardHandOver<Function>.Run(gradOutput, () =>
         {
-            // Owns every tensor it makes or unpacks: on CUDA this runs on libtorch's device thread (BackwardHandOver).
-            using var scope = NewDisposeScope();
             var saved = ctx.get_saved_variables();
             var prefix = (CachedPrefix)ctx.get_data("prefix");
             using var timed = prefix.Phases?.Measure(StepPhases.AttentionBackward);
@@ -140,10 +139,8 @@ internal static class FusedChunkAttention
                 prefix.KeyGradient.add_(prefixKeys);
                 prefix.ValueGradient!.add_(prefixValues);
             }
-            gradOutput.Dispose(); // TorchSharp's wrapper for this call; the engine keeps its own reference
-            var (gradQueries, gradKeys, gradValues) = scope.Detach(dq, dk, dv);
-            return BackwardHandOver<Function>.Return(gradQueries, gradKeys, gradValues, null);
-        }
+            return [dq, dk, dv, null];
+        });
     }
 
     /// <summary>

@@ -100,21 +100,17 @@ internal static class LinearCrossEntropy
             return sum.MoveToOuterDisposeScope();
         }
 
-        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
+        // On CUDA this runs on libtorch's device thread (BackwardHandOver).
+        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput) => BackwardHandOver<Function>.Run(gradOutput, () =>
         {
-            // Owns every tensor it makes: on CUDA this runs on libtorch's device thread (BackwardHandOver).
-            using var scope = NewDisposeScope();
             var (gradHidden, gradWeight) = ((Tensor?, Tensor?))ctx.get_data("gradients");
             var scale = gradOutput.to(gradHidden?.dtype ?? gradWeight!.dtype);
             var hiddenResult = gradHidden?.mul(scale);
             var weightResult = gradWeight?.mul(scale);
-            gradOutput.Dispose(); // TorchSharp's wrapper for this call; the engine keeps its own reference
             // The eager gradients are needed once: free them now rather than with the graph.
             gradHidden?.Dispose();
             gradWeight?.Dispose();
-            if (hiddenResult is not null) scope.Detach(hiddenResult);
-            if (weightResult is not null) scope.Detach(weightResult);
-            return BackwardHandOver<Function>.Return(hiddenResult, weightResult, null, null);
-        }
+            return [hiddenResult, weightResult, null, null];
+        });
     }
 }
