@@ -2,7 +2,7 @@ using Microsoft.ML.Seco.Inference;
 using Microsoft.ML.Seco.Model;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Seco.Tests.Model;
+namespace Microsoft.ML.Seco.Tests.Inference;
 
 [TestClass]
 public sealed class GenerationTests

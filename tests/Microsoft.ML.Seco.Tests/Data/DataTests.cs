@@ -6,7 +6,7 @@ using Microsoft.ML.Seco.Data;
 using Microsoft.ML.Seco.Tokenization;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Seco.Tests.Training;
+namespace Microsoft.ML.Seco.Tests.Data;
 
 /// <summary>Documents to sequences (GPT-2 tokenizer), batching, JSON-lines files and the long-text corpus reader.</summary>
 [TestClass]
