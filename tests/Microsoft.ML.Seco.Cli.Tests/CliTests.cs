@@ -129,6 +129,10 @@ public sealed class CliTests
             var atLength = points.Where(p => (int)p["length"]! == length).ToList();
             CollectionAssert.AreEquivalent(new[] { "full", "checkpoint", "seco", "spaco", "inference" }, atLength.Select(p => (string?)p["strategy"]).ToArray());
             Assert.IsTrue(atLength.All(p => (string?)p["status"] == "measured" && (double)p["seconds_per_step"]! > 0 && (int)p["chunks"]! == length / 32));
+            // Operations dispatched: counted for every point; a chunk-wise step dispatches more than plain training's.
+            long Operations(string strategy) => (long)atLength.Single(p => (string?)p["strategy"] == strategy)["operations"]!;
+            Assert.IsTrue(atLength.All(p => (long)p["operations"]! > 0 && (double)p["operations_per_chunk_layer"]! > 0), r.Out);
+            Assert.IsTrue(Operations("seco") > Operations("full") && Operations("full") > 0, r.Out);
             // Every training strategy computes the same exact loss at a length; inference reports it too.
             double loss = (double)atLength[0]["loss"]!;
             Assert.IsTrue(atLength.All(p => Math.Abs((double)p["loss"]! - loss) <= 1e-4 * loss), r.Out);
@@ -169,6 +173,22 @@ public sealed class CliTests
             var bytes = File.ReadAllBytes(Output(png));
             CollectionAssert.AreEqual(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, bytes.Take(4).ToArray(), png);
         }
+    }
+
+    [TestMethod]
+    public void BenchPhasesSayWhereAChunkwiseStepsTimeGoes()
+    {
+        var r = Seco("bench", "--quick", "--lengths", "256", "--chunk-size", "32", "--strategies", "full,seco", "--steps", "1", "--phases", "--json");
+        Assert.AreEqual(0, r.ExitCode, r.ToString());
+        var points = r.JsonLines().Where(o => (string?)o["event"] == "point").ToDictionary(o => (string)o["strategy"]!);
+        Assert.IsNull(points["full"]["phases"], "plain training is not phased");
+        var phases = points["seco"]["phases"]!.AsObject();
+        double P(string name) => (double)phases[name]!;
+        foreach (var name in new[] { "stage1", "stage2_forward", "stage2_backward", "attention_forward", "attention_backward", "step" })
+            Assert.IsTrue(P(name) > 0, $"{name}: {phases}");
+        // The stages are disjoint and inside the step; the attention is part of the stages it ran in.
+        Assert.IsTrue(P("stage1") + P("stage2_forward") + P("stage2_backward") <= P("step"), phases.ToJsonString());
+        Assert.IsTrue(P("attention_forward") <= P("stage1") + P("stage2_forward") && P("attention_backward") <= P("stage2_backward"), phases.ToJsonString());
     }
 
     [TestMethod]
