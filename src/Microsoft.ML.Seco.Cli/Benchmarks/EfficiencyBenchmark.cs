@@ -171,7 +171,7 @@ internal static class EfficiencyBenchmark
                 {
                     // In the blocks SeCO's Stage 1 runs in: SpaCO's forward over its unsampled chunks is this same pass.
                     var (sum, tokens) = Evaluation.MeanNll(model, batch, new ChunkwiseOptions { ChunkSize = chunkSize, RecomputeLayers = recompute }.Stage1BlockSize(model.Config.NumHiddenLayers,
-                        FusedChunkAttention.ServesSequences(model.Config, model.Attention.Kernel, length) && FusedChunkAttention.Verdict(model.Device, model.DType) is null));
+                        FusedChunkAttention.ServesModel(model, length)));
                     return sum / tokens;
                 },
                 _ => throw new UsageException($"--strategies: unknown strategy '{strategy}'; use {string.Join(", ", Strategies)}."),

@@ -196,8 +196,7 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
         int chunks = keep[^1] ? keep.Length - 1 : keep.Length;
         if (chunks == 0) return;
         var model = pass.Model;
-        bool fused = FusedChunkAttention.ServesSequences(model.Config, model.Attention.Kernel, pass.Batch.Length)
-            && FusedChunkAttention.Verdict(model.Device, model.DType) is null;
+        bool fused = FusedChunkAttention.ServesModel(model, pass.Batch.Length);
         int chunksPerBlock = pass.DropoutSeed is null ? Options.Stage1BlockSize(model.Config.NumHiddenLayers, fused) / Options.ChunkSize : 1;
         IEnumerable<int> ChunksOf(int block) => Enumerable.Range(block * chunksPerBlock, Math.Min(chunksPerBlock, chunks - block * chunksPerBlock));
 

@@ -79,7 +79,7 @@ internal static class FusedChunkAttention
     {
         if (kernel == AttentionKernel.Blockwise) return false;
         if (window is int w && w < prefixLength + chunkLength) return false;
-        string? verdict = Verdicts.GetOrAdd((queries.device.ToString(), queries.dtype), key => Check(queries.device, key.DType));
+        string? verdict = Verdict(queries.device, queries.dtype);
         if (verdict is not null && kernel == AttentionKernel.Fused)
             throw new NotSupportedException($"The fused attention kernels do not serve {queries.dtype} on {queries.device}: {verdict}");
         return verdict is null;
@@ -92,6 +92,10 @@ internal static class FusedChunkAttention
     /// </summary>
     public static bool ServesSequences(ModelConfig config, AttentionKernel kernel, long length) =>
         kernel != AttentionKernel.Blockwise && (config.SlidingWindow is not int w || w >= length);
+
+    /// <summary>True when every chunk attention of <paramref name="model"/> over sequences of up to <paramref name="length"/> tokens runs fused.</summary>
+    public static bool ServesModel(CausalLM model, long length) =>
+        ServesSequences(model.Config, model.Attention.Kernel, length) && Verdict(model.Device, model.DType) is null;
 
     /// <summary>Why the fused kernels do not serve <paramref name="dtype"/> on <paramref name="device"/>, or null when they do.</summary>
     public static string? Verdict(Device device, ScalarType dtype) => Verdicts.GetOrAdd((device.ToString(), dtype), key => Check(device, key.DType));
