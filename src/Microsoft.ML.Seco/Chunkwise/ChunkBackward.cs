@@ -14,13 +14,14 @@ namespace Microsoft.ML.Seco.Chunkwise;
 /// <param name="InputIds">The chunk's token ids [B, T].</param>
 /// <param name="Start">Absolute position of the chunk's first token.</param>
 /// <param name="Loss">The chunk's summed token loss from its final-norm hidden states (J_i before the 1 / labelled scaling).</param>
-/// <param name="LossScale">What J_i's sum is seeded with: the compensation factor over the sequence's labelled tokens.</param>
+/// <param name="LossSeed">What J_i's sum is seeded with, a scalar on the device (made once per step): the compensation
+/// factor over the sequence's labelled tokens.</param>
 /// <param name="CacheScale">The compensation factor of the injected cache gradient.</param>
 /// <param name="InjectCacheGradient">False while the gradient buffers still hold zeros (no chunk with a prefix was backpropagated yet).</param>
 /// <param name="BeforeLayer">Called with a layer's index before every forward of that layer (dropout replay).</param>
 /// <param name="Phases">Diagnostic: times the forwards and backwards, or null.</param>
 internal sealed record ChunkBackward(CausalLM Model, KvCache Cache, Tensor InputIds, long Start, Func<Tensor, Tensor> Loss,
-    double LossScale, double CacheScale, bool InjectCacheGradient, Action<int>? BeforeLayer, StepPhases? Phases)
+    Tensor LossSeed, double CacheScale, bool InjectCacheGradient, Action<int>? BeforeLayer, StepPhases? Phases)
 {
     long Size => InputIds.shape[1];
 
@@ -30,7 +31,7 @@ internal sealed record ChunkBackward(CausalLM Model, KvCache Cache, Tensor Input
     /// The chunk's graph through every layer at once, one backward call: the activations of all layers for the chunk's rows
     /// are alive together.
     /// </summary>
-    /// <returns>The chunk's summed loss (detached), and whether any gradient was backpropagated.</returns>
+    /// <returns>The chunk's summed loss (its graph already released), and whether any gradient was backpropagated.</returns>
     public (Tensor Loss, bool Backpropagated) WholeGraph()
     {
         var outputs = new List<Tensor>();
@@ -45,7 +46,7 @@ internal sealed record ChunkBackward(CausalLM Model, KvCache Cache, Tensor Input
         }
         if (outputs.Count > 0)
             using (Phases?.Measure(StepPhases.Stage2Backward)) autograd.backward(outputs, seeds);
-        return (loss.detach(), outputs.Count > 0);
+        return (loss, outputs.Count > 0);
     }
 
     /// <summary>
@@ -55,7 +56,7 @@ internal sealed record ChunkBackward(CausalLM Model, KvCache Cache, Tensor Input
     /// layer through <see cref="BeforeLayer"/>. The same gradients as <see cref="WholeGraph"/> up to rounding, for one more
     /// forward of the chunk.
     /// </summary>
-    /// <returns>The chunk's summed loss (detached), and whether any gradient was backpropagated.</returns>
+    /// <returns>The chunk's summed loss (its graph already released), and whether any gradient was backpropagated.</returns>
     public (Tensor Loss, bool Backpropagated) LayerByLayer()
     {
         var layers = Model.Layers;
@@ -118,7 +119,7 @@ internal sealed record ChunkBackward(CausalLM Model, KvCache Cache, Tensor Input
             inputs[l + 1].Dispose();
         }
         gradient?.Dispose();
-        return (loss.detach(), backpropagated);
+        return (loss, backpropagated);
     }
 
     void SeedLoss(List<Tensor> outputs, List<Tensor> seeds, Tensor loss)
@@ -126,7 +127,7 @@ internal sealed record ChunkBackward(CausalLM Model, KvCache Cache, Tensor Input
         // A chunk without labels has no loss of its own; its cache still carries gradient from later chunks.
         if (!loss.requires_grad) return;
         outputs.Add(loss);
-        seeds.Add(full_like(loss, LossScale));
+        seeds.Add(LossSeed);
     }
 
     void SeedCache(List<Tensor> outputs, List<Tensor> seeds, int layer, Tensor keys, Tensor values)

@@ -219,6 +219,7 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
     {
         var selection = pass.Selection;
         pass.Cache.TrackGradients(Options.CrossChunkGradients);
+        using var lossSeed = full(Array.Empty<long>(), selection.LossFactor / pass.Targets.Count, dtype: CausalLM.ScoreType(pass.Model.DType), device: pass.Model.Device);
         bool cacheHasGradient = false;
         for (int i = selection.Keep.Length - 1; i >= 0; i--)
         {
@@ -227,10 +228,10 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
             {
                 int chunk = i;
                 var backward = new ChunkBackward(pass.Model, pass.Cache, pass.Ids(i), pass.Start(i), hidden => pass.Loss(hidden, chunk),
-                    LossScale: selection.LossFactor / pass.Targets.Count, CacheScale: selection.CacheFactor, InjectCacheGradient: cacheHasGradient,
+                    lossSeed, CacheScale: selection.CacheFactor, InjectCacheGradient: cacheHasGradient,
                     BeforeLayer: pass.DropoutOf(i), Phases);
                 var (chunkLoss, backpropagated) = Options.RecomputeLayers ? backward.LayerByLayer() : backward.WholeGraph();
-                lossSum.add_(chunkLoss);
+                using (no_grad()) lossSum.add_(chunkLoss);
                 cacheHasGradient |= backpropagated && i > 0;
             }
             AfterChunkBackward?.Invoke(i);

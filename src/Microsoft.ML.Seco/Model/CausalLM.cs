@@ -12,7 +12,7 @@ namespace Microsoft.ML.Seco.Model;
 // Fields carry Hugging Face's snake_case names: TorchSharp's Module.to() and the checkpoint loader find them by name.
 #pragma warning disable IDE1006, CA1051
 
-/// <summary>Per-chunk inputs shared by all layers: where the chunk is and its rotary cos/sin.</summary>
+/// <summary>Per-chunk inputs shared by all layers: where the chunk is and its rotary cos/sin (views of the model's <see cref="RotaryTable"/>).</summary>
 internal sealed class ChunkPositions : IDisposable
 {
     /// <summary>Absolute position of the chunk's first token.</summary>
@@ -24,12 +24,8 @@ internal sealed class ChunkPositions : IDisposable
     /// <summary>sin of the chunk's rotary angles with rotate_half's sign, [−sin ; sin], [length, head_dim].</summary>
     public Tensor SignedSin { get; }
 
-    internal ChunkPositions(Tensor inverseFrequencies, long start, long length, ScalarType dtype, Device device)
-    {
-        Start = start;
-        Length = length;
-        (Cos, SignedSin) = RotaryEmbedding.CosSin(inverseFrequencies, start, length, dtype, device);
-    }
+    internal ChunkPositions(long start, long length, Tensor cos, Tensor signedSin) =>
+        (Start, Length, Cos, SignedSin) = (start, length, cos, signedSin);
 
     /// <inheritdoc/>
     public void Dispose()
@@ -147,11 +143,8 @@ internal sealed class Attention : nn.Module
         long kvHeads = _config.NumKeyValueHeads, groups = _config.QueriesPerKeyValueHead, heads = kvHeads * groups;
         var (q, k, v) = Project(x, positions);
         var output = prefix is null
-            ? SelfAttention(q, k, v, groups, _config.SlidingWindow)
-            // Query head h uses kv head h / groups, so the queries of one kv head stack on the row axis:
-            // [B, kv_heads, groups·T, d], and grouped-query attention needs no repeated keys/values over the prefix.
-            : ChunkAttention.Apply(q.reshape(b, kvHeads, groups * t, d), k, v, prefix, _config.SlidingWindow, Options).view(b, heads, t, d);
-        output = output.transpose(1, 2).reshape(b, t, heads * d);           // [B, T, heads·d]
+            ? SelfAttention(q, k, v, groups, _config.SlidingWindow).transpose(1, 2).reshape(b, t, heads * d)
+            : ChunkAttention.Apply(q, k, v, prefix, _config.SlidingWindow, Options);   // [B, T, heads·d]
         return (o_proj.forward(output), k, v);
     }
 
@@ -294,6 +287,7 @@ public sealed class CausalLM : nn.Module
     // On the model's device once, so that a chunk's rotary table copies nothing from the host (a copy to a CUDA device
     // waits for the device).
     readonly Tensor _inverseFrequencies;
+    readonly RotaryTable _rotary;
     readonly string[] _ownParameters;
 
     /// <summary>The architecture.</summary>
@@ -335,12 +329,17 @@ public sealed class CausalLM : nn.Module
         // After RegisterComponents, which would register a tensor field as a buffer (then checkpoints would need it). The
         // model owns it: a dispose scope open while the model is built must not take it.
         _inverseFrequencies = tensor(RotaryEmbedding.InverseFrequencies(config), dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
+        _rotary = new RotaryTable(_inverseFrequencies, dtype, device);
     }
 
     /// <inheritdoc/>
     protected override void Dispose(bool disposing)
     {
-        if (disposing) _inverseFrequencies.Dispose();
+        if (disposing)
+        {
+            _rotary.Dispose();
+            _inverseFrequencies.Dispose();
+        }
         base.Dispose(disposing);
     }
 
@@ -366,9 +365,8 @@ public sealed class CausalLM : nn.Module
         }
     }
 
-    /// <summary>Precomputes rotary angles and the mask for a chunk at [start, start + length).</summary>
-    internal ChunkPositions Positions(long start, long length) =>
-        new(_inverseFrequencies, start, length, DType, Device);
+    /// <summary>The rotary angles of a chunk at [start, start + length), sliced from the model's table.</summary>
+    internal ChunkPositions Positions(long start, long length) => _rotary.Slice(start, length);
 
     /// <summary>Embeds token ids [B, T].</summary>
     public Tensor Embed(Tensor inputIds) => model.embed_tokens.forward(inputIds);

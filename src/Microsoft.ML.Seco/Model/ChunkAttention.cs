@@ -4,13 +4,16 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Seco.Model;
 
 /// <summary>
-/// The cached keys/values of positions [0, start) of one layer, as views of the <see cref="KvCache"/> buffers, and,
-/// during SeCO's Stage 2, views of the buffers that accumulate their gradient.
+/// The cached keys/values of positions [0, <see cref="Length"/>) of one layer: the <see cref="KvCache"/>'s whole buffers
+/// of that layer, [B, kv_heads, capacity, d], of which the prefix is the first <see cref="Length"/> positions, and, during
+/// SeCO's Stage 2, the buffers that accumulate their gradient. The buffers themselves, not views of the prefix: a view
+/// is one more operation per chunk and layer, and both attention paths slice what they read anyway.
 /// </summary>
-internal sealed record CachedPrefix(Tensor Keys, Tensor Values, Tensor? KeyGradient, Tensor? ValueGradient)
+internal sealed record CachedPrefix(Tensor Keys, Tensor Values, Tensor? KeyGradient, Tensor? ValueGradient, long Length)
 {
-    /// <summary>Positions in the prefix.</summary>
-    public long Length => Keys.shape[2];
+    /// <summary>A prefix that fills its buffers: positions [0, keys.shape[2]).</summary>
+    public CachedPrefix(Tensor keys, Tensor values, Tensor? keyGradient, Tensor? valueGradient)
+        : this(keys, values, keyGradient, valueGradient, keys.shape[2]) { }
 
     /// <summary>Diagnostic: where the attention over this prefix times itself, or null.</summary>
     public StepPhases? Phases { get; init; }
@@ -35,22 +38,29 @@ internal sealed record CachedPrefix(Tensor Keys, Tensor Values, Tensor? KeyGradi
 internal static class ChunkAttention
 {
     /// <summary>
-    /// softmax(q·kᵀ/√d + mask)·v over [prefix ; chunk] for queries at absolute positions [start, start + T), where the
-    /// prefix holds positions [0, start). With <paramref name="window"/>, query p sees only keys in (p − window, p].
-    /// Differentiable with respect to queries, keys and values (and, through the cache-gradient buffers, the prefix)
-    /// when gradients are enabled. The fused kernels serve where they can (<see cref="FusedChunkAttention"/>), the
-    /// blockwise path elsewhere, as <paramref name="options"/> say.
+    /// softmax(q·kᵀ/√d + mask)·v over [prefix ; chunk] for queries [B, heads, T, d] at absolute positions
+    /// [start, start + T), where the prefix holds positions [0, start); returns the heads side by side, [B, T, heads·d],
+    /// as the output projection reads them. With
+    /// <paramref name="window"/>, query p sees only keys in (p − window, p]. Differentiable with respect to queries, keys
+    /// and values (and, through the cache-gradient buffers, the prefix) when gradients are enabled. The fused kernels
+    /// serve where they can (<see cref="FusedChunkAttention"/>), the blockwise path elsewhere, as
+    /// <paramref name="options"/> say.
     /// </summary>
     public static Tensor Apply(Tensor queries, Tensor keys, Tensor values, CachedPrefix prefix, int? window, AttentionOptions options)
     {
         using var timed = prefix.Phases?.Measure(StepPhases.AttentionForward);
         if (FusedChunkAttention.Serves(queries, keys.shape[2], prefix.Length, window, options.Kernel))
             return FusedChunkAttention.Apply(queries, keys, values, prefix);
+        // Query head h uses kv head h / groups, so the queries of one kv head stack on the row axis:
+        // [B, kv_heads, groups·T, d], and grouped-query attention needs no repeated keys/values over the prefix.
+        var (b, heads, t, d) = (queries.shape[0], queries.shape[1], queries.shape[2], queries.shape[3]);
+        var stacked = queries.reshape(b, keys.shape[1], heads / keys.shape[1] * t, d);
         // With nothing upstream trainable, earlier chunks' keys/values of this layer have no trainable ancestor either,
         // so their gradient is not needed and no graph is built.
-        return is_grad_enabled() && (queries.requires_grad || keys.requires_grad || values.requires_grad)
-            ? BlockwiseFunction.apply(queries, keys, values, new Context(prefix, window, options))
-            : Forward(queries, keys, values, prefix, window, options).Output;
+        var output = is_grad_enabled() && (queries.requires_grad || keys.requires_grad || values.requires_grad)
+            ? BlockwiseFunction.apply(stacked, keys, values, new Context(prefix, window, options))
+            : Forward(stacked, keys, values, prefix, window, options).Output;
+        return output.view(b, heads, t, d).transpose(1, 2).reshape(b, t, heads * d);
     }
 
     static long PrefixBlockSize(Tensor scaledQueries, AttentionOptions options) => options.BlockFor(

@@ -16,8 +16,9 @@ namespace Microsoft.ML.Seco.Model;
 /// gradient of the whole softmax (dS = P ∘ (dO·Vᵀ − rowsum(dO ∘ O)) with P from the combined lse), as ring attention
 /// does. The stacked layout [B, kv_heads, groups·T, d] lets the prefix part read grouped-query keys without repeating
 /// them; only the chunk's own T keys are repeated. Saved for the backward: the chunk's queries, keys, values, output
-/// and lse (O(chunk)); the prefix is read through views of the cache, and its gradient, one layer's at a time, is added
-/// into the cache-gradient buffers.
+/// and lse (O(chunk)). Everything .NET would otherwise dispatch around the kernels happens inside the unit: stacking
+/// the queries, slicing the prefix out of the cache's buffers, and adding the prefix's gradient, one layer's at a
+/// time, into the cache-gradient buffers; .NET sees one call and its outputs per chunk-layer, forward and backward.
 /// Kernels: <c>_scaled_dot_product_flash_attention_for_cpu</c> (and its backward) on the CPU, every floating dtype;
 /// <c>_efficient_attention_forward</c>/<c>_backward</c> on CUDA. Each (device, dtype) is checked against the blockwise
 /// path once per process before it is used (<see cref="Serves"/>).
@@ -41,26 +42,38 @@ internal static class FusedChunkAttention
                 return dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2)
             return torch._scaled_dot_product_flash_attention_for_cpu_backward(g, q, k, v, o, lse, 0.0, causal, scale=scale)
 
-        def forward(qs, k, v, pk, pv, scale: float) -> Tuple[Tensor, Tensor]:
-            b, kvh, rows, d = qs.size(0), qs.size(1), qs.size(2), qs.size(3)
-            t = k.size(2)
-            groups = rows // t
-            o1, l1 = _part_forward(qs, pk, pv, False, scale)
-            o2, l2 = _part_forward(qs.reshape(b, kvh * groups, t, d), k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1), True, scale)
-            l1 = l1.reshape(b, kvh * groups, t)
+        def forward(q, k, v, pk, pv, p: int, scale: float) -> Tuple[Tensor, Tensor, Tensor]:
+            b, h, t, d = q.size(0), q.size(1), q.size(2), q.size(3)
+            kvh = k.size(1)
+            groups = h // kvh
+            qs = q.reshape(b, kvh, groups * t, d)
+            o1, l1 = _part_forward(qs, pk.narrow(2, 0, p), pv.narrow(2, 0, p), False, scale)
+            o2, l2 = _part_forward(qs.reshape(b, h, t, d), k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1), True, scale)
+            l1 = l1.reshape(b, h, t)
             lse = torch.logaddexp(l1, l2)
-            o = o1.reshape(b, kvh * groups, t, d).to(lse.dtype) * (l1 - lse).exp().unsqueeze(-1) + o2.to(lse.dtype) * (l2 - lse).exp().unsqueeze(-1)
-            return o.to(qs.dtype).reshape(b, kvh, rows, d), lse.reshape(b, kvh, rows)
+            o = (o1.reshape(b, h, t, d).to(lse.dtype) * (l1 - lse).exp().unsqueeze(-1) + o2.to(lse.dtype) * (l2 - lse).exp().unsqueeze(-1)).to(q.dtype)
+            return o.transpose(1, 2).reshape(b, t, h * d), o, lse
 
-        def backward(g, qs, k, v, pk, pv, o, lse, scale: float) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-            b, kvh, rows, d = qs.size(0), qs.size(1), qs.size(2), qs.size(3)
-            t = k.size(2)
-            groups = rows // t
-            g = g.contiguous()
-            dq1, dpk, dpv = _part_backward(g, qs, pk, pv, o, lse, False, scale)
-            dq2, dk, dv = _part_backward(g.reshape(b, kvh * groups, t, d), qs.reshape(b, kvh * groups, t, d), k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1), o.reshape(b, kvh * groups, t, d), lse.reshape(b, kvh * groups, t), True, scale)
-            dq = dq1 + dq2.reshape(b, kvh, rows, d)
+        def _backward(g, q, k, v, pk, pv, o, lse, scale: float) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+            b, h, t, d = q.size(0), q.size(1), q.size(2), q.size(3)
+            kvh = k.size(1)
+            groups = h // kvh
+            g = g.reshape(b, t, h, d).transpose(1, 2).contiguous()
+            qs = q.reshape(b, kvh, groups * t, d)
+            dq1, dpk, dpv = _part_backward(g.reshape(b, kvh, groups * t, d), qs, pk, pv, o.reshape(b, kvh, groups * t, d), lse.reshape(b, kvh, groups * t), False, scale)
+            dq2, dk, dv = _part_backward(g, qs.reshape(b, h, t, d), k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1), o, lse, True, scale)
+            dq = dq1.reshape(b, h, t, d) + dq2
             return dq, dk.reshape(b, kvh, groups, t, d).sum(2), dv.reshape(b, kvh, groups, t, d).sum(2), dpk, dpv
+
+        def backward(g, q, k, v, pk, pv, p: int, o, lse, scale: float) -> Tuple[Tensor, Tensor, Tensor]:
+            dq, dk, dv, dpk, dpv = _backward(g, q, k, v, pk.narrow(2, 0, p), pv.narrow(2, 0, p), o, lse, scale)
+            return dq, dk, dv
+
+        def backward_into(g, q, k, v, pk, pv, gk, gv, p: int, o, lse, scale: float) -> Tuple[Tensor, Tensor, Tensor]:
+            dq, dk, dv, dpk, dpv = _backward(g, q, k, v, pk.narrow(2, 0, p), pv.narrow(2, 0, p), o, lse, scale)
+            gk.narrow(2, 0, p).add_(dpk)
+            gv.narrow(2, 0, p).add_(dpv)
+            return dq, dk, dv
         """;
 
     // One unit per process: its Dispose does not free the native unit (docs/ENGINE.md). A source that does not compile
@@ -71,7 +84,7 @@ internal static class FusedChunkAttention
     static readonly ConcurrentDictionary<(string Device, ScalarType DType), string?> Verdicts = new();
 
     /// <summary>
-    /// True when the fused path can attend these stacked queries [B, kv_heads, groups·T, d] over a prefix of
+    /// True when the fused path can attend these queries [B, heads, T, d] over a prefix of
     /// <paramref name="prefixLength"/> positions: no window that cuts the prefix, and kernels that passed their check
     /// for this device and dtype. With <see cref="AttentionKernel.Fused"/> a failed check throws.
     /// </summary>
@@ -101,22 +114,31 @@ internal static class FusedChunkAttention
     public static string? Verdict(Device device, ScalarType dtype) => Verdicts.GetOrAdd((device.ToString(), dtype), key => Check(device, key.DType));
 
     /// <summary>
-    /// Differentiable attention with respect to the stacked queries and the chunk's keys/values; the prefix keys'/values'
-    /// gradients go into the cache-gradient buffers when the prefix has them. Queries [B, kv_heads, groups·T, d].
+    /// Differentiable attention of queries [B, heads, T, d] with respect to them and the chunk's keys/values; the prefix
+    /// keys'/values' gradients go into the cache-gradient buffers when the prefix has them. Returns the heads side by
+    /// side, [B, T, heads·d], as the output projection reads them.
     /// </summary>
     public static Tensor Apply(Tensor queries, Tensor keys, Tensor values, CachedPrefix prefix) =>
         is_grad_enabled() && (queries.requires_grad || keys.requires_grad || values.requires_grad)
             ? Function.apply(queries, keys, values, prefix)
-            : Forward(queries, keys, values, prefix).Output;
+            : Forward(queries, keys, values, prefix).Merged;
 
     static double Scale(Tensor queries) => 1 / Math.Sqrt(queries.shape[^1]);
 
-    static (Tensor Output, Tensor LogSumExp) Forward(Tensor q, Tensor k, Tensor v, CachedPrefix prefix) =>
-        ((Tensor, Tensor))Unit.Value.invoke("forward", q, k, v, prefix.Keys, prefix.Values, Scale(q));
+    // The output twice: with the heads side by side for the caller, and [B, heads, T, d] for the backward's kernels.
+    static (Tensor Merged, Tensor Output, Tensor LogSumExp) Forward(Tensor q, Tensor k, Tensor v, CachedPrefix prefix) =>
+        ((Tensor, Tensor, Tensor))Unit.Value.invoke("forward", q, k, v, prefix.Keys, prefix.Values, prefix.Length, Scale(q));
 
-    static (Tensor Queries, Tensor Keys, Tensor Values, Tensor PrefixKeys, Tensor PrefixValues) Backward(Tensor gradOutput, Tensor q, Tensor k,
-        Tensor v, Tensor output, Tensor logSumExp, CachedPrefix prefix) =>
-        ((Tensor, Tensor, Tensor, Tensor, Tensor))Unit.Value.invoke("backward", gradOutput, q, k, v, prefix.Keys, prefix.Values, output, logSumExp, Scale(q));
+    /// <summary>
+    /// The gradients of the queries and the chunk's keys and values; the prefix's are added into its gradient buffers
+    /// inside the unit, when it has them, so that they never come back to .NET.
+    /// </summary>
+    static (Tensor Queries, Tensor Keys, Tensor Values) Backward(Tensor gradOutput, Tensor q, Tensor k, Tensor v, Tensor output,
+        Tensor logSumExp, CachedPrefix prefix) =>
+        ((Tensor, Tensor, Tensor))(prefix.KeyGradient is null
+            ? Unit.Value.invoke("backward", gradOutput, q, k, v, prefix.Keys, prefix.Values, prefix.Length, output, logSumExp, Scale(q))
+            : Unit.Value.invoke("backward_into", gradOutput, q, k, v, prefix.Keys, prefix.Values, prefix.KeyGradient, prefix.ValueGradient!,
+                prefix.Length, output, logSumExp, Scale(q)));
 
     sealed class Function : autograd.SingleTensorFunction<Function>
     {
@@ -125,10 +147,10 @@ internal static class FusedChunkAttention
         public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
         {
             var (q, k, v, prefix) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], (CachedPrefix)vars[3]);
-            var (output, logSumExp) = Forward(q, k, v, prefix);
+            var (merged, output, logSumExp) = Forward(q, k, v, prefix);
             ctx.save_for_backward(new List<Tensor> { q, k, v, output, logSumExp });
             ctx.save_data("prefix", prefix);
-            return output;
+            return merged;
         }
 
         // On CUDA this runs on libtorch's device thread (BackwardHandOver).
@@ -137,12 +159,7 @@ internal static class FusedChunkAttention
             var saved = ctx.get_saved_variables();
             var prefix = (CachedPrefix)ctx.get_data("prefix");
             using var timed = prefix.Phases?.Measure(StepPhases.AttentionBackward);
-            var (dq, dk, dv, prefixKeys, prefixValues) = Backward(gradOutput, saved[0], saved[1], saved[2], saved[3], saved[4], prefix);
-            if (prefix.KeyGradient is not null)
-            {
-                prefix.KeyGradient.add_(prefixKeys);
-                prefix.ValueGradient!.add_(prefixValues);
-            }
+            var (dq, dk, dv) = Backward(gradOutput, saved[0], saved[1], saved[2], saved[3], saved[4], prefix);
             return [dq, dk, dv, null];
         });
     }
@@ -161,18 +178,23 @@ internal static class FusedChunkAttention
             var generator = new Generator(11, CPU);
             Tensor R(params long[] shape) => randn(shape, dtype: ScalarType.Float64, generator: generator).to(dtype, device);
             const long B = 1, kv = 2, g = 3, T = 5, P = 13, d = 16;
-            var (q, k, v) = (R(B, kv, g * T, d), R(B, kv, T, d), R(B, kv, T, d));
-            var prefix = new CachedPrefix(R(B, kv, P, d), R(B, kv, P, d), null, null);
-            var gradOutput = R(B, kv, g * T, d);
+            var (q, k, v) = (R(B, kv * g, T, d), R(B, kv, T, d), R(B, kv, T, d));
+            // A prefix that does not fill its buffers, as in the cache, with gradient buffers to add into.
+            var prefix = new CachedPrefix(R(B, kv, P + 3, d), R(B, kv, P + 3, d), zeros(B, kv, P + 3, d, dtype: dtype, device: device),
+                zeros(B, kv, P + 3, d, dtype: dtype, device: device), P);
+            var gradOutput = R(B, kv * g, T, d);
 
-            var (output, logSumExp) = Forward(q, k, v, prefix);
-            var (dq, dk, dv, dpk, dpv) = Backward(gradOutput, q, k, v, output, logSumExp, prefix);
-            var reference = ChunkAttention.BlockwiseReference(q, k, v, gradOutput, prefix);
+            var (merged, output, logSumExp) = Forward(q, k, v, prefix);
+            var (dq, dk, dv) = Backward(Merged(gradOutput), q, k, v, output, logSumExp, prefix);
+            var reference = ChunkAttention.BlockwiseReference(Stacked(q, kv), k, v, Stacked(gradOutput, kv),
+                new CachedPrefix(prefix.Keys.narrow(2, 0, P), prefix.Values.narrow(2, 0, P), null, null));
             double tolerance = dtype switch { ScalarType.Float64 => 1e-10, ScalarType.Float32 => 1e-4, _ => 5e-2 };
             foreach (var (name, actual, expected) in new[]
             {
-                ("output", output, reference.Output), ("query gradient", dq, reference.Queries), ("key gradient", dk, reference.Keys),
-                ("value gradient", dv, reference.Values), ("prefix key gradient", dpk, reference.PrefixKeys), ("prefix value gradient", dpv, reference.PrefixValues),
+                ("output", Stacked(output, kv), reference.Output), ("merged output", merged, Merged(reference.Output.reshape(B, kv * g, T, d))), ("query gradient", Stacked(dq, kv), reference.Queries), ("key gradient", dk, reference.Keys),
+                ("value gradient", dv, reference.Values), ("prefix key gradient", prefix.KeyGradient!.narrow(2, 0, P), reference.PrefixKeys),
+                ("prefix value gradient", prefix.ValueGradient!.narrow(2, 0, P), reference.PrefixValues),
+                ("untouched gradient buffer", prefix.KeyGradient!.narrow(2, P, 3), zeros_like(reference.PrefixKeys.narrow(2, 0, 3))),
             })
             {
                 double error = (actual.to(ScalarType.Float64) - expected.to(ScalarType.Float64)).abs().max().item<double>();
@@ -183,7 +205,14 @@ internal static class FusedChunkAttention
         }
         catch (Exception e) when (e is System.Runtime.InteropServices.ExternalException or InvalidCastException or InvalidOperationException)
         {
-            return e.Message.Split('\n')[0];
+            // The interpreter's own first line says only that something failed; the error is on its last lines.
+            var lines = e.Message.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+            return lines.LastOrDefault(l => l.Contains("Error:", StringComparison.Ordinal)) ?? lines.FirstOrDefault() ?? e.GetType().Name;
         }
+
+        static Tensor Merged(Tensor x) => x.transpose(1, 2).reshape(x.shape[0], x.shape[2], x.shape[1] * x.shape[3]);
+
+        // [B, heads, T, d] → the blockwise path's [B, kv_heads, groups·T, d].
+        static Tensor Stacked(Tensor x, long kvHeads) => x.reshape(x.shape[0], kvHeads, x.shape[1] / kvHeads * x.shape[2], x.shape[3]);
     }
 }

@@ -6,7 +6,7 @@ namespace Microsoft.ML.Seco.Model;
 /// <summary>
 /// Keys (after rotary embedding) and values of every layer for positions [0, capacity), one preallocated buffer per
 /// layer and kind, [batch, kv_heads, capacity, head_dim]. A chunk at absolute start s reads the prefix [0, s) as a
-/// view (no copy), and its own keys/values are written into [s, s + length). For SeCO's Stage 2 the cache also holds
+/// slice of the buffers (no copy), and its own keys/values are written into [s, s + length). For SeCO's Stage 2 the cache also holds
 /// one gradient buffer per key/value buffer, in the same layout: attention adds the gradient that later chunks send
 /// to chunk i's cache there in place, and Stage 2 reads it back when it reaches chunk i.
 /// </summary>
@@ -41,11 +41,12 @@ public sealed class KvCache : IDisposable
     public void Write(long start, IReadOnlyList<(Tensor Keys, Tensor Values)> chunk)
     {
         using var _ = no_grad();
+        // One index for every layer: an in-place index copy dispatches nothing more, where a slice per buffer would.
+        using var positions = arange(start, start + chunk[0].Keys.shape[2], dtype: ScalarType.Int64, device: Keys[0].device);
         for (int l = 0; l < Keys.Length; l++)
         {
-            long length = chunk[l].Keys.shape[2];
-            Keys[l].narrow(2, start, length).copy_(chunk[l].Keys);
-            Values[l].narrow(2, start, length).copy_(chunk[l].Values);
+            Keys[l].index_copy_(2, positions, chunk[l].Keys);
+            Values[l].index_copy_(2, positions, chunk[l].Values);
         }
     }
 
@@ -65,9 +66,8 @@ public sealed class KvCache : IDisposable
             : null;
 
     /// <summary>Positions [0, start) of one layer, with their gradient buffers when gradients are tracked.</summary>
-    internal CachedPrefix Prefix(int layer, long start) => new(
-        Keys[layer].narrow(2, 0, start), Values[layer].narrow(2, 0, start),
-        _keyGradients?[layer].narrow(2, 0, start), _valueGradients?[layer].narrow(2, 0, start)) { Phases = Phases };
+    internal CachedPrefix Prefix(int layer, long start) =>
+        new(Keys[layer], Values[layer], _keyGradients?[layer], _valueGradients?[layer], start) { Phases = Phases };
 
     void FreeGradients()
     {

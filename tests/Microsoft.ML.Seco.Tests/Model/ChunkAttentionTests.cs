@@ -97,6 +97,13 @@ public sealed class ChunkAttentionTests
         Assert.IsNull(FusedChunkAttention.Verdict(CPU, ScalarType.Float32));
     }
 
+    // Attention's output [B, T, heads·d] in the reference's layout, the query heads of each kv head stacked: [B, kv, groups·T, d].
+    static Tensor Stacked(Tensor output, long kvHeads, long d)
+    {
+        long b = output.shape[0], t = output.shape[1], heads = output.shape[2] / d;
+        return output.view(b, t, heads, d).transpose(1, 2).reshape(b, kvHeads, heads / kvHeads * t, d);
+    }
+
     static void AssertPrefixAttentionMatchesTheReference(int? window, AttentionOptions options, ScalarType dtype, double tolerance)
     {
         using var scope = NewDisposeScope();
@@ -115,10 +122,11 @@ public sealed class ChunkAttentionTests
         var queries = q.detach().to(dtype).requires_grad_(true);
         var ownKeys = keys.detach().narrow(2, P, T).to(dtype).clone().requires_grad_(true);
         var ownValues = values.detach().narrow(2, P, T).to(dtype).clone().requires_grad_(true);
-        var prefixKeyGradient = zeros(B, kv, P, d, dtype: dtype);
-        var prefixValueGradient = zeros(B, kv, P, d, dtype: dtype);
-        var prefix = new CachedPrefix(keys.detach().narrow(2, 0, P).to(dtype), values.detach().narrow(2, 0, P).to(dtype), prefixKeyGradient, prefixValueGradient);
-        var actual = ChunkAttention.Apply(queries, ownKeys, ownValues, prefix, window, options);
+        // As in the cache: buffers that hold the chunk's own positions too, of which the prefix is the first P.
+        var prefixKeyGradient = zeros(B, kv, P + T, d, dtype: dtype);
+        var prefixValueGradient = zeros(B, kv, P + T, d, dtype: dtype);
+        var prefix = new CachedPrefix(keys.detach().to(dtype), values.detach().to(dtype), prefixKeyGradient, prefixValueGradient, P);
+        var actual = Stacked(ChunkAttention.Apply(queries.view(B, kv * g, T, d), ownKeys, ownValues, prefix, window, options), kv, d);
         (actual * weights.to(dtype)).sum().backward();
 
         double Error(Tensor a, Tensor b) => (a.to(ScalarType.Float64) - b).abs().max().item<double>();
@@ -126,13 +134,16 @@ public sealed class ChunkAttentionTests
         Assert.IsTrue(Error(queries.grad!, gq) < tolerance, $"query gradient: {Error(queries.grad!, gq):E3}");
         Assert.IsTrue(Error(ownKeys.grad!, gk.narrow(2, P, T)) < tolerance, "own key gradient");
         Assert.IsTrue(Error(ownValues.grad!, gv.narrow(2, P, T)) < tolerance, "own value gradient");
-        Assert.IsTrue(Error(prefixKeyGradient, gk.narrow(2, 0, P)) < tolerance, "prefix key gradient (accumulated in place)");
-        Assert.IsTrue(Error(prefixValueGradient, gv.narrow(2, 0, P)) < tolerance, "prefix value gradient (accumulated in place)");
+        Assert.IsTrue(Error(prefixKeyGradient.narrow(2, 0, P), gk.narrow(2, 0, P)) < tolerance, "prefix key gradient (accumulated in place)");
+        Assert.IsTrue(Error(prefixValueGradient.narrow(2, 0, P), gv.narrow(2, 0, P)) < tolerance, "prefix value gradient (accumulated in place)");
+        Assert.AreEqual(0, prefixKeyGradient.narrow(2, P, T).abs().max().to(ScalarType.Float64).item<double>(), "nothing lands past the prefix");
+        Assert.AreEqual(0, prefixValueGradient.narrow(2, P, T).abs().max().to(ScalarType.Float64).item<double>(), "nothing lands past the prefix");
         if (window is int w && w < P) Assert.AreEqual(0, gk.narrow(2, 0, P - w).abs().max().item<double>(), "keys outside every window get no gradient");
 
         using (no_grad())
         {
-            var inference = ChunkAttention.Apply(queries, ownKeys, ownValues, prefix with { KeyGradient = null, ValueGradient = null }, window, options);
+            var inference = Stacked(ChunkAttention.Apply(queries.view(B, kv * g, T, d), ownKeys, ownValues,
+                prefix with { KeyGradient = null, ValueGradient = null }, window, options), kv, d);
             Assert.IsTrue(Error(inference, expected) < tolerance, "inference path");
         }
     }
@@ -177,7 +188,7 @@ public sealed class ChunkAttentionTests
                 var values = Random(generator, B, kv, T, d).requires_grad_(true);
                 var prefix = new CachedPrefix(Random(generator, B, kv, P, d), Random(generator, B, kv, P, d),
                     zeros(B, kv, P, d, dtype: ScalarType.Float64), zeros(B, kv, P, d, dtype: ScalarType.Float64));
-                var output = ChunkAttention.Apply(q, keys, values, prefix, window: null, new AttentionOptions { Kernel = kernel });
+                var output = ChunkAttention.Apply(q.view(B, kv * g, T, d), keys, values, prefix, window: null, new AttentionOptions { Kernel = kernel });
                 var seed = ones_like(output);
                 using var done = new ManualResetEventSlim();
                 work.Add(() =>
@@ -217,7 +228,7 @@ public sealed class ChunkAttentionTests
             var prefix = new CachedPrefix(R(1, 1, P, d), R(1, 1, P, d), zeros(1, 1, P, d), zeros(1, 1, P, d));
             var weights = R(1, 1, g * T, d);
             long? settled = ResidentMemory.Settle();
-            using (var step = NewDisposeScope()) (ChunkAttention.Apply(q, k, v, prefix, null, options) * weights).sum().backward();
+            using (var step = NewDisposeScope()) (Stacked(ChunkAttention.Apply(q.view(1, g, T, d), k, v, prefix, null, options), 1, d) * weights).sum().backward();
             return ResidentMemory.PeakAbove(settled);
         }
 

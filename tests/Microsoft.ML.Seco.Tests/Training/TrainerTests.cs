@@ -336,6 +336,8 @@ public sealed class TrainerTests
         var recorder = new Recorder(_ => live.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount));
         using var trainer = new Trainer(model, new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 8, SampledChunks = 2 }),
             new TrainingOptions { MaxEpoch = 2, GradientAccumulationSteps = 2 });
+        // The model's rotary table grows to the longest sequence once and is the model's, not the step's.
+        using (model.Positions(0, 24)) { }
         long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
 
         trainer.Train(Data(12), 12, recorder, CancellationToken.None, () => new[] { TestModels.Batch(Vocab, new[] { 20 }) });
