@@ -10,6 +10,16 @@ namespace Microsoft.ML.Seco.Chat;
 /// <c>trim_blocks</c> and <c>lstrip_blocks</c>. Templates see <c>messages</c>, <c>add_generation_prompt</c>,
 /// <c>tools</c>, the special tokens and any extra variables (e.g. <c>enable_thinking</c>).
 /// </summary>
+/// <remarks>
+/// Values print as the reference prints them (<c>true</c>, <c>false</c>; none and undefined as nothing). Where the
+/// reference departs from Python Jinja by ignoring an argument or losing output, Python's meaning is kept:
+/// <c>strip</c>/<c>lstrip</c>/<c>rstrip</c> with characters strip only those, and <c>break</c>/<c>continue</c> keep
+/// what the iteration already wrote. Beyond the reference, Jinja's <c>select</c>, <c>reject</c>, <c>count</c>,
+/// <c>wordcount</c>, <c>round</c>, <c>escape</c>, <c>sum</c>, <c>min</c>, <c>max</c>, <c>batch</c>, <c>map</c> with a
+/// filter name, tests with arguments (<c>divisibleby(3)</c>, <c>eq(x)</c>...) and the string methods <c>find</c>,
+/// <c>rfind</c>, <c>rsplit</c>, <c>splitlines</c>, <c>count</c> work. Not supported: <c>include</c>,
+/// <c>extends</c>, <c>raw</c>, <c>loop.cycle</c>.
+/// </remarks>
 public sealed class ChatTemplate
 {
     private static readonly string[] s_specialTokenNames = ["bos_token", "eos_token", "pad_token", "unk_token"];

@@ -136,6 +136,16 @@ public sealed class JinjaInterpreterTests
     }
 
     [TestMethod]
+    public void RunawayRecursionAndHugeRangesFailAsTemplateErrors()
+    {
+        var recursion = Assert.ThrowsExactly<ChatTemplateException>(() => Render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"));
+        StringAssert.Contains(recursion.TemplateMessage, "nest deeper");
+        Assert.AreEqual("120", Render("{% macro fact(n) %}{{ n * fact(n - 1)|int if n > 1 else 1 }}{% endmacro %}{{ fact(5) }}"));
+        var range = Assert.ThrowsExactly<ChatTemplateException>(() => Render("{{ range(1000000000)|length }}"));
+        StringAssert.Contains(range.TemplateMessage, "Range too big");
+    }
+
+    [TestMethod]
     public void LoadsFromTokenizerConfigAndModelDirectory()
     {
         string dir = Path.Combine(Path.GetTempPath(), "seco-chat-" + Guid.NewGuid().ToString("N"));

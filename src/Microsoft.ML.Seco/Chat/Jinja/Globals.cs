@@ -10,6 +10,9 @@ namespace Microsoft.ML.Seco.Chat.Jinja;
 /// </summary>
 internal static class Globals
 {
+    /// <summary>The longest <c>range</c>, Jinja's sandbox limit.</summary>
+    public const int MaxRange = 100_000;
+
     public static Scope Create(TimeProvider clock)
     {
         var scope = new Scope();
@@ -69,6 +72,8 @@ internal static class Globals
             if (args.Positional.Count > 2) step = Num(2);
         }
         if (step == 0) throw TemplateError.Runtime("range() step must not be zero");
+        if (Math.Ceiling((stop - start) / step) > MaxRange)
+            throw TemplateError.Runtime($"Range too big: at most {MaxRange} items (as Jinja's sandbox, which transformers renders with)");
         var items = new List<Value>();
         if (step > 0) for (double i = start; i < stop; i += step) items.Add(new IntegerValue(i));
         else for (double i = start; i > stop; i += step) items.Add(new IntegerValue(i));

@@ -11,7 +11,11 @@ internal sealed class Interpreter
 {
     private enum Flow { Normal, Break, Continue }
 
+    /// <summary>How deep macro calls may nest before rendering fails (instead of overflowing the stack).</summary>
+    public const int MaxCallDepth = 100;
+
     private readonly StringBuilder _root = new();
+    private int _callDepth;
     private readonly List<(int Start, int End)> _spans = [];
     private int _openSpan = -1;
 
@@ -224,7 +228,16 @@ internal sealed class Interpreter
             scope.Set("varargs", new ArrayValue(args.Positional.Skip(parameters.Count).ToList()));
             scope.Set("kwargs", new ObjectValue(keyword));
             foreach (var (pname, fallback) in pending) scope.Set(pname, Eval(fallback, scope));
-            return new StringValue(Capture(body, scope));
+            if (_callDepth >= MaxCallDepth) throw TemplateError.Runtime($"Macro calls nest deeper than {MaxCallDepth} (runaway recursion in '{name}')");
+            _callDepth++;
+            try
+            {
+                return new StringValue(Capture(body, scope));
+            }
+            finally
+            {
+                _callDepth--;
+            }
         });
 
     private Arguments EvalArguments(IReadOnlyList<Expr> args, Scope scope)

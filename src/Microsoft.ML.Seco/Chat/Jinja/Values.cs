@@ -42,7 +42,8 @@ internal abstract class Value
             case JsonValue value:
                 switch (value.GetValueKind())
                 {
-                    case JsonValueKind.String: return new StringValue(value.GetValue<string>());
+                    case JsonValueKind.String:
+                        return new StringValue(value.TryGetValue(out string? text) ? text : JsonSerializer.Deserialize<string>(value.ToJsonString())!);
                     case JsonValueKind.True: return BooleanValue.True;
                     case JsonValueKind.False: return BooleanValue.False;
                     case JsonValueKind.Null: return NullValue.Instance;
