@@ -14,7 +14,8 @@ namespace Microsoft.ML.Seco.Chat;
 /// Values print as the reference prints them (<c>true</c>, <c>false</c>; none and undefined as nothing). Where the
 /// reference departs from Python Jinja by ignoring an argument or losing output, Python's meaning is kept:
 /// <c>strip</c>/<c>lstrip</c>/<c>rstrip</c> with characters strip only those, and <c>break</c>/<c>continue</c> keep
-/// what the iteration already wrote. Beyond the reference, Jinja's <c>select</c>, <c>reject</c>, <c>count</c>,
+/// what the iteration already wrote; a string plus a list or dict is an error (the reference writes JavaScript's
+/// "[object Map]" into the text). Beyond the reference, Jinja's <c>select</c>, <c>reject</c>, <c>count</c>,
 /// <c>wordcount</c>, <c>round</c>, <c>escape</c>, <c>sum</c>, <c>min</c>, <c>max</c>, <c>batch</c>, <c>map</c> with a
 /// filter name, tests with arguments (<c>divisibleby(3)</c>, <c>eq(x)</c>...) and the string methods <c>find</c>,
 /// <c>rfind</c>, <c>rsplit</c>, <c>splitlines</c>, <c>count</c> work. Not supported: <c>include</c>,

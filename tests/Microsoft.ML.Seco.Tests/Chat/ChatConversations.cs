@@ -108,7 +108,7 @@ internal static class ChatConversations
                 for (int c = 0; c < calls; c++)
                 {
                     var arguments = new JsonObject { ["location"] = c == 0 ? "Paris" : "東京", ["unit"] = "celsius", ["days"] = c + 1 };
-                    bool asString = style.ToolArgumentsAsStrings ? random.Next(8) != 0 : random.Next(3) == 0;
+                    bool asString = style.ToolArgumentsAsStrings || random.Next(3) == 0;
                     toolCalls.Add(new JsonObject
                     {
                         ["id"] = $"call_{t}_{c}",

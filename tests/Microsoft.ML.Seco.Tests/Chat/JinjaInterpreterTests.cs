@@ -85,6 +85,16 @@ public sealed class JinjaInterpreterTests
     }
 
     [TestMethod]
+    public void AStringPlusADictIsAnErrorNotJavaScriptText()
+    {
+        // DeepSeek V3's template adds tool['function']['arguments'] to strings: with arguments given as an object the
+        // reference writes "[object Map]" into the prompt; Python raises, and so does ChatTemplate.
+        var e = Assert.ThrowsExactly<ChatTemplateException>(() => Render("{{ 'args: ' + d }}", """{"d": {"a": 1}}"""));
+        StringAssert.Contains(e.TemplateMessage, "Cannot add a string and a dict");
+        Assert.AreEqual("n=1 [1, 2] {\"a\": 1}", Render("{{ 'n=' + 1 }} {{ [1, 2] ~ ' ' ~ d }}", """{"d": {"a": 1}}"""));
+    }
+
+    [TestMethod]
     public void UndefinedValuesPrintEmptyAndAreFalsy()
     {
         Assert.AreEqual("[][][]F", Render("[{{ nope }}][{{ nope.attr }}][{{ none }}]{{ 'T' if nope else 'F' }}"));

@@ -3,7 +3,8 @@ namespace Microsoft.ML.Seco.Chat.Jinja;
 /// <summary>
 /// The binary operators with the reference's rules: <c>==</c> is JavaScript's loose equality of the underlying
 /// values, <c>in</c> its strict equality, <c>~</c> and string <c>+</c> join the values' JavaScript strings, and
-/// arithmetic keeps an integer an integer unless a float takes part (or <c>/</c>).
+/// arithmetic keeps an integer an integer unless a float takes part (or <c>/</c>). Unlike the reference, a string
+/// plus a list or dict is an error (as in Python), and <c>~</c> joins lists and dicts as they print.
 /// </summary>
 internal static class Operators
 {
@@ -20,7 +21,7 @@ internal static class Operators
             throw TemplateError.Runtime($"Cannot perform operation {op} on undefined values");
         }
         if (left is NullValue || right is NullValue) throw TemplateError.Runtime("Cannot perform operation on null values");
-        if (op == "~") return new StringValue(RawString(left) + RawString(right));
+        if (op == "~") return new StringValue(ConcatString(left) + ConcatString(right));
         if (op == "**" && NumericLike(left, out double pa) && NumericLike(right, out double pb))
         {
             if (pa == 0 && pb < 0) throw TemplateError.Runtime("0.0 cannot be raised to a negative power");
@@ -58,7 +59,14 @@ internal static class Operators
                 return BooleanValue.Of(op == "in" ? member : !member);
             }
         }
-        if ((left is StringValue || right is StringValue) && op == "+") return new StringValue(RawString(left) + RawString(right));
+        if ((left is StringValue || right is StringValue) && op == "+")
+        {
+            // The reference would join JavaScript's "[object Map]" or "1,2" into the text; Python raises, and so do we.
+            var other = left is StringValue ? right : left;
+            if (other is ArrayValue or ObjectValue or NamespaceValue or FunctionValue)
+                throw TemplateError.Runtime($"Cannot add a string and a {Describe(other)} (convert it first, e.g. with |tojson)");
+            return new StringValue(RawString(left) + RawString(right));
+        }
         if (left is StringValue ls && right is StringValue rs && op is "in" or "not in")
         {
             bool found = rs.Value.Contains(ls.Value, StringComparison.Ordinal);
@@ -129,7 +137,18 @@ internal static class Operators
     /// <summary>A comparison test (<c>gt</c>, <c>lt</c>...): numbers only, as the reference's operators.</summary>
     public static bool Compare(string op, Value a, Value b) => Binary(op, a, b) is BooleanValue { Value: true };
 
-    /// <summary>JavaScript's <c>value.value.toString()</c>: what <c>~</c> and string <c>+</c> join.</summary>
+    private static string Describe(Value v) => v switch
+    {
+        ArrayValue a => a.IsTuple ? "tuple" : "list",
+        ObjectValue => "dict",
+        NamespaceValue => "namespace",
+        _ => "function",
+    };
+
+    // What ~ joins: a list or dict as {{ }} prints it (the reference's "[object Map]" helps no one).
+    private static string ConcatString(Value v) => v is ArrayValue or ObjectValue or NamespaceValue ? v.ToOutput() : RawString(v);
+
+    /// <summary>JavaScript's <c>value.value.toString()</c>: what string <c>+</c> joins.</summary>
     public static string RawString(Value v) => v switch
     {
         StringValue s => s.Value,

@@ -168,7 +168,6 @@ internal sealed class FunctionValue(string name, Func<Arguments, Scope, Value> i
 /// <summary>The evaluated arguments of a call: positional in order, then keyword by name.</summary>
 internal sealed class Arguments(List<Value> positional, OrderedDictionary<string, Value> keyword)
 {
-    public static readonly Arguments None = new([], new OrderedDictionary<string, Value>());
     public List<Value> Positional { get; } = positional;
     public OrderedDictionary<string, Value> Keyword { get; } = keyword;
 
