@@ -29,12 +29,13 @@ internal sealed record ChatCase(string Description, JsonArray Messages, bool Add
 internal static class ChatConversations
 {
     /// <summary>What a template family expects of its conversations.</summary>
-    public sealed record Style(bool Tools, bool ToolArgumentsAsStrings, bool Thinking, bool ContentLists, bool NullContentForToolCalls);
+    public sealed record Style(bool Tools, bool ToolArgumentsAsStrings, bool Thinking, bool ContentLists, bool NullContentForToolCalls, bool LlamaToolVariables = false);
 
     public static Style StyleOf(string model) => model switch
     {
         "qwen3" => new Style(Tools: true, ToolArgumentsAsStrings: false, Thinking: true, ContentLists: false, NullContentForToolCalls: false),
         "deepseek_v3" => new Style(Tools: true, ToolArgumentsAsStrings: true, Thinking: false, ContentLists: false, NullContentForToolCalls: true),
+        "llama3_1-tools" => new Style(Tools: true, ToolArgumentsAsStrings: false, Thinking: false, ContentLists: false, NullContentForToolCalls: false, LlamaToolVariables: true),
         "gemma3" => new Style(Tools: false, ToolArgumentsAsStrings: false, Thinking: false, ContentLists: true, NullContentForToolCalls: false),
         _ => new Style(Tools: false, ToolArgumentsAsStrings: false, Thinking: false, ContentLists: false, NullContentForToolCalls: false),
     };
@@ -103,12 +104,13 @@ internal static class ChatConversations
             if (style.Tools && random.Next(3) == 0)
             {
                 toolsUsed = true;
-                int calls = 1 + random.Next(2);
+                // Llama 3.1 takes one call per message (it raises otherwise: a few conversations check that).
+                int calls = style.LlamaToolVariables ? (random.Next(6) == 0 ? 2 : 1) : 1 + random.Next(2);
                 var toolCalls = new JsonArray();
                 for (int c = 0; c < calls; c++)
                 {
                     var arguments = new JsonObject { ["location"] = c == 0 ? "Paris" : "東京", ["unit"] = "celsius", ["days"] = c + 1 };
-                    bool asString = style.ToolArgumentsAsStrings || random.Next(3) == 0;
+                    bool asString = style.ToolArgumentsAsStrings || (!style.LlamaToolVariables && random.Next(3) == 0);
                     toolCalls.Add(new JsonObject
                     {
                         ["id"] = $"call_{t}_{c}",
@@ -166,6 +168,11 @@ internal static class ChatConversations
         {
             variables["enable_thinking"] = i % 3 == 0;
             notes.Add($"enable_thinking={i % 3 == 0}");
+        }
+        if (style.LlamaToolVariables)
+        {
+            if (i % 4 == 1) variables["tools_in_user_message"] = false;
+            if (i % 3 == 0) variables["date_string"] = "07 Mar 2026";
         }
         bool passTools = (style.Tools && (toolsUsed || i % 4 == 0)) || i % 11 == 3;
         bool generationPrompt = i % 2 == 0 || i % 5 == 1;

