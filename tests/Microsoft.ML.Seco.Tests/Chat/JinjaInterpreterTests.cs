@@ -146,11 +146,13 @@ public sealed class JinjaInterpreterTests
     }
 
     [TestMethod]
-    public void RunawayRecursionAndHugeRangesFailAsTemplateErrors()
+    public void RunawayRecursionDeepNestingAndHugeRangesFailAsTemplateErrors()
     {
         var recursion = Assert.ThrowsExactly<ChatTemplateException>(() => Render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"));
         StringAssert.Contains(recursion.TemplateMessage, "nest deeper");
         Assert.AreEqual("120", Render("{% macro fact(n) %}{{ n * fact(n - 1)|int if n > 1 else 1 }}{% endmacro %}{{ fact(5) }}"));
+        var nested = Assert.ThrowsExactly<ChatTemplateException>(() => new ChatTemplate("{{ " + new string('(', 100_000) + "1" + new string(')', 100_000) + " }}"));
+        Assert.AreEqual(ChatTemplateErrorKind.Syntax, nested.Kind);
         var range = Assert.ThrowsExactly<ChatTemplateException>(() => Render("{{ range(1000000000)|length }}"));
         StringAssert.Contains(range.TemplateMessage, "Range too big");
     }

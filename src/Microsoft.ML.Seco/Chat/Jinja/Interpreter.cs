@@ -271,6 +271,8 @@ internal sealed class Interpreter
 
     private Value Eval(Expr e, Scope scope)
     {
+        if (!System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack())
+            throw TemplateError.Runtime("The template nests too deeply").At(e.SourceIndex);
         try
         {
             return EvalCore(e, scope);

@@ -234,7 +234,16 @@ internal sealed class Parser
         return new TupleExpr(items, at);
     }
 
-    private Expr ParseExpression() => ParseIfExpression();
+    private Expr ParseExpression()
+    {
+        EnsureStack();
+        return ParseIfExpression();
+    }
+
+    private void EnsureStack()
+    {
+        if (!System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack()) throw Error("The template nests too deeply");
+    }
 
     private Expr ParseIfExpression()
     {
@@ -274,6 +283,7 @@ internal sealed class Parser
 
     private Expr ParseNot()
     {
+        EnsureStack();
         if (IsIdentifier("not"))
         {
             int at = Next().SourceIndex;
@@ -370,6 +380,7 @@ internal sealed class Parser
 
     private Expr ParseUnarySign()
     {
+        EnsureStack();
         if (Peek() is { Kind: TokenKind.UnaryOperator or TokenKind.AdditiveBinaryOperator } t && t.Value is "-" or "+")
         {
             _current++;
