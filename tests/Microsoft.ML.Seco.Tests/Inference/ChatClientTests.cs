@@ -165,6 +165,24 @@ public sealed class ChatClientTests
     }
 
     [TestMethod]
+    public void ByteFallbackPiecesWaitForTheirCharacterAndTheFirstPiecesSpaceIsKept()
+    {
+        // Llama 2's layout: ids 3..258 are <0x00>..<0xFF>; 'i' is not a piece, ü is C3 BC, 🙂 is F0 9F 99 82. The
+        // decoder strips the text's leading space, which must not eat the space before ü when decoding resumes there.
+        string dir = Path.Combine(_dir, "sentencepiece");
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, "tokenizer.json"), System.Text.Json.JsonSerializer.Serialize(
+            Tokenization.SentencePieceBpeTests.Llama2Style(merges: ["h e", "l l", "▁ he", "ll o", "▁he llo"])));
+        var tokenizer = ModelTokenizer.Load(dir);
+        var ids = tokenizer.EncodeWithSpecialTokens("helli ü🙂", addSpecialTokens: false);
+        Assert.AreEqual(10, ids.Count, "he, ll, <0x69>, ▁, two bytes of ü, four of 🙂");
+        var decoder = new IncrementalDecoder(tokenizer);
+        var pieces = ids.Select(decoder.Push).ToArray();
+        CollectionAssert.AreEqual(new[] { "he", "ll", "i", " ", "", "ü", "", "", "", "🙂" }, pieces);
+        Assert.AreEqual(tokenizer.Decode(ids), string.Concat(pieces) + decoder.Flush());
+    }
+
+    [TestMethod]
     public async Task AReplyStopsAtTheEndOfTextIdAndAtGenerationConfigsEndOfTurnIds()
     {
         using var model = HiEuro();
