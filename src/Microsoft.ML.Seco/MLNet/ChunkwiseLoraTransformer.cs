@@ -1,3 +1,5 @@
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.AI;
 using Microsoft.ML.Data;
 using Microsoft.ML.Seco.Checkpoints;
 using Microsoft.ML.Seco.Data;
@@ -16,7 +18,9 @@ namespace Microsoft.ML.Seco;
 /// </summary>
 public sealed class ChunkwiseLoraTransformer : ITransformer, IDisposable
 {
-    readonly object _gate = new();
+    // ML.NET may read rows from several threads, and a chat client streams replies across awaits: the model's forward
+    // pass is not re-entrant, so every use of the model takes this gate (a semaphore, which an async caller can hold).
+    readonly SemaphoreSlim _gate = new(1, 1);
     bool _disposed;
 
     internal ChunkwiseLoraTransformer(CausalLM model, ModelTokenizer tokenizer, ScoringSettings settings, TrainingSummary? summary)
@@ -86,8 +90,7 @@ public sealed class ChunkwiseLoraTransformer : ITransformer, IDisposable
     public DocumentScore Score(Document document)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        // ML.NET may read rows from several threads; the model's forward pass is not re-entrant.
-        lock (_gate) return Evaluation.ScoreDocument(Model, Tokenizer, document, Settings.ChunkSize, Settings.MaxSequenceLength);
+        return Locked(() => Evaluation.ScoreDocument(Model, Tokenizer, document, Settings.ChunkSize, Settings.MaxSequenceLength));
     }
 
     /// <summary>
@@ -97,25 +100,59 @@ public sealed class ChunkwiseLoraTransformer : ITransformer, IDisposable
     /// </summary>
     public string Complete(string prompt, GenerationOptions? options = null)
     {
-        lock (_gate) return Scoring.Complete(Model, Tokenizer, Settings, prompt, options);
+        return Locked(() => Scoring.Complete(Model, Tokenizer, Settings, prompt, options));
     }
 
     /// <summary>Writes the adapter in Hugging Face PEFT's layout (adapter_config.json + adapter_model.safetensors).</summary>
     public void SaveAdapter(string directory)
     {
         if (Settings.FullFineTuning) throw new InvalidOperationException("This stage was fully fine-tuned: save it with SaveMerged, there is no adapter.");
-        lock (_gate) PeftAdapter.Save(Model, directory, Settings.ModelPath);
+        Locked(() => PeftAdapter.Save(Model, directory, Settings.ModelPath));
     }
 
     /// <summary>Writes a plain Hugging Face checkpoint with the adapters merged into the weights, plus the tokenizer files.</summary>
     public void SaveMerged(string directory)
     {
-        lock (_gate) LoraAdapters.WithMerged(Model, () => ModelDirectory.Save(Model, directory));
+        Locked(() => LoraAdapters.WithMerged(Model, () => ModelDirectory.Save(Model, directory)));
         foreach (var file in TokenizerFiles.Names)
         {
             string source = Path.Combine(Settings.ModelPath, file);
             if (File.Exists(source)) File.Copy(source, Path.Combine(directory, file), overwrite: true);
         }
+    }
+
+    /// <summary>
+    /// A Microsoft.Extensions.AI chat client over the fine-tuned model (see <see cref="SecoChatClient"/>). The client
+    /// shares the stage's model and its lock (replies and scoring take turns); disposing the client leaves the stage
+    /// alone, and the client must not be used after the stage is disposed.
+    /// </summary>
+    /// <param name="renderPrompt">
+    /// Renders Hugging Face chat messages to the prompt text with the generation prompt (a chat template's
+    /// <c>Render(messages, addGenerationPrompt: true)</c>).
+    /// </param>
+    /// <param name="options">
+    /// Decoding defaults; null: <see cref="SecoChatClientOptions.FromGenerationConfig"/> of the base model directory,
+    /// prefilling in blocks of the stage's chunk size. A null model id becomes the base model directory's name.
+    /// </param>
+    public IChatClient AsIChatClient(Func<JsonArray, string> renderPrompt, SecoChatClientOptions? options = null)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        options ??= SecoChatClientOptions.FromGenerationConfig(Settings.ModelPath) with { PrefillChunkSize = Settings.ChunkSize };
+        return new SecoChatClient(Model, Tokenizer, renderPrompt, SecoChatClient.WithModelId(options, Settings.ModelPath), _gate, ownsModel: false);
+    }
+
+    void Locked(Action action)
+    {
+        _gate.Wait();
+        try { action(); }
+        finally { _gate.Release(); }
+    }
+
+    T Locked<T>(Func<T> function)
+    {
+        _gate.Wait();
+        try { return function(); }
+        finally { _gate.Release(); }
     }
 
     /// <summary>Saves this stage to one file (see <see cref="SecoModel"/>).</summary>

@@ -40,4 +40,40 @@ public sealed class GenerationTests
         CollectionAssert.AreEqual(TextGenerator.Generate(model, prompt, sampling).ToArray(), TextGenerator.Generate(model, prompt, sampling).ToArray());
         Assert.AreEqual("TopP", Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => TextGenerator.Generate(model, prompt, new GenerationOptions { TopP = 0 })).ParamName);
     }
+
+    [TestMethod]
+    public void TopKOfOneAndATinyTopPAreGreedyAndTheSessionSaysWhyItStopped()
+    {
+        using var model = TestModels.Create(TestModels.Llama());
+        var prompt = new[] { 4, 8, 15, 16, 23, 42 };
+        var greedy = TextGenerator.Generate(model, prompt, new GenerationOptions { MaxNewTokens = 8 });
+        foreach (var sampling in new[]
+                 {
+                     new GenerationOptions { MaxNewTokens = 8, Temperature = 2, TopK = 1, Seed = 1 },
+                     new GenerationOptions { MaxNewTokens = 8, Temperature = 2, TopP = 1e-9, Seed = 2 },
+                 })
+            CollectionAssert.AreEqual(greedy.ToArray(), TextGenerator.Generate(model, prompt, sampling).ToArray(), sampling.ToString());
+        var wide = new GenerationOptions { MaxNewTokens = 8, Temperature = 2, TopK = 5, Seed = 3 };
+        CollectionAssert.AreEqual(TextGenerator.Generate(model, prompt, wide).ToArray(), TextGenerator.Generate(model, prompt, wide).ToArray());
+        Assert.AreEqual("TopK", Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => TextGenerator.Generate(model, prompt, new GenerationOptions { TopK = -1 })).ParamName);
+
+        using (var session = GenerationSession.Start(model, prompt, new GenerationOptions { MaxNewTokens = 3 }))
+        {
+            Assert.AreEqual(prompt.Length, session.PromptTokenCount);
+            while (session.TryNext(out _)) Assert.AreEqual(GenerationStopReason.None, session.StopReason);
+            Assert.AreEqual(GenerationStopReason.MaxNewTokens, session.StopReason);
+            CollectionAssert.AreEqual(greedy.Take(3).ToArray(), session.Generated.ToArray());
+            Assert.IsFalse(session.TryNext(out int none));
+            Assert.AreEqual(0, none);
+        }
+        using (var session = GenerationSession.Start(model, prompt, new GenerationOptions { MaxNewTokens = 8, StopTokens = [greedy[1]] }))
+        {
+            while (session.TryNext(out _)) { }
+            Assert.AreEqual(GenerationStopReason.StopToken, session.StopReason);
+            CollectionAssert.AreEqual(greedy.Take(1).ToArray(), session.Generated.ToArray());
+        }
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        Assert.ThrowsExactly<OperationCanceledException>(() => TextGenerator.Generate(model, prompt, new GenerationOptions(), cancelled.Token));
+    }
 }

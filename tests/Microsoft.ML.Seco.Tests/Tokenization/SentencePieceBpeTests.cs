@@ -166,8 +166,8 @@ public sealed class SentencePieceBpeTests
 
     private static int[] Plain(ModelTokenizer tokenizer, string text) => tokenizer.EncodeWithSpecialTokens(text, addSpecialTokens: false).ToArray();
 
-    // The layout of Llama 2's tokenizer.json as transformers' converter writes it.
-    private static Dictionary<string, object?> Llama2Style(string[] merges)
+    // The layout of Llama 2's tokenizer.json as transformers' converter writes it (the chat client's streaming tests use it too).
+    internal static Dictionary<string, object?> Llama2Style(string[] merges)
     {
         var vocab = new Dictionary<string, int> { ["<unk>"] = 0, ["<s>"] = 1, ["</s>"] = 2 };
         for (int b = 0; b < 256; b++) vocab[$"<0x{b:X2}>"] = 3 + b;

@@ -1,0 +1,457 @@
+using System.Runtime.CompilerServices;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.AI;
+using Microsoft.ML.Seco.Checkpoints;
+using Microsoft.ML.Seco.Lora;
+using Microsoft.ML.Seco.Model;
+using Microsoft.ML.Seco.Tokenization;
+
+namespace Microsoft.ML.Seco.Inference;
+
+/// <summary>
+/// A Microsoft.Extensions.AI <see cref="IChatClient"/> over a Seco model (a base checkpoint, with or without a LoRA
+/// adapter): the conversation is rendered to a prompt by a chat-template renderer, the prompt is prefilled once into
+/// a key/value cache and the reply is generated one token per step (<see cref="GenerationSession"/>).
+/// </summary>
+/// <remarks>
+/// <para>
+/// Prompt: <see cref="ToTemplateMessages"/> turns the messages (after <see cref="ChatOptions.Instructions"/> as a
+/// first system message) into Hugging Face's message list, and the renderer returns the prompt text, generation prompt
+/// included, as <c>tokenizer.apply_chat_template(messages, add_generation_prompt=True)</c> does. The text is encoded
+/// without adding special tokens (transformers' <c>apply_chat_template</c> does the same: the template writes BOS).
+/// </para>
+/// <para>
+/// Decoding: <see cref="ChatOptions.Temperature"/> null takes the client's <see cref="SecoChatClientOptions.Temperature"/>
+/// (greedy unless the options say otherwise, e.g. from generation_config.json); 0 is greedy; above 0 samples, with
+/// <see cref="ChatOptions.TopK"/> then <see cref="ChatOptions.TopP"/> (transformers' order), seeded by
+/// <see cref="ChatOptions.Seed"/> (the same seed, conversation and settings give the same reply). A reply ends at a
+/// stop token (<see cref="SecoChatClientOptions.StopTokenIds"/>: the tokenizer's end-of-sequence and end-of-turn
+/// ids), or when its decoded text holds a stop sequence (cut before it), both <see cref="ChatFinishReason.Stop"/>; or
+/// after <see cref="ChatOptions.MaxOutputTokens"/> tokens or at the context length, <see cref="ChatFinishReason.Length"/>.
+/// Neither a stop token nor a stop sequence is part of the reply.
+/// </para>
+/// <para>
+/// Streaming yields text as the tokens complete it: never half a character (a multi-byte UTF-8 character spread over
+/// byte tokens waits for its last byte), never text that might still turn out to start a stop sequence. The updates'
+/// texts concatenate to the non-streaming reply's text; the last update carries the finish reason and the usage.
+/// </para>
+/// <para>
+/// The model's forward pass is not re-entrant: the client runs one reply at a time and queues concurrent requests.
+/// Cancellation is checked before each prefill block and between tokens.
+/// </para>
+/// </remarks>
+public sealed class SecoChatClient : IChatClient
+{
+    /// <summary>The provider name in <see cref="Metadata"/>.</summary>
+    public const string ProviderName = "Microsoft.ML.Seco";
+
+    readonly Func<JsonArray, string> _renderPrompt;
+    readonly SemaphoreSlim _gate;
+    readonly bool _ownsModel;
+    bool _disposed;
+
+    /// <summary>A client over a loaded model; disposing the client leaves the model to its owner.</summary>
+    /// <param name="model">The model, in evaluation mode (e.g. from <see cref="ModelDirectory.Load"/>, with an adapter attached).</param>
+    /// <param name="tokenizer">The model's tokenizer (<see cref="ModelTokenizer.Load"/>).</param>
+    /// <param name="renderPrompt">
+    /// Renders Hugging Face chat messages (<see cref="ToTemplateMessages"/>) to the prompt text with the generation
+    /// prompt, e.g. a Jinja chat template's <c>Render(messages, addGenerationPrompt: true)</c>.
+    /// </param>
+    /// <param name="options">Decoding defaults and the model id; null: <see cref="SecoChatClientOptions"/>' defaults.</param>
+    public SecoChatClient(CausalLM model, ModelTokenizer tokenizer, Func<JsonArray, string> renderPrompt, SecoChatClientOptions? options = null)
+        : this(model, tokenizer, renderPrompt, options, new SemaphoreSlim(1, 1), ownsModel: false)
+    {
+    }
+
+    internal SecoChatClient(CausalLM model, ModelTokenizer tokenizer, Func<JsonArray, string> renderPrompt, SecoChatClientOptions? options,
+        SemaphoreSlim gate, bool ownsModel)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        ArgumentNullException.ThrowIfNull(renderPrompt);
+        Model = model;
+        Tokenizer = tokenizer;
+        _renderPrompt = renderPrompt;
+        Options = options ?? new SecoChatClientOptions();
+        _gate = gate;
+        _ownsModel = ownsModel;
+        // Out-of-range defaults fail here rather than on the first request.
+        ToGenerationOptions(Options, null, 1);
+        Metadata = new ChatClientMetadata(ProviderName, providerUri: null, defaultModelId: Options.ModelId);
+    }
+
+    /// <summary>The model.</summary>
+    public CausalLM Model { get; }
+
+    /// <summary>The model's tokenizer.</summary>
+    public ModelTokenizer Tokenizer { get; }
+
+    /// <summary>The client's defaults.</summary>
+    public SecoChatClientOptions Options { get; }
+
+    /// <summary>Provider <see cref="ProviderName"/>, the model id of <see cref="Options"/>.</summary>
+    public ChatClientMetadata Metadata { get; }
+
+    /// <summary>
+    /// Loads a model directory in Hugging Face layout (config.json, safetensors weights, tokenizer files), optionally
+    /// with a PEFT LoRA adapter, and returns a client that owns it (disposing the client releases the model).
+    /// </summary>
+    /// <param name="modelDirectory">The base model directory.</param>
+    /// <param name="adapterDirectory">A PEFT adapter directory (adapter_config.json + adapter_model.safetensors), or null.</param>
+    /// <param name="renderPrompt">The chat-template renderer (see the constructor).</param>
+    /// <param name="options">
+    /// Decoding defaults; null: <see cref="SecoChatClientOptions.FromGenerationConfig"/> of the model directory. A null
+    /// <see cref="SecoChatClientOptions.ModelId"/> becomes the directory's name.
+    /// </param>
+    /// <param name="device">auto (CUDA when available), cpu, cuda or cuda:N.</param>
+    /// <param name="dtype">auto (bfloat16 on CUDA, float32 on the CPU), float32, bfloat16, float16 or float64.</param>
+    /// <exception cref="DirectoryNotFoundException">A directory does not exist.</exception>
+    public static SecoChatClient FromModelDirectory(string modelDirectory, string? adapterDirectory, Func<JsonArray, string> renderPrompt,
+        SecoChatClientOptions? options = null, string device = "auto", string dtype = "auto")
+    {
+        ArgumentNullException.ThrowIfNull(modelDirectory);
+        ArgumentNullException.ThrowIfNull(renderPrompt);
+        if (!Directory.Exists(modelDirectory)) throw new DirectoryNotFoundException($"Model directory '{modelDirectory}' does not exist.");
+        if (adapterDirectory is not null && !Directory.Exists(adapterDirectory))
+            throw new DirectoryNotFoundException($"Adapter directory '{adapterDirectory}' does not exist.");
+        var tokenizer = ModelTokenizer.Load(modelDirectory);
+        options = WithModelId(options ?? SecoChatClientOptions.FromGenerationConfig(modelDirectory), modelDirectory);
+        var resolvedDevice = TensorSettings.ResolveDevice(device, nameof(device));
+        var resolvedDType = TensorSettings.ResolveDType(dtype, resolvedDevice, nameof(dtype));
+        var model = ModelDirectory.Load(modelDirectory, resolvedDType, resolvedDevice);
+        try
+        {
+            if (adapterDirectory is not null) PeftAdapter.Load(model, adapterDirectory);
+            model.eval();
+            return new SecoChatClient(model, tokenizer, renderPrompt, options, new SemaphoreSlim(1, 1), ownsModel: true);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The options with <see cref="SecoChatClientOptions.ModelId"/> set to the directory's name when it is null.</summary>
+    internal static SecoChatClientOptions WithModelId(SecoChatClientOptions options, string modelDirectory) =>
+        options.ModelId is not null ? options
+            : options with { ModelId = Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(modelDirectory))) };
+
+    /// <summary>
+    /// Converts Microsoft.Extensions.AI messages to the message list Hugging Face chat templates read: one
+    /// <c>{"role", "content"}</c> object per message (role <c>system</c>, <c>user</c>, <c>assistant</c>, <c>tool</c>
+    /// or a custom role's value; content the message's text contents concatenated), with an assistant's
+    /// <see cref="TextReasoningContent"/> as <c>reasoning_content</c>, its <see cref="FunctionCallContent"/>s as
+    /// <c>tool_calls</c> (<c>{"id", "type": "function", "function": {"name", "arguments": {...}}}</c>), and each
+    /// <see cref="FunctionResultContent"/> as a message of its own, <c>{"role": "tool", "tool_call_id", "content"}</c>
+    /// (a result that is not a string written as JSON).
+    /// </summary>
+    /// <param name="messages">The conversation, at least one message.</param>
+    /// <exception cref="ArgumentException">
+    /// The list is empty, a message is null, or a message holds content that has no place in a chat template
+    /// (images, files, ...), a function call outside an assistant message, or function results mixed with other
+    /// content; the message's index and role are named.
+    /// </exception>
+    public static JsonArray ToTemplateMessages(IEnumerable<ChatMessage> messages)
+    {
+        ArgumentNullException.ThrowIfNull(messages);
+        var result = new JsonArray();
+        int index = 0;
+        foreach (var message in messages)
+        {
+            if (message is null) throw new ArgumentException($"Message {index} is null.", nameof(messages));
+            string role = message.Role.Value;
+            var text = new StringBuilder();
+            var reasoning = new StringBuilder();
+            var toolCalls = new JsonArray();
+            var toolResults = new List<JsonObject>();
+            foreach (var content in message.Contents)
+            {
+                switch (content)
+                {
+                    case TextContent t:
+                        text.Append(t.Text);
+                        break;
+                    case TextReasoningContent r when message.Role == ChatRole.Assistant:
+                        reasoning.Append(r.Text);
+                        break;
+                    case FunctionCallContent call when message.Role == ChatRole.Assistant:
+                        toolCalls.Add(new JsonObject
+                        {
+                            ["id"] = call.CallId,
+                            ["type"] = "function",
+                            ["function"] = new JsonObject
+                            {
+                                ["name"] = call.Name,
+                                ["arguments"] = call.Arguments is null ? new JsonObject()
+                                    : JsonSerializer.SerializeToNode(call.Arguments, CompactJson),
+                            },
+                        });
+                        break;
+                    case FunctionCallContent:
+                        throw new ArgumentException($"Message {index} ({role}) holds a function call; only assistant messages may.", nameof(messages));
+                    case FunctionResultContent functionResult:
+                        toolResults.Add(new JsonObject
+                        {
+                            ["role"] = ChatRole.Tool.Value,
+                            ["tool_call_id"] = functionResult.CallId,
+                            ["content"] = ResultText(functionResult.Result),
+                        });
+                        break;
+                    default:
+                        throw new ArgumentException(
+                            $"Message {index} ({role}) holds {content.GetType().Name}, which SecoChatClient cannot render: it renders text, " +
+                            "an assistant's reasoning text and function calls, and function results.", nameof(messages));
+                }
+            }
+            if (toolResults.Count > 0)
+            {
+                if (text.Length > 0 || reasoning.Length > 0 || toolCalls.Count > 0)
+                    throw new ArgumentException($"Message {index} ({role}) mixes function results with other content; put them in messages of their own.", nameof(messages));
+                foreach (var toolMessage in toolResults) result.Add(toolMessage);
+            }
+            else
+            {
+                var node = new JsonObject { ["role"] = role, ["content"] = text.ToString() };
+                if (reasoning.Length > 0) node["reasoning_content"] = reasoning.ToString();
+                if (toolCalls.Count > 0) node["tool_calls"] = toolCalls;
+                result.Add(node);
+            }
+            index++;
+        }
+        if (index == 0) throw new ArgumentException("The conversation holds no message: pass at least one.", nameof(messages));
+        return result;
+    }
+
+    static string ResultText(object? result) => result switch
+    {
+        null => "",
+        string s => s,
+        JsonElement { ValueKind: JsonValueKind.String } e => e.GetString()!,
+        _ => JsonSerializer.Serialize(result, CompactJson.GetTypeInfo(result.GetType())),
+    };
+
+    // Microsoft.Extensions.AI's serializer settings, on one line: a result goes into a prompt.
+    static readonly JsonSerializerOptions CompactJson = MakeCompact();
+
+    static JsonSerializerOptions MakeCompact()
+    {
+        var options = new JsonSerializerOptions(AIJsonUtilities.DefaultOptions) { WriteIndented = false };
+        options.MakeReadOnly();
+        return options;
+    }
+
+    /// <summary>
+    /// The prompt text a request renders to (<see cref="ChatOptions.Instructions"/> first, as a system message), for
+    /// inspection; <see cref="GetResponseAsync"/> encodes exactly this.
+    /// </summary>
+    /// <param name="messages">The conversation.</param>
+    /// <param name="options">The request's options, or null.</param>
+    public string RenderPrompt(IEnumerable<ChatMessage> messages, ChatOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(messages);
+        if (options?.Instructions is { Length: > 0 } instructions)
+            messages = messages.Prepend(new ChatMessage(ChatRole.System, instructions));
+        var rendered = _renderPrompt(ToTemplateMessages(messages));
+        return rendered ?? throw new InvalidOperationException("The prompt renderer returned null.");
+    }
+
+    /// <inheritdoc/>
+    public Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default) =>
+        // Validation and rendering happen here, so that a bad request throws at the call.
+        Respond(Prepare(messages, options), cancellationToken);
+
+    async Task<ChatResponse> Respond(Request request, CancellationToken cancellationToken)
+    {
+        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            // The whole reply runs off the caller's thread; each step manages its own torch state (see GenerationSession).
+            return await Task.Run(() =>
+            {
+                using var reply = new Reply(this, request, cancellationToken);
+                var text = new StringBuilder();
+                while (!reply.Finished) text.Append(reply.Step(cancellationToken));
+                return new ChatResponse(new ChatMessage(ChatRole.Assistant, text.ToString()) { MessageId = request.MessageId, CreatedAt = request.CreatedAt })
+                {
+                    ResponseId = request.ResponseId,
+                    ModelId = Options.ModelId,
+                    CreatedAt = request.CreatedAt,
+                    FinishReason = reply.FinishReason,
+                    Usage = reply.Usage,
+                };
+            }, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    /// <inheritdoc/>
+    public IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null,
+        CancellationToken cancellationToken = default) =>
+        // As GetResponseAsync: a bad request throws at the call rather than at the first MoveNextAsync.
+        Stream(Prepare(messages, options), cancellationToken);
+
+    async IAsyncEnumerable<ChatResponseUpdate> Stream(Request request, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            // The prefill (the long part for a long conversation) runs off the caller's thread; tokens run where the
+            // consumer resumes, each step with its own torch state.
+            using var reply = await Task.Run(() => new Reply(this, request, cancellationToken), cancellationToken).ConfigureAwait(false);
+            while (!reply.Finished)
+            {
+                string text = reply.Step(cancellationToken);
+                if (text.Length > 0) yield return Update(request, new TextContent(text));
+            }
+            var last = Update(request, new UsageContent(reply.Usage));
+            last.FinishReason = reply.FinishReason;
+            yield return last;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    ChatResponseUpdate Update(Request request, AIContent content) => new(ChatRole.Assistant, [content])
+    {
+        ResponseId = request.ResponseId,
+        MessageId = request.MessageId,
+        ModelId = Options.ModelId,
+        CreatedAt = request.CreatedAt,
+    };
+
+    /// <summary>Everything a reply needs that can be checked before it runs: the prompt's ids and the decoding settings.</summary>
+    sealed record Request(IReadOnlyList<int> PromptIds, GenerationOptions Generation, IReadOnlyList<string> StopSequences,
+        string ResponseId, string MessageId, DateTimeOffset CreatedAt);
+
+    Request Prepare(IEnumerable<ChatMessage> messages, ChatOptions? options)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentNullException.ThrowIfNull(messages);
+        if (options?.Tools is { Count: > 0 })
+            throw new NotSupportedException("SecoChatClient does not call tools: it renders no tool definitions and parses no tool calls from replies. Leave ChatOptions.Tools empty.");
+        if (options?.ResponseFormat is ChatResponseFormatJson)
+            throw new NotSupportedException("SecoChatClient does not constrain replies to JSON: leave ChatOptions.ResponseFormat null or Text.");
+        string prompt = RenderPrompt(messages, options);
+        var ids = Tokenizer.Encode(prompt, addBos: false);
+        if (ids.Count == 0) throw new ArgumentException("The rendered prompt is empty: the renderer returned no text for these messages.", nameof(messages));
+        int context = Options.ContextLength ?? Model.Config.MaxPositionEmbeddings;
+        if (ids.Count >= context)
+            throw new ArgumentException($"The prompt is {ids.Count} tokens, which leaves no room for a reply in the context of {context} tokens.", nameof(messages));
+        var generation = ToGenerationOptions(Options, options, context - ids.Count);
+        var stops = Options.StopSequences.Concat(options?.StopSequences ?? []).ToArray();
+        string id = Guid.NewGuid().ToString("N");
+        return new Request(ids, generation, stops, "seco-" + id, "seco-msg-" + id, DateTimeOffset.UtcNow);
+    }
+
+    // The request's settings over the client's; ranges are checked with the option named as the caller wrote it.
+    GenerationOptions ToGenerationOptions(SecoChatClientOptions defaults, ChatOptions? request, int room)
+    {
+        double temperature = request?.Temperature ?? defaults.Temperature;
+        double topP = request?.TopP ?? defaults.TopP;
+        int topK = request?.TopK ?? defaults.TopK;
+        int maxOutput = request?.MaxOutputTokens ?? defaults.MaxOutputTokens;
+        string Name(bool fromRequest, string option) => (fromRequest ? nameof(ChatOptions) : nameof(SecoChatClientOptions)) + "." + option;
+        if (!(temperature >= 0))
+            throw new ArgumentOutOfRangeException(Name(request?.Temperature is not null, nameof(ChatOptions.Temperature)), temperature, "The temperature must be >= 0 (0 = greedy).");
+        if (!(topP > 0 && topP <= 1))
+            throw new ArgumentOutOfRangeException(Name(request?.TopP is not null, nameof(ChatOptions.TopP)), topP, "TopP must be in (0, 1].");
+        if (topK < 0)
+            throw new ArgumentOutOfRangeException(Name(request?.TopK is not null, nameof(ChatOptions.TopK)), topK, "TopK must be >= 0 (0 = off).");
+        if (maxOutput < 0)
+            throw new ArgumentOutOfRangeException(Name(request?.MaxOutputTokens is not null, nameof(ChatOptions.MaxOutputTokens)), maxOutput, "MaxOutputTokens must be >= 0.");
+        if (defaults.PrefillChunkSize <= 0)
+            throw new ArgumentOutOfRangeException(Name(false, nameof(SecoChatClientOptions.PrefillChunkSize)), defaults.PrefillChunkSize, "PrefillChunkSize must be positive.");
+        return new GenerationOptions
+        {
+            MaxNewTokens = Math.Min(maxOutput, room),
+            Temperature = temperature,
+            TopP = topP,
+            TopK = topK,
+            Seed = request?.Seed ?? defaults.Seed ?? Random.Shared.NextInt64(),
+            StopTokens = defaults.StopTokenIds ?? Tokenizer.EosIds,
+            PrefillChunkSize = defaults.PrefillChunkSize,
+        };
+    }
+
+    /// <summary>One reply in progress: the generation session, the streaming decoder and the stop-sequence filter.</summary>
+    sealed class Reply : IDisposable
+    {
+        readonly GenerationSession _session;
+        readonly IncrementalDecoder _decoder;
+        readonly StopSequenceFilter _stops;
+
+        public Reply(SecoChatClient client, Request request, CancellationToken cancellationToken)
+        {
+            _session = GenerationSession.Start(client.Model, request.PromptIds, request.Generation, cancellationToken);
+            _decoder = new IncrementalDecoder(client.Tokenizer);
+            _stops = new StopSequenceFilter(request.StopSequences);
+        }
+
+        public bool Finished { get; private set; }
+
+        public ChatFinishReason? FinishReason { get; private set; }
+
+        public UsageDetails Usage => new()
+        {
+            InputTokenCount = _session.PromptTokenCount,
+            OutputTokenCount = _session.Generated.Count,
+            TotalTokenCount = _session.PromptTokenCount + _session.Generated.Count,
+        };
+
+        /// <summary>One token; returns the text it completes, possibly empty. At the end, what was held back.</summary>
+        public string Step(CancellationToken cancellationToken)
+        {
+            if (Finished) return "";
+            if (_session.TryNext(out int token, cancellationToken))
+            {
+                string text = _stops.Push(_decoder.Push(token));
+                if (_stops.Stopped) Finish(ChatFinishReason.Stop);
+                return text;
+            }
+            // The reply's end: what the decoder held (an incomplete character) may still complete a stop sequence.
+            string rest = _stops.Push(_decoder.Flush());
+            rest += _stops.Flush();
+            Finish(_stops.Stopped || _session.StopReason == GenerationStopReason.StopToken ? ChatFinishReason.Stop : ChatFinishReason.Length);
+            return rest;
+        }
+
+        void Finish(ChatFinishReason reason)
+        {
+            Finished = true;
+            FinishReason = reason;
+        }
+
+        public void Dispose() => _session.Dispose();
+    }
+
+    /// <summary>
+    /// <see cref="ChatClientMetadata"/>, this client (or any type it is), the <see cref="CausalLM"/> or the
+    /// <see cref="ModelTokenizer"/>; null for anything else or with a service key.
+    /// </summary>
+    public object? GetService(Type serviceType, object? serviceKey = null)
+    {
+        ArgumentNullException.ThrowIfNull(serviceType);
+        if (serviceKey is not null) return null;
+        if (serviceType == typeof(ChatClientMetadata)) return Metadata;
+        if (serviceType.IsInstanceOfType(this)) return this;
+        if (serviceType.IsInstanceOfType(Model)) return Model;
+        if (serviceType.IsInstanceOfType(Tokenizer)) return Tokenizer;
+        return null;
+    }
+
+    /// <summary>Releases the model when the client loaded it (<see cref="FromModelDirectory"/>); otherwise nothing.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        if (_ownsModel) Model.Dispose();
+    }
+}
