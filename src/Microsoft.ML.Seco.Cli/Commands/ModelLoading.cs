@@ -57,7 +57,10 @@ internal static class ModelLoading
         RequireAdapterDirectory(adapter);
         var device = TensorSettings.ResolveDevice(deviceName, "--device");
         var dtype = TensorSettings.ResolveDType(dtypeName, device, "--dtype");
-        var model = ModelDirectory.Load(directory, dtype, device);
+        // An adapter trained with other rotary settings than the base model's carries them: the model is built with them.
+        var config = ModelConfig.Load(directory);
+        if (adapter is not null) config = PeftAdapter.ConfigFor(config, adapter);
+        var model = ModelDirectory.Load(directory, config, dtype, device);
         try
         {
             if (adapter is not null) PeftAdapter.Load(model, adapter);

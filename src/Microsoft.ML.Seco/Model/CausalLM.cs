@@ -24,11 +24,11 @@ internal sealed class ChunkPositions : IDisposable
     /// <summary>sin of the chunk's rotary angles with rotate_half's sign, [−sin ; sin], [length, head_dim].</summary>
     public Tensor SignedSin { get; }
 
-    internal ChunkPositions(Tensor inverseFrequencies, long start, long length, ScalarType dtype, Device device)
+    internal ChunkPositions(Tensor inverseFrequencies, long start, long length, ScalarType dtype, Device device, double attentionScaling = 1)
     {
         Start = start;
         Length = length;
-        (Cos, SignedSin) = RotaryEmbedding.CosSin(inverseFrequencies, start, length, dtype, device);
+        (Cos, SignedSin) = RotaryEmbedding.CosSin(inverseFrequencies, start, length, dtype, device, attentionScaling);
     }
 
     /// <inheritdoc/>
@@ -294,6 +294,9 @@ public sealed class CausalLM : nn.Module
     // On the model's device once, so that a chunk's rotary table copies nothing from the host (a copy to a CUDA device
     // waits for the device).
     readonly Tensor _inverseFrequencies;
+    // yarn's factor on cos and sin (1 otherwise), and the first position dynamic scaling cannot rotate exactly.
+    readonly double _attentionScaling;
+    readonly long? _positionLimit;
     readonly string[] _ownParameters;
 
     /// <summary>The architecture.</summary>
@@ -335,6 +338,8 @@ public sealed class CausalLM : nn.Module
         // After RegisterComponents, which would register a tensor field as a buffer (then checkpoints would need it). The
         // model owns it: a dispose scope open while the model is built must not take it.
         _inverseFrequencies = tensor(RotaryEmbedding.InverseFrequencies(config), dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
+        _attentionScaling = RotaryEmbedding.AttentionScaling(config);
+        _positionLimit = RotaryEmbedding.PositionLimit(config);
     }
 
     /// <inheritdoc/>
@@ -367,8 +372,11 @@ public sealed class CausalLM : nn.Module
     }
 
     /// <summary>Precomputes rotary angles and the mask for a chunk at [start, start + length).</summary>
-    internal ChunkPositions Positions(long start, long length) =>
-        new(_inverseFrequencies, start, length, DType, Device);
+    internal ChunkPositions Positions(long start, long length)
+    {
+        RotaryEmbedding.CheckPositions(_positionLimit, start, length);
+        return new(_inverseFrequencies, start, length, DType, Device, _attentionScaling);
+    }
 
     /// <summary>Embeds token ids [B, T].</summary>
     public Tensor Embed(Tensor inputIds) => model.embed_tokens.forward(inputIds);
