@@ -72,6 +72,7 @@ internal sealed class TrainSetting
         [nameof(ChunkwiseLoraTrainer.Options.FinalLearningRateRatio)] = "--final-lr-ratio",
         [nameof(ChunkwiseLoraTrainer.Options.GradientAccumulationSteps)] = "--grad-accum",
         [nameof(ChunkwiseLoraTrainer.Options.CheckpointEverySteps)] = "--checkpoint-every",
+        [nameof(ChunkwiseLoraTrainer.Options.RopeOriginalMaxPositionEmbeddings)] = "--rope-original-length",
     };
 
     // What each setting does, for --help; the default is appended from the options.
@@ -80,6 +81,10 @@ internal sealed class TrainSetting
         [nameof(ChunkwiseLoraTrainer.Options.ModelPath)] = "Hugging Face model directory (config.json, safetensors, tokenizer). Required (here or as modelPath in the config).",
         [nameof(ChunkwiseLoraTrainer.Options.Device)] = "auto, cpu, cuda or cuda:N.",
         [nameof(ChunkwiseLoraTrainer.Options.DType)] = "auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16 or float64.",
+        [nameof(ChunkwiseLoraTrainer.Options.RopeScaling)] = "Rotary scaling applied to the base model before training and recorded with the adapter and merged checkpoints: model (the base model's config.json: its rope_scaling or none), none, linear, dynamic (exact only up to the base model's max_position_embeddings: a longer --max-seq-len is refused), yarn or llama3.",
+        [nameof(ChunkwiseLoraTrainer.Options.RopeFactor)] = "Scaling factor, at least 1: required by --rope-scaling linear, dynamic, yarn and llama3, or none.",
+        [nameof(ChunkwiseLoraTrainer.Options.RopeOriginalMaxPositionEmbeddings)] = "yarn and llama3: the context length the base model was pretrained with, at least 1, or none for the base model's scaling's own (same type) or its max_position_embeddings.",
+        [nameof(ChunkwiseLoraTrainer.Options.RopeTheta)] = "rope_theta (the rotary base), positive, replacing the base model's, or none to keep it.",
         [nameof(ChunkwiseLoraTrainer.Options.TextColumnName)] = "Column of the data view with whole documents (the .jsonl and .txt readers name it Text).",
         [nameof(ChunkwiseLoraTrainer.Options.MaxSequenceLength)] = "Longest sequence trained on, 2 to 1048576; longer documents are split into windows (see --overflow).",
         [nameof(ChunkwiseLoraTrainer.Options.Overflow)] = "Documents longer than --max-seq-len: split (consecutive windows) or truncate (the first window only).",

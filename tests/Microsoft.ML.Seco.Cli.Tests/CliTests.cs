@@ -307,6 +307,55 @@ public sealed class CliTests
     }
 
     [TestMethod]
+    public void TrainAppliesRopeScalingAndTheAdapterCarriesIt()
+    {
+        string output = Output("rope-yarn");
+        var r = Seco(TrainArgs(output, "--max-steps", "1", "--rope-scaling", "yarn", "--rope-factor", "4", "--rope-original-length", "16"));
+        Assert.AreEqual(0, r.ExitCode, r.ToString());
+        StringAssert.Contains(r.Error, "seco: note: --rope-scaling yarn: rope_scaling yarn");
+        var effective = JsonNode.Parse(File.ReadAllText(Path.Combine(output, "seco-config.json")))!.AsObject();
+        Assert.AreEqual(("yarn", 4.0, 16), ((string?)effective["ropeScaling"], (double)effective["ropeFactor"]!, (int)effective["ropeOriginalMaxPositionEmbeddings"]!));
+        Assert.IsNull(effective["ropeTheta"]);
+        string adapter = Path.Combine(output, "adapter"), record = Path.Combine(adapter, "seco_rope.json");
+        var scaling = JsonNode.Parse(File.ReadAllText(record))!["rope_scaling"]!;
+        Assert.AreEqual(("yarn", 4.0, 16.0), ((string?)scaling["rope_type"], (double)scaling["factor"]!, (double)scaling["original_max_position_embeddings"]!));
+
+        // eval builds the model with the adapter's scaling: without the record the same weights score differently.
+        double Nll() => (double)Seco("eval", "--model", _model, "--adapter", adapter, "--data", _data, "--chunk-size", "8", "--json").JsonLines()[0]["nll"]!;
+        double withYarn = Nll();
+        using (var loaded = (ChunkwiseLoraTransformer)SecoModel.Load(new MLContext(), Path.Combine(output, "model.seco")))
+            Assert.IsTrue(double.IsFinite(loaded.Perplexity("the quick brown fox")), "model.seco loads with its scaling");
+        File.Delete(record);
+        Assert.AreNotEqual(withYarn, Nll(), "the record decides the rotary scaling of the loaded model");
+    }
+
+    [TestMethod]
+    public void BadRopeFlagsAndFieldsAreNamed()
+    {
+        void Refused(string[] flags, params string[] says)
+        {
+            // TrainArgs' --max-seq-len 24 unless the flags give another.
+            var r = flags.Contains("--max-seq-len")
+                ? Seco(["train", "--model", _model, "--data", _data, "--output", Output("rope-bad"), "--chunk-size", "8", "--max-steps", "1", .. flags])
+                : Seco(TrainArgs(Output("rope-bad"), ["--max-steps", "1", .. flags]));
+            Assert.AreEqual(2, r.ExitCode, r.ToString());
+            foreach (var text in says) StringAssert.Contains(r.Error, text, r.ToString());
+            Assert.IsFalse(Directory.Exists(Output("rope-bad")), "nothing is written");
+        }
+        Refused(["--rope-factor", "4"], "--rope-factor is set but --rope-scaling is model");
+        Refused(["--rope-scaling", "yarn"], "--rope-scaling yarn needs --rope-factor");
+        Refused(["--rope-scaling", "yarn", "--rope-factor", "0.5"], "--rope-factor must be at least 1; got 0.5.");
+        Refused(["--rope-scaling", "linear", "--rope-factor", "2", "--rope-original-length", "64"], "--rope-original-length applies to --rope-scaling yarn and llama3 only");
+        Refused(["--rope-scaling", "longrope"], "--rope-scaling", "'longrope' not recognized", "'model', 'none', 'linear', 'dynamic', 'yarn', 'llama3'");
+        Refused(["--rope-theta", "-1"], "--rope-theta must be positive");
+        Refused(["--rope-scaling", "dynamic", "--rope-factor", "2", "--max-seq-len", "40000"], "--max-seq-len (40000) must be at most the base model's max_position_embeddings (32768) with --rope-scaling dynamic");
+        string config = Output("rope-bad.json");
+        File.WriteAllText(config, """{"ropeScaling": "yarn", "ropeFactor": 0}""");
+        Refused(["--config", config], "field 'ropeFactor'", "must be at least 1");
+        File.Delete(config);
+    }
+
+    [TestMethod]
     public void ConfigFileIsReadAndFlagsOverrideIt()
     {
         string output = Output("config-run");

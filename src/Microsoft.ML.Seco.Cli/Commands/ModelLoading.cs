@@ -57,17 +57,9 @@ internal static class ModelLoading
         RequireAdapterDirectory(adapter);
         var device = TensorSettings.ResolveDevice(deviceName, "--device");
         var dtype = TensorSettings.ResolveDType(dtypeName, device, "--dtype");
-        var model = ModelDirectory.Load(directory, dtype, device);
-        try
-        {
-            if (adapter is not null) PeftAdapter.Load(model, adapter);
-            model.eval();
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        // An adapter trained with other rotary settings than the base model's carries them: the model is built with them.
+        var model = PeftAdapter.LoadWithBase(directory, adapter, dtype, device);
+        model.eval();
+        return model;
     }
 }

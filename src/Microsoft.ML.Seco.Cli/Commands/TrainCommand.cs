@@ -136,6 +136,7 @@ internal static class TrainCommand
         if (string.IsNullOrWhiteSpace(c.Output)) throw new UsageException("--output is required (or output in --config).");
         c.Validate();
         ModelLoading.RequireModelDirectory(options.ModelPath, modelWhere);
+        RopeNote(c);
         string dataWhere = c.Origins.GetValueOrDefault("data") ?? "--data";
         string validationWhere = c.Origins.GetValueOrDefault("validationData") ?? "--validation-data";
         // One pass over the files finds a malformed line now rather than after the output folder exists.
@@ -177,9 +178,22 @@ internal static class TrainCommand
         }
     }
 
+    /// <summary>
+    /// The rotary settings applied to the base model's config (the stage does the same at Fit): an error names the flags or
+    /// fields; the line says what happens to the base model's scaling, or is null.
+    /// </summary>
+    static string? RopeNote(TrainConfig c)
+    {
+        var config = ModelConfig.Load(c.Options.ModelPath);
+        try { return c.Options.ApplyRope(config).Note; }
+        catch (ArgumentException e) { throw new UsageException(c.Describe(e)); }
+    }
+
     /// <summary>What the user should know about the settings before the run starts (stderr, so --json stays JSON).</summary>
     static IEnumerable<string> Notes(TrainConfig c)
     {
+        if (RopeNote(c) is string rope)
+            yield return System.Text.RegularExpressions.Regex.Replace(rope, @"\b[A-Z][A-Za-z0-9]+\b", m => TrainSetting.ByName(m.Value) is not null ? Name(m.Value) : m.Value);
         var o = c.Options;
         // The flag when a flag set it, else the configuration's field name.
         string Name(string option)

@@ -14,7 +14,18 @@ public static class ModelDirectory
     public static CausalLM Load(string directory, ScalarType dtype, Device device)
     {
         if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"Model directory '{directory}' does not exist.");
-        var config = ModelConfig.Load(directory);
+        return Load(directory, ModelConfig.Load(directory), dtype, device);
+    }
+
+    /// <summary>
+    /// Loads the weights in <paramref name="directory"/> into a model of <paramref name="config"/>: the directory's own
+    /// config.json with settings that leave the weights' shapes alone changed, such as the rotary scaling of a
+    /// fine-tuning run (<see cref="ChunkwiseLoraTrainer.Options.ApplyRope"/>, <see cref="PeftAdapter.ConfigFor"/>).
+    /// </summary>
+    public static CausalLM Load(string directory, ModelConfig config, ScalarType dtype, Device device)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"Model directory '{directory}' does not exist.");
         var model = new CausalLM(config, dtype, device);
         try
         {

@@ -53,7 +53,7 @@ public sealed class SecoChatClient : IChatClient
     bool _disposed;
 
     /// <summary>A client over a loaded model; disposing the client leaves the model to its owner.</summary>
-    /// <param name="model">The model, in evaluation mode (e.g. from <see cref="ModelDirectory.Load"/>, with an adapter attached).</param>
+    /// <param name="model">The model, in evaluation mode (e.g. from <see cref="PeftAdapter.LoadWithBase"/>).</param>
     /// <param name="tokenizer">The model's tokenizer (<see cref="ModelTokenizer.Load"/>).</param>
     /// <param name="renderPrompt">
     /// Renders Hugging Face chat messages (<see cref="ToTemplateMessages"/>) to the prompt text with the generation
@@ -120,18 +120,9 @@ public sealed class SecoChatClient : IChatClient
         options = WithModelId(options ?? SecoChatClientOptions.FromGenerationConfig(modelDirectory), modelDirectory);
         var resolvedDevice = TensorSettings.ResolveDevice(device, nameof(device));
         var resolvedDType = TensorSettings.ResolveDType(dtype, resolvedDevice, nameof(dtype));
-        var model = ModelDirectory.Load(modelDirectory, resolvedDType, resolvedDevice);
-        try
-        {
-            if (adapterDirectory is not null) PeftAdapter.Load(model, adapterDirectory);
-            model.eval();
-            return new SecoChatClient(model, tokenizer, renderPrompt, options, new SemaphoreSlim(1, 1), ownsModel: true);
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
+        var model = PeftAdapter.LoadWithBase(modelDirectory, adapterDirectory, resolvedDType, resolvedDevice);
+        model.eval();
+        return new SecoChatClient(model, tokenizer, renderPrompt, options, new SemaphoreSlim(1, 1), ownsModel: true);
     }
 
     /// <summary>The options with <see cref="SecoChatClientOptions.ModelId"/> set to the directory's name when it is null.</summary>

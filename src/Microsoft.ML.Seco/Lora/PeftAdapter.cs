@@ -19,6 +19,11 @@ public static class PeftAdapter
     public const string WeightsFileName = "adapter_model.safetensors";
     /// <summary>The prefix PEFT puts before the base model's parameter names.</summary>
     public const string KeyPrefix = "base_model.model.";
+    /// <summary>
+    /// The rotary settings the adapter was trained with (rope_theta and rope_scaling, as config.json writes them), beside
+    /// PEFT's two files when they are not the base model's own: PEFT does not read it, <see cref="ConfigFor"/> does.
+    /// </summary>
+    public const string RopeFileName = "seco_rope.json";
 
     /// <summary>
     /// Writes the model's adapters. The files are written into a fresh folder that then replaces
@@ -35,7 +40,62 @@ public static class PeftAdapter
             Directory.CreateDirectory(staging);
             SafeTensorsFile.Write(Path.Combine(staging, WeightsFileName), tensors, new Dictionary<string, string> { ["format"] = "pt" });
             File.WriteAllText(Path.Combine(staging, ConfigFileName), ConfigJson(config, baseModelPath).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            if (RecordsRope(model.Config, baseModelPath))
+                File.WriteAllText(Path.Combine(staging, RopeFileName), model.Config.RopeJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         });
+    }
+
+    // Whether the model's rotary settings need recording: whenever it has a scaling, and whenever they are not those of
+    // the base model's config.json (a theta changed, a scaling removed), as far as that file can be read.
+    static bool RecordsRope(ModelConfig trained, string? baseModelPath)
+    {
+        if (trained.RopeScaling is not null) return true;
+        if (baseModelPath is null || !File.Exists(Path.Combine(baseModelPath, "config.json"))) return false;
+        try
+        {
+            var original = ModelConfig.Load(baseModelPath);
+            return original.RopeScaling is not null || original.RopeTheta != trained.RopeTheta;
+        }
+        catch (Exception e) when (e is InvalidDataException or NotSupportedException or IOException) { return false; }
+    }
+
+    /// <summary>
+    /// The config a model needs to run the adapter in <paramref name="directory"/>: <paramref name="baseConfig"/> with the
+    /// rotary settings the adapter was trained with (<see cref="RopeFileName"/>), or unchanged when the folder has none
+    /// (an adapter of PEFT's, or one trained on the base model's own settings).
+    /// </summary>
+    /// <exception cref="InvalidDataException">The file is not valid JSON or holds a value out of range.</exception>
+    public static ModelConfig ConfigFor(ModelConfig baseConfig, string directory)
+    {
+        ArgumentNullException.ThrowIfNull(baseConfig);
+        string path = Path.Combine(directory, RopeFileName);
+        if (!File.Exists(path)) return baseConfig;
+        JsonObject json;
+        try { json = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: not a JSON object."); }
+        catch (JsonException e) { throw new InvalidDataException($"{path}: invalid JSON ({e.Message}).", e); }
+        return baseConfig.WithRope(json, path);
+    }
+
+    /// <summary>
+    /// Loads the base model in <paramref name="modelDirectory"/> with the adapter in <paramref name="adapterDirectory"/>
+    /// (or none) attached, built with the rotary settings the adapter was trained with (<see cref="ConfigFor"/>), as
+    /// PEFT's <c>PeftModel.from_pretrained(base, adapter)</c> does. The model is in training mode, as loaded.
+    /// </summary>
+    public static CausalLM LoadWithBase(string modelDirectory, string? adapterDirectory, ScalarType dtype, Device device)
+    {
+        var config = ModelConfig.Load(modelDirectory);
+        if (adapterDirectory is not null) config = ConfigFor(config, adapterDirectory);
+        var model = ModelDirectory.Load(modelDirectory, config, dtype, device);
+        try
+        {
+            if (adapterDirectory is not null) Load(model, adapterDirectory);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
     }
 
     /// <summary>PEFT's adapter_config.json for a LoRA config.</summary>

@@ -1,6 +1,7 @@
 using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Data;
 using Microsoft.ML.Seco.Lora;
+using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Training;
 
 namespace Microsoft.ML.Seco;
@@ -34,6 +35,26 @@ public sealed partial class ChunkwiseLoraTrainer
         public string Device = "auto";
         /// <summary>"auto" (float32 on CPU, bfloat16 on CUDA), "float32", "bfloat16", "float16", "float64". Default "auto".</summary>
         public string DType = "auto";
+
+        // Rotary position embedding
+
+        /// <summary>
+        /// The rotary scaling the run applies to the base model before training: Model keeps the base model's config.json
+        /// (its rope_scaling or none; the run logs which), None removes any, Linear, Dynamic, Yarn and Llama3 replace it
+        /// (with <see cref="RopeFactor"/>). The adapter and merged checkpoints record it, so that loading them later uses
+        /// what was trained. Dynamic is exact only up to the base model's max_position_embeddings: a longer
+        /// <see cref="MaxSequenceLength"/> is refused (docs/ENGINE.md). Default Model.
+        /// </summary>
+        public RopeScalingType RopeScaling = RopeScalingType.Model;
+        /// <summary>The scaling factor, at least 1; required by Linear, Dynamic, Yarn and Llama3, not allowed with Model or None. Default null.</summary>
+        public double? RopeFactor;
+        /// <summary>
+        /// Yarn and Llama3: the context length the base model was pretrained with, at least 1; null takes the base model's
+        /// scaling's own when it has the same type, else its max_position_embeddings. Default null.
+        /// </summary>
+        public int? RopeOriginalMaxPositionEmbeddings;
+        /// <summary>rope_theta (the rotary base), positive, replacing the base model's; null keeps it. Default null.</summary>
+        public double? RopeTheta;
 
         // Data
 
@@ -197,6 +218,7 @@ public sealed partial class ChunkwiseLoraTrainer
             Require(MaxNewTokens >= 0, nameof(MaxNewTokens), MaxNewTokens, "must be at least 0");
             Require(CheckpointEverySteps >= 1, nameof(CheckpointEverySteps), CheckpointEverySteps, "must be at least 1");
             _ = MemoryBudgetBytes;
+            ValidateRope();
             // Every other rule lives with its concern, once.
             try
             {
@@ -205,6 +227,84 @@ public sealed partial class ChunkwiseLoraTrainer
                 Training(seed: 0).Validate();
             }
             catch (ArgumentException e) { throw InOptionNames(e); }
+        }
+
+        void ValidateRope()
+        {
+            if (!Enum.IsDefined(RopeScaling))
+                throw new ArgumentOutOfRangeException(nameof(RopeScaling), RopeScaling, $"RopeScaling {(int)RopeScaling} is not a RopeScalingType.");
+            if (RopeFactor is double factor && !(factor >= 1 && double.IsFinite(factor)))
+                throw new ArgumentOutOfRangeException(nameof(RopeFactor), factor, "RopeFactor must be at least 1.");
+            if (RopeOriginalMaxPositionEmbeddings is int original && original < 1)
+                throw new ArgumentOutOfRangeException(nameof(RopeOriginalMaxPositionEmbeddings), original, "RopeOriginalMaxPositionEmbeddings must be at least 1.");
+            if (RopeTheta is double theta && !(theta > 0 && double.IsFinite(theta)))
+                throw new ArgumentOutOfRangeException(nameof(RopeTheta), theta, "RopeTheta must be positive.");
+            string type = RopeTypeName;
+            bool replaces = RopeScaling is not (RopeScalingType.Model or RopeScalingType.None);
+            if (!replaces && RopeFactor is not null)
+                throw new ArgumentException($"RopeFactor is set but RopeScaling is {type}: name the scaling it goes with (linear, dynamic, yarn or llama3).", nameof(RopeFactor));
+            if (replaces && RopeFactor is null)
+                throw new ArgumentException($"RopeScaling {type} needs RopeFactor, the scaling factor (e.g. 4).", nameof(RopeFactor));
+            if (RopeOriginalMaxPositionEmbeddings is not null && RopeScaling is not (RopeScalingType.Yarn or RopeScalingType.Llama3))
+                throw new ArgumentException($"RopeOriginalMaxPositionEmbeddings applies to RopeScaling yarn and llama3 only, not {type}.", nameof(RopeOriginalMaxPositionEmbeddings));
+        }
+
+        string RopeTypeName => RopeScaling.ToString().ToLowerInvariant();
+
+        /// <summary>
+        /// The base model's config with this run's rotary settings applied (<see cref="RopeScaling"/>, <see cref="RopeFactor"/>,
+        /// <see cref="RopeOriginalMaxPositionEmbeddings"/>, <see cref="RopeTheta"/>), and a line saying what the run does with
+        /// the base model's scaling, or null when there is nothing to say. Throws an ArgumentException naming the option
+        /// when the result is not a working model, or dynamic scaling with a <see cref="MaxSequenceLength"/> beyond
+        /// max_position_embeddings.
+        /// </summary>
+        public (ModelConfig Config, string? Note) ApplyRope(ModelConfig baseConfig)
+        {
+            ArgumentNullException.ThrowIfNull(baseConfig);
+            ValidateRope();
+            var current = baseConfig.RopeScaling;
+            string Describe(Model.RopeScaling? s) => s is null ? "none" : s.ToString();
+            Model.RopeScaling? scaling;
+            string? note;
+            string option = nameof(RopeScaling);
+            switch (RopeScaling)
+            {
+                case RopeScalingType.Model:
+                    scaling = current;
+                    note = current is null ? null : $"RopeScaling model: the base model's rope_scaling is kept ({Describe(current)}).";
+                    break;
+                case RopeScalingType.None:
+                    scaling = null;
+                    note = current is null ? null : $"RopeScaling none: the base model's rope_scaling ({Describe(current)}) is removed.";
+                    break;
+                default:
+                    string type = RopeTypeName;
+                    double factor = RopeFactor!.Value;
+                    // A base scaling of the same type lends the fields the options do not set (llama3's band factors,
+                    // yarn's betas, mscales and original length).
+                    var same = current?.Type == type ? current : null;
+                    scaling = type switch
+                    {
+                        "linear" or "dynamic" => new Model.RopeScaling { Type = type, Factor = factor },
+                        _ => (same ?? new Model.RopeScaling { Type = type }) with
+                        {
+                            Factor = factor,
+                            OriginalMaxPositionEmbeddings = RopeOriginalMaxPositionEmbeddings ?? same?.OriginalMaxPositionEmbeddings ?? baseConfig.MaxPositionEmbeddings,
+                        },
+                    };
+                    note = $"RopeScaling {type}: rope_scaling {Describe(scaling)}{(current is null ? "" : $" replaces the base model's ({Describe(current)})")}.";
+                    break;
+            }
+            if (RopeTheta is double theta && theta != baseConfig.RopeTheta)
+                note = $"{(note is null ? "" : note + " ")}RopeTheta: rope_theta {theta} replaces the base model's {baseConfig.RopeTheta}.";
+            var config = baseConfig with { RopeScaling = scaling, RopeTheta = RopeTheta ?? baseConfig.RopeTheta };
+            try { config.Validate("the rotary settings"); }
+            catch (InvalidDataException e) { throw new ArgumentException(e.Message, option, e); }
+            if (RotaryEmbedding.PositionLimit(config) is long limit && MaxSequenceLength > limit)
+                throw new ArgumentOutOfRangeException(nameof(MaxSequenceLength), MaxSequenceLength,
+                    $"MaxSequenceLength ({MaxSequenceLength}) must be at most the base model's max_position_embeddings ({limit}) with RopeScaling dynamic{(RopeScaling == RopeScalingType.Model ? " (from the base model's config.json)" : "")}: " +
+                    "beyond that length transformers derives the frequencies from the length of the whole forward, which chunk-wise training cannot reproduce. Lower MaxSequenceLength, or use RopeScaling yarn or linear.");
+            return (config, note);
         }
 
         // The records name their own fields; these are the fields of Options they stand for.

@@ -95,7 +95,10 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
         if (parallel is not null) device = parallel.DeviceFor(device, nameof(Options.Device));
         var dtype = TensorSettings.ResolveDType(_options.DType, device, nameof(Options.DType));
         var tokenizer = ModelTokenizer.Load(_options.ModelPath);
-        var model = ModelDirectory.Load(_options.ModelPath, dtype, device);
+        // The run's rotary settings go into the model before it is built: its rotation tables are computed once.
+        var (config, ropeNote) = _options.ApplyRope(ModelConfig.Load(_options.ModelPath));
+        if (ropeNote is not null) channel.Info(MessageSensitivity.None, $"ChunkwiseLora: {ropeNote}");
+        var model = ModelDirectory.Load(_options.ModelPath, config, dtype, device);
         try
         {
             if (!_options.FullFineTuning)

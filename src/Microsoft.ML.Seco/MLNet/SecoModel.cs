@@ -180,7 +180,13 @@ public static class SecoModel
             // A stage trained on a GPU loads on whatever GPU this machine has, or on the CPU.
             var device = TensorSettings.ResolveDevice(settings.Device.StartsWith("cuda", StringComparison.Ordinal) ? "auto" : settings.Device);
             var dtype = TensorSettings.ResolveDType(settings.DType, device);
-            var model = ModelDirectory.Load(modelPath, dtype, device);
+            // The rotary settings the stage was trained with: the adapter's record of them, or a fully fine-tuned stage's config.json.
+            var config = ModelConfig.Load(modelPath);
+            string savedConfig = Path.Combine(scratch, "config.json");
+            config = settings.FullFineTuning && File.Exists(savedConfig)
+                ? config.WithRope(JsonNode.Parse(File.ReadAllText(savedConfig)) as JsonObject ?? throw new InvalidDataException($"{path}: {prefix}config.json is not a JSON object."), $"{path}: {prefix}config.json")
+                : PeftAdapter.ConfigFor(config, scratch);
+            var model = ModelDirectory.Load(modelPath, config, dtype, device);
             try
             {
                 try

@@ -288,6 +288,8 @@ public sealed class CausalLM : nn.Module
     // waits for the device).
     readonly Tensor _inverseFrequencies;
     readonly RotaryTable _rotary;
+    // The first position dynamic scaling cannot rotate exactly, or null.
+    readonly long? _positionLimit;
     readonly string[] _ownParameters;
 
     /// <summary>The architecture.</summary>
@@ -329,7 +331,8 @@ public sealed class CausalLM : nn.Module
         // After RegisterComponents, which would register a tensor field as a buffer (then checkpoints would need it). The
         // model owns it: a dispose scope open while the model is built must not take it.
         _inverseFrequencies = tensor(RotaryEmbedding.InverseFrequencies(config), dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
-        _rotary = new RotaryTable(_inverseFrequencies, dtype, device);
+        _positionLimit = RotaryEmbedding.PositionLimit(config);
+        _rotary = new RotaryTable(_inverseFrequencies, RotaryEmbedding.AttentionScaling(config), dtype, device);
     }
 
     /// <inheritdoc/>
@@ -366,7 +369,11 @@ public sealed class CausalLM : nn.Module
     }
 
     /// <summary>The rotary angles of a chunk at [start, start + length), sliced from the model's table.</summary>
-    internal ChunkPositions Positions(long start, long length) => _rotary.Slice(start, length);
+    internal ChunkPositions Positions(long start, long length)
+    {
+        RotaryEmbedding.CheckPositions(_positionLimit, start, length);
+        return _rotary.Slice(start, length);
+    }
 
     /// <summary>Embeds token ids [B, T].</summary>
     public Tensor Embed(Tensor inputIds) => model.embed_tokens.forward(inputIds);

@@ -3,10 +3,22 @@ using System.Text.Json.Nodes;
 
 namespace Microsoft.ML.Seco.Model;
 
-/// <summary>How rotary frequencies are rescaled for long contexts (config.json <c>rope_scaling</c>).</summary>
+/// <summary>
+/// How rotary frequencies are rescaled for long contexts (config.json <c>rope_scaling</c>), with Hugging Face
+/// transformers' meaning of each field (modeling_rope_utils.py): <c>linear</c>, <c>llama3</c>, <c>yarn</c> and
+/// <c>dynamic</c>.
+/// </summary>
 public sealed record RopeScaling
 {
-    /// <summary><c>linear</c> (positions divided by <see cref="Factor"/>) or <c>llama3</c> (Llama 3.1 band-wise scaling).</summary>
+    /// <summary>The types this library implements.</summary>
+    public static readonly IReadOnlyList<string> SupportedTypes = new[] { "linear", "llama3", "yarn", "dynamic" };
+
+    /// <summary>
+    /// <c>linear</c> (positions divided by <see cref="Factor"/>), <c>llama3</c> (Llama 3.1 band-wise scaling), <c>yarn</c>
+    /// (YaRN: band-wise interpolation between extrapolated and interpolated frequencies, cos and sin scaled by
+    /// <see cref="RotaryEmbedding"/>'s attention factor) or <c>dynamic</c> (NTK-aware dynamic scaling: unscaled frequencies
+    /// up to max_position_embeddings; longer sequences are refused, see docs/ENGINE.md).
+    /// </summary>
     public required string Type { get; init; }
     /// <summary>The scaling factor.</summary>
     public double Factor { get; init; } = 1;
@@ -14,8 +26,71 @@ public sealed record RopeScaling
     public double LowFreqFactor { get; init; } = 1;
     /// <summary>llama3: frequencies with a wavelength below original context / this factor are kept.</summary>
     public double HighFreqFactor { get; init; } = 4;
-    /// <summary>llama3: the context length the model was pretrained with.</summary>
+    /// <summary>llama3 and yarn: the context length the model was pretrained with (yarn: max_position_embeddings when config.json omits it).</summary>
     public double OriginalMaxPositionEmbeddings { get; init; } = 8192;
+    /// <summary>yarn: rotations over the original context above which a dimension is extrapolated (kept). Default 32.</summary>
+    public double BetaFast { get; init; } = 32;
+    /// <summary>yarn: rotations over the original context below which a dimension is interpolated (divided by the factor). Default 1.</summary>
+    public double BetaSlow { get; init; } = 1;
+    /// <summary>yarn: the factor cos and sin are multiplied by; null computes it from <see cref="Factor"/>, <see cref="Mscale"/> and <see cref="MscaleAllDim"/>.</summary>
+    public double? AttentionFactor { get; init; }
+    /// <summary>yarn (DeepSeek): with <see cref="MscaleAllDim"/>, the attention factor is mscale(factor, this) / mscale(factor, mscale_all_dim).</summary>
+    public double? Mscale { get; init; }
+    /// <summary>yarn (DeepSeek): see <see cref="Mscale"/>.</summary>
+    public double? MscaleAllDim { get; init; }
+    /// <summary>yarn: round the correction range to whole dimensions (floor / ceil). Default true.</summary>
+    public bool Truncate { get; init; } = true;
+
+    /// <summary>Throws when a field cannot describe a scaling; names the field.</summary>
+    public void Validate(string source = "config")
+    {
+        void Positive(string field, double value)
+        {
+            if (!(value > 0) || double.IsInfinity(value)) throw new InvalidDataException($"{source}: rope_scaling.{field} must be a positive number, found {value}.");
+        }
+        if (!SupportedTypes.Contains(Type))
+            throw new NotSupportedException($"{source}: rope_scaling.rope_type '{Type}' is not supported; supported: default, {string.Join(", ", SupportedTypes)}.");
+        Positive("factor", Factor);
+        if (Type is "llama3")
+        {
+            Positive("low_freq_factor", LowFreqFactor);
+            Positive("high_freq_factor", HighFreqFactor);
+            if (HighFreqFactor <= LowFreqFactor)
+                throw new InvalidDataException($"{source}: rope_scaling.high_freq_factor ({HighFreqFactor}) must be above low_freq_factor ({LowFreqFactor}).");
+        }
+        if (Type is "llama3" or "yarn") Positive("original_max_position_embeddings", OriginalMaxPositionEmbeddings);
+        if (Type is "yarn")
+        {
+            Positive("beta_fast", BetaFast);
+            Positive("beta_slow", BetaSlow);
+            if (AttentionFactor is double a) Positive("attention_factor", a);
+        }
+    }
+
+    /// <summary>The scaling as config.json writes it: every field of its type, so that it reads back the same.</summary>
+    public JsonObject ToJson()
+    {
+        var json = new JsonObject { ["rope_type"] = Type, ["factor"] = Factor };
+        if (Type is "llama3")
+        {
+            json["low_freq_factor"] = LowFreqFactor;
+            json["high_freq_factor"] = HighFreqFactor;
+        }
+        if (Type is "llama3" or "yarn") json["original_max_position_embeddings"] = OriginalMaxPositionEmbeddings;
+        if (Type is "yarn")
+        {
+            json["beta_fast"] = BetaFast;
+            json["beta_slow"] = BetaSlow;
+            if (AttentionFactor is double a) json["attention_factor"] = a;
+            if (Mscale is double m) json["mscale"] = m;
+            if (MscaleAllDim is double mad) json["mscale_all_dim"] = mad;
+            json["truncate"] = Truncate;
+        }
+        return json;
+    }
+
+    /// <summary>One line for logs: the type and its fields.</summary>
+    public override string ToString() => $"{Type} {ToJson().ToJsonString()}";
 }
 
 /// <summary>
@@ -103,6 +178,7 @@ public sealed record ModelConfig
         int kvHeads = Int(json, "num_key_value_heads", source) ?? heads;
         int headDim = Int(json, "head_dim", source) ?? (heads > 0 ? hidden / heads : 0);
         bool attentionBias = Bool(json, "attention_bias", source) ?? false;
+        int maxPositions = Int(json, "max_position_embeddings", source) ?? 2048;
         // Hugging Face's rule per family: Mistral windows whenever sliding_window is set (MistralConfig has no
         // use_sliding_window, so a stray one is ignored), Qwen2 only with use_sliding_window, Llama never.
         bool useSliding = modelType switch
@@ -127,8 +203,8 @@ public sealed record ModelConfig
             HeadDim = headDim,
             RmsNormEps = Number(json, "rms_norm_eps", source) ?? 1e-6,
             RopeTheta = Number(json, "rope_theta", source) ?? 10000,
-            RopeScaling = ParseRopeScaling(json["rope_scaling"], source),
-            MaxPositionEmbeddings = Int(json, "max_position_embeddings", source) ?? 2048,
+            RopeScaling = ParseRopeScaling(json["rope_scaling"], maxPositions, source),
+            MaxPositionEmbeddings = maxPositions,
             TieWordEmbeddings = Bool(json, "tie_word_embeddings", source) ?? false,
             QkvBias = modelType == "qwen2" || attentionBias,
             OutputBias = modelType == "llama" && attentionBias,
@@ -164,6 +240,8 @@ public sealed record ModelConfig
             throw new InvalidDataException($"{source}: head_dim ({HeadDim}) must be even for rotary embeddings.");
         if (SlidingWindow is int w && w <= 0)
             throw new InvalidDataException($"{source}: sliding_window must be positive, found {w}.");
+        Positive("max_position_embeddings", MaxPositionEmbeddings);
+        RopeScaling?.Validate(source);
     }
 
     /// <summary>The config as Hugging Face writes it, for saving a model directory.</summary>
@@ -193,17 +271,8 @@ public sealed record ModelConfig
         }
         if (ModelType == "qwen2") json["use_sliding_window"] = SlidingWindow is not null;
         if (ModelType != "llama") json["sliding_window"] = SlidingWindow;
-        if (RopeScaling is { } s)
-        {
-            var scaling = new JsonObject { ["rope_type"] = s.Type, ["factor"] = s.Factor };
-            if (s.Type == "llama3")
-            {
-                scaling["low_freq_factor"] = s.LowFreqFactor;
-                scaling["high_freq_factor"] = s.HighFreqFactor;
-                scaling["original_max_position_embeddings"] = s.OriginalMaxPositionEmbeddings;
-            }
-            json["rope_scaling"] = scaling;
-        }
+        // Written when null too, so that a config that removed a base model's scaling reads back without it.
+        json["rope_scaling"] = RopeScaling?.ToJson();
         if (BosTokenId is int bos) json["bos_token_id"] = bos;
         if (EosTokenIds.Count == 1) json["eos_token_id"] = EosTokenIds[0];
         else if (EosTokenIds.Count > 1) json["eos_token_id"] = new JsonArray(EosTokenIds.Select(id => (JsonNode?)id).ToArray());
@@ -211,29 +280,79 @@ public sealed record ModelConfig
         return json;
     }
 
-    static RopeScaling? ParseRopeScaling(JsonNode? node, string source)
+    /// <summary>rope_theta and rope_scaling (null when none) as config.json writes them.</summary>
+    public JsonObject RopeJson() => new() { ["rope_theta"] = RopeTheta, ["rope_scaling"] = RopeScaling?.ToJson() };
+
+    /// <summary>
+    /// This config with the rope_theta and rope_scaling that <paramref name="json"/> holds (a config.json, or what
+    /// <see cref="RopeJson"/> wrote); a field it lacks keeps this config's value, rope_scaling null removes the scaling.
+    /// <paramref name="source"/> names the file in errors.
+    /// </summary>
+    /// <exception cref="InvalidDataException">A field has the wrong type or is out of range.</exception>
+    /// <exception cref="NotSupportedException">The scaling is of a type this library does not implement.</exception>
+    public ModelConfig WithRope(JsonObject json, string source)
+    {
+        ArgumentNullException.ThrowIfNull(json);
+        try
+        {
+            var config = this with
+            {
+                RopeTheta = Number(json, "rope_theta", source) ?? RopeTheta,
+                RopeScaling = json.ContainsKey("rope_scaling") ? ParseRopeScaling(json["rope_scaling"], MaxPositionEmbeddings, source) : RopeScaling,
+            };
+            config.Validate(source);
+            return config;
+        }
+        catch (Exception e) when (e is JsonException or ArgumentException) { throw new InvalidDataException($"{source}: {e.Message}", e); }
+    }
+
+    static RopeScaling? ParseRopeScaling(JsonNode? node, double maxPositionEmbeddings, string source)
     {
         if (node is null) return null;
         if (node is not JsonObject scaling) throw new InvalidDataException($"{source}: rope_scaling must be an object or null.");
-        string field = "rope_scaling.rope_type";
+        // transformers reads rope_type, then the older spelling type.
         string? type = Text(scaling, "rope_type", source) ?? Text(scaling, "type", source);
-        if (type is null) throw Missing(field, source);
+        if (type is null) throw Missing("rope_scaling.rope_type", source);
         if (type == "default") return null;
-        double factor = Number(scaling, "factor", source) ?? throw Missing("rope_scaling.factor", source);
-        return type switch
+        if (!RopeScaling.SupportedTypes.Contains(type))
+            throw new NotSupportedException($"{source}: rope_scaling.rope_type '{type}' is not supported; supported: default, {string.Join(", ", RopeScaling.SupportedTypes)}.");
+        double? Optional(string name) => Number(scaling, name, source);
+        double Required(string name) => Optional(name) ?? throw Missing("rope_scaling." + name, source);
+        RopeScaling result = type switch
         {
-            "linear" => new RopeScaling { Type = type, Factor = factor },
+            "linear" or "dynamic" => new RopeScaling { Type = type, Factor = Required("factor") },
             "llama3" => new RopeScaling
             {
                 Type = type,
-                Factor = factor,
-                LowFreqFactor = Number(scaling, "low_freq_factor", source) ?? throw Missing("rope_scaling.low_freq_factor", source),
-                HighFreqFactor = Number(scaling, "high_freq_factor", source) ?? throw Missing("rope_scaling.high_freq_factor", source),
-                OriginalMaxPositionEmbeddings = Number(scaling, "original_max_position_embeddings", source)
-                    ?? throw Missing("rope_scaling.original_max_position_embeddings", source),
+                Factor = Required("factor"),
+                LowFreqFactor = Required("low_freq_factor"),
+                HighFreqFactor = Required("high_freq_factor"),
+                OriginalMaxPositionEmbeddings = Required("original_max_position_embeddings"),
             },
-            _ => throw new NotSupportedException($"{source}: {field} '{type}' is not supported; supported: default, linear, llama3."),
+            _ => Yarn(),
         };
+        result.Validate(source);
+        return result;
+
+        RopeScaling Yarn()
+        {
+            // As transformers' _compute_yarn_parameters (v5): original_max_position_embeddings defaults to
+            // max_position_embeddings; an explicit factor wins, and only a missing one is their ratio. beta_fast and
+            // beta_slow fall back to 32 and 1 when absent or 0 (Python's `or`).
+            double original = Optional("original_max_position_embeddings") ?? maxPositionEmbeddings;
+            return new RopeScaling
+            {
+                Type = type,
+                OriginalMaxPositionEmbeddings = original,
+                Factor = Optional("factor") ?? maxPositionEmbeddings / original,
+                BetaFast = Optional("beta_fast") is double fast && fast != 0 ? fast : 32,
+                BetaSlow = Optional("beta_slow") is double slow && slow != 0 ? slow : 1,
+                AttentionFactor = Optional("attention_factor"),
+                Mscale = Optional("mscale"),
+                MscaleAllDim = Optional("mscale_all_dim"),
+                Truncate = Bool(scaling, "truncate", source) ?? true,
+            };
+        }
     }
 
     static InvalidDataException Missing(string field, string source) => new($"{source}: required field '{field}' is missing.");

@@ -15,13 +15,17 @@ internal sealed class RotaryTable : IDisposable
     const long Granularity = 1024;
 
     readonly Tensor _inverseFrequencies;
+    readonly double _attentionScaling;
     readonly ScalarType _dtype;
     readonly Device _device;
     Tensor? _cos, _signedSin;
 
-    /// <summary>A table over float64 <paramref name="inverseFrequencies"/> (which the caller owns), empty until first sliced.</summary>
-    public RotaryTable(Tensor inverseFrequencies, ScalarType dtype, Device device) =>
-        (_inverseFrequencies, _dtype, _device) = (inverseFrequencies, dtype, device);
+    /// <summary>
+    /// A table over float64 <paramref name="inverseFrequencies"/> (which the caller owns), cos and sin multiplied by
+    /// <paramref name="attentionScaling"/> (<see cref="RotaryEmbedding.AttentionScaling"/>), empty until first sliced.
+    /// </summary>
+    public RotaryTable(Tensor inverseFrequencies, double attentionScaling, ScalarType dtype, Device device) =>
+        (_inverseFrequencies, _attentionScaling, _dtype, _device) = (inverseFrequencies, attentionScaling, dtype, device);
 
     /// <summary>Positions the table holds.</summary>
     public long Length { get; private set; }
@@ -38,7 +42,7 @@ internal sealed class RotaryTable : IDisposable
     {
         long length = (positions + Granularity - 1) / Granularity * Granularity;
         using var _ = no_grad();
-        var (cos, signedSin) = RotaryEmbedding.CosSin(_inverseFrequencies, 0, length, _dtype, _device);
+        var (cos, signedSin) = RotaryEmbedding.CosSin(_inverseFrequencies, 0, length, _dtype, _device, _attentionScaling);
         Dispose();
         // The model owns the table: a dispose scope open while it grows (a training step's) must not take it.
         (_cos, _signedSin, Length) = (cos.DetachFromDisposeScope(), signedSin.DetachFromDisposeScope(), length);

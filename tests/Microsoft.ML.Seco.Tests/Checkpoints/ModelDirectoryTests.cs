@@ -63,9 +63,10 @@ public sealed class ModelDirectoryTests
         StringAssert.Contains(e.Message, "gpt_neox");
         StringAssert.Contains(e.Message, "llama, mistral, qwen2");
         var json = TestModels.Llama().ToJson();
-        json["rope_scaling"] = System.Text.Json.Nodes.JsonNode.Parse("""{"rope_type": "yarn", "factor": 4}""");
+        json["rope_scaling"] = System.Text.Json.Nodes.JsonNode.Parse("""{"rope_type": "longrope", "factor": 4}""");
         e = Assert.ThrowsExactly<NotSupportedException>(() => ModelConfig.FromJson(json));
-        StringAssert.Contains(e.Message, "yarn");
+        StringAssert.Contains(e.Message, "longrope");
+        StringAssert.Contains(e.Message, "default, linear, llama3, yarn, dynamic");
         json = TestModels.Llama().ToJson();
         json["num_key_value_heads"] = 3;
         var invalid = Assert.ThrowsExactly<InvalidDataException>(() => ModelConfig.FromJson(json));

@@ -42,6 +42,19 @@ public sealed class ChunkedForwardTests
         Assert.IsTrue(MaxChunkedDifference(TestModels.Llama(ropeType: "llama3"), 40, 9) <= 1e-10);
 
     [TestMethod]
+    public void YarnRopeScaling()
+    {
+        // Attention factor on cos and sin, a band of interpolated dimensions; and without rounding, with mscales.
+        var yarn = new RopeScaling { Type = "yarn", Factor = 4, OriginalMaxPositionEmbeddings = 16 };
+        Assert.IsTrue(MaxChunkedDifference(TestModels.Llama() with { RopeScaling = yarn }, 40, 9) <= 1e-10);
+        Assert.IsTrue(MaxChunkedDifference(TestModels.Qwen2() with { RopeScaling = yarn with { Truncate = false, BetaFast = 8, Mscale = 0.7, MscaleAllDim = 1 } }, 23, 6) <= 1e-10);
+    }
+
+    [TestMethod]
+    public void DynamicRopeScalingWithinMaxPositionEmbeddings() =>
+        Assert.IsTrue(MaxChunkedDifference(TestModels.Llama() with { MaxPositionEmbeddings = 40, RopeScaling = new RopeScaling { Type = "dynamic", Factor = 2 } }, 40, 9) <= 1e-10);
+
+    [TestMethod]
     public void MistralSlidingWindowSpanningChunks() =>
         Assert.IsTrue(MaxChunkedDifference(TestModels.Llama() with { ModelType = "mistral", SlidingWindow = 7 }, 30, 4) <= 1e-10);
 
