@@ -107,7 +107,7 @@ public static class QuickStartRun
         long count = 0;
         foreach (var document in documents)
         {
-            var score = Evaluation.ScoreDocument(model, tokenizer, new Document(null, document.Prompt, document.Response), chunkSize: 64, maxSequenceLength: 4096);
+            var score = Evaluation.ScoreDocument(model, tokenizer, new PromptResponseDocument(document.Prompt, document.Response), chunkSize: 64, maxSequenceLength: 4096);
             nll += score.SumNll;
             count += score.Tokens;
         }

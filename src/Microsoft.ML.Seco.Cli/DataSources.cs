@@ -25,9 +25,9 @@ internal static class DataSources
     /// <summary>The documents of a --data path, in order (text documents, or prompt + response pairs).</summary>
     public static IEnumerable<Document> Documents(string path, string flag)
     {
-        if (Directory.Exists(path)) return TextFiles(path, flag).Select((f, i) => new Document(File.ReadAllText(f), null, null, i + 1));
+        if (Directory.Exists(path)) return TextFiles(path, flag).Select((f, i) => new TextDocument(File.ReadAllText(f), i + 1) { Source = f });
         if (!File.Exists(path)) throw new UsageException($"{flag} '{path}' does not exist (expected a .jsonl file, a .txt file or a folder of .txt files).");
-        if (IsText(path)) return [new Document(File.ReadAllText(path), null, null, 1)];
+        if (IsText(path)) return [new TextDocument(File.ReadAllText(path), 1) { Source = path }];
         return JsonlDocuments.Read(path);
     }
 

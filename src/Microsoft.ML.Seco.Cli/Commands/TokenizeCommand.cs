@@ -36,7 +36,7 @@ internal static class TokenizeCommand
             var tokenizer = ModelTokenizer.Load(parse.GetValue(model)!);
             bool addSpecial = !parse.GetValue(noSpecial), asJson = parse.GetValue(json);
 
-            IEnumerable<Document> documents = textValue is not null ? [new Document(textValue, null, null, 1)] : DataSources.Documents(dataPath!, "--data");
+            IEnumerable<Document> documents = textValue is not null ? [new TextDocument(textValue, 1)] : DataSources.Documents(dataPath!, "--data");
             // Lines of a JSON-lines file are named, since blank lines are skipped and documents then differ from lines.
             bool jsonLines = dataPath is not null && File.Exists(dataPath) && !dataPath.EndsWith(".txt", StringComparison.OrdinalIgnoreCase);
             int index = 0;
@@ -93,11 +93,12 @@ internal static class TokenizeCommand
     // A prompt/response row is encoded as training encodes it: prompt and response separately, one after the other.
     static IReadOnlyList<int> Encode(ModelTokenizer tokenizer, Document document, bool addSpecial)
     {
-        if (document.Text is not null) return tokenizer.EncodeWithSpecialTokens(document.Text, addSpecial);
+        if (document is TextDocument text) return tokenizer.EncodeWithSpecialTokens(text.Text, addSpecial);
+        if (document is not PromptResponseDocument pair) throw new UsageException($"{document.Where}: seco tokenize does not read {document.Kind} documents yet.");
         var ids = new List<int>();
         if (addSpecial) ids.AddRange(tokenizer.SpecialPrefixIds);
-        if (!string.IsNullOrEmpty(document.Prompt)) ids.AddRange(tokenizer.EncodeWithSpecialTokens(document.Prompt, addSpecialTokens: false));
-        ids.AddRange(tokenizer.EncodeWithSpecialTokens(document.Response ?? "", addSpecialTokens: false));
+        if (!string.IsNullOrEmpty(pair.Prompt)) ids.AddRange(tokenizer.EncodeWithSpecialTokens(pair.Prompt, addSpecialTokens: false));
+        ids.AddRange(tokenizer.EncodeWithSpecialTokens(pair.Response, addSpecialTokens: false));
         if (addSpecial) ids.AddRange(tokenizer.SpecialSuffixIds);
         return ids;
     }

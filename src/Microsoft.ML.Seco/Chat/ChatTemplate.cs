@@ -51,6 +51,14 @@ public sealed class ChatTemplate
     /// <summary>The template's Jinja text.</summary>
     public string Source { get; }
 
+    /// <summary>
+    /// True when the template marks the assistant's replies with <c>{% generation %}</c> blocks (transformers'
+    /// assistant-token masks), so that <see cref="RenderWithGenerationSpans"/> says which characters are trained on.
+    /// </summary>
+    public bool HasGenerationMarkers => GenerationTag.IsMatch(Source);
+
+    static readonly System.Text.RegularExpressions.Regex GenerationTag = new(@"\{%-?\s*generation\s*[-+]?%\}", System.Text.RegularExpressions.RegexOptions.CultureInvariant);
+
     /// <summary>The special tokens given to the template.</summary>
     public IReadOnlyDictionary<string, string?> SpecialTokens => _specialTokens;
 

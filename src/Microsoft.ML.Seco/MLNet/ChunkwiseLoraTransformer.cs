@@ -81,7 +81,7 @@ public sealed class ChunkwiseLoraTransformer : ITransformer, IDisposable
         Scoring.Estimator(Settings, Score, (prompt, output) => output.Completion = Complete(prompt)).Fit(input);
 
     /// <summary>Perplexity of one document (exp of the mean token negative log-likelihood).</summary>
-    public double Perplexity(string text) => Score(new Document(text)).Perplexity;
+    public double Perplexity(string text) => Score(new TextDocument(text)).Perplexity;
 
     /// <summary>
     /// Scores one document as <see cref="Transform"/> does (the text, or the response given the prompt): summed and mean

@@ -41,7 +41,7 @@ internal static class DocumentRows
         {
             var texts = getters.Select(g => { g(ref value); return value.ToString(); }).ToArray();
             row++;
-            yield return options.HasPromptResponse ? new Document(null, texts[0], texts[1], row) : new Document(texts[0], Line: row);
+            yield return options.HasPromptResponse ? new PromptResponseDocument(texts[0], texts[1], row) { Source = "row" } : new TextDocument(texts[0], row) { Source = "row" };
         }
     }
 }

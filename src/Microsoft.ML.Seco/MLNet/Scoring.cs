@@ -114,9 +114,9 @@ internal static class Scoring
     {
         var ml = MappingContext;
         IEstimator<ITransformer> estimator = s.HasPromptResponse
-            ? ml.Transforms.CustomMapping<PromptResponseInput, ScoringOutput>((i, o) => score(new Document(null, i.Prompt, i.Response), o), null,
+            ? ml.Transforms.CustomMapping<PromptResponseInput, ScoringOutput>((i, o) => score(new PromptResponseDocument(i.Prompt, i.Response), o), null,
                 Columns<PromptResponseInput>((nameof(PromptResponseInput.Prompt), s.PromptColumnName!), (nameof(PromptResponseInput.Response), s.ResponseColumnName!)))
-            : ml.Transforms.CustomMapping<TextInput, ScoringOutput>((i, o) => score(new Document(i.Text), o), null,
+            : ml.Transforms.CustomMapping<TextInput, ScoringOutput>((i, o) => score(new TextDocument(i.Text), o), null,
                 Columns<TextInput>((nameof(TextInput.Text), s.TextColumnName)));
         if (s.PromptColumnName is not null && s.MaxNewTokens > 0)
             estimator = estimator.Append(ml.Transforms.CustomMapping<PromptInput, CompletionOutput>((i, o) => complete(i.Prompt, o), null,

@@ -114,6 +114,48 @@ public sealed class ModelTokenizer
     }
 
     /// <summary>
+    /// Encodes <paramref name="text"/> as <see cref="EncodeWithSpecialTokens"/> does without the tokenizer's own special
+    /// tokens (added tokens written in the text become their ids), with each token's characters in
+    /// <paramref name="text"/>: [Start, End) in UTF-16 units, as Hugging Face's <c>return_offsets_mapping</c> gives them.
+    /// Through a normalizer that replaces or prepends characters (SentencePiece's "▁"), offsets are mapped back to the
+    /// text; a prepended character belongs to the token that holds it.
+    /// </summary>
+    /// <exception cref="NotSupportedException">The normalizer changed the text in a way that cannot be mapped back.</exception>
+    public (IReadOnlyList<int> Ids, IReadOnlyList<(int Start, int End)> Offsets) EncodeWithOffsets(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var tokens = Inner.EncodeToTokens(text, out string? normalized);
+        var ids = new int[tokens.Count];
+        var offsets = new (int Start, int End)[tokens.Count];
+        int[]? toText = normalized is null ? null : Alignment(text, normalized);
+        int length = normalized?.Length ?? text.Length;
+        for (int i = 0; i < tokens.Count; i++)
+        {
+            var (start, count) = tokens[i].Offset.GetOffsetAndLength(length);
+            ids[i] = tokens[i].Id;
+            offsets[i] = toText is null ? (start, start + count) : (toText[start], toText[start + count]);
+        }
+        return (ids, offsets);
+    }
+
+    // For each index of the normalized text, the index of the text it came from: characters kept or replaced one for
+    // one (" " → "▁") map to their source, inserted ones to the next source character.
+    static int[] Alignment(string text, string normalized)
+    {
+        var map = new int[normalized.Length + 1];
+        int i = 0;
+        for (int j = 0; j < normalized.Length; j++)
+        {
+            map[j] = i;
+            if (i < text.Length && (text[i] == normalized[j] || (text[i] == ' ' && normalized[j] == '\u2581'))) i++;
+        }
+        map[normalized.Length] = text.Length;
+        if (i != text.Length)
+            throw new NotSupportedException("This tokenizer's normalizer changes the text in a way token offsets cannot be mapped back through (only replacing or prepending characters can).");
+        return map;
+    }
+
+    /// <summary>
     /// The token of <paramref name="id"/> as the vocabulary spells it (e.g. <c>▁Hello</c>, <c>&lt;0x0A&gt;</c>,
     /// <c>Ġworld</c>, <c>&lt;s&gt;</c>), or null when no token has that id.
     /// </summary>

@@ -168,9 +168,9 @@ public sealed class DataTests
             """{"text": "wins over prompt", "prompt": 3}""");
         var documents = JsonlDocuments.Read(path).ToList();
         Assert.AreEqual(3, documents.Count);
-        Assert.AreEqual(new Document("first document", null, null, 1), documents[0]);
-        Assert.AreEqual(new Document(null, "2+2?", "4", 4), documents[1]);
-        Assert.AreEqual(new Document("wins over prompt", null, null, 5), documents[2]);
+        Assert.AreEqual(new TextDocument("first document", 1) { Source = path }, documents[0]);
+        Assert.AreEqual(new PromptResponseDocument("2+2?", "4", 4) { Source = path }, documents[1]);
+        Assert.AreEqual(new TextDocument("wins over prompt", 5) { Source = path }, documents[2]);
     }
 
     [TestMethod]

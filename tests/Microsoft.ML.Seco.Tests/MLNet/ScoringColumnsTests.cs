@@ -78,7 +78,7 @@ public sealed class ScoringColumnsTests
             Assert.AreEqual(nll[i], single.NegativeLogLikelihood, $"row {i}");
             Assert.AreEqual(tokens[i], single.ScoredTokens, $"row {i}");
             Assert.AreEqual(completions[i], single.Completion, $"row {i}");
-            var score = model.Score(new Seco.Data.Document(null, rows[i].Prompt, rows[i].Response));
+            var score = model.Score(new Seco.Data.PromptResponseDocument(rows[i].Prompt, rows[i].Response));
             Assert.AreEqual(tokens[i], (int)score.Tokens, $"row {i}");
             Assert.AreEqual(nll[i], (float)score.MeanNll, $"row {i}");
         }
