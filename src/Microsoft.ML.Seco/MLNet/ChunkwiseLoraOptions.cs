@@ -64,6 +64,18 @@ public sealed partial class ChunkwiseLoraTrainer
         public string? PromptColumnName;
         /// <summary>Column with responses (the loss covers only these tokens). Default null.</summary>
         public string? ResponseColumnName;
+        /// <summary>
+        /// Column with conversations, each a JSON string: Hugging Face's <c>messages</c> array of <c>{"role", "content"}</c>
+        /// objects, or <c>{"messages", "tools"}</c> (what <see cref="Data.JsonlDocuments.LoadDataView"/> gives a file of
+        /// <c>messages</c> lines). Rendered by the base model's chat template; the loss covers what
+        /// <see cref="AssistantOnlyLoss"/> says. Takes the place of the text and prompt/response columns. Default null.
+        /// </summary>
+        public string? MessagesColumnName;
+        /// <summary>
+        /// Conversations (<see cref="MessagesColumnName"/>): the loss on the assistant's turns only, as TRL's SFTTrainer
+        /// with <c>assistant_only_loss</c> (true), or on every token of the rendering (false). Default true.
+        /// </summary>
+        public bool AssistantOnlyLoss = true;
         /// <summary>Longest token sequence trained on, 2 to 1,048,576. Default 16384.</summary>
         public int MaxSequenceLength = 16384;
         /// <summary>What happens to longer documents: split into consecutive windows, or truncated. Default Split.</summary>
@@ -213,6 +225,8 @@ public sealed partial class ChunkwiseLoraTrainer
             if (string.IsNullOrWhiteSpace(ModelPath)) throw new ArgumentException("ModelPath is required: a Hugging Face model directory.", nameof(ModelPath));
             if (ResponseColumnName is not null && PromptColumnName is null)
                 throw new ArgumentException("ResponseColumnName needs PromptColumnName: the loss covers responses given their prompts.", nameof(PromptColumnName));
+            if (MessagesColumnName is not null && PromptColumnName is not null)
+                throw new ArgumentException("MessagesColumnName and PromptColumnName are two kinds of document: set one.", nameof(MessagesColumnName));
             Require(MaxSequenceLength is >= 2 and <= 1 << 20, nameof(MaxSequenceLength), MaxSequenceLength, "must be between 2 and 1,048,576");
             Require(BatchSize >= 1, nameof(BatchSize), BatchSize, "must be at least 1");
             Require(MaxNewTokens >= 0, nameof(MaxNewTokens), MaxNewTokens, "must be at least 0");
