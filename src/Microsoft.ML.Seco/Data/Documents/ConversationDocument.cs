@@ -81,12 +81,27 @@ public sealed record ConversationDocument(JsonArray Messages, JsonArray? Tools =
     {
         var template = encoder.ChatTemplate ?? throw new InvalidDataException(
             $"{Where}: a conversation needs the model's chat template, and the tokenizer has none (tokenizer_config.json \"chat_template\", or chat_template.jinja).");
+        // The rendering's tokens, computed once: for the mask, and for the end-of-turn token of a turn found by its content.
+        (string Text, (IReadOnlyList<int> Ids, IReadOnlyList<(int Start, int End)> Offsets) Tokens)? tokenized = null;
+        (IReadOnlyList<int> Ids, IReadOnlyList<(int Start, int End)> Offsets) Tokenize(string rendering)
+        {
+            if (tokenized?.Text != rendering) tokenized = (rendering, encoder.Tokenizer.EncodeWithOffsets(rendering));
+            return tokenized.Value.Tokens;
+        }
+        int EndOfTurnLength(string rendering, int position)
+        {
+            var (tokenIds, tokenOffsets) = Tokenize(rendering);
+            for (int t = 0; t < tokenIds.Count; t++)
+                if (tokenOffsets[t].Start == position) return encoder.Tokenizer.EosIds.Contains(tokenIds[t]) ? tokenOffsets[t].End - position : 0;
+            return 0;
+        }
+
         string text;
         IReadOnlyList<GenerationSpan> assistant;
         try
         {
             (text, assistant) = encoder.AssistantOnlyLoss
-                ? AssistantTurns(template, Messages, Tools, encoder.ChatTemplateVariables)
+                ? AssistantTurns(template, Messages, Tools, encoder.ChatTemplateVariables, EndOfTurnLength)
                 : (template.Render(Messages, addGenerationPrompt: false, Tools, encoder.ChatTemplateVariables), []);
         }
         catch (ChatTemplateException e)
@@ -97,7 +112,7 @@ public sealed record ConversationDocument(JsonArray Messages, JsonArray? Tools =
         {
             throw new InvalidDataException($"{Where}, {e.Message}", e);
         }
-        var (ids, offsets) = encoder.Tokenizer.EncodeWithOffsets(text);
+        var (ids, offsets) = Tokenize(text);
         var trained = new bool[ids.Count];
         for (int t = 0, s = 0; t < ids.Count; t++)
         {
@@ -116,13 +131,25 @@ public sealed record ConversationDocument(JsonArray Messages, JsonArray? Tools =
     /// the template, the marked characters. Without, turn by turn as TRL and transformers find them: a turn starts
     /// where the conversation before it, rendered with the generation prompt, stops agreeing with the whole rendering,
     /// and it is what rendering the conversation up to it adds after that, less what a template writes only into a
-    /// last turn (Qwen3's empty thinking block): the longest tail of it that the whole rendering continues with. The
-    /// turn's end-of-turn token is part of it.
+    /// last turn (Qwen3's empty thinking block): the longest tail of it that the whole rendering continues with. Where
+    /// a template writes the generation prompt whatever it is asked (Llama 3's always ends with the assistant's header),
+    /// or a turn does not appear in the whole rendering as it renders as the last one, the turn is
+    /// found as axolotl finds it instead: the content is where the rendering changes when the content is replaced by a
+    /// placeholder, and the turn is the content and the end-of-turn token right after it
+    /// (<paramref name="endOfTurnLength"/>).
     /// </summary>
+    /// <param name="template">The chat template.</param>
+    /// <param name="messages">The conversation.</param>
+    /// <param name="tools">Tool definitions, or null.</param>
+    /// <param name="variables">Extra template variables, or null.</param>
+    /// <param name="endOfTurnLength">
+    /// Given the rendering and a position in it, the length of the end-of-turn (or end-of-sequence) token that starts
+    /// there, else 0; null: none is recognised.
+    /// </param>
     /// <exception cref="ChatTemplateException">The template raised.</exception>
-    /// <exception cref="InvalidDataException">A turn does not appear in the whole rendering as rendered on its own.</exception>
+    /// <exception cref="InvalidDataException">A turn cannot be found in the whole rendering (the message names it).</exception>
     public static (string Text, IReadOnlyList<GenerationSpan> Spans) AssistantTurns(ChatTemplate template, JsonArray messages, JsonArray? tools = null,
-        IReadOnlyDictionary<string, JsonNode?>? variables = null)
+        IReadOnlyDictionary<string, JsonNode?>? variables = null, Func<string, int, int>? endOfTurnLength = null)
     {
         ArgumentNullException.ThrowIfNull(template);
         ArgumentNullException.ThrowIfNull(messages);
@@ -134,16 +161,41 @@ public sealed record ConversationDocument(JsonArray Messages, JsonArray? Tools =
         {
             if (messages[i]?["role"]?.GetValue<string>() != "assistant") continue;
             string before = RenderPrefix(template, messages, i, addGenerationPrompt: true, tools, variables);
+            // A template that writes the generation prompt whatever add_generation_prompt says also writes it after a last turn.
+            bool ignoresGenerationPrompt = i > 0 && before == RenderPrefix(template, messages, i, addGenerationPrompt: false, tools, variables);
             int start = CommonPrefix(before, text);
             string through = RenderPrefix(template, messages, i + 1, addGenerationPrompt: false, tools, variables);
             var turn = through.AsSpan(CommonPrefix(before, through));
             int skip = 0;
             while (skip < turn.Length && !text.AsSpan(start).StartsWith(turn[skip..], StringComparison.Ordinal)) skip++;
-            if (turn.Length > 0 && skip == turn.Length)
-                throw new InvalidDataException($"message {i + 1} (assistant): the chat template renders this turn differently once later messages follow, so its tokens cannot be found; a template with {{% generation %}} markers, or AssistantOnlyLoss = false, trains it.");
-            if (turn.Length - skip > 0) spans.Add(new GenerationSpan(start, turn.Length - skip));
+            var span = !ignoresGenerationPrompt && (turn.Length == 0 || skip < turn.Length)
+                ? new GenerationSpan(start, turn.Length - skip)
+                : ContentAndEndOfTurn(template, messages, i, text, tools, variables, endOfTurnLength);
+            if (span.Length > 0) spans.Add(span);
         }
         return (text, spans);
+    }
+
+    const string Placeholder = "\uE000";
+
+    // The content of assistant message i in the whole rendering `text`: where the rendering with that content replaced
+    // by a private-use placeholder differs from it; then the end-of-turn token right after it.
+    static GenerationSpan ContentAndEndOfTurn(ChatTemplate template, JsonArray messages, int i, string text, JsonArray? tools,
+        IReadOnlyDictionary<string, JsonNode?>? variables, Func<string, int, int>? endOfTurnLength)
+    {
+        InvalidDataException Unfound(string why) => new($"message {i + 1} (assistant): {why}, so its tokens cannot be found; a template with {{% generation %}} markers, or AssistantOnlyLoss = false, trains it.");
+        if (messages[i]?["content"] is not JsonValue content || content.GetValueKind() != System.Text.Json.JsonValueKind.String)
+            throw Unfound("the chat template renders this turn differently once later messages follow and it has no text content to look for");
+        var marked = new JsonArray(messages.Select(m => m?.DeepClone()).ToArray());
+        marked[i]!["content"] = Placeholder;
+        string other = template.Render(marked, addGenerationPrompt: false, tools, variables);
+        int start = CommonPrefix(text, other);
+        int tail = 0;
+        while (tail < text.Length - start && tail < other.Length - start && text[^(tail + 1)] == other[^(tail + 1)]) tail++;
+        int end = text.Length - tail;
+        if (other.Length - tail != start + Placeholder.Length || end < start)
+            throw Unfound("the chat template changes more than this turn's content when the content changes");
+        return new GenerationSpan(start, end - start + (endOfTurnLength?.Invoke(text, end) ?? 0));
     }
 
     // The first `count` messages rendered; a template that cannot render an empty conversation starts the first turn at 0.
