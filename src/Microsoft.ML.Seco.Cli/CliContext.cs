@@ -51,6 +51,7 @@ internal sealed class CliContext(TextWriter stdout, TextWriter stderr, Cancellat
         OperationCanceledException => false,
         FileNotFoundException or DirectoryNotFoundException or InvalidDataException or NotSupportedException => true,
         JsonException => true,
+        Chat.ChatTemplateException => true,
         ArgumentException => true,
         // ML.NET wraps errors thrown while a cursor reads the data (e.g. a malformed JSON line) in its own exceptions.
         _ when e.InnerException is { } inner => IsBadInput(inner),

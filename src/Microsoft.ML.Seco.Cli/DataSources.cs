@@ -2,8 +2,11 @@ using Microsoft.ML.Seco.Data;
 
 namespace Microsoft.ML.Seco.Cli;
 
-/// <summary>What a --data path holds, as an ML.NET data view with a Text column or Prompt/Response columns.</summary>
-internal sealed record DataSource(IDataView View, bool PromptResponse);
+/// <summary>
+/// What a --data path holds, as an ML.NET data view with a Text column, Prompt/Response columns, or a Messages column
+/// (each row a conversation as JSON, <see cref="JsonlDocuments.MessagesJson"/>).
+/// </summary>
+internal sealed record DataSource(IDataView View, bool PromptResponse, bool Messages = false);
 
 /// <summary>Reads training and evaluation data: a JSON-lines file, a .txt file (one document) or a folder of .txt files.</summary>
 internal static class DataSources
@@ -19,16 +22,28 @@ internal static class DataSources
         if (IsText(path))
             return new DataSource(ml.Data.LoadFromEnumerable(FolderRows([path])), false);
         var view = JsonlDocuments.LoadDataView(ml, path);
-        return new DataSource(view, view.Schema.GetColumnOrNull("Prompt") is not null);
+        return new DataSource(view, view.Schema.GetColumnOrNull("Prompt") is not null, view.Schema.GetColumnOrNull("Messages") is not null);
     }
 
-    /// <summary>The documents of a --data path, in order (text documents, or prompt + response pairs).</summary>
+    /// <summary>The documents of a --data path, in order (text documents, prompt + response pairs or conversations).</summary>
     public static IEnumerable<Document> Documents(string path, string flag)
     {
         if (Directory.Exists(path)) return TextFiles(path, flag).Select((f, i) => new TextDocument(File.ReadAllText(f), i + 1) { Source = f });
         if (!File.Exists(path)) throw new UsageException($"{flag} '{path}' does not exist (expected a .jsonl file, a .txt file or a folder of .txt files).");
         if (IsText(path)) return [new TextDocument(File.ReadAllText(path), 1) { Source = path }];
         return JsonlDocuments.Read(path);
+    }
+
+    /// <summary>
+    /// Encodes documents as training does (<see cref="DocumentEncoder"/>): conversations with the model's chat template
+    /// (read from <paramref name="modelDirectory"/> when the first one comes, so that text data never needs one), the
+    /// other kinds with the tokenizer alone, which is all they use.
+    /// </summary>
+    public static Func<Document, EncodedDocument> Encoder(string modelDirectory, Tokenization.ModelTokenizer tokenizer, bool assistantOnlyLoss)
+    {
+        var plain = new DocumentEncoder(tokenizer, AssistantOnlyLoss: assistantOnlyLoss);
+        DocumentEncoder? chat = null;
+        return document => (document is ConversationDocument ? chat ??= DocumentEncoder.ForModel(modelDirectory, tokenizer, assistantOnlyLoss) : plain).Encode(document);
     }
 
     static bool IsText(string path) => string.Equals(Path.GetExtension(path), ".txt", StringComparison.OrdinalIgnoreCase);

@@ -50,6 +50,7 @@ internal sealed class TrainSetting
     {
         [nameof(ChunkwiseLoraTrainer.Options.PromptColumnName)] = "set when --data holds prompt/response lines",
         [nameof(ChunkwiseLoraTrainer.Options.ResponseColumnName)] = "set when --data holds prompt/response lines",
+        [nameof(ChunkwiseLoraTrainer.Options.MessagesColumnName)] = "set when --data holds messages lines",
         [nameof(ChunkwiseLoraTrainer.Options.ValidationSet)] = "--validation-data",
         [nameof(ChunkwiseLoraTrainer.Options.CheckpointDirectory)] = "OUTPUT/checkpoints",
         [nameof(ChunkwiseLoraTrainer.Options.Resume)] = "--resume",
@@ -86,6 +87,7 @@ internal sealed class TrainSetting
         [nameof(ChunkwiseLoraTrainer.Options.RopeOriginalMaxPositionEmbeddings)] = "yarn and llama3: the context length the base model was pretrained with, at least 1, or none for the base model's scaling's own (same type) or its max_position_embeddings.",
         [nameof(ChunkwiseLoraTrainer.Options.RopeTheta)] = "rope_theta (the rotary base), positive, replacing the base model's, or none to keep it.",
         [nameof(ChunkwiseLoraTrainer.Options.TextColumnName)] = "Column of the data view with whole documents (the .jsonl and .txt readers name it Text).",
+        [nameof(ChunkwiseLoraTrainer.Options.AssistantOnlyLoss)] = "Conversations (messages lines): the loss on the assistant's turns only (true, as TRL's assistant_only_loss) or on every token the chat template renders (false).",
         [nameof(ChunkwiseLoraTrainer.Options.MaxSequenceLength)] = "Longest sequence trained on, 2 to 1048576; longer documents are split into windows (see --overflow).",
         [nameof(ChunkwiseLoraTrainer.Options.Overflow)] = "Documents longer than --max-seq-len: split (consecutive windows) or truncate (the first window only).",
         [nameof(ChunkwiseLoraTrainer.Options.ChunkSize)] = "Tokens per chunk, at least 1.",

@@ -78,17 +78,34 @@ public sealed class TokenizeCommandTests
         Assert.AreEqual(0, r.ExitCode, r.Error);
         var lines = JsonLines(r.Out);
         Assert.AreEqual(2, lines.Count);
-        CollectionAssert.AreEqual(new[] { 15496, 995 }, lines[0]["ids"]!.AsArray().Select(n => n!.GetValue<int>()).ToArray());
-        // Prompt and response are encoded one after the other: "Hi" + " there".
-        CollectionAssert.AreEqual(new[] { 17250, 612 }, lines[1]["ids"]!.AsArray().Select(n => n!.GetValue<int>()).ToArray());
+        // Documents are encoded as training encodes them: BOS, the text, EOS (GPT-2's <|endoftext|> is both), every
+        // token trained; a prompt and its response one after the other, the response and EOS trained.
+        CollectionAssert.AreEqual(new[] { 50256, 15496, 995, 50256 }, Ints(lines[0]["ids"]));
+        CollectionAssert.AreEqual(new[] { 1, 1, 1, 1 }, Ints(lines[0]["trained"]));
+        Assert.AreEqual("Hello world", lines[0]["rendered"]!.GetValue<string>());
+        CollectionAssert.AreEqual(new[] { 50256, 17250, 612, 50256 }, Ints(lines[1]["ids"]));
+        CollectionAssert.AreEqual(new[] { 0, 0, 1, 1 }, Ints(lines[1]["trained"]));
+        Assert.AreEqual("Hi there", lines[1]["rendered"]!.GetValue<string>());
 
-        r = Seco("tokenize", "--model", _dir, "--data", data);
+        // Without special tokens: the text's own ids, "Hi" + " there".
+        lines = JsonLines(Seco("tokenize", "--model", _dir, "--data", data, "--json", "--no-special-tokens").Out);
+        CollectionAssert.AreEqual(new[] { 15496, 995 }, Ints(lines[0]["ids"]));
+        CollectionAssert.AreEqual(new[] { 17250, 612 }, Ints(lines[1]["ids"]));
+        CollectionAssert.AreEqual(new[] { 0, 1 }, Ints(lines[1]["trained"]));
+
+        r = Seco("tokenize", "--model", _dir, "--data", data, "--no-special-tokens");
         Assert.AreEqual(0, r.ExitCode, r.Error);
-        StringAssert.Contains(r.Out, "document 1 (line 1): 2 tokens");
-        StringAssert.Contains(r.Out, "document 2 (line 3): 2 tokens");
+        StringAssert.Contains(r.Out, "document 1 (line 1): 2 tokens, 2 trained");
+        StringAssert.Contains(r.Out, "document 2 (line 3): 2 tokens, 1 trained");
         StringAssert.Contains(r.Out, "ids:    15496 995");
         StringAssert.Contains(r.Out, "tokens: \"Hello\" \"Ġworld\"");
+        StringAssert.Contains(r.Out, "trained: 0 1");
+        r = Seco("tokenize", "--model", _dir, "--data", data);
+        StringAssert.Contains(r.Out, "document 1 (line 1): 4 tokens, 4 trained");
+        StringAssert.Contains(r.Out, "ids:    50256 15496 995 50256");
     }
+
+    private static int[] Ints(JsonNode? array) => array!.AsArray().Select(n => n!.GetValue<int>()).ToArray();
 
     [TestMethod]
     public void BadInputExitsWithTwoAndNamesIt()

@@ -21,7 +21,13 @@ internal static class EvalCommand
     {
         var model = ModelLoading.ModelOption();
         var adapter = ModelLoading.AdapterOption();
-        var data = new Option<string?>("--data") { Description = "Documents to score: a .jsonl file (\"text\", or \"prompt\" + \"response\": only the response is scored), a .txt file or a folder of .txt files. Needs the model's tokenizer. Default: none (give --data or --input-ids)." };
+        var data = new Option<string?>("--data") { Description = "Documents to score: a .jsonl file (\"text\"; \"prompt\" + \"response\": only the response is scored; \"messages\": rendered by the model's chat template, the assistant's turns scored), a .txt file or a folder of .txt files. Needs the model's tokenizer. Default: none (give --data or --input-ids)." };
+        var assistantOnly = new Option<bool>("--assistant-only-loss")
+        {
+            Description = "Conversations (messages lines): score the assistant's turns only (true) or every token the chat template renders (false), as seco train's flag of the same name trains them.",
+            Arity = ArgumentArity.ZeroOrOne,
+            DefaultValueFactory = _ => true,
+        };
         var inputIds = new Option<string?>("--input-ids") { Description = "One sequence of token ids, comma-separated (e.g. 1,2,3); needs no tokenizer. Default: none." };
         var chunkSize = new Option<int>("--chunk-size") { Description = "Tokens per forward pass.", DefaultValueFactory = _ => 128 };
         var maxSeqLen = new Option<int>("--max-seq-len") { Description = "Documents longer than this are scored window by window (as in training).", DefaultValueFactory = _ => 16384 };
@@ -32,7 +38,7 @@ internal static class EvalCommand
 
         var command = new Command("eval", "Score documents or token ids: mean negative log-likelihood per token and perplexity.")
         {
-            model, adapter, data, inputIds, chunkSize, maxSeqLen, perToken, device, dtype, json,
+            model, adapter, data, inputIds, chunkSize, maxSeqLen, perToken, assistantOnly, device, dtype, json,
         };
         command.SetAction(parse => context.Guard(() =>
         {
@@ -68,11 +74,16 @@ internal static class EvalCommand
             }
             else
             {
-                // The library's document scoring, as the fitted stage's Perplexity column computes it.
-                var tokenizer = ModelTokenizer.Load(parse.GetValue(model)!);
+                // The library's document scoring, as the fitted stage's Perplexity column computes it; conversations
+                // are encoded with the model's chat template, as training encodes them.
+                string directory = parse.GetValue(model)!;
+                var tokenizer = ModelTokenizer.Load(directory);
+                var encode = DataSources.Encoder(directory, tokenizer, parse.GetValue(assistantOnly));
                 foreach (var document in DataSources.Documents(dataPath!, "--data"))
                 {
-                    var score = Evaluation.ScoreDocument(m, tokenizer, document, chunk, maxLength, wantPerToken);
+                    var score = document is ConversationDocument
+                        ? ScoreEncoded(m, tokenizer, encode(document), chunk, maxLength, wantPerToken)
+                        : Evaluation.ScoreDocument(m, tokenizer, document, chunk, maxLength, wantPerToken);
                     sequences += score.Sequences;
                     if (score.TokenNll is { } values) Add(values.ToArray());
                     else
@@ -114,6 +125,41 @@ internal static class EvalCommand
             return ExitCodes.Success;
         }));
         return command;
+    }
+
+    /// <summary>
+    /// Scores an encoded document as <see cref="Evaluation.ScoreDocument"/> scores the other kinds: cut into windows of
+    /// <paramref name="maxSequenceLength"/> tokens (<see cref="SequenceBuilder.Windows"/>, as training cuts it), the
+    /// trained tokens scored, each window chunk by chunk against a key/value cache.
+    /// </summary>
+    internal static DocumentScore ScoreEncoded(CausalLM model, ModelTokenizer tokenizer, EncodedDocument encoded, int chunkSize, int maxSequenceLength, bool perToken)
+    {
+        var builder = new SequenceBuilder(maxSequenceLength, SequenceOverflow.Split);
+        double sum = 0;
+        long tokens = 0;
+        int sequences = 0;
+        var values = perToken ? new List<double>() : null;
+        foreach (var batch in Batching.Batches(builder.Windows(encoded), 1, tokenizer.PaddingId, model.Device))
+        {
+            using (batch)
+            {
+                sequences++;
+                if (values is not null)
+                {
+                    var nll = Evaluation.TokenNll(model, batch, chunkSize)[0];
+                    values.AddRange(nll);
+                    sum += nll.Sum();
+                    tokens += nll.Length;
+                }
+                else
+                {
+                    var (batchSum, batchTokens) = Evaluation.MeanNll(model, batch, chunkSize);
+                    sum += batchSum;
+                    tokens += batchTokens;
+                }
+            }
+        }
+        return new DocumentScore(sum, tokens, sequences, values);
     }
 
     static int[] ParseIds(string text)

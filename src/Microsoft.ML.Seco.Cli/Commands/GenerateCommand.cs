@@ -16,7 +16,10 @@ internal static class GenerateCommand
         var defaults = new GenerationOptions();
         var model = ModelLoading.ModelOption();
         var adapter = ModelLoading.AdapterOption();
-        var prompt = new Option<string>("--prompt") { Description = "The text to continue.", Required = true };
+        var prompt = new Option<string?>("--prompt") { Description = "The text to continue; with --chat, the user's message. Required unless --chat --messages." };
+        var chat = new Option<bool>("--chat") { Description = "Chat: render the conversation (--prompt as one user message, or --messages) with the model's chat template and its generation prompt, and stream the assistant's reply.", DefaultValueFactory = _ => false };
+        var system = new Option<string?>("--system") { Description = "With --chat --prompt: a system message before the user's. Default: none." };
+        var messages = new Option<string?>("--messages") { Description = "With --chat: a JSON file holding the conversation, a messages array ([{\"role\", \"content\"}, ...]) or {\"messages\", \"tools\"}. Default: none." };
         var maxNewTokens = new Option<int>("--max-new-tokens") { Description = "Tokens to generate at most.", DefaultValueFactory = _ => defaults.MaxNewTokens };
         var temperature = new Option<double>("--temperature") { Description = "0 = greedy; otherwise logits are divided by it before sampling.", DefaultValueFactory = _ => defaults.Temperature };
         var topP = new Option<double>("--top-p") { Description = "Nucleus sampling threshold in (0, 1]; 1 = off.", DefaultValueFactory = _ => defaults.TopP };
@@ -24,11 +27,11 @@ internal static class GenerateCommand
         var chunkSize = new Option<int>("--chunk-size") { Description = "Prompt tokens per forward pass while prefilling.", DefaultValueFactory = _ => defaults.PrefillChunkSize };
         var device = ModelLoading.DeviceOption();
         var dtype = ModelLoading.DTypeOption();
-        var json = new Option<bool>("--json") { Description = "Print one JSON object {\"completion\", \"prompt_tokens\", \"generated_tokens\"} instead of the text.", DefaultValueFactory = _ => false };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object {\"completion\", \"prompt_tokens\", \"generated_tokens\"} (with --chat also \"finish_reason\") instead of the text.", DefaultValueFactory = _ => false };
 
-        var command = new Command("generate", "Continue a prompt with the model (and adapter); prints the generated text.")
+        var command = new Command("generate", "Continue a prompt with the model (and adapter), or with --chat reply to a conversation; prints the generated text.")
         {
-            model, adapter, prompt, maxNewTokens, temperature, topP, seed, chunkSize, device, dtype, json,
+            model, adapter, prompt, chat, system, messages, maxNewTokens, temperature, topP, seed, chunkSize, device, dtype, json,
         };
         command.SetAction(parse => context.Guard(() =>
         {
@@ -55,7 +58,16 @@ internal static class GenerateCommand
             string directory = parse.GetValue(model)!;
             ModelLoading.RequireModelDirectory(directory);
             ModelLoading.RequireAdapterDirectory(parse.GetValue(adapter));
-            string text = parse.GetValue(prompt)!;
+            string? promptText = parse.GetValue(prompt), systemText = parse.GetValue(system), messagesPath = parse.GetValue(messages);
+            if (parse.GetValue(chat))
+            {
+                if ((promptText is null) == (messagesPath is null)) throw new UsageException("generate --chat: give exactly one of --prompt (one user message) and --messages (a conversation file).");
+                if (systemText is not null && messagesPath is not null) throw new UsageException("--system goes with --prompt; a --messages file holds its own system message.");
+                return ChatGeneration.Run(context, new ChatGeneration.Request(directory, parse.GetValue(adapter), promptText, systemText, messagesPath,
+                    options, parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(json)));
+            }
+            if (messagesPath is not null || systemText is not null) throw new UsageException($"{(messagesPath is not null ? "--messages" : "--system")} needs --chat.");
+            string text = promptText ?? throw new UsageException("--prompt is required (or --chat --messages FILE).");
             var tokenizer = ModelTokenizer.Load(directory);
             var ids = tokenizer.Encode(text, addBos: true);
             if (ids.Count == 0) throw new UsageException("--prompt is empty after tokenization.");

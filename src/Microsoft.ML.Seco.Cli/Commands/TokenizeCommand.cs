@@ -20,22 +20,32 @@ internal static class TokenizeCommand
             Required = true,
         };
         var text = new Option<string?>("--text") { Description = "The text to tokenize. Default: none (give --text or --data)." };
-        var data = new Option<string?>("--data") { Description = "Documents to tokenize, one result each: a .jsonl file (\"text\", or \"prompt\" + \"response\", encoded one after the other), a .txt file or a folder of .txt files. Default: none." };
-        var noSpecial = new Option<bool>("--no-special-tokens") { Description = "Do not add the tokenizer's own special tokens (e.g. Llama's <s>); special tokens written in the text are still recognised.", DefaultValueFactory = _ => false };
-        var json = new Option<bool>("--json") { Description = "Print one JSON object per document: {\"ids\": [...], \"tokens\": [...], \"count\": N}.", DefaultValueFactory = _ => false };
-
-        var command = new Command("tokenize", "Tokenize text with a model's tokenizer: token ids, token strings and the count, per document.")
+        var data = new Option<string?>("--data") { Description = "Documents to tokenize as training encodes them, one result each: a .jsonl file (\"text\"; \"prompt\" + \"response\"; \"messages\", rendered by the model's chat template), a .txt file or a folder of .txt files. Default: none." };
+        var noSpecial = new Option<bool>("--no-special-tokens") { Description = "--text: do not add the tokenizer's own special tokens (e.g. Llama's <s>); --data: leave out the BOS and EOS training puts around a text or prompt/response (a conversation's come from its template and stay). Special tokens written in the text are still recognised.", DefaultValueFactory = _ => false };
+        var assistantOnly = new Option<bool>("--assistant-only-loss")
         {
-            model, text, data, noSpecial, json,
+            Description = "Conversations: mark the assistant's turns only as trained (true) or every token (false), as seco train's flag of the same name.",
+            Arity = ArgumentArity.ZeroOrOne,
+            DefaultValueFactory = _ => true,
+        };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object per document: {\"rendered\", \"ids\", \"trained\" (--data: 0/1 per id), \"tokens\", \"count\"}.", DefaultValueFactory = _ => false };
+
+        var command = new Command("tokenize", "Tokenize text with a model's tokenizer, or documents as training encodes them: token ids, token strings, the count and which tokens are trained on.")
+        {
+            model, text, data, noSpecial, assistantOnly, json,
         };
         command.SetAction(parse => context.Guard(() =>
         {
             string? textValue = parse.GetValue(text), dataPath = parse.GetValue(data);
             if ((textValue is null) == (dataPath is null)) throw new UsageException("give exactly one of --text and --data.");
-            ModelLoading.RequireModelDirectory(parse.GetValue(model)!, needsConfig: false);
-            var tokenizer = ModelTokenizer.Load(parse.GetValue(model)!);
+            string directory = parse.GetValue(model)!;
+            ModelLoading.RequireModelDirectory(directory, needsConfig: false);
+            var tokenizer = ModelTokenizer.Load(directory);
             bool addSpecial = !parse.GetValue(noSpecial), asJson = parse.GetValue(json);
+            var encode = DataSources.Encoder(directory, tokenizer, parse.GetValue(assistantOnly));
 
+            // --text is the tokenizer alone (as Hugging Face's tokenizer(text) encodes it); --data the documents as
+            // training encodes them (DocumentEncoder), with which tokens the loss is on.
             IEnumerable<Document> documents = textValue is not null ? [new TextDocument(textValue, 1)] : DataSources.Documents(dataPath!, "--data");
             // Lines of a JSON-lines file are named, since blank lines are skipped and documents then differ from lines.
             bool jsonLines = dataPath is not null && File.Exists(dataPath) && !dataPath.EndsWith(".txt", StringComparison.OrdinalIgnoreCase);
@@ -43,23 +53,30 @@ internal static class TokenizeCommand
             foreach (var document in documents)
             {
                 index++;
-                var ids = Encode(tokenizer, document, addSpecial);
+                var encoded = textValue is not null
+                    ? new EncodedDocument([.. tokenizer.EncodeWithSpecialTokens(textValue, addSpecial)], [], textValue)
+                    : Encode(encode, tokenizer, document, addSpecial);
+                var ids = encoded.Ids;
                 var tokens = ids.Select(id => tokenizer.IdToToken(id)).ToArray();
+                bool withMask = textValue is null;
                 if (asJson)
                 {
-                    Json.WriteLine(context.Out, new JsonObject
-                    {
-                        ["ids"] = new JsonArray(ids.Select(id => (JsonNode?)id).ToArray()),
-                        ["tokens"] = new JsonArray(tokens.Select(t => (JsonNode?)t).ToArray()),
-                        ["count"] = ids.Count,
-                    });
+                    var line = new JsonObject { ["rendered"] = encoded.Rendered ?? Rendered(document) };
+                    line["ids"] = new JsonArray(ids.Select(id => (JsonNode?)id).ToArray());
+                    if (withMask) line["trained"] = new JsonArray(encoded.Trained.Select(t => (JsonNode?)(t ? 1 : 0)).ToArray());
+                    line["tokens"] = new JsonArray(tokens.Select(t => (JsonNode?)t).ToArray());
+                    line["count"] = ids.Length;
+                    Json.WriteLine(context.Out, line);
                 }
                 else
                 {
                     string where = dataPath is null ? "text" : $"document {index}{(jsonLines ? $" (line {document.Line})" : "")}";
-                    context.Out.WriteLine($"{where}: {ids.Count.ToString(CultureInfo.InvariantCulture)} tokens");
+                    context.Out.WriteLine($"{where}: {ids.Length.ToString(CultureInfo.InvariantCulture)} tokens{(withMask ? $", {encoded.Trained.Count(t => t).ToString(CultureInfo.InvariantCulture)} trained" : "")}");
+                    if (document is ConversationDocument) context.Out.WriteLine($"  rendered: {Quote(encoded.Rendered)}");
                     context.Out.WriteLine($"  ids:    {string.Join(' ', ids.Select(id => id.ToString(CultureInfo.InvariantCulture)))}");
                     context.Out.WriteLine($"  tokens: {string.Join(' ', tokens.Select(Quote))}");
+                    if (withMask && encoded.Trained.Contains(false))
+                        context.Out.WriteLine($"  trained: {string.Join(' ', encoded.Trained.Select(t => t ? '1' : '0'))}");
                 }
             }
             if (index == 0) throw new UsageException($"--data '{dataPath}' has no document.");
@@ -90,16 +107,24 @@ internal static class TokenizeCommand
         return quoted.Append('"').ToString();
     }
 
-    // A prompt/response row is encoded as training encodes it: prompt and response separately, one after the other.
-    static IReadOnlyList<int> Encode(ModelTokenizer tokenizer, Document document, bool addSpecial)
+    /// <summary>
+    /// A document as training encodes it; without special tokens, a text or prompt/response loses the BOS and EOS that
+    /// encoding puts first and last (when the tokenizer has them), and their marks with them.
+    /// </summary>
+    static EncodedDocument Encode(Func<Document, EncodedDocument> encode, ModelTokenizer tokenizer, Document document, bool addSpecial)
     {
-        if (document is TextDocument text) return tokenizer.EncodeWithSpecialTokens(text.Text, addSpecial);
-        if (document is not PromptResponseDocument pair) throw new UsageException($"{document.Where}: seco tokenize does not read {document.Kind} documents yet.");
-        var ids = new List<int>();
-        if (addSpecial) ids.AddRange(tokenizer.SpecialPrefixIds);
-        if (!string.IsNullOrEmpty(pair.Prompt)) ids.AddRange(tokenizer.EncodeWithSpecialTokens(pair.Prompt, addSpecialTokens: false));
-        ids.AddRange(tokenizer.EncodeWithSpecialTokens(pair.Response, addSpecialTokens: false));
-        if (addSpecial) ids.AddRange(tokenizer.SpecialSuffixIds);
-        return ids;
+        var encoded = encode(document);
+        if (addSpecial || document is ConversationDocument || encoded.Ids.Length == 0) return encoded;
+        int start = tokenizer.BosId is not null ? 1 : 0, end = encoded.Ids.Length - (tokenizer.EosId is not null ? 1 : 0);
+        if (end < start) end = start;
+        return encoded with { Ids = encoded.Ids[start..end], Trained = encoded.Trained[start..end] };
     }
+
+    // The text a document's ids encode when it is its own: a text, or a prompt and its response one after the other.
+    static string Rendered(Document document) => document switch
+    {
+        TextDocument t => t.Text,
+        PromptResponseDocument p => p.Prompt + p.Response,
+        _ => "",
+    };
 }

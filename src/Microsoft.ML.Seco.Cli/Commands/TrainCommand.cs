@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
+using Microsoft.ML.Seco.Data;
 using Microsoft.ML.Seco.Distributed;
 using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Tokenization;
@@ -24,7 +25,7 @@ internal static class TrainCommand
     {
         run ??= (c, resuming, replacing, json) => Train(context, c, resuming, replacing, json);
         var config = new Option<string?>("--config") { Description = "JSON configuration file: the settings' fields in camelCase (chunkSize, learningRate, ...) plus data, validationData and output. Flags override it. Default: none (with --resume, OUTPUT/seco-config.json when it exists)." };
-        var data = new Option<string?>("--data") { Description = "Training data: a .jsonl file (\"text\", or \"prompt\" + \"response\" per line), a .txt file (one document) or a folder of .txt files (one document each). Required." };
+        var data = new Option<string?>("--data") { Description = "Training data: a .jsonl file (\"text\", \"prompt\" + \"response\", or \"messages\" (a conversation, rendered by the model's chat template; see --assistant-only-loss) per line), a .txt file (one document) or a folder of .txt files (one document each). Required." };
         var validation = new Option<string?>("--validation-data") { Description = "Held-out documents in the same format; validation loss after each epoch and at the end. Default: none." };
         var output = new Option<string?>("--output") { Description = "Output folder for seco-config.json, metrics.csv, loss.png, adapter/ (or merged/), model.seco and checkpoints/. A folder that holds a run needs --resume or --overwrite. Required." };
         var resume = new Option<bool>("--resume") { Description = "Continue the run in OUTPUT from its training state in OUTPUT/checkpoints (starting afresh when there is none). Default: false." };
@@ -139,13 +140,26 @@ internal static class TrainCommand
         RopeNote(c);
         string dataWhere = c.Origins.GetValueOrDefault("data") ?? "--data";
         string validationWhere = c.Origins.GetValueOrDefault("validationData") ?? "--validation-data";
-        // One pass over the files finds a malformed line now rather than after the output folder exists.
-        if (DataSources.Documents(c.Data, dataWhere).Count() == 0) throw new UsageException($"{dataWhere} '{c.Data}' holds no document.");
-        if (c.ValidationData is not null && DataSources.Documents(c.ValidationData, validationWhere).Count() == 0)
+        var tokenizer = ModelTokenizer.Load(options.ModelPath);
+        // One pass over the files finds a malformed line now rather than after the output folder exists; conversations
+        // are rendered and encoded as training will, so an unknown role, a template that raises or a conversation with
+        // nothing to train on is reported with its file, line and turn before anything is written.
+        var encode = DataSources.Encoder(options.ModelPath, tokenizer, options.AssistantOnlyLoss);
+        int Check(string path, string where)
+        {
+            int count = 0;
+            foreach (var document in DataSources.Documents(path, where))
+            {
+                if (document is ConversationDocument) encode(document);
+                count++;
+            }
+            return count;
+        }
+        if (Check(c.Data, dataWhere) == 0) throw new UsageException($"{dataWhere} '{c.Data}' holds no document.");
+        if (c.ValidationData is not null && Check(c.ValidationData, validationWhere) == 0)
             throw new UsageException($"{validationWhere} '{c.ValidationData}' holds no document.");
         var device = TensorSettings.ResolveDevice(options.Device, c.Where(Setting(nameof(options.Device))));
         TensorSettings.ResolveDType(options.DType, device, c.Where(Setting(nameof(options.DType))));
-        ModelTokenizer.Load(options.ModelPath);
 
         string outputDir = System.IO.Path.GetFullPath(c.Output);
         if (File.Exists(outputDir)) throw new UsageException($"--output '{c.Output}' is a file; expected a folder.");
@@ -217,6 +231,7 @@ internal static class TrainCommand
         var ml = new MLContext(seed: options.Seed ?? 0);
         var source = DataSources.Load(ml, c.Data!, c.Origins.GetValueOrDefault("data") ?? "--data");
         if (source.PromptResponse) { options.PromptColumnName = "Prompt"; options.ResponseColumnName = "Response"; }
+        if (source.Messages) options.MessagesColumnName = "Messages";
         if (c.ValidationData is not null) options.ValidationSet = DataSources.Load(ml, c.ValidationData, c.Origins.GetValueOrDefault("validationData") ?? "--validation-data").View;
         options.CheckpointDirectory = System.IO.Path.Combine(outputDir, "checkpoints");
         options.Resume = resume;
