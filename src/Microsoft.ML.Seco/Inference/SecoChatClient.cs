@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.AI;
+using Microsoft.ML.Seco.Chat;
 using Microsoft.ML.Seco.Checkpoints;
 using Microsoft.ML.Seco.Lora;
 using Microsoft.ML.Seco.Model;
@@ -124,6 +125,37 @@ public sealed class SecoChatClient : IChatClient
         model.eval();
         return new SecoChatClient(model, tokenizer, renderPrompt, options, new SemaphoreSlim(1, 1), ownsModel: true);
     }
+
+    /// <summary>
+    /// Loads a model directory (optionally with a PEFT LoRA adapter) as the other overload does, and renders
+    /// conversations with the directory's own chat template (<see cref="ChatTemplate.FromModelDirectory"/>:
+    /// chat_template.jinja, chat_template.json or tokenizer_config.json's <c>chat_template</c>) with the generation
+    /// prompt, as <c>tokenizer.apply_chat_template(messages, add_generation_prompt=True)</c> does. Replies stop at the
+    /// tokenizer's end-of-sequence ids, among them the template's end-of-turn token where generation_config.json (or
+    /// config.json, tokenizer_config.json) lists it.
+    /// </summary>
+    /// <param name="modelDirectory">The base model directory.</param>
+    /// <param name="adapterDirectory">A PEFT adapter directory, or null.</param>
+    /// <param name="options">Decoding defaults; null: <see cref="SecoChatClientOptions.FromGenerationConfig"/> of the model directory.</param>
+    /// <param name="device">auto (CUDA when available), cpu, cuda or cuda:N.</param>
+    /// <param name="dtype">auto (bfloat16 on CUDA, float32 on the CPU), float32, bfloat16, float16 or float64.</param>
+    /// <exception cref="DirectoryNotFoundException">A directory does not exist.</exception>
+    /// <exception cref="InvalidDataException">The model directory has no chat template: pass a renderer to the other overload.</exception>
+    public static SecoChatClient FromModelDirectory(string modelDirectory, string? adapterDirectory = null, SecoChatClientOptions? options = null,
+        string device = "auto", string dtype = "auto")
+    {
+        ArgumentNullException.ThrowIfNull(modelDirectory);
+        if (!Directory.Exists(modelDirectory)) throw new DirectoryNotFoundException($"Model directory '{modelDirectory}' does not exist.");
+        var template = TemplateOf(modelDirectory, "FromModelDirectory(modelDirectory, adapterDirectory, render)");
+        return FromModelDirectory(modelDirectory, adapterDirectory, messages => template.Render(messages, addGenerationPrompt: true), options, device, dtype);
+    }
+
+    /// <summary>The chat template of a model directory, or an error naming it and what to do instead.</summary>
+    /// <exception cref="InvalidDataException">The directory has no chat template.</exception>
+    internal static ChatTemplate TemplateOf(string modelDirectory, string alternative) =>
+        ChatTemplate.FromModelDirectory(modelDirectory) ?? throw new InvalidDataException(
+            $"The model directory '{modelDirectory}' has no chat template: tokenizer_config.json has no \"chat_template\" (nor is there a " +
+            $"chat_template.jinja or chat_template.json), so a conversation cannot be rendered to a prompt. Add the model's template, or pass a renderer: {alternative}.");
 
     /// <summary>The options with <see cref="SecoChatClientOptions.ModelId"/> set to the directory's name when it is null.</summary>
     internal static SecoChatClientOptions WithModelId(SecoChatClientOptions options, string modelDirectory) =>
@@ -438,7 +470,7 @@ public sealed class SecoChatClient : IChatClient
         return null;
     }
 
-    /// <summary>Releases the model when the client loaded it (<see cref="FromModelDirectory"/>); otherwise nothing.</summary>
+    /// <summary>Releases the model when the client loaded it (<see cref="FromModelDirectory(string, string?, Func{JsonArray, string}, SecoChatClientOptions?, string, string)"/>); otherwise nothing.</summary>
     public void Dispose()
     {
         if (_disposed) return;

@@ -213,7 +213,8 @@ public sealed partial class ChunkwiseLoraTrainer
         /// <summary>Stops training at the next step boundary; the stage then holds what was learnt so far. Default none.</summary>
         public CancellationToken CancellationToken;
 
-        internal bool HasPromptResponse => PromptColumnName is not null && ResponseColumnName is not null;
+        /// <summary>The columns training reads and the kind of document they hold.</summary>
+        internal DocumentColumns Columns => DocumentColumns.Of(TextColumnName, PromptColumnName, ResponseColumnName, MessagesColumnName);
 
         /// <summary>Throws an ArgumentException naming the first option out of range.</summary>
         public void Validate()

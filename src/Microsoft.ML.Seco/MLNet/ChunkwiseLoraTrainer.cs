@@ -53,7 +53,7 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
     /// <summary>Checks the input columns and returns the schema with the scoring columns added.</summary>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
-        foreach (var column in DocumentRows.TrainingColumns(_options)) DocumentRows.CheckText(inputSchema, column);
+        _options.Columns.Check(inputSchema);
         return Scoring.OutputShape(_options, inputSchema);
     }
 
@@ -82,9 +82,9 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
 
     ChunkwiseLoraTransformer Fit(IDataView input, DataParallel? parallel)
     {
-        foreach (var column in DocumentRows.TrainingColumns(_options)) DocumentRows.CheckText(input.Schema, column);
-        if (_options.ValidationSet is { } validationSet)
-            foreach (var column in DocumentRows.TrainingColumns(_options)) DocumentRows.CheckText(validationSet.Schema, column);
+        var columns = _options.Columns;
+        columns.Check(input.Schema);
+        if (_options.ValidationSet is { } validationSet) columns.Check(validationSet.Schema);
         var host = _environment.Register(nameof(ChunkwiseLoraTrainer));
         int seed = _options.Seed ?? host.Rand.Next();
         // An MLContext without a seed draws another on every rank; chunk sampling must agree.
@@ -95,6 +95,9 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
         if (parallel is not null) device = parallel.DeviceFor(device, nameof(Options.Device));
         var dtype = TensorSettings.ResolveDType(_options.DType, device, nameof(Options.DType));
         var tokenizer = ModelTokenizer.Load(_options.ModelPath);
+        // The one encoder of every row (training, validation, the rows of a failed batch, and the fitted stage's scoring);
+        // conversations need the model's chat template, refused here, before the model is loaded, when there is none.
+        var encoder = columns.Encoder(_options.ModelPath, tokenizer, _options.AssistantOnlyLoss);
         // The run's rotary settings go into the model before it is built: its rotation tables are computed once.
         var (config, ropeNote) = _options.ApplyRope(ModelConfig.Load(_options.ModelPath));
         if (ropeNote is not null) channel.Info(MessageSensitivity.None, $"ChunkwiseLora: {ropeNote}");
@@ -112,9 +115,9 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
                 $"{(_options.SampledChunks is int t ? $"SpaCO t={t} {_options.Sampler} compensation {_options.Compensation}" : "SeCO")}, chunk {_options.ChunkSize}, " +
                 $"{TrainableParameters.Of(model).Sum(p => p.Parameter.numel()):N0} trainable parameters.");
 
-            var summary = Train(model, tokenizer, input, seed, device, channel, parallel);
+            var summary = Train(model, encoder, input, seed, device, channel, parallel);
             model.eval();
-            return new ChunkwiseLoraTransformer(model, tokenizer, ScoringSettings.From(_options, device, dtype), summary);
+            return new ChunkwiseLoraTransformer(model, encoder, ScoringSettings.From(_options, device, dtype), summary);
         }
         catch
         {
@@ -123,27 +126,30 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
         }
     }
 
-    TrainingSummary Train(CausalLM model, ModelTokenizer tokenizer, IDataView input, int seed, Device device, IChannel channel, DataParallel? parallel)
+    TrainingSummary Train(CausalLM model, DocumentEncoder encoder, IDataView input, int seed, Device device, IChannel channel, DataParallel? parallel)
     {
         var builder = new SequenceBuilder(_options.MaxSequenceLength, _options.Overflow);
-        int padId = tokenizer.PaddingId;
+        var columns = _options.Columns;
+        int padId = encoder.Tokenizer.PaddingId;
         long skipped = 0;
-        IEnumerable<TrainingExample> Examples(IDataView data, bool countSkipped)
+        // Rows that give no sequence (empty text, an empty response, a conversation whose windows hold no trained token)
+        // are never dropped silently: each pass counts them and the run reports the count.
+        IEnumerable<TrainingExample> Examples(IDataView data, Action? onSkipped)
         {
-            foreach (var row in DocumentRows.Read(data, _options))
+            foreach (var row in DocumentRows.Read(data, columns))
             {
-                var examples = builder.FromDocument(tokenizer, row).ToList();
-                if (examples.Count == 0 && countSkipped) skipped++;
+                var examples = builder.FromDocument(encoder, row).ToList();
+                if (examples.Count == 0) onSkipped?.Invoke();
                 foreach (var example in examples) yield return example;
             }
         }
         Func<IEnumerable<TokenBatch>> epoch = () =>
         {
             skipped = 0;
-            return parallel?.Shard(Examples(input, true), _options.BatchSize, padId, device) ?? Batching.Batches(Examples(input, true), _options.BatchSize, padId, device);
+            return parallel?.Shard(Examples(input, () => skipped++), _options.BatchSize, padId, device) ?? Batching.Batches(Examples(input, () => skipped++), _options.BatchSize, padId, device);
         };
         Func<IEnumerable<TokenBatch>>? validation = _options.ValidationSet is { } v
-            ? () => Batching.Batches(parallel?.ShardExamples(Examples(v, false)) ?? Examples(v, false), _options.BatchSize, padId, device)
+            ? () => Batching.Batches(parallel?.ShardExamples(Examples(v, null)) ?? Examples(v, null), _options.BatchSize, padId, device)
             : null;
         // Rows per optimizer step's micro-batch over all ranks: what batch indices (resume, diverged rows) count in.
         int globalBatchSize = parallel?.GlobalBatchSize(_options.BatchSize) ?? _options.BatchSize;
@@ -158,15 +164,18 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
         // One tokenising pass over all the data before the first step, whatever MaxSteps says: a malformed row (file and
         // line for JSON lines) or a missing field stops the run now rather than hours in, and the count tells the
         // schedule (cosine/linear decay) and the ETA how many steps there will be.
-        long exampleCount = 0;
+        long exampleCount = 0, emptyRows = 0, emptyValidationRows = 0;
         int longest = 0;
-        foreach (var example in Examples(input, false))
+        foreach (var example in Examples(input, () => emptyRows++))
         {
             exampleCount++;
             longest = Math.Max(longest, example.Ids.Length);
         }
-        if (exampleCount == 0) throw new ArgumentException($"No row of the training data has any text to train on (column {string.Join(", ", DocumentRows.TrainingColumns(_options))}).", nameof(input));
-        if (_options.ValidationSet is { } validationData) _ = Examples(validationData, false).LongCount();
+        if (exampleCount == 0) throw new ArgumentException($"No row of the training data has anything to train on (column {string.Join(", ", columns.Names)}; {emptyRows} row(s) read).", nameof(input));
+        long validationCount = _options.ValidationSet is { } validationData ? Examples(validationData, () => emptyValidationRows++).LongCount() : 0;
+        channel.Info(MessageSensitivity.None, $"ChunkwiseLora: {exampleCount} training sequence(s) of {columns.Kind} rows (column {string.Join(", ", columns.Names)}), the longest {longest} tokens" +
+            $"{(emptyRows > 0 ? $"; {emptyRows} row(s) gave nothing to train on and are skipped" : "")}" +
+            $"{(_options.ValidationSet is not null ? $"; {validationCount} validation sequence(s){(emptyValidationRows > 0 ? $", {emptyValidationRows} validation row(s) with nothing to score" : "")}" : "")}.");
         // The same pass tells the longest batch: a run that cannot fit says so now, with what would, not hours in.
         var memory = MemoryQuery(model, longest);
         long? capacity = MemoryPreflight.Ensure(memory, device, _options.MemoryBudgetBytes);
@@ -187,12 +196,12 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
         }
         catch (TrainingDivergedException e) when (e.Rows is null && e.FirstBatch >= 0 && e.Reason is not null)
         {
-            throw new TrainingDivergedException(e.Step, e.Epoch, e.FirstBatch, e.BatchCount, e.Reason, RowsOf(input, builder, tokenizer, globalBatchSize, e.FirstBatch, e.BatchCount), e);
+            throw new TrainingDivergedException(e.Step, e.Epoch, e.FirstBatch, e.BatchCount, e.Reason, RowsOf(input, builder, encoder, globalBatchSize, e.FirstBatch, e.BatchCount), e);
         }
         if (summary.SkippedBatches > 0)
             channel.Warning(MessageSensitivity.None, $"ChunkwiseLora: skipped {summary.SkippedBatches} batch(es) with a non-finite loss or gradient.");
         if (_options.CheckpointDirectory is { } directory && writesFiles) trainer.SaveState(directory);
-        if (skipped > 0) channel.Warning(MessageSensitivity.None, $"ChunkwiseLora: skipped {skipped} empty row(s) in the last epoch.");
+        if (skipped > 0) channel.Warning(MessageSensitivity.None, $"ChunkwiseLora: skipped {skipped} row(s) with nothing to train on in the last epoch.");
         channel.Info(MessageSensitivity.None, $"ChunkwiseLora: {(summary.Cancelled ? "cancelled" : "finished")} after {summary.Steps} steps, " +
             $"final loss {summary.FinalLoss:F4}{(summary.ValidationLoss is double vl ? $", validation loss {vl:F4}" : "")}, {summary.Elapsed:hh\\:mm\\:ss}.");
         return summary;
@@ -215,15 +224,15 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
     /// only when a batch fails, so that nothing is kept per step: batching does not reorder, so the batch of a sequence
     /// follows from its position.
     /// </summary>
-    string RowsOf(IDataView data, SequenceBuilder builder, ModelTokenizer tokenizer, int batchSize, int firstBatch, int count)
+    string RowsOf(IDataView data, SequenceBuilder builder, DocumentEncoder encoder, int batchSize, int firstBatch, int count)
     {
         long first = (long)firstBatch * batchSize, end = first + (long)count * batchSize;
         var rows = new SortedSet<long>();
         long sequence = 0, row = 0;
-        foreach (var r in DocumentRows.Read(data, _options))
+        foreach (var r in DocumentRows.Read(data, _options.Columns))
         {
             row++;
-            int produced = builder.FromDocument(tokenizer, r).Count();
+            int produced = builder.FromDocument(encoder, r).Count();
             if (sequence + produced > first && sequence < end) rows.Add(row);
             sequence += produced;
             if (sequence >= end) break;

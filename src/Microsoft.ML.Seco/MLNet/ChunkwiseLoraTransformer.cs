@@ -23,18 +23,30 @@ public sealed class ChunkwiseLoraTransformer : ITransformer, IDisposable
     readonly SemaphoreSlim _gate = new(1, 1);
     bool _disposed;
 
-    internal ChunkwiseLoraTransformer(CausalLM model, ModelTokenizer tokenizer, ScoringSettings settings, TrainingSummary? summary)
+    internal ChunkwiseLoraTransformer(CausalLM model, DocumentEncoder encoder, ScoringSettings settings, TrainingSummary? summary)
     {
         Model = model;
-        Tokenizer = tokenizer;
+        Encoder = encoder;
         Settings = settings;
         TrainingSummary = summary;
+    }
+
+    /// <summary>A stage whose encoder is built from its settings (the chat template of the base model for a messages column).</summary>
+    /// <exception cref="InvalidDataException">The settings name a messages column and the base model has no chat template.</exception>
+    internal ChunkwiseLoraTransformer(CausalLM model, ModelTokenizer tokenizer, ScoringSettings settings, TrainingSummary? summary)
+        : this(model, settings.Columns.Encoder(settings.ModelPath, tokenizer, settings.AssistantOnlyLoss), settings, summary)
+    {
     }
 
     /// <summary>The fine-tuned model (base weights + adapters).</summary>
     public CausalLM Model { get; }
     /// <summary>The model's tokenizer.</summary>
-    public ModelTokenizer Tokenizer { get; }
+    public ModelTokenizer Tokenizer => Encoder.Tokenizer;
+    /// <summary>
+    /// How the stage turns a document into token ids and the tokens it scores: the tokenizer, and for a messages column
+    /// the base model's chat template and <see cref="ScoringSettings.AssistantOnlyLoss"/>. Training used the same.
+    /// </summary>
+    public DocumentEncoder Encoder { get; }
     /// <summary>Scoring and persistence settings.</summary>
     public ScoringSettings Settings { get; }
     /// <summary>How training went; null for a stage loaded from a file.</summary>
@@ -84,13 +96,15 @@ public sealed class ChunkwiseLoraTransformer : ITransformer, IDisposable
     public double Perplexity(string text) => Score(new TextDocument(text)).Perplexity;
 
     /// <summary>
-    /// Scores one document as <see cref="Transform"/> does (the text, or the response given the prompt): summed and mean
-    /// negative log-likelihood, perplexity and the scored-token count.
+    /// Scores one document as <see cref="Transform"/> does (the text; the response given the prompt; a conversation's
+    /// trained tokens, the assistant's turns unless <see cref="ScoringSettings.AssistantOnlyLoss"/> is false): summed
+    /// and mean negative log-likelihood, perplexity and the scored-token count.
     /// </summary>
+    /// <exception cref="InvalidDataException">A conversation the chat template cannot render, or that has nothing to score; the message names the turn.</exception>
     public DocumentScore Score(Document document)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        return Locked(() => Evaluation.ScoreDocument(Model, Tokenizer, document, Settings.ChunkSize, Settings.MaxSequenceLength));
+        return Locked(() => Evaluation.ScoreDocument(Model, Encoder, document, Settings.ChunkSize, Settings.MaxSequenceLength));
     }
 
     /// <summary>
@@ -137,8 +151,26 @@ public sealed class ChunkwiseLoraTransformer : ITransformer, IDisposable
     public IChatClient AsIChatClient(Func<JsonArray, string> renderPrompt, SecoChatClientOptions? options = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentNullException.ThrowIfNull(renderPrompt);
         options ??= SecoChatClientOptions.FromGenerationConfig(Settings.ModelPath) with { PrefillChunkSize = Settings.ChunkSize };
         return new SecoChatClient(Model, Tokenizer, renderPrompt, SecoChatClient.WithModelId(options, Settings.ModelPath), _gate, ownsModel: false);
+    }
+
+    /// <summary>
+    /// A Microsoft.Extensions.AI chat client over the fine-tuned model that renders conversations with the base model's
+    /// own chat template (<see cref="Chat.ChatTemplate.FromModelDirectory"/> of <see cref="ScoringSettings.ModelPath"/>,
+    /// with the generation prompt), the template a messages column was trained with. Otherwise as
+    /// <see cref="AsIChatClient(Func{JsonArray, string}, SecoChatClientOptions?)"/>: replies stop at the tokenizer's
+    /// end-of-sequence ids, which include an end-of-turn token such as <c>&lt;|im_end|&gt;</c> that the model's
+    /// generation_config.json or tokenizer_config.json lists as <c>eos_token_id</c> / <c>eos_token</c>.
+    /// </summary>
+    /// <param name="options">Decoding defaults; null: generation_config.json's, prefilling in blocks of the stage's chunk size.</param>
+    /// <exception cref="InvalidDataException">The base model directory has no chat template: pass a renderer instead.</exception>
+    public IChatClient AsIChatClient(SecoChatClientOptions? options = null)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var template = Encoder.ChatTemplate ?? SecoChatClient.TemplateOf(Settings.ModelPath, "AsIChatClient(render)");
+        return AsIChatClient(messages => template.Render(messages, addGenerationPrompt: true), options);
     }
 
     void Locked(Action action)
@@ -172,15 +204,7 @@ public sealed class ChunkwiseLoraTransformer : ITransformer, IDisposable
         output.Perplexity = (float)score.Perplexity;
     }
 
-    void CheckInput(DataViewSchema schema)
-    {
-        if (Settings.HasPromptResponse)
-        {
-            DocumentRows.CheckText(schema, Settings.PromptColumnName!);
-            DocumentRows.CheckText(schema, Settings.ResponseColumnName!);
-        }
-        else DocumentRows.CheckText(schema, Settings.TextColumnName);
-    }
+    void CheckInput(DataViewSchema schema) => Settings.Columns.Check(schema);
 
     /// <summary>Releases the model's native memory.</summary>
     public void Dispose()

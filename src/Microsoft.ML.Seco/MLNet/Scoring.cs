@@ -24,6 +24,13 @@ public sealed record ScoringSettings
     public string? PromptColumnName { get; init; }
     /// <summary>Response column.</summary>
     public string? ResponseColumnName { get; init; }
+    /// <summary>
+    /// Column of conversations as JSON (Hugging Face's <c>messages</c>), rendered by the base model's chat template;
+    /// scoring then covers the tokens <see cref="AssistantOnlyLoss"/> says. Takes the place of the other columns.
+    /// </summary>
+    public string? MessagesColumnName { get; init; }
+    /// <summary>Conversations: score (and train) the assistant's turns only (true, the default), or every token.</summary>
+    public bool AssistantOnlyLoss { get; init; } = true;
     /// <summary>Chunk size of the scoring forward passes (memory bounded by one chunk).</summary>
     public int ChunkSize { get; init; } = 128;
     /// <summary>Documents longer than this are scored window by window.</summary>
@@ -35,12 +42,14 @@ public sealed record ScoringSettings
     /// <summary>True when every parameter was trained (the saved stage then holds full weights).</summary>
     public bool FullFineTuning { get; init; }
 
-    internal bool HasPromptResponse => PromptColumnName is not null && ResponseColumnName is not null;
+    /// <summary>The columns scoring reads and the kind of document they hold.</summary>
+    internal DocumentColumns Columns => DocumentColumns.Of(TextColumnName, PromptColumnName, ResponseColumnName, MessagesColumnName);
 
     internal static ScoringSettings From(ChunkwiseLoraTrainer.Options o, Device device, ScalarType dtype) => new()
     {
         ModelPath = Path.GetFullPath(o.ModelPath), Device = device.ToString(), DType = TensorSettings.Name(dtype),
         TextColumnName = o.TextColumnName, PromptColumnName = o.PromptColumnName, ResponseColumnName = o.ResponseColumnName,
+        MessagesColumnName = o.MessagesColumnName, AssistantOnlyLoss = o.AssistantOnlyLoss,
         ChunkSize = o.ChunkSize, MaxSequenceLength = o.MaxSequenceLength, MaxNewTokens = o.MaxNewTokens,
         Lora = o.Lora, FullFineTuning = o.FullFineTuning,
     };
@@ -80,6 +89,13 @@ internal sealed class PromptResponseInput
     public string Response = "";
 }
 
+/// <summary>Messages input: a conversation as JSON.</summary>
+internal sealed class MessagesInput
+{
+    /// <summary>The conversation (<see cref="ConversationDocument.FromJson"/>).</summary>
+    public string Messages = "";
+}
+
 /// <summary>Prompt-only input (for completions).</summary>
 internal sealed class PromptInput
 {
@@ -104,7 +120,8 @@ internal static class Scoring
         {
             ModelPath = options.ModelPath, Device = "cpu", DType = "float32", Lora = options.Lora,
             TextColumnName = options.TextColumnName, PromptColumnName = options.PromptColumnName,
-            ResponseColumnName = options.ResponseColumnName, MaxNewTokens = options.MaxNewTokens,
+            ResponseColumnName = options.ResponseColumnName, MessagesColumnName = options.MessagesColumnName,
+            AssistantOnlyLoss = options.AssistantOnlyLoss, MaxNewTokens = options.MaxNewTokens,
         };
         return Estimator(settings, (_, _) => { }, (_, _) => { }).GetOutputSchema(input);
     }
@@ -113,11 +130,16 @@ internal static class Scoring
     public static IEstimator<ITransformer> Estimator(ScoringSettings s, Action<Document, ScoringOutput> score, Action<string, CompletionOutput> complete)
     {
         var ml = MappingContext;
-        IEstimator<ITransformer> estimator = s.HasPromptResponse
-            ? ml.Transforms.CustomMapping<PromptResponseInput, ScoringOutput>((i, o) => score(new PromptResponseDocument(i.Prompt, i.Response), o), null,
-                Columns<PromptResponseInput>((nameof(PromptResponseInput.Prompt), s.PromptColumnName!), (nameof(PromptResponseInput.Response), s.ResponseColumnName!)))
-            : ml.Transforms.CustomMapping<TextInput, ScoringOutput>((i, o) => score(new TextDocument(i.Text), o), null,
-                Columns<TextInput>((nameof(TextInput.Text), s.TextColumnName)));
+        var columns = s.Columns;
+        IEstimator<ITransformer> estimator = columns.Kind switch
+        {
+            DocumentColumnKind.Messages => ml.Transforms.CustomMapping<MessagesInput, ScoringOutput>((i, o) => score(columns.Document([i.Messages], 0), o), null,
+                Columns<MessagesInput>((nameof(MessagesInput.Messages), columns.Names[0]))),
+            DocumentColumnKind.PromptResponse => ml.Transforms.CustomMapping<PromptResponseInput, ScoringOutput>((i, o) => score(columns.Document([i.Prompt, i.Response], 0), o), null,
+                Columns<PromptResponseInput>((nameof(PromptResponseInput.Prompt), columns.Names[0]), (nameof(PromptResponseInput.Response), columns.Names[1]))),
+            _ => ml.Transforms.CustomMapping<TextInput, ScoringOutput>((i, o) => score(columns.Document([i.Text], 0), o), null,
+                Columns<TextInput>((nameof(TextInput.Text), columns.Names[0]))),
+        };
         if (s.PromptColumnName is not null && s.MaxNewTokens > 0)
             estimator = estimator.Append(ml.Transforms.CustomMapping<PromptInput, CompletionOutput>((i, o) => complete(i.Prompt, o), null,
                 Columns<PromptInput>((nameof(PromptInput.Prompt), s.PromptColumnName))));

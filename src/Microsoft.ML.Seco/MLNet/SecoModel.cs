@@ -200,6 +200,7 @@ public static class SecoModel
                     throw new InvalidDataException($"{path}: {prefix} lacks {Path.GetFileName(e.FileName)}.", e);
                 }
                 model.eval();
+                // A messages stage renders with the base model's chat template, as it was trained.
                 return new ChunkwiseLoraTransformer(model, ModelTokenizer.Load(modelPath), settings with { Device = device.ToString() }, null);
             }
             catch

@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Training;
 
-/// <summary>What <see cref="Evaluation.ScoreDocument"/> measured on one document.</summary>
+/// <summary>What <see cref="Evaluation.ScoreDocument(CausalLM, DocumentEncoder, Document, int, int, bool)"/> measured on one document.</summary>
 /// <param name="SumNll">Summed negative log-likelihood of the scored tokens (nats).</param>
 /// <param name="Tokens">Tokens scored: every next-token target of a text, the response's of a prompt/response pair.</param>
 /// <param name="Sequences">Windows the document was scored in (longer documents are split as in training).</param>
@@ -107,13 +107,34 @@ public static class Evaluation
     /// <param name="perToken">Also return each scored token's NLL.</param>
     public static DocumentScore ScoreDocument(CausalLM model, ModelTokenizer tokenizer, Document document, int chunkSize, int maxSequenceLength = 16384, bool perToken = false)
     {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        return ScoreDocument(model, new DocumentEncoder(tokenizer), document, chunkSize, maxSequenceLength, perToken);
+    }
+
+    /// <summary>
+    /// Scores one document through <paramref name="encoder"/>, the step training takes from a document to ids and
+    /// trained tokens: what is scored is what is trained on (a conversation's assistant turns, with the encoder's chat
+    /// template and <see cref="DocumentEncoder.AssistantOnlyLoss"/>), in windows of <paramref name="maxSequenceLength"/>
+    /// tokens, each forwarded chunk by chunk against a key/value cache.
+    /// </summary>
+    /// <param name="model">The model.</param>
+    /// <param name="encoder">The document encoder (tokenizer, and the chat template for conversations).</param>
+    /// <param name="document">The document.</param>
+    /// <param name="chunkSize">Tokens per forward pass (memory is one chunk plus the cache).</param>
+    /// <param name="maxSequenceLength">Longest window scored at once, at least 2.</param>
+    /// <param name="perToken">Also return each scored token's NLL.</param>
+    /// <exception cref="InvalidDataException">The document cannot be encoded (e.g. a conversation without a chat template); the message names it.</exception>
+    public static DocumentScore ScoreDocument(CausalLM model, DocumentEncoder encoder, Document document, int chunkSize, int maxSequenceLength = 16384, bool perToken = false)
+    {
+        ArgumentNullException.ThrowIfNull(encoder);
         ArgumentNullException.ThrowIfNull(document);
+        var tokenizer = encoder.Tokenizer;
         var builder = new SequenceBuilder(maxSequenceLength, SequenceOverflow.Split);
         double sum = 0;
         long tokens = 0;
         int sequences = 0;
         var values = perToken ? new List<double>() : null;
-        foreach (var batch in Batching.Batches(builder.FromDocument(tokenizer, document), 1, tokenizer.PaddingId, model.Device))
+        foreach (var batch in Batching.Batches(builder.FromDocument(encoder, document), 1, tokenizer.PaddingId, model.Device))
         {
             using (batch)
             {
