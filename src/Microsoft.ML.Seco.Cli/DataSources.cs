@@ -35,15 +35,15 @@ internal static class DataSources
     }
 
     /// <summary>
-    /// Encodes documents as training does (<see cref="DocumentEncoder"/>): conversations with the model's chat template
+    /// The encoder of each document, as training encodes it (<see cref="DocumentEncoder"/>): conversations with the model's chat template
     /// (read from <paramref name="modelDirectory"/> when the first one comes, so that text data never needs one), the
     /// other kinds with the tokenizer alone, which is all they use.
     /// </summary>
-    public static Func<Document, EncodedDocument> Encoder(string modelDirectory, Tokenization.ModelTokenizer tokenizer, bool assistantOnlyLoss)
+    public static Func<Document, DocumentEncoder> Encoders(string modelDirectory, Tokenization.ModelTokenizer tokenizer, bool assistantOnlyLoss)
     {
         var plain = new DocumentEncoder(tokenizer, AssistantOnlyLoss: assistantOnlyLoss);
         DocumentEncoder? chat = null;
-        return document => (document is ConversationDocument ? chat ??= DocumentEncoder.ForModel(modelDirectory, tokenizer, assistantOnlyLoss) : plain).Encode(document);
+        return document => document is ConversationDocument ? chat ??= DocumentEncoder.ForModel(modelDirectory, tokenizer, assistantOnlyLoss) : plain;
     }
 
     static bool IsText(string path) => string.Equals(Path.GetExtension(path), ".txt", StringComparison.OrdinalIgnoreCase);

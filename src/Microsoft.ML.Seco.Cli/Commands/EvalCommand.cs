@@ -78,12 +78,10 @@ internal static class EvalCommand
                 // are encoded with the model's chat template, as training encodes them.
                 string directory = parse.GetValue(model)!;
                 var tokenizer = ModelTokenizer.Load(directory);
-                var encode = DataSources.Encoder(directory, tokenizer, parse.GetValue(assistantOnly));
+                var encoderFor = DataSources.Encoders(directory, tokenizer, parse.GetValue(assistantOnly));
                 foreach (var document in DataSources.Documents(dataPath!, "--data"))
                 {
-                    var score = document is ConversationDocument
-                        ? ScoreEncoded(m, tokenizer, encode(document), chunk, maxLength, wantPerToken)
-                        : Evaluation.ScoreDocument(m, tokenizer, document, chunk, maxLength, wantPerToken);
+                    var score = Evaluation.ScoreDocument(m, encoderFor(document), document, chunk, maxLength, wantPerToken);
                     sequences += score.Sequences;
                     if (score.TokenNll is { } values) Add(values.ToArray());
                     else
@@ -125,41 +123,6 @@ internal static class EvalCommand
             return ExitCodes.Success;
         }));
         return command;
-    }
-
-    /// <summary>
-    /// Scores an encoded document as <see cref="Evaluation.ScoreDocument"/> scores the other kinds: cut into windows of
-    /// <paramref name="maxSequenceLength"/> tokens (<see cref="SequenceBuilder.Windows"/>, as training cuts it), the
-    /// trained tokens scored, each window chunk by chunk against a key/value cache.
-    /// </summary>
-    internal static DocumentScore ScoreEncoded(CausalLM model, ModelTokenizer tokenizer, EncodedDocument encoded, int chunkSize, int maxSequenceLength, bool perToken)
-    {
-        var builder = new SequenceBuilder(maxSequenceLength, SequenceOverflow.Split);
-        double sum = 0;
-        long tokens = 0;
-        int sequences = 0;
-        var values = perToken ? new List<double>() : null;
-        foreach (var batch in Batching.Batches(builder.Windows(encoded), 1, tokenizer.PaddingId, model.Device))
-        {
-            using (batch)
-            {
-                sequences++;
-                if (values is not null)
-                {
-                    var nll = Evaluation.TokenNll(model, batch, chunkSize)[0];
-                    values.AddRange(nll);
-                    sum += nll.Sum();
-                    tokens += nll.Length;
-                }
-                else
-                {
-                    var (batchSum, batchTokens) = Evaluation.MeanNll(model, batch, chunkSize);
-                    sum += batchSum;
-                    tokens += batchTokens;
-                }
-            }
-        }
-        return new DocumentScore(sum, tokens, sequences, values);
     }
 
     static int[] ParseIds(string text)

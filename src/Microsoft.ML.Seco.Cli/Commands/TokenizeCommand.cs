@@ -42,7 +42,7 @@ internal static class TokenizeCommand
             ModelLoading.RequireModelDirectory(directory, needsConfig: false);
             var tokenizer = ModelTokenizer.Load(directory);
             bool addSpecial = !parse.GetValue(noSpecial), asJson = parse.GetValue(json);
-            var encode = DataSources.Encoder(directory, tokenizer, parse.GetValue(assistantOnly));
+            var encoderFor = DataSources.Encoders(directory, tokenizer, parse.GetValue(assistantOnly));
 
             // --text is the tokenizer alone (as Hugging Face's tokenizer(text) encodes it); --data the documents as
             // training encodes them (DocumentEncoder), with which tokens the loss is on.
@@ -55,7 +55,7 @@ internal static class TokenizeCommand
                 index++;
                 var encoded = textValue is not null
                     ? new EncodedDocument([.. tokenizer.EncodeWithSpecialTokens(textValue, addSpecial)], [], textValue)
-                    : Encode(encode, tokenizer, document, addSpecial);
+                    : Encode(encoderFor, tokenizer, document, addSpecial);
                 var ids = encoded.Ids;
                 var tokens = ids.Select(id => tokenizer.IdToToken(id)).ToArray();
                 bool withMask = textValue is null;
@@ -111,9 +111,9 @@ internal static class TokenizeCommand
     /// A document as training encodes it; without special tokens, a text or prompt/response loses the BOS and EOS that
     /// encoding puts first and last (when the tokenizer has them), and their marks with them.
     /// </summary>
-    static EncodedDocument Encode(Func<Document, EncodedDocument> encode, ModelTokenizer tokenizer, Document document, bool addSpecial)
+    static EncodedDocument Encode(Func<Document, DocumentEncoder> encoderFor, ModelTokenizer tokenizer, Document document, bool addSpecial)
     {
-        var encoded = encode(document);
+        var encoded = encoderFor(document).Encode(document);
         if (addSpecial || document is ConversationDocument || encoded.Ids.Length == 0) return encoded;
         int start = tokenizer.BosId is not null ? 1 : 0, end = encoded.Ids.Length - (tokenizer.EosId is not null ? 1 : 0);
         if (end < start) end = start;

@@ -144,13 +144,13 @@ internal static class TrainCommand
         // One pass over the files finds a malformed line now rather than after the output folder exists; conversations
         // are rendered and encoded as training will, so an unknown role, a template that raises or a conversation with
         // nothing to train on is reported with its file, line and turn before anything is written.
-        var encode = DataSources.Encoder(options.ModelPath, tokenizer, options.AssistantOnlyLoss);
+        var encoderFor = DataSources.Encoders(options.ModelPath, tokenizer, options.AssistantOnlyLoss);
         int Check(string path, string where)
         {
             int count = 0;
             foreach (var document in DataSources.Documents(path, where))
             {
-                if (document is ConversationDocument) encode(document);
+                if (document is ConversationDocument) encoderFor(document).Encode(document);
                 count++;
             }
             return count;

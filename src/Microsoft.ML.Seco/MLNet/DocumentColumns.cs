@@ -57,7 +57,7 @@ internal sealed record DocumentColumns(DocumentColumnKind Kind, IReadOnlyList<st
     /// <exception cref="InvalidDataException">A messages value that is not a conversation; the message names the row (or column) and the turn.</exception>
     public Document Document(IReadOnlyList<string> values, int row)
     {
-        string? source = row > 0 ? "row" : null;
+        string? source = row > 0 ? Data.Document.DataViewRow : null;
         return Kind switch
         {
             // Scoring knows no row number: its errors name the column.

@@ -191,7 +191,7 @@ public sealed class MessagesColumnTests
         rows = Rows(4, seed: 1);
         rows[3] = new Row { Messages = new JsonArray(CapitalsTask.Message("user", "Anyone there?")).ToJsonString() };
         message = Fails(rows);
-        StringAssert.Contains(message, "line 4");
+        StringAssert.Contains(message, "row 4");
         StringAssert.Contains(message, "nothing trainable");
     }
 

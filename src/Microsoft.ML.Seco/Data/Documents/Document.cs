@@ -10,8 +10,14 @@ namespace Microsoft.ML.Seco.Data;
 /// <param name="Line">1-based line (or row) in its source, for error messages; 0 when it has none.</param>
 public abstract record Document(int Line)
 {
-    /// <summary>Where the document came from (a file path, "row"), for error messages; null when unknown.</summary>
+    /// <summary>
+    /// Where the document came from, for error messages: a file path (errors say "file, line N"),
+    /// <see cref="DataViewRow"/> (they say "row N"), or null when unknown.
+    /// </summary>
     public string? Source { get; init; }
+
+    /// <summary>The <see cref="Source"/> of a data view's row: <see cref="Line"/> is then the row's 1-based index.</summary>
+    public const string DataViewRow = "row";
 
     /// <summary>The kind's name as errors and reports say it: "text", "prompt/response" or "messages".</summary>
     public abstract string Kind { get; }
@@ -25,9 +31,10 @@ public abstract record Document(int Line)
     /// </summary>
     internal virtual IEnumerable<TrainingExample> Sequences(DocumentEncoder encoder, SequenceBuilder builder) => builder.Windows(Encode(encoder));
 
-    /// <summary>"file, line N" (or "line N", or the kind alone) for error messages.</summary>
+    /// <summary>"file, line N", "row N" (or "line N", or the kind alone) for error messages.</summary>
     internal string Where => (Source, Line) switch
     {
+        (DataViewRow, > 0) => $"row {Line}",
         (string source, > 0) => $"{source}, line {Line}",
         (null, > 0) => $"line {Line}",
         (string source, _) => source,
