@@ -12,7 +12,8 @@ namespace Microsoft.ML.Seco.Tests.Chat;
 [TestClass]
 public sealed class GenerationSpanTests
 {
-    private const string ChatMl = """
+    /// <summary>A ChatML template with generation markers around the assistant's replies.</summary>
+    internal const string ChatMl = """
         {%- for message in messages %}
             {{- '<|im_start|>' + message.role + '\n' }}
             {%- if message.role == 'assistant' %}

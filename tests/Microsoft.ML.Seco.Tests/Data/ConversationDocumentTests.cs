@@ -59,18 +59,7 @@ public sealed class ConversationDocumentTests
     {
         if (Directory("qwen3") is not string directory) return;
         var tokenizer = ModelTokenizer.Load(directory);
-        const string Marked = """
-            {%- for message in messages %}
-                {{- '<|im_start|>' + message.role + '\n' }}
-                {%- if message.role == 'assistant' %}
-                    {% generation %}{{- message.content + '<|im_end|>' }}{% endgeneration %}
-                {%- else %}
-                    {{- message.content + '<|im_end|>' }}
-                {%- endif %}
-                {{- '\n' }}
-            {%- endfor %}
-            {%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}
-            """;
+        const string Marked = Chat.GenerationSpanTests.ChatMl;
         var marked = new DocumentEncoder(tokenizer, new ChatTemplate(Marked)).Encode(new ConversationDocument(s_conversation));
         CollectionAssert.AreEqual(new[] { "Seven.<|im_end|>", "Eleven 🙂<|im_end|>" }, TrainedRuns(tokenizer, marked), "exactly the marked characters");
 
