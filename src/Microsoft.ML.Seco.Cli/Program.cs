@@ -4,7 +4,7 @@ using Microsoft.ML.Seco.Cli.Commands;
 namespace Microsoft.ML.Seco.Cli;
 
 /// <summary>
-/// The <c>seco</c> command-line tool: a thin shell over Microsoft.ML.Seco (init-tiny, train, eval, generate, gradcheck, bench, tokenize).
+/// The <c>seco</c> command-line tool: a thin shell over Microsoft.ML.Seco (init-tiny, train, eval, generate, gradcheck, bench, tokenize, needle).
 /// Exit codes: 0 success, 2 bad arguments, configuration or input, 1 failure while running.
 /// </summary>
 public static class Program
@@ -92,6 +92,7 @@ public static class Program
         root.Subcommands.Add(GradcheckCommand.Create(context));
         root.Subcommands.Add(BenchCommand.Create(context));
         root.Subcommands.Add(TokenizeCommand.Create(context));
+        root.Subcommands.Add(NeedleCommand.Create(context));
         return root;
     }
 }
