@@ -5,7 +5,7 @@ namespace Microsoft.ML.Seco.Cli;
 
 /// <summary>
 /// The heatmap people post for needle-in-a-haystack results: prompt length across, needle depth down (0 % at the top),
-/// each cell coloured by the answer's mean log-probability per token (and marked ✓ where greedy decoding answered
+/// each cell coloured by the answer's mean log-probability per token (and marked EM where greedy decoding answered
 /// exactly), with a colour bar. Lives in the CLI: the library stays free of a plotting dependency.
 /// </summary>
 internal static class NeedlePlot
@@ -36,7 +36,7 @@ internal static class NeedlePlot
             for (int c = 0; c < columns; c++)
                 if (result.Cells[c, r].ExactMatch)
                 {
-                    var mark = plot.Add.Text("✓", c, rows - 1 - r);
+                    var mark = plot.Add.Text("EM", c, rows - 1 - r);
                     mark.LabelFontColor = ScottPlot.Colors.White;
                     mark.LabelFontSize = 16;
                     mark.LabelAlignment = ScottPlot.Alignment.MiddleCenter;
@@ -48,7 +48,7 @@ internal static class NeedlePlot
             Enumerable.Range(0, rows).Select(r => (double)(rows - 1 - r)).ToArray(),
             result.Depths.Select(d => (d * 100).ToString("0.#", CultureInfo.InvariantCulture) + " %").ToArray());
         plot.Axes.SetLimits(-0.5, columns - 0.5, -0.5, rows - 0.5);
-        plot.Title($"{title} — exact match {result.Accuracy * 100:0.#} % (✓)");
+        plot.Title($"{title} — exact match {result.Accuracy * 100:0.#} % (EM: answered exactly)");
         plot.XLabel("prompt length (tokens)");
         plot.YLabel("needle depth (% of the haystack)");
         using var image = plot.GetImage(Math.Max(640, 140 + 110 * columns), Math.Max(480, 140 + 40 * rows));
