@@ -2,8 +2,10 @@
 // A tiny Llama pretrained at a short context is extended to a long one with LoRA by SeCO, SpaCO (fixed budget with
 // loss-only and loss-and-cache compensation, Bernoulli) and an ablation without cross-chunk gradients; every run goes
 // through the library's ML.NET stage, and is scored on held-out addresses and on Moby-Dick position by position.
+// --context-extension runs the second study instead: the same base model extended with and without linear/YaRN RoPE
+// scaling by SeCO and SpaCO, scored by position and on needle-in-a-haystack grids before and after (ExtensionStudy).
 //
-//   dotnet run --project examples/QualityStudy -c Release [-- --quick] [--budget-minutes M] [--output DIR] [--report-only]
+//   dotnet run --project examples/QualityStudy -c Release [-- --quick] [--context-extension] [--budget-minutes M] [--output DIR] [--report-only]
 //
 // Resumable: each (method, learning rate, seed) run writes its results when it completes and a rerun skips it;
 // --budget-minutes stops starting runs (and pauses pretraining at a checkpoint) once that much time has passed.
@@ -16,6 +18,7 @@ var settings = StudySettings.Full;
 string? output = null;
 double? budgetMinutes = null;
 bool reportOnly = false;
+bool contextExtension = false;
 for (int i = 0; i < args.Length; i++)
 {
     string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value.");
@@ -29,8 +32,9 @@ for (int i = 0; i < args.Length; i++)
                 : throw new ArgumentException($"--budget-minutes must be a positive number of minutes; got '{text}'.");
             break;
         case "--report-only": reportOnly = true; break;
+        case "--context-extension": contextExtension = true; break;
         default:
-            Console.Error.WriteLine($"Unknown argument '{args[i]}'. Usage: QualityStudy [--quick] [--budget-minutes M] [--output DIR] [--report-only]");
+            Console.Error.WriteLine($"Unknown argument '{args[i]}'. Usage: QualityStudy [--quick] [--context-extension] [--budget-minutes M] [--output DIR] [--report-only]");
             return 2;
     }
 }
@@ -56,14 +60,38 @@ Console.WriteLine($"Data: {data.Addresses.Pretraining} addresses for pretraining
     $"{data.Addresses.Extension} for the extension ({data.Extension.Count} windows of {settings.Length}), {data.Addresses.HeldOut} held out " +
     $"({data.HeldOutSotu.Count} windows scored); Moby-Dick: {data.HeldOutMobyDick.Count} windows scored.");
 
+string? EnsureBaseModel()
+{
+    string? directory = StudyRuns.EnsureBaseModel(settings, data, cache, output, budget.Token, Console.Out);
+    if (directory is null) Console.WriteLine("Time budget reached during pretraining; run the same command again to resume from its checkpoint.");
+    return directory;
+}
+
+if (contextExtension)
+{
+    string extension = Path.Combine(output, "extension");
+    Directory.CreateDirectory(extension);
+    bool complete = true;
+    if (!reportOnly)
+    {
+        if (EnsureBaseModel() is not string baseModel) return 0;
+        foreach (var arm in ExtensionArm.All)
+        {
+            // A base model's arm takes seconds; an extension, about as long as the main study's run of its method.
+            if (ExtensionStudy.Completed(extension, arm) is null && arm.Method is not null && OutOfTime(240)) { complete = false; break; }
+            ExtensionStudy.Run(baseModel, data, settings, arm, extension, Console.Out);
+        }
+    }
+    ExtensionReport.Write(extension, settings, partial: !complete || ExtensionArm.All.Any(a => ExtensionStudy.Completed(extension, a) is null));
+    Console.WriteLine(complete
+        ? $"Report: {Path.Combine(extension, "summary.md")} ({clock.Elapsed:mm\\:ss})."
+        : $"Time budget reached after {clock.Elapsed:mm\\:ss}; run the same command again to continue (completed arms are kept).");
+    return 0;
+}
+
 if (!reportOnly)
 {
-    string? baseModel = StudyRuns.EnsureBaseModel(settings, data, cache, output, budget.Token, Console.Out);
-    if (baseModel is null)
-    {
-        Console.WriteLine("Time budget reached during pretraining; run the same command again to resume from its checkpoint.");
-        return 0;
-    }
+    if (EnsureBaseModel() is not string baseModel) return 0;
     StudyRuns.BaseResult(baseModel, data, settings, runs);
 
     // The grid on the first seed, then the other seeds at each method's best rate (by final training loss).

@@ -21,6 +21,21 @@ public sealed class StudyData
     public required IReadOnlyList<string> HeldOutMobyDick { get; init; }
     /// <summary>Addresses in each part, for the report.</summary>
     public required (int Pretraining, int Extension, int HeldOut) Addresses { get; init; }
+    /// <summary>The held-out addresses whole (the context-extension study's needle haystack comes from them).</summary>
+    public required IReadOnlyList<string> HeldOutAddresses { get; init; }
+    /// <summary>Moby-Dick, one text.</summary>
+    public required string MobyDickText { get; init; }
+
+    /// <summary>
+    /// <paramref name="count"/> held-out windows of <paramref name="length"/> − 1 characters from each corpus: the
+    /// opening of addresses long enough, spread over the years, and windows spread over Moby-Dick.
+    /// </summary>
+    public (IReadOnlyList<string> Sotu, IReadOnlyList<string> MobyDick) HeldOutWindows(int length, int count) =>
+        HeldOutWindows(HeldOutAddresses, MobyDickText, length, count);
+
+    static (IReadOnlyList<string> Sotu, IReadOnlyList<string> MobyDick) HeldOutWindows(IReadOnlyList<string> addresses, string moby, int length, int count) =>
+        (Spread(addresses.Where(d => d.Length >= length - 1).Select(d => d[..(length - 1)]).ToList(), count),
+         Spread(Windows(moby, length - 1).ToList(), count));
 
     /// <summary>
     /// Addresses in chronological order go to three parts by index: i mod 10 = 9 held out, i mod 10 = 4 extension,
@@ -42,15 +57,16 @@ public sealed class StudyData
         if (extension.Count < settings.Updates)
             throw new InvalidOperationException($"The extension runs need {settings.Updates} windows of {settings.Length} tokens; the extension addresses give {extension.Count}.");
         // An address's first window (its opening is part of the test), from addresses spread over the years.
-        var heldOutSotu = Spread(heldOutDocs.Where(d => d.Length >= settings.Length - 1).Select(d => d[..(settings.Length - 1)]).ToList(), settings.HeldOutWindows);
-        var heldOutMoby = Spread(Windows(moby, settings.Length - 1).ToList(), settings.HeldOutWindows);
+        var (sotu, mobyDick) = HeldOutWindows(heldOutDocs, moby, settings.Length, settings.HeldOutWindows);
         return new StudyData
         {
             Pretraining = pretraining.Take(pretrainNeeded).ToList(),
             Extension = extension.Take(settings.Updates).ToList(),
-            HeldOutSotu = heldOutSotu,
-            HeldOutMobyDick = heldOutMoby,
+            HeldOutSotu = sotu,
+            HeldOutMobyDick = mobyDick,
             Addresses = (pretrainDocs.Count, extensionDocs.Count, heldOutDocs.Count),
+            HeldOutAddresses = heldOutDocs,
+            MobyDickText = moby,
         };
     }
 

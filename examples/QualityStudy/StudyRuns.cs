@@ -38,8 +38,8 @@ public static class StudyRuns
 {
     /// <summary>Positions per bucket of the per-position curves.</summary>
     public const int BucketSize = 256;
-    // A diverged run's losses and scores are NaN; JSON has no number for them, so they are written as "NaN".
-    static readonly JsonSerializerOptions Json = new() { WriteIndented = true, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals };
+    /// <summary>The result files' JSON settings: a diverged run's losses and scores are NaN, which JSON has no number for, so they are written as "NaN".</summary>
+    public static readonly JsonSerializerOptions Json = new() { WriteIndented = true, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals };
 
     /// <summary>File name of a run's results.</summary>
     public static string RunId(Method method, double learningRate, int seed) =>
@@ -199,9 +199,14 @@ public static class StudyRuns
         return result;
     }
 
-    static ChunkwiseLoraTransformer Fit(MLContext ml, string baseModel, StudyData data, StudySettings s, Method method, double learningRate, int seed,
-        List<double> loss, List<double> seconds) =>
-        ml.Transforms.Text.ChunkwiseLora(new ChunkwiseLoraTrainer.Options
+    /// <summary>
+    /// Fits the stage for one run (the settings of <see cref="Run"/>), recording each update's loss and elapsed
+    /// seconds; <paramref name="rope"/>, when given, sets the run's rotary scaling.
+    /// </summary>
+    public static ChunkwiseLoraTransformer Fit(MLContext ml, string baseModel, StudyData data, StudySettings s, Method method, double learningRate, int seed,
+        List<double> loss, List<double> seconds, RopeArm? rope = null)
+    {
+        var options = new ChunkwiseLoraTrainer.Options
         {
             ModelPath = baseModel, Device = "cpu",
             MaxSequenceLength = s.Length, Overflow = SequenceOverflow.Truncate, ChunkSize = s.ChunkSize,
@@ -211,7 +216,10 @@ public static class StudyRuns
             MaxSteps = s.Updates, LearningRate = learningRate, WarmupRatio = 0.01,
             Beta1 = 0.9, Beta2 = 0.95, Epsilon = 1e-8, WeightDecay = 0.05, MaxGradNorm = null, Seed = seed,
             Progress = new Recorder(p => { loss.Add(p.Loss); seconds.Add(p.Elapsed.TotalSeconds); }),
-        }).Fit(ml.Data.LoadFromEnumerable(data.Extension.Select(t => new Document { Text = t })));
+        };
+        rope?.Apply(options, s);
+        return ml.Transforms.Text.ChunkwiseLora(options).Fit(ml.Data.LoadFromEnumerable(data.Extension.Select(t => new Document { Text = t })));
+    }
 
     /// <summary>The completed run with this id, or null.</summary>
     public static RunResult? Completed(string output, string id)
@@ -220,7 +228,8 @@ public static class StudyRuns
         return File.Exists(path) ? JsonSerializer.Deserialize<RunResult>(File.ReadAllText(path), Json) : null;
     }
 
-    static void Write(string path, RunResult result)
+    /// <summary>Writes <paramref name="result"/> as JSON through a temporary file.</summary>
+    public static void Write<T>(string path, T result)
     {
         // Through a temporary file: a run killed by the time limit leaves no result that looks complete.
         File.WriteAllText(path + ".tmp", JsonSerializer.Serialize(result, Json));

@@ -64,6 +64,16 @@ public sealed record StudySettings
     /// <summary>Held-out windows per corpus (SOTU addresses never trained on, Moby-Dick).</summary>
     public int HeldOutWindows { get; init; } = 8;
 
+    /// <summary>
+    /// The context-extension study scores held-out text at this length (twice the extension's): positions the base
+    /// model was trained on, those the extension trained on, and as many again that neither saw.
+    /// </summary>
+    public int EvaluationLength => 2 * Length;
+    /// <summary>The context-extension study's needle grid: prompt lengths in tokens.</summary>
+    public IReadOnlyList<int> NeedleLengths { get; init; } = [256, 512, 1024, 2048, 4096, 8192];
+    /// <summary>The needle grid's depths.</summary>
+    public IReadOnlyList<double> NeedleDepths { get; init; } = Enumerable.Range(0, 11).Select(i => i / 10.0).ToArray();
+
     /// <summary>Chunks per extension sequence.</summary>
     public int Chunks => Length / ChunkSize;
 
@@ -74,7 +84,7 @@ public sealed record StudySettings
     public static StudySettings Quick => new()
     {
         Name = "quick", Layers = 2, HiddenSize = 64, IntermediateSize = 128, PretrainSteps = 30, PretrainBatch = 8,
-        Length = 1024, Updates = 6, HeldOutWindows = 2,
+        Length = 1024, Updates = 6, HeldOutWindows = 2, NeedleLengths = [128, 256, 1024, 2048], NeedleDepths = [0, 0.5, 1],
     };
 
     /// <summary>A key of everything the base model depends on: a cached model is reused only by the same settings.</summary>

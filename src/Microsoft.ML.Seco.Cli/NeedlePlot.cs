@@ -6,13 +6,18 @@ namespace Microsoft.ML.Seco.Cli;
 /// <summary>
 /// The heatmap people post for needle-in-a-haystack results: prompt length across, needle depth down (0 % at the top),
 /// each cell coloured by the answer's mean log-probability per token (and marked EM where greedy decoding answered
-/// exactly), with a colour bar. Lives in the CLI: the library stays free of a plotting dependency.
+/// exactly), with a colour bar. Lives in the CLI: the library stays free of a plotting dependency. The quality study
+/// (examples/QualityStudy) compiles this file too, to draw its before/after maps on one colour scale.
 /// </summary>
 internal static class NeedlePlot
 {
     public const string FileName = "needle.png";
 
-    public static byte[] Png(NeedleResult result, string title)
+    /// <summary>The heatmap as PNG bytes.</summary>
+    /// <param name="result">The grid.</param>
+    /// <param name="title">The title's first part.</param>
+    /// <param name="range">The colour bar's (low, high) log-probability per token; null spans this grid's own values. Maps that are compared side by side share one.</param>
+    public static byte[] Png(NeedleResult result, string title, (double Low, double High)? range = null)
     {
         int rows = result.Depths.Count, columns = result.Lengths.Count;
         var values = new double[rows, columns];
@@ -24,11 +29,9 @@ internal static class NeedlePlot
         heatmap.Colormap = new ScottPlot.Colormaps.Viridis();
         heatmap.Rectangle = new ScottPlot.CoordinateRect(-0.5, columns - 0.5, -0.5, rows - 0.5);
         var finite = values.Cast<double>().Where(double.IsFinite).ToArray();
-        if (finite.Length > 0)
-        {
-            double low = finite.Min(), high = finite.Max();
+        var span = range ?? (finite.Length > 0 ? (finite.Min(), finite.Max()) : null);
+        if (span is (double low, double high))
             heatmap.ManualRange = new ScottPlot.Range(low, high > low ? high : low + 1e-9);
-        }
         var bar = plot.Add.ColorBar(heatmap);
         bar.Label = "answer log-probability per token (nats)";
         // Row 0 (depth 0) is drawn at the top of the heatmap.

@@ -142,6 +142,58 @@ public sealed class NeedleResult
         };
     }
 
+    /// <summary>
+    /// Reads what <see cref="ToJson"/> wrote (the "variant", "lengths", "depths" and "cells" fields; the matrices and
+    /// the accuracy are derived from the cells), so that a study's results can be redrawn or compared later.
+    /// </summary>
+    /// <exception cref="InvalidDataException">A field is missing or of the wrong type, or the cells do not fill the grid; the message names <paramref name="source"/> and the field.</exception>
+    public static NeedleResult FromJson(JsonObject json, string source = "needle results")
+    {
+        ArgumentNullException.ThrowIfNull(json);
+        InvalidDataException Bad(string what) => new($"{source}: {what}.");
+        T Field<T>(JsonObject o, string name, string where)
+        {
+            try { return o[name] is { } node ? node.GetValue<T>() : throw Bad($"{where}has no \"{name}\""); }
+            catch (Exception e) when (e is InvalidOperationException or FormatException) { throw Bad($"{where}\"{name}\" is not a {typeof(T).Name}"); }
+        }
+        JsonArray Array(JsonObject o, string name) => o[name] as JsonArray ?? throw Bad($"\"{name}\" is missing or not an array");
+        string variantName = Field<string>(json, "variant", "");
+        var variant = variantName == VariantName(NeedleVariant.PassKey) ? NeedleVariant.PassKey
+            : variantName == VariantName(NeedleVariant.Needle) ? NeedleVariant.Needle
+            : throw Bad($"\"variant\" is '{variantName}', neither '{VariantName(NeedleVariant.Needle)}' nor '{VariantName(NeedleVariant.PassKey)}'");
+        var lengths = Array(json, "lengths").Select(n => n?.GetValue<int>() ?? throw Bad("\"lengths\" holds a null")).ToArray();
+        var depths = Array(json, "depths").Select(n => n?.GetValue<double>() ?? throw Bad("\"depths\" holds a null")).ToArray();
+        var cellNodes = Array(json, "cells");
+        if (cellNodes.Count != lengths.Length * depths.Length)
+            throw Bad($"\"cells\" has {cellNodes.Count} entries; {lengths.Length} lengths × {depths.Length} depths need {lengths.Length * depths.Length}");
+        var cells = new NeedleCell[lengths.Length, depths.Length];
+        for (int index = 0; index < cellNodes.Count; index++)
+        {
+            string where = $"cells[{index}] ";
+            var o = cellNodes[index] as JsonObject ?? throw Bad($"{where}is not an object");
+            // A non-finite log-probability was written as null.
+            double logProb = o["answer_logprob"] is null ? double.NaN : Field<double>(o, "answer_logprob", where);
+            var cell = new NeedleCell(Field<int>(o, "length", where), Field<double>(o, "depth", where), Field<int>(o, "needle_position", where),
+                Field<string>(o, "answer", where), Field<int>(o, "answer_tokens", where), Field<string>(o, "generated", where),
+                Field<bool>(o, "exact_match", where), logProb);
+            int i = index / depths.Length, j = index % depths.Length;
+            if (cell.Length != lengths[i] || cell.Depth != depths[j])
+                throw Bad($"{where}is length {cell.Length}, depth {cell.Depth.ToString(CultureInfo.InvariantCulture)}; row by row the grid puts length {lengths[i]}, depth {depths[j].ToString(CultureInfo.InvariantCulture)} there");
+            cells[i, j] = cell;
+        }
+        return new NeedleResult(variant, lengths, depths, cells);
+    }
+
+    /// <summary>Reads a file written by <see cref="WriteJson"/> (<see cref="FromJson"/>).</summary>
+    public static NeedleResult ReadJson(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        JsonNode? node;
+        try { node = JsonNode.Parse(File.ReadAllText(path)); }
+        catch (JsonException e) { throw new InvalidDataException($"{path}: not JSON ({e.Message})", e); }
+        return FromJson(node as JsonObject ?? throw new InvalidDataException($"{path}: not a JSON object."), path);
+    }
+
     /// <summary>Writes <see cref="ToCsv"/> to <paramref name="path"/>.</summary>
     public void WriteCsv(string path) => File.WriteAllText(path, ToCsv());
 

@@ -128,4 +128,43 @@ public sealed class NeedleStudyTests
         Assert.AreEqual(6, json["cells"]!.AsArray().Count);
         Assert.AreEqual(c12.Answer, (string?)json["cells"]![5]!["answer"]);
     }
+
+    [TestMethod]
+    public void WrittenResultsReadBackCellForCell()
+    {
+        var options = new NeedleStudyOptions { Lengths = [64, 80], Depths = [0, 1], Variant = NeedleVariant.PassKey, Seed = 2, ChunkSize = 32 };
+        var written = NeedleStudy.Run(_model, _tokenizer, null, options);
+        string path = Path.Combine(Path.GetTempPath(), $"needle-{Guid.NewGuid():N}.json");
+        try
+        {
+            written.WriteJson(path);
+            var read = NeedleResult.ReadJson(path);
+            Assert.AreEqual(NeedleVariant.PassKey, read.Variant);
+            CollectionAssert.AreEqual(written.Lengths.ToArray(), read.Lengths.ToArray());
+            CollectionAssert.AreEqual(written.Depths.ToArray(), read.Depths.ToArray());
+            CollectionAssert.AreEqual(written.AllCells().ToArray(), read.AllCells().ToArray());
+            Assert.AreEqual(written.ToCsv(), read.ToCsv());
+        }
+        finally { File.Delete(path); }
+    }
+
+    [TestMethod]
+    public void ResultsThatDoNotFillTheGridAreRefusedNamingTheSourceAndField()
+    {
+        static JsonObject Parse(string text) => JsonNode.Parse(text)!.AsObject();
+        const string cell = """{"length": 64, "depth": 0, "needle_position": 3, "answer": "1234", "answer_tokens": 2, "generated": "1234", "exact_match": true, "answer_logprob": null}""";
+        var one = NeedleResult.FromJson(Parse($$"""{"variant": "needle", "lengths": [64], "depths": [0], "cells": [{{cell}}]}"""));
+        Assert.IsTrue(double.IsNaN(one.Cells[0, 0].AnswerLogProb), "a null log-probability reads as NaN");
+        Assert.AreEqual(1.0, one.Accuracy);
+
+        var missing = Assert.ThrowsException<InvalidDataException>(() => NeedleResult.FromJson(Parse($$"""{"variant": "needle", "lengths": [64, 96], "depths": [0], "cells": [{{cell}}]}"""), "grid.json"));
+        StringAssert.Contains(missing.Message, "grid.json");
+        StringAssert.Contains(missing.Message, "\"cells\" has 1 entries");
+        var misplaced = Assert.ThrowsException<InvalidDataException>(() => NeedleResult.FromJson(Parse($$"""{"variant": "needle", "lengths": [96], "depths": [0], "cells": [{{cell}}]}""")));
+        StringAssert.Contains(misplaced.Message, "cells[0] is length 64");
+        var variant = Assert.ThrowsException<InvalidDataException>(() => NeedleResult.FromJson(Parse($$"""{"variant": "haystack", "lengths": [64], "depths": [0], "cells": [{{cell}}]}""")));
+        StringAssert.Contains(variant.Message, "'haystack'");
+        var field = Assert.ThrowsException<InvalidDataException>(() => NeedleResult.FromJson(Parse($$"""{"variant": "needle", "lengths": [64], "depths": [0], "cells": [{{cell.Replace("\"answer_tokens\": 2", "\"answer_tokens\": \"two\"")}}]}""")));
+        StringAssert.Contains(field.Message, "cells[0] \"answer_tokens\" is not a Int32");
+    }
 }
