@@ -128,7 +128,7 @@ public sealed class QualityStudyTests
                 var (sum, tokens) = Evaluation.MeanNll(model, Batching.Batches(examples, 1, 0, CPU), s.ChunkSize);
                 Assert.AreEqual(sum / tokens, ExtensionStudy.Range(results["none_base"].Sotu, 0, s.EvaluationLength), 1e-9);
             }
-            Assert.ThrowsException<ArgumentException>(() => ExtensionStudy.Range(results["none_base"].Sotu, 100, 512));
+            Assert.ThrowsExactly<ArgumentException>(() => ExtensionStudy.Range(results["none_base"].Sotu, 100, 512));
 
             var needle = NeedleResult.ReadJson(ExtensionStudy.NeedlePath(output, arms[2]));
             CollectionAssert.AreEqual(new[] { 64, 600 }, needle.Lengths.ToArray());

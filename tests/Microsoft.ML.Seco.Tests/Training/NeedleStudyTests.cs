@@ -157,14 +157,14 @@ public sealed class NeedleStudyTests
         Assert.IsTrue(double.IsNaN(one.Cells[0, 0].AnswerLogProb), "a null log-probability reads as NaN");
         Assert.AreEqual(1.0, one.Accuracy);
 
-        var missing = Assert.ThrowsException<InvalidDataException>(() => NeedleResult.FromJson(Parse($$"""{"variant": "needle", "lengths": [64, 96], "depths": [0], "cells": [{{cell}}]}"""), "grid.json"));
+        var missing = Assert.ThrowsExactly<InvalidDataException>(() => NeedleResult.FromJson(Parse($$"""{"variant": "needle", "lengths": [64, 96], "depths": [0], "cells": [{{cell}}]}"""), "grid.json"));
         StringAssert.Contains(missing.Message, "grid.json");
         StringAssert.Contains(missing.Message, "\"cells\" has 1 entries");
-        var misplaced = Assert.ThrowsException<InvalidDataException>(() => NeedleResult.FromJson(Parse($$"""{"variant": "needle", "lengths": [96], "depths": [0], "cells": [{{cell}}]}""")));
+        var misplaced = Assert.ThrowsExactly<InvalidDataException>(() => NeedleResult.FromJson(Parse($$"""{"variant": "needle", "lengths": [96], "depths": [0], "cells": [{{cell}}]}""")));
         StringAssert.Contains(misplaced.Message, "cells[0] is length 64");
-        var variant = Assert.ThrowsException<InvalidDataException>(() => NeedleResult.FromJson(Parse($$"""{"variant": "haystack", "lengths": [64], "depths": [0], "cells": [{{cell}}]}""")));
+        var variant = Assert.ThrowsExactly<InvalidDataException>(() => NeedleResult.FromJson(Parse($$"""{"variant": "haystack", "lengths": [64], "depths": [0], "cells": [{{cell}}]}""")));
         StringAssert.Contains(variant.Message, "'haystack'");
-        var field = Assert.ThrowsException<InvalidDataException>(() => NeedleResult.FromJson(Parse($$"""{"variant": "needle", "lengths": [64], "depths": [0], "cells": [{{cell.Replace("\"answer_tokens\": 2", "\"answer_tokens\": \"two\"")}}]}""")));
+        var field = Assert.ThrowsExactly<InvalidDataException>(() => NeedleResult.FromJson(Parse($$"""{"variant": "needle", "lengths": [64], "depths": [0], "cells": [{{cell.Replace("\"answer_tokens\": 2", "\"answer_tokens\": \"two\"")}}]}""")));
         StringAssert.Contains(field.Message, "cells[0] \"answer_tokens\" is not a Int32");
     }
 }
