@@ -88,7 +88,7 @@ public sealed class QualityStudyTests
             {
                 Name = "test", Layers = 1, HiddenSize = 32, Heads = 2, IntermediateSize = 64,
                 PretrainLength = 256, PretrainBatch = 2, PretrainSteps = 2, Length = 512, ChunkSize = 128, Updates = 2,
-                HeldOutWindows = 1, NeedleLengths = [64, 600], NeedleDepths = [0, 1],
+                HeldOutWindows = 1, NeedleLengths = [200, 600], NeedleDepths = [0, 1],
             };
             var random = new Random(7);
             string Text(int length) => new(Enumerable.Range(0, length).Select(_ => "etaoin shrdlu,. "[random.Next(16)]).ToArray());
@@ -131,7 +131,7 @@ public sealed class QualityStudyTests
             Assert.ThrowsExactly<ArgumentException>(() => ExtensionStudy.Range(results["none_base"].Sotu, 100, 512));
 
             var needle = NeedleResult.ReadJson(ExtensionStudy.NeedlePath(output, arms[2]));
-            CollectionAssert.AreEqual(new[] { 64, 600 }, needle.Lengths.ToArray());
+            CollectionAssert.AreEqual(new[] { 200, 600 }, needle.Lengths.ToArray());
             DateTime written = File.GetLastWriteTimeUtc(Path.Combine(output, "yarn_seco.json"));
             ExtensionStudy.Run(baseModel, data, s, arms[2], output, TextWriter.Null);
             Assert.AreEqual(written, File.GetLastWriteTimeUtc(Path.Combine(output, "yarn_seco.json")), "a completed arm is skipped");
