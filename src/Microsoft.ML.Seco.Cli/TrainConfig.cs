@@ -92,7 +92,7 @@ internal sealed class TrainSetting
         [nameof(ChunkwiseLoraTrainer.Options.Overflow)] = "Documents longer than --max-seq-len: split (consecutive windows) or truncate (the first window only).",
         [nameof(ChunkwiseLoraTrainer.Options.ChunkSize)] = "Tokens per chunk, at least 1.",
         [nameof(ChunkwiseLoraTrainer.Options.SampledChunks)] = "Chunks backpropagated per micro-batch (SpaCO's t), at least 1; none, or t at or above the chunk count, is exact SeCO.",
-        [nameof(ChunkwiseLoraTrainer.Options.Sampler)] = "SpaCO sampler: fixed (the paper's: exactly t chunks), bernoulli (unbiased) or stratified (the authors' for prompt/response data: half of t to chunks with response tokens; needs --compensation none).",
+        [nameof(ChunkwiseLoraTrainer.Options.Sampler)] = $"SpaCO sampler: {SamplerNames.Help(Chunkwise.Samplers.ChunkSamplers.All)}; stratified needs --compensation none.",
         [nameof(ChunkwiseLoraTrainer.Options.Compensation)] = "Which seeds SpaCO's factor k/t multiplies: both (loss and injected cache gradient; unbiased with bernoulli), loss (the authors' released code), cache (the paper's Algorithm 2) or none.",
         [nameof(ChunkwiseLoraTrainer.Options.MaxCompensation)] = "Cap on SpaCO's compensation factor in every mode, at least 1 (the paper recommends 2), or none.",
         [nameof(ChunkwiseLoraTrainer.Options.CrossChunkGradients)] = "True lets gradients flow between chunks; false trains each chunk on a detached prefix (no gradient into earlier chunks' keys/values): an ablation, not a way to train.",
@@ -240,13 +240,13 @@ internal static class EnumNames
 {
     static readonly Dictionary<object, string> Aliases = new()
     {
-        [ChunkSampler.FixedBudget] = "fixed",
         [Chunkwise.Compensation.LossAndCache] = "both",
         [Chunkwise.Compensation.LossOnly] = "loss",
         [Chunkwise.Compensation.CacheOnly] = "cache",
     };
 
-    public static string Of(Enum value) => Aliases.GetValueOrDefault(value) ?? value.ToString().ToLowerInvariant();
+    public static string Of(Enum value) => value is ChunkSampler sampler ? Chunkwise.Samplers.ChunkSamplers.Get(sampler).Name
+        : Aliases.GetValueOrDefault(value) ?? value.ToString().ToLowerInvariant();
 
     public static string[] All(Type type) => Enum.GetValues(type).Cast<Enum>().Select(Of).ToArray();
 

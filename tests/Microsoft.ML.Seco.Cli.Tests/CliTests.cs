@@ -593,6 +593,33 @@ public sealed class CliTests
     }
 
     [TestMethod]
+    public void GradcheckAndBenchNameTheSamplersFromTheRegistry()
+    {
+        // Every registered sampler is a gradcheck strategy; the stratified one runs with the one mode it accepts.
+        var help = Seco("gradcheck", "--help");
+        foreach (var name in Chunkwise.Samplers.ChunkSamplers.Names) StringAssert.Contains(help.Out, "spaco-" + name);
+        var stratified = Seco("gradcheck", "--model", _model, "--seq-len", "20", "--chunk-size", "7", "--strategy", "spaco-stratified", "--sampled-chunks", "2", "--json");
+        Assert.AreEqual(0, stratified.ExitCode, stratified.ToString());
+        var result = stratified.JsonLines()[0];
+        Assert.AreEqual("spaco-stratified", (string?)result["strategy"]);
+        CollectionAssert.AreEqual(new[] { "none" }, result["modes"]!.AsArray().Select(m => (string)m!["compensation"]!).ToArray());
+        Assert.IsFalse((bool)result["judged"]!, "without compensation the stratified sampler is biased");
+        Assert.AreEqual(3, (int)result["runs"]!, "every chunk is labelled: the C(3, 2) subsets");
+        var refused = Seco("gradcheck", "--model", _model, "--seq-len", "20", "--chunk-size", "7", "--strategy", "spaco-stratified", "--sampled-chunks", "2", "--compensation", "both");
+        Assert.AreEqual(2, refused.ExitCode, refused.ToString());
+        StringAssert.Contains(refused.Error, "--compensation");
+
+        // The bench takes the registry's spellings and lists the samplers it runs.
+        StringAssert.Contains(Seco("bench", "--help").Out, "bernoulli (");
+        var unknown = Seco("bench", "--quick", "--sampler", "uniform");
+        Assert.AreEqual(2, unknown.ExitCode, unknown.ToString());
+        StringAssert.Contains(unknown.Error, "'uniform'");
+        StringAssert.Contains(unknown.Error, "bernoulli or fixed");
+        var predicted = Seco("bench", "--predict", "--shape", "tiny", "--lengths", "256", "--chunk-size", "64", "--sampler", "fixed-budget", "--strategies", "spaco", "--json");
+        Assert.AreEqual(0, predicted.ExitCode, predicted.ToString());
+    }
+
+    [TestMethod]
     public void GenerateContinuesAPrompt()
     {
         var r = Seco("generate", "--model", _model, "--prompt", "Once upon a time", "--max-new-tokens", "6", "--temperature", "0.8", "--top-p", "0.9", "--seed", "3");

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Chunkwise.Samplers;
 using Microsoft.ML.Seco.Diagnostics;
 using Microsoft.ML.Seco.Lora;
 using Microsoft.ML.Seco.Model;
@@ -26,7 +27,7 @@ internal enum PointStatus
 }
 
 /// <summary>How the chunk-wise strategies run: chunk size, SpaCO's budget and sampler, and recompute inside a chunk.</summary>
-internal sealed record StrategySettings(int ChunkSize, int SampledChunks, ChunkSampler Sampler, bool RecomputeLayers);
+internal sealed record StrategySettings(int ChunkSize, int SampledChunks, IChunkSampler Sampler, bool RecomputeLayers);
 
 /// <summary>One (strategy, length) point of the study.</summary>
 /// <param name="Strategy">full, checkpoint, seco, spaco or inference.</param>
@@ -158,7 +159,7 @@ internal static class EfficiencyBenchmark
                 "seco" => new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = chunkSize, RecomputeLayers = recompute }),
                 "spaco" => new ChunkwiseStep(new ChunkwiseOptions
                 {
-                    ChunkSize = chunkSize, SampledChunks = sampledChunks, Sampler = sampler, Seed = 1, RecomputeLayers = recompute,
+                    ChunkSize = chunkSize, SampledChunks = sampledChunks, CustomSampler = sampler, Seed = 1, RecomputeLayers = recompute,
                 }),
                 _ => null,
             };

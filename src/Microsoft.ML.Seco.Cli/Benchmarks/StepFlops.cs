@@ -1,4 +1,5 @@
 using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Chunkwise.Samplers;
 using Microsoft.ML.Seco.Lora;
 using Microsoft.ML.Seco.Model;
 
@@ -19,15 +20,22 @@ namespace Microsoft.ML.Seco.Cli.Benchmarks;
 /// layer's keys/values (a selected chunk's loss comes from Stage 2, and no chunk reads the last one's cache). spaco:
 /// Stage 1 runs in blocks of chunks (<see cref="ChunkwiseOptions.Stage1BlockSize(int, bool)"/>): a block whose chunks are all sampled
 /// stops at the last layer's keys/values as in SeCO, any other block runs in full, with lm_head only for the chunks
-/// not sampled, and the last chunk is skipped when sampled; plus (t/k)(F + B), the expectation over the chunks sampled.
-/// Expectations are exact for the sampler (the fixed one draws exactly t of k, Bernoulli each chunk with t/k).
-/// inference: F.</item>
+/// not sampled, and the last chunk is skipped when sampled; plus Σ_j π_j (F_j + B_j) over the chunks, π_j the sampler's
+/// probability of keeping chunk j (<see cref="IChunkSampler.InclusionProbabilities"/>; t/k for the built-in samplers,
+/// when it is (t/k)(F + B)). Expectations are exact for the sampler: a block skips its tail with the probability that
+/// all its chunks are kept (<see cref="IChunkSampler.AllKeptProbability"/>). inference: F.</item>
 /// </list>
 /// </summary>
 internal static class StepFlops
 {
-    public static double Of(string strategy, ModelConfig c, LoraConfig? lora, int length, int chunkSize, int sampledChunks, ChunkSampler sampler = ChunkSampler.FixedBudget)
+    /// <summary>
+    /// The FLOPs of one step of <paramref name="strategy"/>; <paramref name="sampler"/> (default the fixed budget) is
+    /// SpaCO's, with <paramref name="labelledChunks"/> for a sampler that uses them.
+    /// </summary>
+    public static double Of(string strategy, ModelConfig c, LoraConfig? lora, int length, int chunkSize, int sampledChunks, IChunkSampler? sampler = null,
+                            IReadOnlyList<bool>? labelledChunks = null)
     {
+        sampler ??= ChunkSamplers.FixedBudget;
         double L = length;
         double q = (double)c.NumAttentionHeads * c.HeadDim, kv = (double)c.NumKeyValueHeads * c.HeadDim, h = c.HiddenSize, i = c.IntermediateSize;
         var shapes = new Dictionary<string, (double In, double Out)>
@@ -48,7 +56,18 @@ internal static class StepFlops
         double backward = L * (c.NumHiddenLayers * (dense + 2 * adapters) + head) + 2 * attention;
         int chunks = (int)((length + chunkSize - 1) / chunkSize);
         int t = Math.Min(sampledChunks, chunks);
-        double sampled = (double)t / chunks;
+        // π_j, and the FLOPs of chunk j's forward and backward (they sum to F and B).
+        double[] kept = strategy == "spaco" ? sampler.InclusionProbabilities(chunks, t, labelledChunks) : new double[chunks];
+        double ChunkForward(double start, double end) => Layers(end) - Layers(start) + (end - start) * head;
+        double ChunkBackward(double start, double end) =>
+            (end - start) * (c.NumHiddenLayers * (dense + 2 * adapters) + head) + 2 * c.NumHiddenLayers * 4 * q * (end * (end + 1) - start * (start + 1)) / 2;
+        double expectedHeads = 0, expectedStage2 = 0;
+        for (int j = 0; j < chunks; j++)
+        {
+            double start = (double)j * chunkSize, end = Math.Min(L, start + chunkSize);
+            expectedHeads += kept[j] * (end - start) * head;
+            expectedStage2 += kept[j] * (ChunkForward(start, end) + ChunkBackward(start, end));
+        }
         double lastStart = (chunks - 1.0) * chunkSize;
         double lastChunk = Layers(L) - Layers(lastStart);
         // What Stage 1 leaves out of the last layer for a chunk whose loss Stage 2 computes (it needs only the keys and
@@ -62,22 +81,20 @@ internal static class StepFlops
         // SpaCO: the tail a block of Stage 1 skips when every chunk in it is sampled (the last chunk, when sampled, is
         // not in Stage 1 at all: a block holding it is skipped if the rest is sampled too).
         int blockChunks = new ChunkwiseOptions { ChunkSize = chunkSize }.Stage1BlockSize(c.NumHiddenLayers, fusedAttention: true) / chunkSize;
-        double AllSampled(int n) => sampler == ChunkSampler.Bernoulli
-            ? Math.Pow(sampled, n)
-            : Enumerable.Range(0, n).Aggregate(1.0, (p, drawn) => p * Math.Max(0, t - drawn) / (chunks - drawn));
         double expectedSkippedTail = 0;
-        for (int first = 0; first < chunks; first += blockChunks)
+        for (int first = 0; strategy == "spaco" && first < chunks; first += blockChunks)
         {
             int n = Math.Min(blockChunks, chunks - first);
             double end = Math.Min(lastStart, (double)(first + n) * chunkSize), start = (double)first * chunkSize;
-            if (end > start) expectedSkippedTail += AllSampled(n) * (LastLayerTail(end) - LastLayerTail(start));
+            if (end > start)
+                expectedSkippedTail += sampler.AllKeptProbability(chunks, t, Enumerable.Range(first, n).ToArray(), labelledChunks) * (LastLayerTail(end) - LastLayerTail(start));
         }
         return strategy switch
         {
             "full" => forward + backward,
             "checkpoint" => 2 * forward - L * head + backward,
             "seco" => stage1Selected + forward + backward,
-            "spaco" => forward - sampled * (L * head + lastChunk) - expectedSkippedTail + sampled * (forward + backward),
+            "spaco" => forward - expectedHeads - kept[^1] * lastChunk - expectedSkippedTail + expectedStage2,
             "inference" => forward,
             _ => throw new ArgumentException($"Unknown strategy '{strategy}'.", nameof(strategy)),
         };

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Chunkwise.Samplers;
 using Microsoft.ML.Seco.Cli.Benchmarks;
 using Microsoft.ML.Seco.Diagnostics;
 using Microsoft.ML.Seco.Model;
@@ -30,7 +31,7 @@ internal static class BenchCommand
     const double SecoOperationsTarget = 20, SpacoOperationsTarget = 10;
 
     sealed record Settings(BenchmarkShape Shape, int[] Lengths, string[] Strategies, int BaselinesUpTo, int ChunkSize, int SampledChunks,
-        ChunkSampler Sampler, int Steps, global::TorchSharp.torch.ScalarType DType, global::TorchSharp.torch.Device Device, long? Budget,
+        IChunkSampler Sampler, int Steps, global::TorchSharp.torch.ScalarType DType, global::TorchSharp.torch.Device Device, long? Budget,
         bool IsolateMemory, bool RecomputeLayers, bool Cuda, bool Phases, AttentionKernel Attention)
     {
         /// <summary>The chunk-wise strategies' settings.</summary>
@@ -41,7 +42,7 @@ internal static class BenchCommand
         {
             "--shape", Shape.Name, "--layers", I(Shape.Layers), "--hidden-size", I(Shape.Hidden), "--intermediate-size", I(Shape.Intermediate),
             "--heads", I(Shape.Heads), "--kv-heads", I(Shape.KvHeads), "--head-dim", I(Shape.HeadDim), "--vocab", I(Shape.Vocab),
-            "--chunk-size", I(ChunkSize), "--sampled-chunks", I(SampledChunks), "--sampler", Sampler == ChunkSampler.FixedBudget ? "fixed" : "bernoulli",
+            "--chunk-size", I(ChunkSize), "--sampled-chunks", I(SampledChunks), "--sampler", Sampler.Name,
             "--dtype", TensorSettings.Name(DType), "--device", Device.ToString(),
         }.Concat(RecomputeLayers ? new[] { "--recompute-layers" } : []).Concat(new[] { "--attention", Attention.ToString().ToLowerInvariant() });
 
@@ -50,6 +51,10 @@ internal static class BenchCommand
 
         static string I(int value) => value.ToString(CultureInfo.InvariantCulture);
     }
+
+    // The samplers the benchmark runs: those that need no labelled chunks and take its compensation (both).
+    static readonly IChunkSampler[] BenchSamplers =
+        ChunkSamplers.All.Where(s => !s.UsesLabelledChunks && s.Rejects(Compensation.LossAndCache) is null).ToArray();
 
     sealed record StrategySummary(string Strategy, int Measured, double? SlopeBytesPerToken, double? SlopeOverKv, BudgetResult? Budget);
 
@@ -62,7 +67,7 @@ internal static class BenchCommand
         var baselinesUpTo = new Option<int?>("--baselines-up-to") { Description = "Longest length at which the whole-sequence baselines (full, checkpoint) run, their time growing fastest; 0 = every length. Default: 4096 (every length with --quick)." };
         var chunkSize = new Option<int?>("--chunk-size") { Description = "Tokens per chunk. Default: 128." };
         var sampled = new Option<int?>("--sampled-chunks") { Description = "SpaCO's t, the chunks backpropagated per step. Default: 8." };
-        var sampler = new Option<string>("--sampler") { Description = "SpaCO's sampler: fixed (the paper's: exactly t chunks) or bernoulli (each chunk with probability t/k).", DefaultValueFactory = _ => "fixed" };
+        var sampler = new Option<string>("--sampler") { Description = $"SpaCO's sampler: {SamplerNames.Help(BenchSamplers)}.", DefaultValueFactory = _ => ChunkSamplers.FixedBudget.Name };
         var layers = new Option<int?>("--layers") { Description = "Decoder layers (overrides the preset)." };
         var hidden = new Option<int?>("--hidden-size") { Description = "Hidden size (overrides the preset)." };
         var intermediate = new Option<int?>("--intermediate-size") { Description = "MLP intermediate size (overrides the preset)." };
@@ -101,12 +106,8 @@ internal static class BenchCommand
             var strategyList = ParseList(parse.GetValue(strategies)!, "--strategies");
             foreach (var s in strategyList.Where(s => !EfficiencyBenchmark.Strategies.Contains(s)))
                 throw new UsageException($"--strategies: unknown strategy '{s}'; use {string.Join(", ", EfficiencyBenchmark.Strategies)}.");
-            var samplerKind = parse.GetValue(sampler)!.Trim().ToLowerInvariant() switch
-            {
-                "fixed" => ChunkSampler.FixedBudget,
-                "bernoulli" => ChunkSampler.Bernoulli,
-                var other => throw new UsageException($"--sampler: unknown sampler '{other}'; use fixed or bernoulli."),
-            };
+            var samplerKind = SamplerNames.Parse(parse.GetValue(sampler)!, "--sampler", BenchSamplers,
+                "the benchmark's random sequences are labelled everywhere and it runs compensation both");
             int chunk = parse.GetValue(chunkSize) ?? (isQuick ? 64 : 128), t = parse.GetValue(sampled) ?? (isQuick ? 2 : 8);
             if (chunk < 1) throw new UsageException("--chunk-size must be at least 1.");
             if (t < 1) throw new UsageException("--sampled-chunks must be at least 1.");
@@ -137,7 +138,7 @@ internal static class BenchCommand
         var config = s.Shape.ToConfig();
         long kvPerToken = BenchmarkShape.KvBytesPerToken(config, s.DType);
         bool memoryMeasurable = EfficiencyBenchmark.MemoryMeasurable(s.Device);
-        string samplerName = s.Sampler == ChunkSampler.FixedBudget ? "fixed" : "bernoulli";
+        string samplerName = s.Sampler.Name;
         string where = s.Device.type == global::TorchSharp.DeviceType.CUDA ? s.Device.ToString() : "CPU";
 
         double peak = EfficiencyBenchmark.MatmulPeak(s.Device, s.DType);
@@ -483,7 +484,7 @@ internal static class BenchCommand
             ["dtype"] = TensorSettings.Name(s.DType), ["device"] = s.Device.ToString(), ["chunk_size"] = s.ChunkSize, ["sampled_chunks"] = s.SampledChunks,
             ["attention"] = s.Attention.ToString().ToLowerInvariant(),
             ["fused_attention_verdict"] = s.Attention == AttentionKernel.Blockwise ? null : FusedChunkAttention.Verdict(s.Device, s.DType) ?? "serves",
-            ["sampler"] = s.Sampler == ChunkSampler.FixedBudget ? "fixed" : "bernoulli", ["steps"] = s.Steps,
+            ["sampler"] = s.Sampler.Name, ["steps"] = s.Steps,
             ["kv_bytes_per_token"] = kvPerToken, ["matmul_peak_flops_per_second"] = peak, ["memory_budget_bytes"] = s.Budget,
             ["strategies"] = new JsonArray(summaries.Select(r => (JsonNode)new JsonObject
             {

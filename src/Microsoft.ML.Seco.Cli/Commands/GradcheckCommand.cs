@@ -3,6 +3,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Chunkwise.Samplers;
 using Microsoft.ML.Seco.Lora;
 using Spectre.Console;
 using Microsoft.ML.Seco.Data;
@@ -17,7 +18,8 @@ using Command = System.CommandLine.Command;
 /// <summary>seco gradcheck: GradientCheck.Run on seeded random token ids against full backpropagation.</summary>
 internal static class GradcheckCommand
 {
-    static readonly string[] Strategies = ["seco", "checkpoint", "spaco-fixed", "spaco-bernoulli"];
+    // SpaCO with every registered sampler, each by its name: spaco-bernoulli, spaco-fixed, spaco-stratified.
+    static readonly string[] Strategies = GradientCheckStrategy.All.Select(s => s.Name).ToArray();
 
     public static Command Create(CliContext context)
     {
@@ -26,8 +28,10 @@ internal static class GradcheckCommand
         var chunkSize = new Option<int>("--chunk-size") { Description = "Tokens per chunk.", Required = true };
         var strategy = new Option<string>("--strategy")
         {
-            Description = "seco and checkpoint must equal full backpropagation; spaco-bernoulli's exact expectation (all 2^k keep patterns) with compensation both must too; " +
-                          "spaco-fixed (the paper's sampler, all C(k,t) subsets) and the other modes are biased for chains through the cache: their errors are reported, not judged.",
+            Description = $"seco and checkpoint must equal full backpropagation; spaco-SAMPLER ({string.Join(", ", Strategies.Where(s => s.StartsWith("spaco-", StringComparison.Ordinal)))}) " +
+                          "computes the exact expectation of SpaCO's estimate over every selection the sampler can draw, which must equal it too where the sampler is unbiased " +
+                          "(spaco-bernoulli with compensation both and no binding --max-compensation); the other samplers and modes are biased for chains through the cache: " +
+                          "their errors are reported, not judged.",
             DefaultValueFactory = _ => "seco",
         };
         strategy.AcceptOnlyFromAmong(Strategies);
@@ -61,30 +65,28 @@ internal static class GradcheckCommand
             if (length < 2) throw new UsageException($"--seq-len must be at least 2 (got {length}).");
             if (chunk < 1) throw new UsageException($"--chunk-size must be positive (got {chunk}).");
             string strategyName = parse.GetValue(strategy)!;
-            var kind = strategyName switch
-            {
-                "checkpoint" => GradientCheckStrategy.Checkpoint,
-                "spaco-fixed" => GradientCheckStrategy.SpacoFixed,
-                "spaco-bernoulli" => GradientCheckStrategy.SpacoBernoulli,
-                _ => GradientCheckStrategy.Seco,
-            };
+            var kind = GradientCheckStrategy.All.First(s => s.Name == strategyName);
             int? t = parse.GetValue(sampledChunks);
-            bool spaco = kind is GradientCheckStrategy.SpacoFixed or GradientCheckStrategy.SpacoBernoulli;
+            bool spaco = kind.IsSpaco;
             if (spaco && t is null) throw new UsageException($"--sampled-chunks is required with --strategy {strategyName}.");
             if (t is <= 0) throw new UsageException($"--sampled-chunks must be positive (got {t}).");
             double? cap = parse.GetValue(maxCompensation);
             if (cap is double c && !(c >= 1)) throw new UsageException($"--max-compensation must be at least 1 (got {c}).");
             // Exact strategies use factors 1 whatever the mode; SpaCO reports every mode unless one is named.
+            // A sampler runs only with the modes it accepts (the stratified one with none alone).
             var modes = parse.GetValue(compensation) is string named ? [EnumNames.Parse<Compensation>(named, "--compensation")]
-                : spaco ? Enum.GetValues<Compensation>() : [Compensation.LossAndCache];
+                : spaco ? Enum.GetValues<Compensation>().Where(m => kind.Sampler!.Rejects(m) is null).ToArray() : [Compensation.LossAndCache];
+            if (spaco && kind.Sampler!.Rejects(modes[0]) is string reason)
+                throw new UsageException($"--compensation {EnumNames.Of(modes[0])}: {reason}");
             string dtypeName = parse.GetValue(dtype)!;
             int seedValue = parse.GetValue(seed);
             bool full = parse.GetValue(fullFinetune);
             int chunks = (length + chunk - 1) / chunk;
-            if (spaco && t < chunks)
+            // Fail before loading the model when the enumeration would be refused anyway (the library's message); a sampler
+            // that needs the batch's labelled chunks is checked once the batch exists.
+            if (spaco && t < chunks && !kind.Sampler!.UsesLabelledChunks)
             {
-                // Fail before loading the model when the enumeration would be refused anyway (the library's message).
-                try { GradientCheck.Selections(chunks, t!.Value, kind == GradientCheckStrategy.SpacoFixed ? ChunkSampler.FixedBudget : ChunkSampler.Bernoulli, modes[0], cap, parse.GetValue(maxPatterns)); }
+                try { GradientCheck.Selections(chunks, t!.Value, kind.Sampler, modes[0], cap, parse.GetValue(maxPatterns)); }
                 catch (ArgumentOutOfRangeException e) { throw new UsageException(e.Message.Split('\n')[0].Replace(" (Parameter 'chunks')", "", StringComparison.Ordinal)); }
             }
 
@@ -112,14 +114,9 @@ internal static class GradcheckCommand
             var results = modes.Select(mode => GradientCheck.Run(m, batch, kind, chunk, t, cap, parse.GetValue(maxPatterns), mode)).ToList();
 
             double threshold = dtypeName == "float64" ? 1e-8 : 1e-3;
-            // Only the exact strategies and the Bernoulli sampler with both factors, uncapped, have the full gradient as expectation.
-            bool capBinds = t is int budget && cap is double limit && limit < (double)chunks / budget;
-            bool Judged(GradientCheckResult r) => kind switch
-            {
-                GradientCheckStrategy.SpacoFixed => false,
-                GradientCheckStrategy.SpacoBernoulli => r.Compensation == Compensation.LossAndCache && !capBinds,
-                _ => true,
-            };
+            // Only the exact strategies and a sampler that claims it (Bernoulli with both factors, uncapped) have the full
+            // gradient as expectation.
+            bool Judged(GradientCheckResult r) => !kind.IsSpaco || kind.Sampler.IsUnbiased(r.Chunks, t!.Value, r.Compensation, cap);
             var result = results.FirstOrDefault(Judged) ?? results[0];
             bool judged = Judged(result);
             bool passed = result.MaxRelError <= threshold;

@@ -2,6 +2,7 @@ using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Data;
 using Microsoft.ML.Seco.Training;
 using Microsoft.ML.Seco.Diagnostics;
+using Microsoft.ML.Seco.Chunkwise.Samplers;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Chunkwise;
@@ -21,11 +22,20 @@ public sealed record ChunkwiseOptions
     /// </summary>
     public int? SampledChunks { get; init; }
     /// <summary>
-    /// How the t chunks are drawn. Default <see cref="ChunkSampler.Bernoulli"/> (unbiased). For
-    /// <see cref="ChunkSampler.Stratified"/> a chunk counts as labelled when any sequence of the batch has a labelled
-    /// target in it.
+    /// How the t chunks are drawn, one of the registered samplers (<see cref="ChunkSamplers"/>). Default
+    /// <see cref="ChunkSampler.Bernoulli"/> (unbiased). For a sampler that uses labelled chunks
+    /// (<see cref="ChunkSampler.Stratified"/>) a chunk counts as labelled when any sequence of the batch has a labelled
+    /// target in it. Ignored when <see cref="CustomSampler"/> is set.
     /// </summary>
     public ChunkSampler Sampler { get; init; } = ChunkSampler.Bernoulli;
+    /// <summary>
+    /// A sampler of the user's own (or any <see cref="IChunkSampler"/>), run instead of <see cref="Sampler"/> when set.
+    /// Default null. Options that hold one cannot be saved by name: the ML.NET stage and the command line take
+    /// <see cref="Sampler"/> only.
+    /// </summary>
+    public IChunkSampler? CustomSampler { get; init; }
+    /// <summary>The sampler that runs: <see cref="CustomSampler"/> when set, else the registered sampler of <see cref="Sampler"/>.</summary>
+    public IChunkSampler EffectiveSampler => CustomSampler ?? ChunkSamplers.Get(Sampler);
     /// <summary>Which seeds the factor k/t multiplies. Default <see cref="Chunkwise.Compensation.LossAndCache"/>.</summary>
     public Compensation Compensation { get; init; } = Compensation.LossAndCache;
     /// <summary>Upper bound on the compensation factor in every mode (paper: 2), at least 1, or null for none.</summary>
@@ -82,10 +92,9 @@ public sealed record ChunkwiseOptions
         if (SampledChunks is <= 0) throw new ArgumentOutOfRangeException(nameof(SampledChunks), SampledChunks, "SampledChunks must be at least 1 (or null for exact SeCO).");
         if (Stage1MinimumTokens <= 0) throw new ArgumentOutOfRangeException(nameof(Stage1MinimumTokens), Stage1MinimumTokens, "Stage1MinimumTokens must be at least 1.");
         if (MaxCompensation is double cap && !(cap >= 1)) throw new ArgumentOutOfRangeException(nameof(MaxCompensation), cap, "MaxCompensation must be at least 1 (or null).");
-        if (!Enum.IsDefined(Sampler)) throw new ArgumentOutOfRangeException(nameof(Sampler), Sampler, "Sampler is not a known sampler.");
+        if (CustomSampler is null && !Enum.IsDefined(Sampler)) throw new ArgumentOutOfRangeException(nameof(Sampler), Sampler, "Sampler is not a known sampler.");
         if (!Enum.IsDefined(Compensation)) throw new ArgumentOutOfRangeException(nameof(Compensation), Compensation, "Compensation is not a known mode.");
-        if (Sampler == ChunkSampler.Stratified && Compensation != Compensation.None)
-            throw new ArgumentOutOfRangeException(nameof(Compensation), Compensation, ChunkSelection.StratifiedNeedsNone);
+        if (EffectiveSampler.Rejects(Compensation) is string reason) throw new ArgumentOutOfRangeException(nameof(Compensation), Compensation, reason);
     }
 }
 
@@ -117,7 +126,7 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
     }
 
     /// <inheritdoc/>
-    public string Name => Options.SampledChunks is null ? "seco" : $"spaco-{Options.Sampler.ToString().ToLowerInvariant()}";
+    public string Name => Options.SampledChunks is null ? "seco" : $"spaco-{Options.EffectiveSampler.Name}";
 
     /// <summary>Chunks a sequence of <paramref name="length"/> tokens is split into.</summary>
     public int ChunkCount(long length) => (int)((length + Options.ChunkSize - 1) / Options.ChunkSize);
@@ -127,8 +136,9 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
     {
         var random = new Random(StepSeed(Options.Seed, _stepsRun++));
         int k = ChunkCount(batch.Length);
-        var selection = ChunkSelection.Sample(k, Options.SampledChunks ?? k, Options.Sampler, Options.Compensation, Options.MaxCompensation, random,
-            Options.Sampler == ChunkSampler.Stratified ? batch.ChunksWithLabels(Options.ChunkSize) : null);
+        var sampler = Options.EffectiveSampler;
+        var selection = sampler.Sample(k, Options.SampledChunks ?? k, Options.Compensation, Options.MaxCompensation, random,
+            sampler.UsesLabelledChunks ? batch.ChunksWithLabels(Options.ChunkSize) : null);
         return Run(model, batch, selection, random.NextInt64());
     }
 

@@ -1,6 +1,7 @@
 using System.Text.RegularExpressions;
 using Microsoft.ML.Seco.Baselines;
 using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Chunkwise.Samplers;
 using Microsoft.ML.Seco.Data;
 using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Training;
@@ -8,17 +9,29 @@ using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Diagnostics;
 
-/// <summary>The strategies <see cref="GradientCheck"/> compares against full backpropagation.</summary>
-internal enum GradientCheckStrategy
+/// <summary>
+/// A strategy <see cref="GradientCheck"/> compares against full backpropagation: SeCO, layer checkpointing, or SpaCO
+/// with a sampler, whose exact expectation is computed over every selection of the sampler's law.
+/// </summary>
+/// <param name="Name">The strategy's name on the command line: seco, checkpoint, or spaco- and the sampler's name.</param>
+/// <param name="Sampler">SpaCO's sampler; null for the exact strategies.</param>
+internal sealed record GradientCheckStrategy(string Name, IChunkSampler? Sampler = null)
 {
     /// <summary>Exact chunk-wise optimization.</summary>
-    Seco,
+    public static GradientCheckStrategy Seco { get; } = new("seco");
+
     /// <summary>Layer-wise gradient checkpointing.</summary>
-    Checkpoint,
-    /// <summary>SpaCO with the paper's fixed-budget sampler: the expectation over all C(k, t) subsets.</summary>
-    SpacoFixed,
-    /// <summary>SpaCO with the Bernoulli sampler: the expectation over all 2^k keep patterns.</summary>
-    SpacoBernoulli,
+    public static GradientCheckStrategy Checkpoint { get; } = new("checkpoint");
+
+    /// <summary>SpaCO with <paramref name="sampler"/>: the expectation over every selection of its law.</summary>
+    public static GradientCheckStrategy Spaco(IChunkSampler sampler) => new($"spaco-{sampler.Name}", sampler);
+
+    /// <summary>The exact strategies, then SpaCO with every registered sampler (<see cref="ChunkSamplers.All"/>).</summary>
+    public static IReadOnlyList<GradientCheckStrategy> All { get; } = [Seco, Checkpoint, .. ChunkSamplers.All.Select(Spaco)];
+
+    /// <summary>True for SpaCO (a strategy with a sampler).</summary>
+    [System.Diagnostics.CodeAnalysis.MemberNotNullWhen(true, nameof(Sampler))]
+    public bool IsSpaco => Sampler is not null;
 }
 
 /// <summary>Error of one group of parameters (same name once the layer index is removed).</summary>
@@ -48,41 +61,42 @@ internal sealed record GradientCheckResult(GradientCheckStrategy Strategy, int C
 /// <summary>
 /// Checks the engine on the user's own model: runs a strategy and full backpropagation on the same batch and
 /// compares the gradients of every trainable parameter. For SpaCO it computes the exact expectation of the estimate
-/// by enumerating every selection with its probability, which for the Bernoulli sampler with
-/// <see cref="Compensation.LossAndCache"/> must equal the full gradient.
+/// by enumerating every selection of the sampler's law (<see cref="IChunkSampler.Law"/>) with its probability, which
+/// must equal the full gradient where the sampler claims it unbiased (<see cref="IChunkSampler.IsUnbiased"/>: the
+/// Bernoulli sampler with <see cref="Compensation.LossAndCache"/>).
 /// </summary>
 internal static class GradientCheck
 {
     /// <summary>
     /// Runs the check. Gradients already on the model are cleared first and after. <paramref name="compensation"/> and
-    /// <paramref name="maxCompensation"/> apply to the SpaCO strategies.
+    /// <paramref name="maxCompensation"/> apply to the SpaCO strategies; a sampler that uses labelled chunks takes them
+    /// from the batch.
     /// </summary>
     public static GradientCheckResult Run(CausalLM model, TokenBatch batch, GradientCheckStrategy strategy, int chunkSize,
                                           int? sampledChunks = null, double? maxCompensation = null, int maxPatterns = 4096,
                                           Compensation compensation = Compensation.LossAndCache)
     {
         model.zero_grad();
+        var step = new ChunkwiseStep(new ChunkwiseOptions
+        {
+            ChunkSize = chunkSize, Compensation = compensation, MaxCompensation = maxCompensation, CustomSampler = strategy.Sampler,
+        });
         var reference = Gradients(model, () => new FullBackprop().Run(model, batch));
-        var step = new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = chunkSize, Compensation = compensation, MaxCompensation = maxCompensation });
         int k = step.ChunkCount(batch.Length);
         int t = sampledChunks ?? k;
         Dictionary<string, Tensor> actual;
         int runs = 1;
-        switch (strategy)
+        if (strategy.IsSpaco)
         {
-            case GradientCheckStrategy.Seco:
-                actual = Gradients(model, () => step.Run(model, batch, ChunkSelection.All(k)));
-                break;
-            case GradientCheckStrategy.Checkpoint:
-                actual = Gradients(model, () => new LayerCheckpointing().Run(model, batch));
-                break;
-            default:
-                var sampler = strategy == GradientCheckStrategy.SpacoFixed ? ChunkSampler.FixedBudget : ChunkSampler.Bernoulli;
-                var patterns = Selections(k, t, sampler, compensation, maxCompensation, maxPatterns);
-                runs = patterns.Count;
-                actual = Expectation(model, batch, step, patterns);
-                break;
+            var labelled = strategy.Sampler.UsesLabelledChunks ? batch.ChunksWithLabels(chunkSize) : null;
+            var patterns = Selections(k, t, strategy.Sampler, compensation, maxCompensation, maxPatterns, labelled);
+            runs = patterns.Count;
+            actual = Expectation(model, batch, step, patterns);
         }
+        else if (strategy == GradientCheckStrategy.Checkpoint)
+            actual = Gradients(model, () => new LayerCheckpointing().Run(model, batch));
+        else
+            actual = Gradients(model, () => step.Run(model, batch, ChunkSelection.All(k)));
         try
         {
             return new GradientCheckResult(strategy, k, runs, reference.Count, Compare(actual, reference)) { Compensation = compensation };
@@ -94,45 +108,27 @@ internal static class GradientCheck
     }
 
     /// <summary>
-    /// Every selection a sampler can draw, with its probability and the factors of <paramref name="compensation"/>: the
-    /// C(k, t) subsets for the fixed budget, the 2^k keep patterns for Bernoulli, the products of per-group subsets for
-    /// the stratified sampler (which needs <paramref name="labelledChunks"/>). Refuses more than
-    /// <paramref name="maxPatterns"/> (naming the limit in the message).
+    /// Every selection <paramref name="sampler"/> can draw (<see cref="IChunkSampler.Law"/>), with its probability and
+    /// the factors of <paramref name="compensation"/>: for the built-in samplers the 2^k keep patterns of Bernoulli,
+    /// the C(k, t) subsets of the fixed budget, the products of per-group subsets of the stratified sampler (which
+    /// needs <paramref name="labelledChunks"/>). Refuses more than <paramref name="maxPatterns"/> (naming the limit in
+    /// the message).
     /// </summary>
-    public static IReadOnlyList<(ChunkSelection Selection, double Probability)> Selections(int chunks, int sampled, ChunkSampler sampler,
+    public static IReadOnlyList<(ChunkSelection Selection, double Probability)> Selections(int chunks, int sampled, IChunkSampler sampler,
         Compensation compensation, double? maxCompensation, int maxPatterns = 4096, IReadOnlyList<bool>? labelledChunks = null)
     {
         if (sampled <= 0) throw new ArgumentOutOfRangeException(nameof(sampled), sampled, "sampled chunks must be positive.");
-        var (lossFactor, cacheFactor) = ChunkSelection.Factors(chunks, sampled, sampler, compensation, maxCompensation);
-        if (sampled >= chunks) return new[] { (ChunkSelection.All(chunks), 1.0) };
-        if (sampler == ChunkSampler.Stratified && (labelledChunks is null || labelledChunks.Count != chunks))
-            throw new ArgumentException($"The stratified sampler needs to know which of the {chunks} chunks hold labels.", nameof(labelledChunks));
-        int labelledCount = labelledChunks?.Count(x => x) ?? 0;
-        var (fromLabelled, fromOthers) = ChunkSelection.StratifiedBudget(labelledCount, chunks - labelledCount, sampled);
-        double count = sampler switch
-        {
-            ChunkSampler.Bernoulli => Math.Pow(2, chunks),
-            ChunkSampler.FixedBudget => Binomial(chunks, sampled),
-            _ => Binomial(labelledCount, fromLabelled) * Binomial(chunks - labelledCount, fromOthers),
-        };
-        if (count > maxPatterns)
-            throw new ArgumentOutOfRangeException(nameof(chunks), chunks,
-                $"{chunks} chunks give {count:N0} {(sampler == ChunkSampler.Bernoulli ? "keep patterns" : "subsets")} to enumerate, more than the limit of {maxPatterns:N0}; use a shorter sequence or a larger chunk size.");
-        // The enumeration walks all 2^k keep patterns, whatever the sampler keeps of them.
-        if (chunks > 30)
-            throw new ArgumentOutOfRangeException(nameof(chunks), chunks, $"{chunks} chunks are too many to enumerate (the limit is 30); use a shorter sequence or a larger chunk size.");
-        double q = (double)sampled / chunks;
+        var (lossFactor, cacheFactor) = sampler.Factors(chunks, sampled, compensation, maxCompensation);
+        double count = sampler.SelectionCount(chunks, sampled, labelledChunks);
+        string TooMany(double n) =>
+            $"{chunks} chunks give {n:N0} selections of the {sampler.Name} sampler to enumerate, more than the limit of {maxPatterns:N0}; use a shorter sequence or a larger chunk size.";
+        if (count > maxPatterns) throw new ArgumentOutOfRangeException(nameof(chunks), chunks, TooMany(count));
         var result = new List<(ChunkSelection, double)>();
-        for (int mask = 0; mask < 1 << chunks; mask++)
+        foreach (var (keep, probability) in sampler.Law(chunks, sampled, labelledChunks))
         {
-            var keep = Enumerable.Range(0, chunks).Select(j => (mask >> j & 1) == 1).ToArray();
-            int kept = keep.Count(x => x);
-            if (sampler == ChunkSampler.FixedBudget && kept != sampled) continue;
-            if (sampler == ChunkSampler.Stratified &&
-                (Enumerable.Range(0, chunks).Count(j => keep[j] && labelledChunks![j]) != fromLabelled || kept != fromLabelled + fromOthers)) continue;
-            double probability = sampler == ChunkSampler.Bernoulli
-                ? Math.Pow(q, kept) * Math.Pow(1 - q, chunks - kept)
-                : 1 / count;
+            // A sampler whose count understates its law is stopped at the limit all the same.
+            if (result.Count == maxPatterns) throw new ArgumentOutOfRangeException(nameof(chunks), chunks, TooMany(maxPatterns + 1.0));
+            if (keep.Length != chunks) throw new InvalidOperationException($"The {sampler.Name} sampler's law holds a pattern of {keep.Length} chunks for {chunks}.");
             result.Add((new ChunkSelection(keep, lossFactor, cacheFactor), probability));
         }
         return result;
@@ -181,12 +177,5 @@ internal static class GradientCheck
                 return new ParameterGroupError(group.Key, group.Count(), abs, scale > 0 ? abs / scale : abs);
             })
             .ToList();
-    }
-
-    static double Binomial(int n, int k)
-    {
-        double result = 1;
-        for (int i = 1; i <= k; i++) result = result * (n - k + i) / i;
-        return result;
     }
 }

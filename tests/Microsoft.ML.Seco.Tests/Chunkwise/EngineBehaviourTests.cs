@@ -1,4 +1,5 @@
 using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Chunkwise.Samplers;
 using TorchSharp;
 using Microsoft.ML.Seco.Diagnostics;
 using Microsoft.ML.Seco.Training;
@@ -109,7 +110,7 @@ public sealed class EngineBehaviourTests
         var random = new Random(1);
         for (int i = 0; i < 50; i++)
         {
-            var fixedBudget = ChunkSelection.Sample(10, 3, ChunkSampler.FixedBudget, Compensation.LossAndCache, null, random);
+            var fixedBudget = ChunkSamplers.FixedBudget.Sample(10, 3, Compensation.LossAndCache, null, random);
             Assert.AreEqual(3, fixedBudget.Count);
             Assert.AreEqual(10.0 / 3, fixedBudget.LossFactor, 1e-15);
             Assert.AreEqual(10.0 / 3, fixedBudget.CacheFactor, 1e-15);
@@ -122,31 +123,31 @@ public sealed class EngineBehaviourTests
         };
         foreach (var (mode, cap, loss, cache) in modes)
         {
-            var selection = ChunkSelection.Sample(10, 4, ChunkSampler.FixedBudget, mode, cap, random);
+            var selection = ChunkSamplers.FixedBudget.Sample(10, 4, mode, cap, random);
             Assert.AreEqual((loss, cache), (selection.LossFactor, selection.CacheFactor), $"{mode}, cap {cap}");
         }
-        var all = ChunkSelection.Sample(4, 9, ChunkSampler.Bernoulli, Compensation.LossAndCache, null, random);
+        var all = ChunkSamplers.Bernoulli.Sample(4, 9, Compensation.LossAndCache, null, random);
         Assert.AreEqual(4, all.Count);
         Assert.AreEqual((1.0, 1.0), (all.LossFactor, all.CacheFactor), "t >= k is SeCO: every chunk, factors 1");
-        int kept = Enumerable.Range(0, 2000).Sum(_ => ChunkSelection.Sample(10, 3, ChunkSampler.Bernoulli, Compensation.LossAndCache, null, random).Count);
+        int kept = Enumerable.Range(0, 2000).Sum(_ => ChunkSamplers.Bernoulli.Sample(10, 3, Compensation.LossAndCache, null, random).Count);
         Assert.AreEqual(3.0, kept / 2000.0, 0.1, "Bernoulli keeps t chunks on average");
 
         // Stratified: ⌈t/2⌉ from the labelled chunks, ⌊t/2⌋ from the others, a short group's remainder to the other.
         var labelled = new[] { false, true, false, true, true, false, false, true, false, false };
         for (int t = 1; t < 10; t++)
         {
-            var selection = ChunkSelection.Sample(10, t, ChunkSampler.Stratified, Compensation.None, null, random, labelled);
+            var selection = ChunkSamplers.Stratified.Sample(10, t, Compensation.None, null, random, labelled);
             int fromLabelled = Enumerable.Range(0, 10).Count(j => selection.Keep[j] && labelled[j]);
-            Assert.AreEqual(ChunkSelection.StratifiedBudget(4, 6, t), (fromLabelled, selection.Count - fromLabelled), $"t = {t}");
+            Assert.AreEqual(StratifiedSampler.Budget(4, 6, t), (fromLabelled, selection.Count - fromLabelled), $"t = {t}");
             Assert.AreEqual((1.0, 1.0), (selection.LossFactor, selection.CacheFactor));
         }
         foreach (var (labelledChunks, others, t, expected) in new[] { (5, 5, 4, (2, 2)), (5, 5, 3, (2, 1)), (1, 9, 4, (1, 3)), (9, 1, 4, (3, 1)), (0, 5, 3, (0, 3)), (4, 6, 9, (4, 5)) })
-            Assert.AreEqual(expected, ChunkSelection.StratifiedBudget(labelledChunks, others, t), $"{labelledChunks} labelled, {others} others, t = {t}");
-        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ChunkSelection.Sample(10, 3, ChunkSampler.Stratified, Compensation.LossAndCache, null, random, labelled));
+            Assert.AreEqual(expected, StratifiedSampler.Budget(labelledChunks, others, t), $"{labelledChunks} labelled, {others} others, t = {t}");
+        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ChunkSamplers.Stratified.Sample(10, 3, Compensation.LossAndCache, null, random, labelled));
         StringAssert.Contains(e.Message, "None");
         e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new ChunkwiseStep(new ChunkwiseOptions { SampledChunks = 2, Sampler = ChunkSampler.Stratified }));
         Assert.AreEqual("Compensation", e.ParamName);
-        Assert.ThrowsExactly<ArgumentException>(() => ChunkSelection.Sample(10, 3, ChunkSampler.Stratified, Compensation.None, null, random));
+        Assert.ThrowsExactly<ArgumentException>(() => ChunkSamplers.Stratified.Sample(10, 3, Compensation.None, null, random));
     }
 
     [TestMethod]
@@ -159,13 +160,13 @@ public sealed class EngineBehaviourTests
         foreach (var (sampler, t) in new[] { (ChunkSampler.Bernoulli, 2), (ChunkSampler.FixedBudget, 2), (ChunkSampler.Stratified, 3), (ChunkSampler.Stratified, 1) })
         {
             var mode = sampler == ChunkSampler.Stratified ? Compensation.None : Compensation.LossAndCache;
-            var expected = GradientCheck.Selections(5, t, sampler, mode, null, labelledChunks: labelled)
+            var expected = GradientCheck.Selections(5, t, ChunkSamplers.Get(sampler), mode, null, labelledChunks: labelled)
                 .ToDictionary(s => Mask(s.Selection.Keep), s => s.Probability);
             Assert.AreEqual(1.0, expected.Values.Sum(), 1e-12);
             var counts = new Dictionary<int, int>();
             for (int i = 0; i < draws; i++)
             {
-                int mask = Mask(ChunkSelection.Sample(5, t, sampler, mode, null, random, labelled).Keep);
+                int mask = Mask(ChunkSamplers.Get(sampler).Sample(5, t, mode, null, random, labelled).Keep);
                 counts[mask] = counts.GetValueOrDefault(mask) + 1;
             }
             foreach (var mask in counts.Keys) Assert.IsTrue(expected.ContainsKey(mask), $"{sampler} t = {t} drew pattern {mask}, which the enumeration calls impossible");

@@ -1,5 +1,6 @@
 using Microsoft.ML.Seco.Training;
 using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Chunkwise.Samplers;
 using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Data;
 using Microsoft.ML.Seco.Baselines;
@@ -92,7 +93,7 @@ public sealed class SecoExactnessTests
             model.zero_grad();
             Assert.AreEqual(full.Loss, result.Loss, 1e-12 * Math.Abs(full.Loss), $"selection {keep}: every chunk's loss counted once");
         }
-        var selections = GradientCheck.Selections(5, 2, ChunkSampler.Bernoulli, Compensation.LossAndCache, null);
+        var selections = GradientCheck.Selections(5, 2, ChunkSamplers.Bernoulli, Compensation.LossAndCache, null);
         var expectation = GradientCheck.Expectation(model, batch, step, selections);
         var reference = GradientCheck.Gradients(model, () => new FullBackprop().Run(model, batch));
         double error = TestModels.MaxRelativeError(expectation, reference);
@@ -128,7 +129,7 @@ public sealed class SecoExactnessTests
         using var model = TestModels.WithLora(TestModels.Create(TestModels.Llama()));
         using var batch = TestModels.Batch(61, new[] { 29 });
         var step = new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 6, RecomputeLayers = true });
-        var selections = GradientCheck.Selections(5, 2, ChunkSampler.Bernoulli, Compensation.LossAndCache, null);
+        var selections = GradientCheck.Selections(5, 2, ChunkSamplers.Bernoulli, Compensation.LossAndCache, null);
         var expectation = GradientCheck.Expectation(model, batch, step, selections);
         var reference = GradientCheck.Gradients(model, () => new FullBackprop().Run(model, batch));
         double error = TestModels.MaxRelativeError(expectation, reference);

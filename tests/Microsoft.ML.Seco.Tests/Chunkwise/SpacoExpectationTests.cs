@@ -1,4 +1,5 @@
 using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Chunkwise.Samplers;
 using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Data;
 using Microsoft.ML.Seco.Baselines;
@@ -25,7 +26,7 @@ public sealed class SpacoExpectationTests
         var full = GradientCheck.Gradients(model, () => new FullBackprop().Run(model, batch));
         for (int t = 1; t <= 4; t++)
         {
-            var selections = GradientCheck.Selections(5, t, ChunkSampler.Bernoulli, Compensation.LossAndCache, null);
+            var selections = GradientCheck.Selections(5, t, ChunkSamplers.Bernoulli, Compensation.LossAndCache, null);
             Assert.AreEqual(32, selections.Count);
             Assert.AreEqual(1.0, selections.Sum(s => s.Probability), 1e-12);
             var expectation = GradientCheck.Expectation(model, batch, step, selections);
@@ -53,7 +54,7 @@ public sealed class SpacoExpectationTests
         Assert.AreEqual(0, TestModels.MaxRelativeError(atFactor[0], full), 1e-10, "with c = 1 every chain has weight 1");
         foreach (var (t, cap) in new (int, double?)[] { (1, null), (2, null), (3, null), (1, 2.0), (2, 1.5), (4, null) })
         {
-            var selections = GradientCheck.Selections(k, t, ChunkSampler.FixedBudget, Compensation.LossAndCache, cap);
+            var selections = GradientCheck.Selections(k, t, ChunkSamplers.FixedBudget, Compensation.LossAndCache, cap);
             var measured = GradientCheck.Expectation(model, batch, step, selections);
             double c = Math.Min((double)k / t, cap ?? double.PositiveInfinity);
             var predicted = Predict(atFactor, inverse, p => Math.Pow(c, p) * Survival(k, t, p));
@@ -110,7 +111,7 @@ public sealed class SpacoExpectationTests
                 double b = mode is Compensation.LossAndCache or Compensation.CacheOnly ? f : 1;
                 Func<int, double> survival = sampler == ChunkSampler.Bernoulli ? p => Math.Pow((double)t / k, p) : p => Survival(k, t, p);
                 var predicted = Predict(atFactor, inverse, p => a * Math.Pow(b, p - 1) * survival(p));
-                var measured = GradientCheck.Expectation(model, batch, step, GradientCheck.Selections(k, t, sampler, mode, cap));
+                var measured = GradientCheck.Expectation(model, batch, step, GradientCheck.Selections(k, t, ChunkSamplers.Get(sampler), mode, cap));
                 string name = $"{sampler} t = {t} cap = {cap} {mode}";
                 double mismatch = TestModels.MaxRelativeError(measured, predicted);
                 Assert.IsTrue(mismatch <= 1e-8, $"{name}: measured expectation differs from the closed form by {mismatch:E3}");
@@ -168,10 +169,10 @@ public sealed class SpacoExpectationTests
         int labelledMask = Enumerable.Range(0, k).Where(j => labelled[j]).Sum(j => 1 << j);
         foreach (int t in new[] { 1, 2, 3, 4 })
         {
-            var (fromLabelled, fromOthers) = ChunkSelection.StratifiedBudget(2, 3, t);
+            var (fromLabelled, fromOthers) = StratifiedSampler.Budget(2, 3, t);
             var predicted = Sum(Enumerable.Range(1, (1 << k) - 1).Select(set =>
                 (chains[set], Survival(2, fromLabelled, BitCount(set & labelledMask)) * Survival(3, fromOthers, BitCount(set & ~labelledMask)))));
-            var selections = GradientCheck.Selections(k, t, ChunkSampler.Stratified, Compensation.None, null, labelledChunks: labelled);
+            var selections = GradientCheck.Selections(k, t, ChunkSamplers.Stratified, Compensation.None, null, labelledChunks: labelled);
             var measured = GradientCheck.Expectation(model, batch, step, selections);
             double mismatch = TestModels.MaxRelativeError(measured, predicted);
             Assert.IsTrue(mismatch <= 1e-8, $"t = {t}: stratified expectation differs from the closed form by {mismatch:E3}");
