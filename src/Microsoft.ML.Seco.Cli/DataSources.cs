@@ -55,8 +55,14 @@ internal static class DataSources
     }
 
     // Read lazily: only one document is in memory at a time, and each cursor reads the files again.
-    static IEnumerable<JsonlTextRow> FolderRows(IReadOnlyList<string> files)
+    static IEnumerable<TextRow> FolderRows(IReadOnlyList<string> files)
     {
-        foreach (var file in files) yield return new JsonlTextRow { Text = File.ReadAllText(file) };
+        foreach (var file in files) yield return new TextRow { Text = File.ReadAllText(file) };
+    }
+
+    /// <summary>A row of a folder's data view: one file's text in the stage's default text column.</summary>
+    sealed class TextRow
+    {
+        public string Text = "";
     }
 }

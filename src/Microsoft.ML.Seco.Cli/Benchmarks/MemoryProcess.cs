@@ -7,8 +7,7 @@ namespace Microsoft.ML.Seco.Cli.Benchmarks;
 /// Measures one point's memory in a fresh <c>seco bench</c> process of its own. On CUDA this is the only clean reading:
 /// TorchSharp cannot empty libtorch's caching allocator, and releasing it by an oversized request (what
 /// <see cref="Diagnostics.DeviceMemory.Settle"/> does) frees only the segments no live tensor splits, so a point measured
-/// after a larger one reuses what survived and reads low (on an H200, SeCO on Qwen2.5-0.5B's shape at 16K read 460 MiB
-/// after plain training's 69 GB point, 8,222 MiB in a process of its own).
+/// after a larger one reuses what survived and reads low (docs/BENCHMARKS.md, *On a GPU*, has the H200 readings).
 /// </summary>
 internal static class MemoryProcess
 {

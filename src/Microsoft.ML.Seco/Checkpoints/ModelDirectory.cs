@@ -1,4 +1,3 @@
-using Microsoft.ML.Seco.Lora;
 using System.Text.Json;
 using Microsoft.ML.Seco.Model;
 using static TorchSharp.torch;
@@ -20,7 +19,7 @@ public static class ModelDirectory
     /// <summary>
     /// Loads the weights in <paramref name="directory"/> into a model of <paramref name="config"/>: the directory's own
     /// config.json with settings that leave the weights' shapes alone changed, such as the rotary scaling of a
-    /// fine-tuning run (<see cref="ChunkwiseLoraTrainer.Options.ApplyRope"/>, <see cref="PeftAdapter.ConfigFor"/>).
+    /// fine-tuning run (<see cref="ChunkwiseLoraTrainer.Options.ApplyRope"/>, <see cref="Lora.PeftAdapter.ConfigFor"/>).
     /// </summary>
     public static CausalLM Load(string directory, ModelConfig config, ScalarType dtype, Device device)
     {
@@ -30,7 +29,6 @@ public static class ModelDirectory
         try
         {
             HuggingFaceCheckpoint.LoadInto(model, directory, dtype, device,
-                optional: name => LoraAdapters.IsAdapterParameter(name),
                 // Tied checkpoints sometimes still store lm_head.weight; older ones store rotary inv_freq buffers.
                 ignore: name => (config.TieWordEmbeddings && name == "lm_head.weight") || name.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal));
         }
@@ -43,17 +41,15 @@ public static class ModelDirectory
     }
 
     /// <summary>
-    /// Writes config.json and the base weights (LoRA parameters excluded: see <see cref="Lora.PeftAdapter"/>), optionally
+    /// Writes config.json and the model's own weights (<see cref="CausalLM.OwnParameters"/>: an adapter's are written by
+    /// <see cref="Lora.PeftAdapter"/>), optionally
     /// sharded. To export a fine-tuned model as a plain checkpoint, merge its adapters first.
     /// </summary>
     /// <exception cref="InvalidOperationException">A weight holds NaN or infinite values (nothing is written).</exception>
     public static void Save(CausalLM model, string directory, ScalarType? dtype = null, long? maxShardBytes = null)
     {
-        var tensors = model.named_parameters()
-            .Where(p => !LoraAdapters.IsAdapterParameter(p.name))
-            .Select(p => (p.name, (Tensor)p.parameter))
-            .ToList();
-        FiniteWeights.Require(tensors.Select(t => ($"Weight '{t.name}'", (Tensor?)t.Item2)), $"the model is not saved, so '{directory}' keeps what it held.");
+        var tensors = model.OwnParameters().Select(p => (p.Name, (Tensor)p.Parameter)).ToList();
+        FiniteWeights.Require(tensors.Select(t => ($"Weight '{t.Name}'", (Tensor?)t.Item2)), $"the model is not saved, so '{directory}' keeps what it held.");
         Directory.CreateDirectory(directory);
         HuggingFaceCheckpoint.Save(tensors, directory, dtype, maxShardBytes);
         var json = model.Config.ToJson();

@@ -26,20 +26,24 @@ public sealed class SafeTensorsFile : IDisposable
     // than a real header, and honouring it would allocate that much before failing.
     private const long MaxHeaderLength = 100_000_000;
 
-    // Span lengths are ints, and a single multi-GB embedding matrix must still load: move bytes in slices.
-    // Settable so tests can exercise the slicing with tiny tensors.
-    internal static long ChunkBytes { get; set; } = 64L << 20;
+    /// <summary>
+    /// Bytes moved per read or write call by default: span lengths are ints, and a single multi-GB embedding matrix
+    /// must still load, so tensor bytes move in slices.
+    /// </summary>
+    public const long DefaultSliceBytes = 64L << 20;
 
     private readonly SafeFileHandle _handle;
     private readonly Dictionary<string, SafeTensorInfo> _tensors;
     private readonly long _bufferStart;
+    private readonly long _sliceBytes;
 
     private SafeTensorsFile(string path, SafeFileHandle handle, long bufferStart, Dictionary<string, SafeTensorInfo> tensors,
-        IReadOnlyDictionary<string, string> metadata)
+        IReadOnlyDictionary<string, string> metadata, long sliceBytes)
     {
         FilePath = path;
         _handle = handle;
         _bufferStart = bufferStart;
+        _sliceBytes = sliceBytes;
         _tensors = tensors;
         Metadata = metadata;
         TensorNames = tensors.Values.OrderBy(t => t.DataBegin).ThenBy(t => t.Name, StringComparer.Ordinal).Select(t => t.Name).ToList();
@@ -69,19 +73,21 @@ public sealed class SafeTensorsFile : IDisposable
 
     /// <summary>Opens a safetensors file and validates its header without reading the tensor bytes.</summary>
     /// <param name="path">The file to open.</param>
+    /// <param name="sliceBytes">Bytes read per call when a tensor is read (<see cref="DefaultSliceBytes"/>).</param>
     /// <returns>The open file; dispose it to close the handle.</returns>
     /// <exception cref="InvalidDataException">The file is not a valid safetensors file.</exception>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
-    public static SafeTensorsFile Open(string path)
+    public static SafeTensorsFile Open(string path, long sliceBytes = DefaultSliceBytes)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(sliceBytes);
         EnsureLittleEndianHost();
         string fullPath = Path.GetFullPath(path);
         var handle = File.OpenHandle(fullPath, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess);
         try
         {
             var (tensors, metadata, bufferStart) = ReadHeader(fullPath, handle);
-            return new SafeTensorsFile(fullPath, handle, bufferStart, tensors, metadata);
+            return new SafeTensorsFile(fullPath, handle, bufferStart, tensors, metadata, sliceBytes);
         }
         catch
         {
@@ -163,16 +169,18 @@ public sealed class SafeTensorsFile : IDisposable
     /// <param name="path">The file to write; replaced if it exists.</param>
     /// <param name="tensors">Names and tensors; names must be unique, non-empty and not <c>__metadata__</c>.</param>
     /// <param name="metadata">String metadata for the header's <c>__metadata__</c> entry, if any.</param>
+    /// <param name="sliceBytes">Bytes written per call (<see cref="DefaultSliceBytes"/>).</param>
     /// <exception cref="ArgumentException">A name is invalid or repeated, or an element type cannot be stored.</exception>
-    public static void Write(string path, IEnumerable<(string name, Tensor tensor)> tensors, IDictionary<string, string>? metadata = null) =>
-        Write(path, tensors, metadata, floatingDType: null);
+    public static void Write(string path, IEnumerable<(string name, Tensor tensor)> tensors, IDictionary<string, string>? metadata = null, long sliceBytes = DefaultSliceBytes) =>
+        Write(path, tensors, metadata, floatingDType: null, sliceBytes);
 
     /// <summary>As the public overload; floating-point tensors are converted to <paramref name="floatingDType"/> when it is set.</summary>
     /// <returns>The number of tensor bytes written.</returns>
     internal static long Write(string path, IEnumerable<(string name, Tensor tensor)> tensors, IDictionary<string, string>? metadata,
-        ScalarType? floatingDType)
+        ScalarType? floatingDType, long sliceBytes = DefaultSliceBytes)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(sliceBytes);
         ArgumentNullException.ThrowIfNull(tensors);
         EnsureLittleEndianHost();
         string fullPath = Path.GetFullPath(path);
@@ -214,7 +222,7 @@ public sealed class SafeTensorsFile : IDisposable
             using var noGrad = no_grad();
             foreach (var entry in entries)
             {
-                WriteTensorBytes(stream, entry.Tensor, entry.Type);
+                WriteTensorBytes(stream, entry.Tensor, entry.Type, sliceBytes);
                 total += entry.Bytes;
             }
         });
@@ -226,7 +234,7 @@ public sealed class SafeTensorsFile : IDisposable
 
     internal static string FormatShape(IEnumerable<long> shape) => "[" + string.Join(", ", shape) + "]";
 
-    private static void WriteTensorBytes(Stream stream, Tensor tensor, ScalarType type)
+    private static void WriteTensorBytes(Stream stream, Tensor tensor, ScalarType type, long sliceBytes)
     {
         if (tensor.numel() == 0) return;
         using var scope = NewDisposeScope();
@@ -236,7 +244,7 @@ public sealed class SafeTensorsFile : IDisposable
         if (!t.is_contiguous()) t = t.contiguous();
         var flat = t.reshape(-1);
         long count = flat.numel();
-        long chunk = Math.Max(1, ChunkBytes / flat.element_size());
+        long chunk = Math.Max(1, sliceBytes / flat.element_size());
         for (long start = 0; start < count; start += chunk)
         {
             using var part = flat.narrow(0, start, Math.Min(chunk, count - start));
@@ -250,7 +258,7 @@ public sealed class SafeTensorsFile : IDisposable
         if (count == 0) return;
         using var flat = destination.view(-1);
         long elementSize = flat.element_size();
-        long chunk = Math.Max(1, ChunkBytes / elementSize);
+        long chunk = Math.Max(1, _sliceBytes / elementSize);
         long offset = _bufferStart + info.DataBegin;
         for (long start = 0; start < count; start += chunk)
         {

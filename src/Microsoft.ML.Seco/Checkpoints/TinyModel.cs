@@ -1,4 +1,3 @@
-using Microsoft.ML.Seco.Lora;
 using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Tokenization;
 using static TorchSharp.torch;
@@ -75,7 +74,7 @@ public static class TinyModel
     /// <summary>The smallest shard size limit that gives at most <paramref name="shards"/> shards.</summary>
     static long ShardLimit(CausalLM model, int shards)
     {
-        var sizes = model.named_parameters().Where(p => !LoraAdapters.IsAdapterParameter(p.name)).Select(p => p.parameter.numel() * 4).ToList();
+        var sizes = model.OwnParameters().Select(p => p.Parameter.numel() * 4).ToList();
         long low = 1, high = sizes.Sum();
         while (low < high)
         {

@@ -112,6 +112,9 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
     /// <summary>The options.</summary>
     public ChunkwiseOptions Options { get; }
 
+    /// <inheritdoc/>
+    public int? ChunkSize => Options.ChunkSize;
+
     /// <summary>Diagnostic hook: called after each Stage-2 chunk has been backpropagated and its graph released.</summary>
     public Action<int>? AfterChunkBackward { get; set; }
 

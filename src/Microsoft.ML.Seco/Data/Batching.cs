@@ -1,4 +1,3 @@
-using Microsoft.ML.Seco.Chunkwise;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Seco.Data;

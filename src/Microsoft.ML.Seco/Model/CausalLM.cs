@@ -300,6 +300,17 @@ public sealed class CausalLM : nn.Module
     public Device Device { get; }
 
     /// <summary>
+    /// The architecture's own weights by Hugging Face name, in construction order: what a checkpoint of this model
+    /// holds. Parameters that modules put in by <see cref="ReplaceProjection"/> added since (an adapter's) are not among
+    /// them; a replaced projection's base weight, which keeps its name, is.
+    /// </summary>
+    public IEnumerable<(string Name, Parameter Parameter)> OwnParameters()
+    {
+        var current = named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        return _ownParameters.Select(name => (name, current[name]));
+    }
+
+    /// <summary>
     /// How every layer's chunk attends over the cached prefix: the fused kernels where they serve (default), or the
     /// blockwise path (<see cref="AttentionOptions"/>). Results agree up to rounding either way.
     /// </summary>
@@ -356,10 +367,8 @@ public sealed class CausalLM : nn.Module
         var generator = new Generator((ulong)seed, CPU);
         // The model's own parameters in construction order: an adapter attached since keeps its own initialisation,
         // and a partly replaced layer draws the same numbers as before.
-        var current = named_parameters().ToDictionary(p => p.name, p => p.parameter);
-        foreach (var name in _ownParameters)
+        foreach (var (name, p) in OwnParameters())
         {
-            var p = current[name];
             var values = name.EndsWith("norm.weight", StringComparison.Ordinal) ? ones(p.shape)
                 : name.EndsWith(".bias", StringComparison.Ordinal) ? zeros(p.shape)
                 : normal(0, std, p.shape, generator: generator, dtype: ScalarType.Float64);

@@ -149,7 +149,7 @@ internal static class ChunkAttention
     /// Gradients of the queries and the chunk's keys/values; the prefix keys'/values' gradients are added in place to
     /// the cache-gradient buffers. With P = exp(S − lse) = exp₂(S₂ − lse₂): dV = Pᵀ·dO, dS = P ∘ (dO·Vᵀ − rowsum(dO ∘ O)),
     /// dQ = dS·K / √d, dK = dSᵀ·Q / √d. The transposed products are taken as (dOᵀ·P)ᵀ and (Qᵀ·dS)ᵀ: the same numbers,
-    /// and on the CPU a third faster (0.51 instead of 0.73 ms for a [1024 × 1024] block against 32 columns).
+    /// and on the CPU about a third faster (docs/BENCHMARKS.md has the timings).
     /// </summary>
     static (Tensor Queries, Tensor Keys, Tensor Values) Backward(Tensor q, Tensor k, Tensor v, Tensor output, Tensor logSumExp,
         Tensor gradOutput, CachedPrefix prefix, int? window, AttentionOptions options)

@@ -23,6 +23,9 @@ public interface ITrainingStep
 
     /// <summary>Runs the step.</summary>
     StepResult Run(CausalLM model, TokenBatch batch);
+
+    /// <summary>Tokens the step forwards at a time (a chunk-wise step's chunk), or null when it forwards whole sequences.</summary>
+    int? ChunkSize => null;
 }
 
 /// <summary>

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Diagnostics;
 using Microsoft.ML.Seco.Distributed;
 using Microsoft.ML.Seco.Model;
@@ -35,8 +34,11 @@ public sealed partial class Trainer : IDisposable
     public ITrainingStep Step { get; }
     /// <summary>The options.</summary>
     public TrainingOptions Options { get; }
-    /// <summary>Tokens per forward pass of validation. Defaults to the chunk size of a <see cref="ChunkwiseStep"/>, else 256.</summary>
+    /// <summary>Tokens per forward pass of validation. Defaults to the step's <see cref="ITrainingStep.ChunkSize"/>, else <see cref="DefaultValidationChunkSize"/>.</summary>
     public int ValidationChunkSize { get; set; }
+
+    /// <summary>Validation's tokens per forward pass when the step forwards whole sequences: bounds the memory of scoring a long sequence.</summary>
+    public const int DefaultValidationChunkSize = 256;
 
     /// <summary>Optimizer steps completed (across resumes).</summary>
     public int CompletedSteps { get; private set; }
@@ -66,7 +68,7 @@ public sealed partial class Trainer : IDisposable
         Model = model;
         Step = step;
         Options = options;
-        ValidationChunkSize = step is ChunkwiseStep chunkwise ? chunkwise.Options.ChunkSize : 256;
+        ValidationChunkSize = step.ChunkSize ?? DefaultValidationChunkSize;
 
         var trainable = TrainableParameters.Of(model);
         if (trainable.Count == 0)
@@ -92,7 +94,7 @@ public sealed partial class Trainer : IDisposable
             // The step's scoped tensors went with its dispose scopes; its partial gradients go here, so that a caller who
             // catches this holds the model as the last optimizer step left it.
             _optimizer.zero_grad();
-            int chunkSize = Step is ChunkwiseStep chunkwise ? chunkwise.Options.ChunkSize : (int)batch.Length;
+            int chunkSize = Step.ChunkSize ?? (int)batch.Length;
             throw new InsufficientDeviceMemoryException(Model.Device.ToString(), batch.Length, (int)batch.BatchSize, chunkSize, null, null, stepNumber, [], e);
         }
     }

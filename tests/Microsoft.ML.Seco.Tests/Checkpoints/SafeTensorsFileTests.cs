@@ -144,24 +144,16 @@ public sealed class SafeTensorsFileTests
     [TestMethod]
     public void TensorsLargerThanOneSliceMoveInPieces()
     {
-        long saved = SafeTensorsFile.ChunkBytes;
-        SafeTensorsFile.ChunkBytes = 12; // 3 floats, 1.5 doubles: slices end mid-tensor and the last one is short
-        try
-        {
-            string path = Path.Combine(_dir, "sliced.safetensors");
-            using var f = arange(11, ScalarType.Float32).reshape(11, 1);
-            using var d = arange(5, ScalarType.Float64) * 0.5;
-            SafeTensorsFile.Write(path, [("f", f), ("d", d)], null);
-            using var file = SafeTensorsFile.Open(path);
-            using var f2 = file.ReadTensor("f");
-            using var d2 = file.ReadTensor("d");
-            CollectionAssert.AreEqual(RawBytes(f), RawBytes(f2));
-            CollectionAssert.AreEqual(RawBytes(d), RawBytes(d2));
-        }
-        finally
-        {
-            SafeTensorsFile.ChunkBytes = saved;
-        }
+        const long slice = 12; // 3 floats, 1.5 doubles: slices end mid-tensor and the last one is short
+        string path = Path.Combine(_dir, "sliced.safetensors");
+        using var f = arange(11, ScalarType.Float32).reshape(11, 1);
+        using var d = arange(5, ScalarType.Float64) * 0.5;
+        SafeTensorsFile.Write(path, [("f", f), ("d", d)], null, sliceBytes: slice);
+        using var file = SafeTensorsFile.Open(path, sliceBytes: slice);
+        using var f2 = file.ReadTensor("f");
+        using var d2 = file.ReadTensor("d");
+        CollectionAssert.AreEqual(RawBytes(f), RawBytes(f2));
+        CollectionAssert.AreEqual(RawBytes(d), RawBytes(d2));
     }
 
     [TestMethod]
