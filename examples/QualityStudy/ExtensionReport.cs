@@ -85,8 +85,8 @@ public static class ExtensionReport
             plot.Title($"NLL by position, {name}: before and after extending {s.PretrainLength} → {s.Length}");
             plot.XLabel("position (tokens)");
             plot.YLabel("mean NLL (nats/token)");
-            plot.ShowLegend(ScottPlot.Alignment.UpperLeft);
-            plot.SavePng(Path.Combine(output, file), 1100, 680);
+            plot.ShowLegend(ScottPlot.Edge.Right); // beside the plot: nine curves leave no empty corner
+            plot.SavePng(Path.Combine(output, file), 1400, 680);
         }
     }
 
