@@ -9,8 +9,8 @@ namespace Microsoft.ML.Seco.Chunkwise;
 /// <summary>Options of chunk-wise optimization.</summary>
 public sealed record ChunkwiseOptions
 {
-    /// <summary>The default <see cref="ChunkSize"/>: 128 tokens (the paper finds gains flatten above 128).</summary>
-    public const int DefaultChunkSize = 128;
+    /// <summary>The default <see cref="ChunkSize"/>: <see cref="SecoDefaults.ChunkSize"/>, 128 tokens (the paper finds gains flatten above 128).</summary>
+    public const int DefaultChunkSize = SecoDefaults.ChunkSize;
 
     /// <summary>Tokens per chunk. Default <see cref="DefaultChunkSize"/>.</summary>
     public int ChunkSize { get; init; } = DefaultChunkSize;

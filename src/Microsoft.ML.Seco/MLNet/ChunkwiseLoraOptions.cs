@@ -76,8 +76,8 @@ public sealed partial class ChunkwiseLoraTrainer
         /// with <c>assistant_only_loss</c> (true), or on every token of the rendering (false). Default true.
         /// </summary>
         public bool AssistantOnlyLoss = true;
-        /// <summary>Longest token sequence trained on, 2 to 1,048,576. Default 16384.</summary>
-        public int MaxSequenceLength = 16384;
+        /// <summary>Longest token sequence trained on, 2 to 1,048,576. Default <see cref="SecoDefaults.MaxSequenceLength"/>, 16384.</summary>
+        public int MaxSequenceLength = SecoDefaults.MaxSequenceLength;
         /// <summary>What happens to longer documents: split into consecutive windows, or truncated. Default Split.</summary>
         public SequenceOverflow Overflow = SequenceOverflow.Split;
 
@@ -228,7 +228,7 @@ public sealed partial class ChunkwiseLoraTrainer
                 throw new ArgumentException("ResponseColumnName needs PromptColumnName: the loss covers responses given their prompts.", nameof(PromptColumnName));
             if (MessagesColumnName is not null && PromptColumnName is not null)
                 throw new ArgumentException("MessagesColumnName and PromptColumnName are two kinds of document: set one.", nameof(MessagesColumnName));
-            Require(MaxSequenceLength is >= 2 and <= 1 << 20, nameof(MaxSequenceLength), MaxSequenceLength, "must be between 2 and 1,048,576");
+            Require(MaxSequenceLength is >= SecoDefaults.MinSequenceLengthLimit and <= SecoDefaults.MaxSequenceLengthLimit, nameof(MaxSequenceLength), MaxSequenceLength, "must be between 2 and 1,048,576");
             Require(BatchSize >= 1, nameof(BatchSize), BatchSize, "must be at least 1");
             Require(MaxNewTokens >= 0, nameof(MaxNewTokens), MaxNewTokens, "must be at least 0");
             Require(CheckpointEverySteps >= 1, nameof(CheckpointEverySteps), CheckpointEverySteps, "must be at least 1");
