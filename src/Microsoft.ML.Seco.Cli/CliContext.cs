@@ -60,8 +60,9 @@ internal sealed class CliContext(TextWriter stdout, TextWriter stderr, Cancellat
 
     static string Message(Exception e)
     {
-        // The stage names its options; the command line knows them by their flags.
+        // The library names its options; the command line knows them by their flags.
         if (e is InsufficientDeviceMemoryException memory) return memory.Describe(TrainSetting.FlagOf);
+        if (e is OptionException option) return option.Describe(TrainSetting.FlagOf, TrainSetting.Display);
         // ArgumentException appends " (Parameter 'x')" and, when out of range, "Actual value was ..."; keep the first line.
         var message = e is ArgumentException a && a.ParamName is not null
             ? a.Message.Replace($" (Parameter '{a.ParamName}')", "", StringComparison.Ordinal)

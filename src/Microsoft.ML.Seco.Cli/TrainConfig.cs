@@ -389,29 +389,18 @@ internal sealed class TrainConfig
     }
 
     /// <summary>
-    /// Runs the options' own validation and rewrites its error, which names option fields, with the flags or the
-    /// configuration file's fields the values came from.
+    /// Runs the options' own validation; its error, which names option fields, is worded with the flags or the
+    /// configuration file's fields the values came from (<see cref="Describe"/>).
     /// </summary>
     public void Validate()
     {
         try { Options.Validate(); }
-        catch (ArgumentException e) { throw new UsageException(Describe(e)); }
+        catch (OptionException e) { throw new UsageException(Describe(e)); }
     }
 
-    /// <summary>An option error's first line with every option name replaced by where the user set it.</summary>
-    public string Describe(ArgumentException e)
-    {
-        string message = e.Message;
-        if (e.ParamName is not null) message = message.Replace($" (Parameter '{e.ParamName}')", "", StringComparison.Ordinal);
-        int newline = message.IndexOfAny(['\r', '\n']);
-        if (newline >= 0) message = message[..newline];
-        string? named = e.ParamName is null ? null : ChunkwiseLoraTrainer.Options.OptionName(e.ParamName);
-        var subject = named is null ? null : TrainSetting.ByName(named);
-        message = System.Text.RegularExpressions.Regex.Replace(message, @"\b[A-Z][A-Za-z0-9]+\b", m =>
-            TrainSetting.ByName(ChunkwiseLoraTrainer.Options.OptionName(m.Value)) is { } s ? Where(s) : m.Value);
-        if (subject is not null && !message.Contains(Where(subject), StringComparison.Ordinal)) message = $"{Where(subject)}: {message}";
-        if (e is ArgumentOutOfRangeException { ActualValue: { } actual } && !message.Contains("got ", StringComparison.Ordinal))
-            message = $"{message.TrimEnd('.')}; got {TrainSetting.Display(actual)}.";
-        return message;
-    }
+    /// <summary>
+    /// An option error with every option it names called where the user set it: the flag, or the configuration file's
+    /// field with its line and column; an option not set is called by its flag.
+    /// </summary>
+    public string Describe(OptionException e) => e.Describe(name => TrainSetting.ByName(name) is { } s ? Where(s) : name, TrainSetting.Display);
 }

@@ -44,16 +44,17 @@ internal static class GenerateCommand
                 PrefillChunkSize = parse.GetValue(chunkSize),
             };
             try { options.Validate(); }
-            catch (ArgumentOutOfRangeException e)
+            catch (OptionException e)
             {
-                string flag = e.ParamName switch
+                throw new UsageException(e.Describe(option => option switch
                 {
                     nameof(GenerationOptions.MaxNewTokens) => "--max-new-tokens",
                     nameof(GenerationOptions.Temperature) => "--temperature",
                     nameof(GenerationOptions.TopP) => "--top-p",
-                    _ => "--chunk-size",
-                };
-                throw new UsageException($"{flag} {e.ActualValue} is out of range: {e.Message.Split('\n')[0].Replace($" (Parameter '{e.ParamName}')", "", StringComparison.Ordinal)}");
+                    nameof(GenerationOptions.Seed) => "--seed",
+                    nameof(GenerationOptions.PrefillChunkSize) => "--chunk-size",
+                    _ => option,
+                }));
             }
             string directory = parse.GetValue(model)!;
             ModelLoading.RequireModelDirectory(directory);

@@ -75,17 +75,17 @@ public sealed record ChunkwiseOptions
         return ChunkSize * chunks;
     }
 
-    /// <summary>Throws on values out of range, naming the option.</summary>
+    /// <summary>Throws an <see cref="OptionException"/> naming the first option out of range.</summary>
     public void Validate()
     {
-        if (ChunkSize <= 0) throw new ArgumentOutOfRangeException(nameof(ChunkSize), ChunkSize, "ChunkSize must be at least 1.");
-        if (SampledChunks is <= 0) throw new ArgumentOutOfRangeException(nameof(SampledChunks), SampledChunks, "SampledChunks must be at least 1 (or null for exact SeCO).");
-        if (Stage1MinimumTokens <= 0) throw new ArgumentOutOfRangeException(nameof(Stage1MinimumTokens), Stage1MinimumTokens, "Stage1MinimumTokens must be at least 1.");
-        if (MaxCompensation is double cap && !(cap >= 1)) throw new ArgumentOutOfRangeException(nameof(MaxCompensation), cap, "MaxCompensation must be at least 1 (or null).");
-        if (!Enum.IsDefined(Sampler)) throw new ArgumentOutOfRangeException(nameof(Sampler), Sampler, "Sampler is not a known sampler.");
-        if (!Enum.IsDefined(Compensation)) throw new ArgumentOutOfRangeException(nameof(Compensation), Compensation, "Compensation is not a known mode.");
+        if (ChunkSize <= 0) throw new OptionException(nameof(ChunkSize), ChunkSize, "{ChunkSize} must be at least 1");
+        if (SampledChunks is <= 0) throw new OptionException(nameof(SampledChunks), SampledChunks, "{SampledChunks} must be at least 1 (or null for exact SeCO)");
+        if (Stage1MinimumTokens <= 0) throw new OptionException(nameof(Stage1MinimumTokens), Stage1MinimumTokens, "{Stage1MinimumTokens} must be at least 1");
+        if (MaxCompensation is double cap && !(cap >= 1)) throw new OptionException(nameof(MaxCompensation), cap, "{MaxCompensation} must be at least 1 (or null)");
+        if (!Enum.IsDefined(Sampler)) throw new OptionException(nameof(Sampler), Sampler, "{Sampler} is not a known sampler");
+        if (!Enum.IsDefined(Compensation)) throw new OptionException(nameof(Compensation), Compensation, "{Compensation} is not a known mode");
         if (Sampler == ChunkSampler.Stratified && Compensation != Compensation.None)
-            throw new ArgumentOutOfRangeException(nameof(Compensation), Compensation, ChunkSelection.StratifiedNeedsNone);
+            throw new OptionException(nameof(Compensation), Compensation, "The Stratified sampler applies no compensation (as the authors' supervised runs); set {Compensation} to None");
     }
 }
 
