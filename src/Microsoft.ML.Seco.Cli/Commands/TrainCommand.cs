@@ -69,29 +69,30 @@ internal static class TrainCommand
     static SettingFlag FlagFor(TrainSetting s)
     {
         var type = s.ValueType;
+        // No defaults here: a flag not given leaves the configuration file's value (or the options' default) alone.
         if (!s.Nullable && type == typeof(bool))
         {
             // --full-finetune alone means true; --full-finetune false overrides a configuration file.
-            var flag = new Option<bool>(s.Flag) { Description = s.Description, Arity = ArgumentArity.ZeroOrOne };
+            var flag = FlagValues.Option<bool>(s.Flag, s.Description);
             return new(flag, p => p.GetValue(flag));
         }
         if (!s.Nullable && type == typeof(int))
         {
-            var flag = new Option<int?>(s.Flag) { Description = s.Description, HelpName = "int" };
+            var flag = FlagValues.Option<int?>(s.Flag, s.Description);
             return new(flag, p => p.GetValue(flag));
         }
         if (!s.Nullable && type == typeof(double))
         {
-            var flag = new Option<double?>(s.Flag) { Description = s.Description, HelpName = "number" };
+            var flag = FlagValues.Option<double?>(s.Flag, s.Description);
             return new(flag, p => p.GetValue(flag));
         }
         // Nullable numbers take "none"; enums one of their names; lists are comma-separated.
-        var text = new Option<string?>(s.Flag)
-        {
-            Description = s.Description,
-            HelpName = type.IsEnum ? null : (type == typeof(int) ? "int" : type == typeof(double) ? "number" : type == typeof(string[]) ? "a,b,..." : s.Name == nameof(ChunkwiseLoraTrainer.Options.ModelPath) ? "dir" : "text") + (s.Nullable && type != typeof(string) ? "|none" : ""),
-        };
-        if (type.IsEnum) text.AcceptOnlyFromAmong(EnumNames.All(type));
+        string? helpName = type.IsEnum ? null
+            : (type == typeof(int) ? "int" : type == typeof(double) ? "number" : type == typeof(string[]) ? "a,b,..." : s.SharedFlag?.HelpName ?? "text")
+              + (s.Nullable && type != typeof(string) ? "|none" : "");
+        var text = FlagValues.Option<string?>(s.Flag, s.Description, helpName);
+        if (type.IsEnum) text.OneOf(EnumNames.All(type));
+        else text.ParsedAs(type, s.Nullable);
         return new(text, p => p.GetValue(text) is string v ? s.Parse(v, s.Flag) : null);
     }
 
