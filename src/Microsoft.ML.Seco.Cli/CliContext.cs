@@ -29,17 +29,22 @@ internal sealed class CliContext(TextWriter stdout, TextWriter stderr, Cancellat
     public CancellationToken CancellationToken { get; } = cancellationToken;
     public bool Verbose { get; set; }
 
-    /// <summary>Runs a command body and maps exceptions to one error line and an exit code.</summary>
-    public int Guard(Func<int> body)
+    /// <summary>
+    /// Runs a command body and maps exceptions to one error line and an exit code. <paramref name="flagOf"/> is the
+    /// command's vocabulary: the flag of each option a library record names in an <see cref="OptionException"/>
+    /// (default: <see cref="TrainSetting.FlagOf"/>, the flags of the stage's options).
+    /// </summary>
+    public int Guard(Func<int> body, Func<string, string>? flagOf = null)
     {
         try { return body(); }
-        catch (Exception e) { return Fail(e); }
+        catch (Exception e) { return Fail(e, flagOf); }
     }
 
-    public int Fail(Exception e)
+    /// <summary>Reports an exception as one error line (and the stack trace with --verbose); returns the exit code.</summary>
+    public int Fail(Exception e, Func<string, string>? flagOf = null)
     {
         int code = IsBadInput(e) ? ExitCodes.BadInput : ExitCodes.Failure;
-        Error.WriteLine($"seco: error: {Message(e)}");
+        Error.WriteLine($"seco: error: {Message(e, flagOf ?? TrainSetting.FlagOf)}");
         if (Verbose) Error.WriteLine(e.ToString());
         return code;
     }
@@ -58,16 +63,17 @@ internal sealed class CliContext(TextWriter stdout, TextWriter stderr, Cancellat
         _ => false,
     };
 
-    static string Message(Exception e)
+    static string Message(Exception e, Func<string, string> flagOf)
     {
-        // The stage names its options; the command line knows them by their flags.
+        // The library names its options; the command line knows them by their flags.
         if (e is InsufficientDeviceMemoryException memory) return memory.Describe(TrainSetting.FlagOf);
+        if (e is OptionException option) return FlagValues.Describe(option, flagOf);
         // ArgumentException appends " (Parameter 'x')" and, when out of range, "Actual value was ..."; keep the first line.
         var message = e is ArgumentException a && a.ParamName is not null
             ? a.Message.Replace($" (Parameter '{a.ParamName}')", "", StringComparison.Ordinal)
             : e.Message;
         if (e is not UsageException && e.InnerException is { } inner && (e.GetType().Namespace?.StartsWith("Microsoft.ML", StringComparison.Ordinal) == true && e is InvalidOperationException))
-            message = Message(inner);
+            message = Message(inner, flagOf);
         int newline = message.IndexOfAny(['\r', '\n']);
         return newline >= 0 ? message[..newline] : message;
     }

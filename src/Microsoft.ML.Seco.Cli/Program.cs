@@ -56,13 +56,11 @@ public static class Program
         }
     }
 
-    // One line that names the flag: "--model-type: Argument 'gpt2' not recognized. Must be one of: 'llama', 'mistral', 'qwen2'".
+    // One line that names the flag. Flag values are parsed and checked by FlagValues, whose errors name the flag already;
+    // System.CommandLine's own (an unknown command, a missing required flag) are kept as they are, on one line.
     static string Describe(System.CommandLine.Parsing.ParseError error)
     {
-        string message = System.Text.RegularExpressions.Regex.Replace(error.Message, @"\s*\n\s*", " ")
-            .Replace(":  ", ": ", StringComparison.Ordinal)
-            .Replace("' '", "', '", StringComparison.Ordinal);
-        message = System.Text.RegularExpressions.Regex.Replace(message, @"System\.Nullable`1\[System\.(\w+)\]", "$1").Replace("System.", "", StringComparison.Ordinal);
+        string message = error.Message.ReplaceLineEndings(" ");
         var symbol = error.SymbolResult switch
         {
             System.CommandLine.Parsing.OptionResult o => o.Option.Name,

@@ -9,8 +9,9 @@ namespace Microsoft.ML.Seco.Cli;
 
 /// <summary>
 /// One setting of <c>seco train</c>: a field of <see cref="ChunkwiseLoraTrainer.Options"/>, the configuration file's
-/// field (its name in camelCase) and the flag. Names, types and defaults come from the options class itself; only a few
-/// flag names and the help texts are written here.
+/// field (its name in camelCase) and the flag. Names, types and defaults come from the options class itself; a flag that
+/// other commands take too (<see cref="Flags"/>) brings its name and help sentence from there, and only the other flags'
+/// names (where shorter than the field's) and help sentences are written here.
 /// </summary>
 internal sealed class TrainSetting
 {
@@ -59,15 +60,31 @@ internal sealed class TrainSetting
         ["Compensate"] = "obsolete name of Compensation; the configuration file still reads 'compensate'",
     };
 
-    // Flags that are shorter than the field's name in kebab-case (and kept for the command lines already written).
+    // The settings whose flag other commands take too: the flag's name and sentence are the shared ones, and a note says
+    // what is train's own.
+    static readonly Dictionary<string, (Flag Flag, string? Note)> SharedFlags = new()
+    {
+        [nameof(ChunkwiseLoraTrainer.Options.ModelPath)] = (Flags.Model, "Required (here or as modelPath in the config)."),
+        [nameof(ChunkwiseLoraTrainer.Options.Device)] = (Flags.Device, null),
+        [nameof(ChunkwiseLoraTrainer.Options.DType)] = (Flags.DType, null),
+        [nameof(ChunkwiseLoraTrainer.Options.AssistantOnlyLoss)] = (Flags.AssistantOnlyLoss, null),
+        [nameof(ChunkwiseLoraTrainer.Options.MaxSequenceLength)] = (Flags.MaxSequenceLength, "Longer documents are split or truncated as --overflow says."),
+        [nameof(ChunkwiseLoraTrainer.Options.ChunkSize)] = (Flags.ChunkSize, null),
+        [nameof(ChunkwiseLoraTrainer.Options.SampledChunks)] = (Flags.SampledChunks, "One selection per micro-batch; none is exact SeCO too."),
+        [nameof(ChunkwiseLoraTrainer.Options.Compensation)] = (Flags.Compensation, null),
+        [nameof(ChunkwiseLoraTrainer.Options.MaxCompensation)] = (Flags.MaxCompensation, "none: no cap."),
+        [nameof(ChunkwiseLoraTrainer.Options.RecomputeLayers)] = (Flags.RecomputeLayers, null),
+        [nameof(ChunkwiseLoraTrainer.Options.MemoryBudget)] = (Flags.MemoryBudget, "The run may use this much in all: before the first step the predicted peak of the longest batch is checked against it; none: the device's free memory."),
+        [nameof(ChunkwiseLoraTrainer.Options.LoraRank)] = (Flags.LoraRank, null),
+        [nameof(ChunkwiseLoraTrainer.Options.FullFineTuning)] = (Flags.FullFineTuning, "Training them all writes merged/ instead of adapter/."),
+        [nameof(ChunkwiseLoraTrainer.Options.Seed)] = (Flags.Seed, "Seeds LoRA initialisation, chunk sampling and dropout; none takes the MLContext's seed, which seco sets to 0."),
+    };
+
+    // Train's own flags that are shorter than the field's name in kebab-case (and kept for the command lines already written).
     static readonly Dictionary<string, string> FlagNames = new()
     {
-        [nameof(ChunkwiseLoraTrainer.Options.ModelPath)] = "--model",
-        [nameof(ChunkwiseLoraTrainer.Options.DType)] = "--dtype",
         [nameof(ChunkwiseLoraTrainer.Options.TextColumnName)] = "--text-column",
-        [nameof(ChunkwiseLoraTrainer.Options.MaxSequenceLength)] = "--max-seq-len",
         [nameof(ChunkwiseLoraTrainer.Options.LoraTargetModules)] = "--lora-targets",
-        [nameof(ChunkwiseLoraTrainer.Options.FullFineTuning)] = "--full-finetune",
         [nameof(ChunkwiseLoraTrainer.Options.MaxEpoch)] = "--epochs",
         [nameof(ChunkwiseLoraTrainer.Options.LearningRate)] = "--lr",
         [nameof(ChunkwiseLoraTrainer.Options.FinalLearningRateRatio)] = "--final-lr-ratio",
@@ -76,33 +93,20 @@ internal sealed class TrainSetting
         [nameof(ChunkwiseLoraTrainer.Options.RopeOriginalMaxPositionEmbeddings)] = "--rope-original-length",
     };
 
-    // What each setting does, for --help; the default is appended from the options.
+    // What each of train's own settings does, for --help; the default is appended from the options.
     static readonly Dictionary<string, string> HelpTexts = new()
     {
-        [nameof(ChunkwiseLoraTrainer.Options.ModelPath)] = "Hugging Face model directory (config.json, safetensors, tokenizer). Required (here or as modelPath in the config).",
-        [nameof(ChunkwiseLoraTrainer.Options.Device)] = "auto, cpu, cuda or cuda:N.",
-        [nameof(ChunkwiseLoraTrainer.Options.DType)] = "auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16 or float64.",
         [nameof(ChunkwiseLoraTrainer.Options.RopeScaling)] = "Rotary scaling applied to the base model before training and recorded with the adapter and merged checkpoints: model (the base model's config.json: its rope_scaling or none), none, linear, dynamic (exact only up to the base model's max_position_embeddings: a longer --max-seq-len is refused), yarn or llama3.",
         [nameof(ChunkwiseLoraTrainer.Options.RopeFactor)] = "Scaling factor, at least 1: required by --rope-scaling linear, dynamic, yarn and llama3, or none.",
         [nameof(ChunkwiseLoraTrainer.Options.RopeOriginalMaxPositionEmbeddings)] = "yarn and llama3: the context length the base model was pretrained with, at least 1, or none for the base model's scaling's own (same type) or its max_position_embeddings.",
         [nameof(ChunkwiseLoraTrainer.Options.RopeTheta)] = "rope_theta (the rotary base), positive, replacing the base model's, or none to keep it.",
         [nameof(ChunkwiseLoraTrainer.Options.TextColumnName)] = "Column of the data view with whole documents (the .jsonl and .txt readers name it Text).",
-        [nameof(ChunkwiseLoraTrainer.Options.AssistantOnlyLoss)] = "Conversations (messages lines): the loss on the assistant's turns only (true, as TRL's assistant_only_loss) or on every token the chat template renders (false).",
-        [nameof(ChunkwiseLoraTrainer.Options.MaxSequenceLength)] = "Longest sequence trained on, 2 to 1048576; longer documents are split into windows (see --overflow).",
         [nameof(ChunkwiseLoraTrainer.Options.Overflow)] = "Documents longer than --max-seq-len: split (consecutive windows) or truncate (the first window only).",
-        [nameof(ChunkwiseLoraTrainer.Options.ChunkSize)] = "Tokens per chunk, at least 1.",
-        [nameof(ChunkwiseLoraTrainer.Options.SampledChunks)] = "Chunks backpropagated per micro-batch (SpaCO's t), at least 1; none, or t at or above the chunk count, is exact SeCO.",
         [nameof(ChunkwiseLoraTrainer.Options.Sampler)] = $"SpaCO sampler: {SamplerNames.Help(Chunkwise.Samplers.ChunkSamplers.All)}; stratified needs --compensation none.",
-        [nameof(ChunkwiseLoraTrainer.Options.Compensation)] = "Which seeds SpaCO's factor k/t multiplies: both (loss and injected cache gradient; unbiased with bernoulli), loss (the authors' released code), cache (the paper's Algorithm 2) or none.",
-        [nameof(ChunkwiseLoraTrainer.Options.MaxCompensation)] = "Cap on SpaCO's compensation factor in every mode, at least 1 (the paper recommends 2), or none.",
         [nameof(ChunkwiseLoraTrainer.Options.CrossChunkGradients)] = "True lets gradients flow between chunks; false trains each chunk on a detached prefix (no gradient into earlier chunks' keys/values): an ablation, not a way to train.",
-        [nameof(ChunkwiseLoraTrainer.Options.RecomputeLayers)] = "Rebuild a chunk's graph one decoder layer at a time in the backward (activation checkpointing inside the chunk): one layer's activations instead of every layer's, for one more forward of each backpropagated chunk; gradients unchanged.",
-        [nameof(ChunkwiseLoraTrainer.Options.MemoryBudget)] = "Device memory the run may use in all, weights included (e.g. 24GiB, 16GB, 512MiB); before the first step the predicted peak of the longest batch is checked against it, or none for the device's free memory.",
-        [nameof(ChunkwiseLoraTrainer.Options.LoraRank)] = "LoRA rank r, at least 1.",
         [nameof(ChunkwiseLoraTrainer.Options.LoraAlpha)] = "LoRA alpha (the update is scaled by alpha / r), positive.",
         [nameof(ChunkwiseLoraTrainer.Options.LoraDropout)] = "LoRA dropout in [0, 1).",
         [nameof(ChunkwiseLoraTrainer.Options.LoraTargetModules)] = "Comma-separated projections that get adapters (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj).",
-        [nameof(ChunkwiseLoraTrainer.Options.FullFineTuning)] = "Train every parameter instead of LoRA adapters (writes merged/ instead of adapter/).",
         [nameof(ChunkwiseLoraTrainer.Options.BatchSize)] = "Sequences per micro-batch, at least 1.",
         [nameof(ChunkwiseLoraTrainer.Options.MaxEpoch)] = "Passes over the data, at least 1; used only when --max-steps is none.",
         [nameof(ChunkwiseLoraTrainer.Options.MaxSteps)] = "Optimizer steps of the whole run (counted across --resume), at least 1; when set it decides the run's length alone, the data repeating as needed, and --epochs is ignored.",
@@ -118,14 +122,13 @@ internal sealed class TrainSetting
         [nameof(ChunkwiseLoraTrainer.Options.MaxGradNorm)] = "Clip the gradient's global L2 norm to this (positive), or none for no clipping.",
         [nameof(ChunkwiseLoraTrainer.Options.GradientAccumulationSteps)] = "Micro-batches per optimizer step, at least 1.",
         [nameof(ChunkwiseLoraTrainer.Options.NonFiniteLoss)] = "A NaN or infinite loss or gradient: stop (the run ends naming the step and the rows) or skipbatch (that optimizer step is dropped and counted).",
-        [nameof(ChunkwiseLoraTrainer.Options.Seed)] = "Seed for LoRA initialisation, chunk sampling and dropout; none takes the MLContext's seed, which seco sets to 0.",
         [nameof(ChunkwiseLoraTrainer.Options.MaxNewTokens)] = "Tokens model.seco generates per row into a Completion column for prompt/response data, at least 0 (0: no Completion column).",
         [nameof(ChunkwiseLoraTrainer.Options.CheckpointEverySteps)] = "Optimizer steps between saved training states in OUTPUT/checkpoints (and always at the end), at least 1.",
     };
 
     static readonly Type[] Supported = [typeof(int), typeof(double), typeof(bool), typeof(string), typeof(string[])];
 
-    /// <summary>The flag of an option of <see cref="ChunkwiseLoraTrainer.Options"/> (its name when it has none).</summary>
+    /// <summary>The flag of an option of <see cref="ChunkwiseLoraTrainer.Options"/> (its name when it has none): how a command line names it.</summary>
     public static string FlagOf(string optionName) => All.FirstOrDefault(s => s.Name == optionName)?.Flag ?? optionName;
 
     /// <summary>Every setting, in the options' declaration order.</summary>
@@ -142,49 +145,31 @@ internal sealed class TrainSetting
             if (!type.IsEnum && !Supported.Contains(type)) continue;
             bool nullable = System.Nullable.GetUnderlyingType(field.FieldType) is not null
                 || (!field.FieldType.IsValueType && nullability.Create(field).WriteState == NullabilityState.Nullable);
-            string flag = FlagNames.GetValueOrDefault(field.Name) ?? "--" + JsonNamingPolicy.KebabCaseLower.ConvertName(field.Name);
-            // A field added to the options after this table still gets a flag; the test of help texts asks for a line here.
-            string help = HelpTexts.GetValueOrDefault(field.Name) ?? $"ChunkwiseLoraTrainer.Options.{field.Name}.";
+            string flag, help;
+            if (SharedFlags.TryGetValue(field.Name, out var shared)) (flag, help) = (shared.Flag.Name, shared.Flag.Describe(shared.Note));
+            else
+            {
+                flag = FlagNames.GetValueOrDefault(field.Name) ?? "--" + JsonNamingPolicy.KebabCaseLower.ConvertName(field.Name);
+                // A field added to the options after this table still gets a flag; the test of help texts asks for a line here.
+                help = HelpTexts.GetValueOrDefault(field.Name) ?? $"ChunkwiseLoraTrainer.Options.{field.Name}.";
+            }
             settings.Add(new TrainSetting(field, flag, help, nullable));
         }
         return settings;
     }
 
-    public static bool HasWrittenHelp(TrainSetting setting) => HelpTexts.ContainsKey(setting.Name);
+    public static bool HasWrittenHelp(TrainSetting setting) => HelpTexts.ContainsKey(setting.Name) || SharedFlags.ContainsKey(setting.Name);
+
+    /// <summary>The shared flag this setting's flag is, or null for one of train's own.</summary>
+    public Flag? SharedFlag => SharedFlags.TryGetValue(Name, out var shared) ? shared.Flag : null;
 
     public static TrainSetting? ByName(string optionName) => All.FirstOrDefault(s => s.Name == optionName);
 
-    /// <summary>A value as flags and the configuration file write it: none, numbers in invariant form, enum names as flags take them.</summary>
-    public static string Display(object? value) => value switch
-    {
-        null or "" => "none",
-        double d when d != 0 && Math.Abs(d) < 1e-3 => d.ToString("0.###e0", CultureInfo.InvariantCulture),
-        double d => d.ToString("R", CultureInfo.InvariantCulture),
-        bool b => b ? "true" : "false",
-        string[] list => string.Join(',', list),
-        Enum e => EnumNames.Of(e),
-        IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
-        _ => value.ToString() ?? "",
-    };
+    /// <summary>A value as flags and the configuration file write it (<see cref="FlagValues.Display"/>).</summary>
+    public static string Display(object? value) => FlagValues.Display(value);
 
     /// <summary>Parses a flag's text; <paramref name="where"/> names the flag (or field) in errors.</summary>
-    public object? Parse(string text, string where)
-    {
-        string value = text.Trim();
-        if (Nullable && value.Equals("none", StringComparison.OrdinalIgnoreCase)) return null;
-        var type = ValueType;
-        string orNone = Nullable ? " or none" : "";
-        if (type == typeof(int))
-            return int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out int i) ? i : throw new UsageException($"{where} '{text}' is not an integer{orNone}.");
-        if (type == typeof(double))
-            return double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) ? d : throw new UsageException($"{where} '{text}' is not a number{orNone}.");
-        if (type == typeof(bool))
-            return bool.TryParse(value, out bool b) ? b : throw new UsageException($"{where} '{text}' is neither true nor false.");
-        if (type == typeof(string[]))
-            return value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        if (type.IsEnum) return EnumNames.Parse(type, value, where);
-        return text;
-    }
+    public object? Parse(string text, string where) => FlagValues.Parse(ValueType, Nullable, text, where);
 
     /// <summary>Reads the JSON value the reader stands on; <paramref name="where"/> names the field in errors.</summary>
     public object? Read(ref Utf8JsonReader reader, string where)
@@ -389,29 +374,18 @@ internal sealed class TrainConfig
     }
 
     /// <summary>
-    /// Runs the options' own validation and rewrites its error, which names option fields, with the flags or the
-    /// configuration file's fields the values came from.
+    /// Runs the options' own validation; its error, which names option fields, is worded with the flags or the
+    /// configuration file's fields the values came from (<see cref="Describe"/>).
     /// </summary>
     public void Validate()
     {
         try { Options.Validate(); }
-        catch (ArgumentException e) { throw new UsageException(Describe(e)); }
+        catch (OptionException e) { throw new UsageException(Describe(e)); }
     }
 
-    /// <summary>An option error's first line with every option name replaced by where the user set it.</summary>
-    public string Describe(ArgumentException e)
-    {
-        string message = e.Message;
-        if (e.ParamName is not null) message = message.Replace($" (Parameter '{e.ParamName}')", "", StringComparison.Ordinal);
-        int newline = message.IndexOfAny(['\r', '\n']);
-        if (newline >= 0) message = message[..newline];
-        string? named = e.ParamName is null ? null : ChunkwiseLoraTrainer.Options.OptionName(e.ParamName);
-        var subject = named is null ? null : TrainSetting.ByName(named);
-        message = System.Text.RegularExpressions.Regex.Replace(message, @"\b[A-Z][A-Za-z0-9]+\b", m =>
-            TrainSetting.ByName(ChunkwiseLoraTrainer.Options.OptionName(m.Value)) is { } s ? Where(s) : m.Value);
-        if (subject is not null && !message.Contains(Where(subject), StringComparison.Ordinal)) message = $"{Where(subject)}: {message}";
-        if (e is ArgumentOutOfRangeException { ActualValue: { } actual } && !message.Contains("got ", StringComparison.Ordinal))
-            message = $"{message.TrimEnd('.')}; got {TrainSetting.Display(actual)}.";
-        return message;
-    }
+    /// <summary>
+    /// An option error with every option it names called where the user set it: the flag, or the configuration file's
+    /// field with its line and column; an option not set is called by its flag.
+    /// </summary>
+    public string Describe(OptionException e) => e.Describe(name => TrainSetting.ByName(name) is { } s ? Where(s) : name, TrainSetting.Display);
 }

@@ -105,7 +105,7 @@ internal static class MemoryModel
 
     /// <summary>Parses a size such as 8GiB, 512MiB, 16GB, 1.5G or 1000000 (bytes) for a command-line option.</summary>
     public static long ParseSize(string text, string option) => ByteSize.TryParse(text, out long bytes)
-        ? bytes : throw new UsageException($"{option}: '{text}' is not a size; use e.g. {ByteSize.Examples}.");
+        ? bytes : throw new UsageException($"{option} '{text}' is not a size; use e.g. {ByteSize.Examples}.");
 
     /// <summary>Bytes as MiB or GiB for the report.</summary>
     public static string Format(double bytes) => ByteSize.Format(bytes);

@@ -29,6 +29,8 @@ internal static class BenchCommand
     const double TargetRatio = 1.5;
     // Issue #22's ceilings on operations dispatched from .NET: SeCO within 20× plain training's, SpaCO within 10× chunked inference's.
     const double SecoOperationsTarget = 20, SpacoOperationsTarget = 10;
+    // SpaCO's t when --sampled-chunks is not given.
+    const int DefaultSampledChunks = 8;
 
     sealed record Settings(BenchmarkShape Shape, int[] Lengths, string[] Strategies, int BaselinesUpTo, int ChunkSize, int SampledChunks,
         IChunkSampler Sampler, int Steps, global::TorchSharp.torch.ScalarType DType, global::TorchSharp.torch.Device Device, long? Budget,
@@ -64,28 +66,29 @@ internal static class BenchCommand
         var quick = new Option<bool>("--quick") { Description = "Smoke test in well under 2 minutes: the tiny shape, lengths 128,256,512, chunk 64, t = 2, baselines at every length (explicit flags still override)." };
         var lengths = new Option<string?>("--lengths") { Description = "Comma-separated sequence lengths. Default: 1024,2048,4096,8192." };
         var strategies = new Option<string>("--strategies") { Description = "Comma-separated: full, checkpoint, seco, spaco, inference.", DefaultValueFactory = _ => "full,checkpoint,seco,spaco,inference" };
-        var baselinesUpTo = new Option<int?>("--baselines-up-to") { Description = "Longest length at which the whole-sequence baselines (full, checkpoint) run, their time growing fastest; 0 = every length. Default: 4096 (every length with --quick)." };
-        var chunkSize = new Option<int?>("--chunk-size") { Description = "Tokens per chunk. Default: 128." };
-        var sampled = new Option<int?>("--sampled-chunks") { Description = "SpaCO's t, the chunks backpropagated per step. Default: 8." };
+        var baselinesUpTo = FlagValues.Option<int?>("--baselines-up-to", "Longest length at which the whole-sequence baselines (full, checkpoint) run, their time growing fastest; 0 = every length. Default: 4096 (every length with --quick).");
+        var chunkSize = Flags.ChunkSize.Option<int?>($"Default: {SecoDefaults.ChunkSize} (64 with --quick).");
+        var sampled = Flags.SampledChunks.Option<int?>($"Default: {DefaultSampledChunks} (2 with --quick).");
         var sampler = new Option<string>("--sampler") { Description = $"SpaCO's sampler: {SamplerNames.Help(BenchSamplers)}.", DefaultValueFactory = _ => ChunkSamplers.FixedBudget.Name };
-        var layers = new Option<int?>("--layers") { Description = "Decoder layers (overrides the preset)." };
-        var hidden = new Option<int?>("--hidden-size") { Description = "Hidden size (overrides the preset)." };
-        var intermediate = new Option<int?>("--intermediate-size") { Description = "MLP intermediate size (overrides the preset)." };
-        var heads = new Option<int?>("--heads") { Description = "Query heads (overrides the preset)." };
-        var kvHeads = new Option<int?>("--kv-heads") { Description = "Key/value heads (overrides the preset)." };
-        var headDim = new Option<int?>("--head-dim") { Description = "Head dimension (overrides the preset; default hidden / heads when either of those is given)." };
-        var vocab = new Option<int?>("--vocab") { Description = "Vocabulary size (overrides the preset)." };
-        var steps = new Option<int>("--steps") { Description = "Timed steps per point after one warm-up step; the median is reported. Memory is measured on one more step.", DefaultValueFactory = _ => 3 };
-        var dtype = new Option<string>("--dtype") { Description = "float32, bfloat16, float16 or float64.", DefaultValueFactory = _ => "float32" };
-        var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N. On CUDA memory is the device memory libtorch's allocator reserves during a step, read through the CUDA driver; nothing else should use the device meanwhile.", DefaultValueFactory = _ => "cpu" };
-        var budget = new Option<string?>("--memory-budget") { Description = "Report the longest length each strategy trains within this much memory (e.g. 8GiB, 512MiB, 16GB), from the measured points and the fitted memory model. Default: none." };
+        const string OverridesPreset = "Overrides the preset.";
+        var layers = Flags.Layers.Option<int?>(OverridesPreset);
+        var hidden = Flags.HiddenSize.Option<int?>(OverridesPreset);
+        var intermediate = Flags.IntermediateSize.Option<int?>(OverridesPreset);
+        var heads = Flags.Heads.Option<int?>(OverridesPreset + " They must divide --hidden-size unless --head-dim is given.");
+        var kvHeads = Flags.KvHeads.Option<int?>(OverridesPreset);
+        var headDim = FlagValues.Option<int?>("--head-dim", "Head dimension (overrides the preset; default hidden / heads when either of those is given).");
+        var vocab = FlagValues.Option<int?>("--vocab", "Vocabulary size (overrides the preset).");
+        var steps = FlagValues.Option<int>("--steps", "Timed steps per point after one warm-up step; the median is reported. Memory is measured on one more step.").WithDefault(3);
+        var dtype = Flags.DType.Option<string>().WithDefault("float32");
+        var device = Flags.Device.Option<string>("On CUDA memory is the device memory libtorch's allocator reserves during a step, read through the CUDA driver; nothing else should use the device meanwhile.").WithDefault("cpu");
+        var budget = Flags.MemoryBudget.Option<string?>("Reports the longest length each strategy trains within it, from the measured points and the fitted memory model. Default: none.");
         var csv = new Option<string?>("--csv") { Description = "Write the points to this CSV file and the per-strategy summary to NAME-summary.csv beside it. Default: none." };
         var plots = new Option<string?>("--plots") { Description = "Folder for bench-time.png and bench-memory.png. Default: beside --csv (NAME-time.png, NAME-memory.png), else none." };
         var isolate = new Option<bool>("--isolate-memory") { Description = "Measure each point's memory in a fresh process of its own (always on CUDA, where libtorch's caching allocator cannot be emptied and a point measured after a larger one would read low); the timed steps still run in this process." };
         var memoryPoint = new Option<string?>(MemoryProcess.PointOption) { Hidden = true, Description = "Internal: measure the memory of one STRATEGY@LENGTH point and print it as one JSON line." };
         var json = new Option<bool>("--json") { Description = "Print one JSON object per point, then a summary, and nothing else." };
         var predict = new Option<bool>("--predict") { Description = "Run nothing: print each strategy's predicted peak device memory of a training run (weights, adapters and AdamW state, cache and its gradient, activations, the head's pieces) at every length, and with --memory-budget the longest length within it. Any shape, dtype and device, no memory needed." };
-        var recompute = new Option<bool>("--recompute-layers") { Description = "SeCO and SpaCO rebuild a chunk's graph one decoder layer at a time (activation checkpointing inside the chunk): one layer's activations instead of every layer's, for one more forward of each backpropagated chunk." };
+        var recompute = Flags.RecomputeLayers.Option<bool>("Here: SeCO's and SpaCO's steps.");
         var attention = new Option<string>("--attention") { Description = "How a chunk attends over its prefix: auto (libtorch's fused kernels where they serve, else blockwise), fused (fail where they do not) or blockwise (the C# online softmax, the reference).", DefaultValueFactory = _ => "auto" };
         var phases = new Option<bool>("--phases") { Description = "Time SeCO's and SpaCO's phases on one more step per point: Stage 1, Stage 2's forwards and backwards, and within them the attention over a prefix, each bounded by a device synchronisation." };
 
@@ -108,9 +111,9 @@ internal static class BenchCommand
                 throw new UsageException($"--strategies: unknown strategy '{s}'; use {string.Join(", ", EfficiencyBenchmark.Strategies)}.");
             var samplerKind = SamplerNames.Parse(parse.GetValue(sampler)!, "--sampler", BenchSamplers,
                 "the benchmark's random sequences are labelled everywhere and it runs compensation both");
-            int chunk = parse.GetValue(chunkSize) ?? (isQuick ? 64 : 128), t = parse.GetValue(sampled) ?? (isQuick ? 2 : 8);
-            if (chunk < 1) throw new UsageException("--chunk-size must be at least 1.");
-            if (t < 1) throw new UsageException("--sampled-chunks must be at least 1.");
+            int chunk = parse.GetValue(chunkSize) ?? (isQuick ? 64 : SecoDefaults.ChunkSize), t = parse.GetValue(sampled) ?? (isQuick ? 2 : DefaultSampledChunks);
+            // The chunk-wise step's own rules; its errors name the flags.
+            new ChunkwiseOptions { ChunkSize = chunk, SampledChunks = t }.Validate();
             if (parse.GetValue(steps) < 1) throw new UsageException("--steps must be at least 1.");
             int upTo = parse.GetValue(baselinesUpTo) ?? (isQuick ? 0 : 4096);
             if (upTo < 0) throw new UsageException("--baselines-up-to must be 0 (every length) or positive.");

@@ -19,21 +19,16 @@ internal static class EvalCommand
 {
     public static Command Create(CliContext context)
     {
-        var model = ModelLoading.ModelOption();
-        var adapter = ModelLoading.AdapterOption();
+        var model = Flags.Model.Option<string>(required: true);
+        var adapter = Flags.Adapter.Option<string?>();
         var data = new Option<string?>("--data") { Description = "Documents to score: a .jsonl file (\"text\"; \"prompt\" + \"response\": only the response is scored; \"messages\": rendered by the model's chat template, the assistant's turns scored), a .txt file or a folder of .txt files. Needs the model's tokenizer. Default: none (give --data or --input-ids)." };
-        var assistantOnly = new Option<bool>("--assistant-only-loss")
-        {
-            Description = "Conversations (messages lines): score the assistant's turns only (true) or every token the chat template renders (false), as seco train's flag of the same name trains them.",
-            Arity = ArgumentArity.ZeroOrOne,
-            DefaultValueFactory = _ => true,
-        };
+        var assistantOnly = Flags.AssistantOnlyLoss.Option<bool>().WithDefault(true);
         var inputIds = new Option<string?>("--input-ids") { Description = "One sequence of token ids, comma-separated (e.g. 1,2,3); needs no tokenizer. Default: none." };
-        var chunkSize = new Option<int>("--chunk-size") { Description = "Tokens per forward pass.", DefaultValueFactory = _ => 128 };
-        var maxSeqLen = new Option<int>("--max-seq-len") { Description = "Documents longer than this are scored window by window (as in training).", DefaultValueFactory = _ => 16384 };
+        var chunkSize = Flags.ChunkSize.Option<int>().WithDefault(SecoDefaults.ChunkSize);
+        var maxSeqLen = Flags.MaxSequenceLength.Option<int>("Each window is scored as training sees it.").WithDefault(SecoDefaults.MaxSequenceLength);
         var perToken = new Option<bool>("--per-token") { Description = "Also report each scored token's NLL: entry i is -log p(token i+1 | tokens 0..i), sequences one after another.", DefaultValueFactory = _ => false };
-        var device = ModelLoading.DeviceOption();
-        var dtype = ModelLoading.DTypeOption();
+        var device = Flags.Device.Option<string>().WithDefault("auto");
+        var dtype = Flags.DType.Option<string>().WithDefault("float32");
         var json = new Option<bool>("--json") { Description = "Print one JSON object: {\"tokens\", \"nll\", \"perplexity\", \"per_token_nll\" (with --per-token)}.", DefaultValueFactory = _ => false };
 
         var command = new Command("eval", "Score documents or token ids: mean negative log-likelihood per token and perplexity.")
@@ -44,10 +39,9 @@ internal static class EvalCommand
         {
             string? dataPath = parse.GetValue(data), ids = parse.GetValue(inputIds);
             if ((dataPath is null) == (ids is null)) throw new UsageException("give exactly one of --data and --input-ids.");
-            int chunk = parse.GetValue(chunkSize);
-            if (chunk <= 0) throw new UsageException($"--chunk-size must be positive (got {chunk}).");
-            int maxLength = parse.GetValue(maxSeqLen);
-            if (maxLength < 2) throw new UsageException($"--max-seq-len must be at least 2 (got {maxLength}).");
+            int chunk = parse.GetValue(chunkSize), maxLength = parse.GetValue(maxSeqLen);
+            // Scoring takes the stage's settings: the stage's rules check them, and its errors name these flags.
+            new ChunkwiseLoraTrainer.Options { ModelPath = parse.GetValue(model)!, ChunkSize = chunk, MaxSequenceLength = maxLength }.Validate();
             bool wantPerToken = parse.GetValue(perToken);
             var parsedIds = ids is null ? null : ParseIds(ids);
             using var m = ModelLoading.Load(parse.GetValue(model)!, parse.GetValue(adapter), parse.GetValue(dtype)!, parse.GetValue(device)!);

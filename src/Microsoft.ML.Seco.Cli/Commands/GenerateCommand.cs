@@ -14,19 +14,19 @@ internal static class GenerateCommand
     public static Command Create(CliContext context)
     {
         var defaults = new GenerationOptions();
-        var model = ModelLoading.ModelOption();
-        var adapter = ModelLoading.AdapterOption();
+        var model = Flags.Model.Option<string>(required: true);
+        var adapter = Flags.Adapter.Option<string?>();
         var prompt = new Option<string?>("--prompt") { Description = "The text to continue; with --chat, the user's message. Required unless --chat --messages." };
         var chat = new Option<bool>("--chat") { Description = "Chat: render the conversation (--prompt as one user message, or --messages) with the model's chat template and its generation prompt, and stream the assistant's reply.", DefaultValueFactory = _ => false };
         var system = new Option<string?>("--system") { Description = "With --chat --prompt: a system message before the user's. Default: none." };
         var messages = new Option<string?>("--messages") { Description = "With --chat: a JSON file holding the conversation, a messages array ([{\"role\", \"content\"}, ...]) or {\"messages\", \"tools\"}. Default: none." };
-        var maxNewTokens = new Option<int>("--max-new-tokens") { Description = "Tokens to generate at most.", DefaultValueFactory = _ => defaults.MaxNewTokens };
-        var temperature = new Option<double>("--temperature") { Description = "0 = greedy; otherwise logits are divided by it before sampling.", DefaultValueFactory = _ => defaults.Temperature };
-        var topP = new Option<double>("--top-p") { Description = "Nucleus sampling threshold in (0, 1]; 1 = off.", DefaultValueFactory = _ => defaults.TopP };
-        var seed = new Option<int>("--seed") { Description = "Sampling seed.", DefaultValueFactory = _ => 0 };
-        var chunkSize = new Option<int>("--chunk-size") { Description = "Prompt tokens per forward pass while prefilling.", DefaultValueFactory = _ => defaults.PrefillChunkSize };
-        var device = ModelLoading.DeviceOption();
-        var dtype = ModelLoading.DTypeOption();
+        var maxNewTokens = FlagValues.Option<int>(MaxNewTokens, "Tokens to generate at most, at least 0.").WithDefault(defaults.MaxNewTokens);
+        var temperature = FlagValues.Option<double>(Temperature, "0 = greedy; otherwise logits are divided by it before sampling.").WithDefault(defaults.Temperature);
+        var topP = FlagValues.Option<double>(TopP, "Nucleus sampling threshold in (0, 1]; 1 = off.").WithDefault(defaults.TopP);
+        var seed = Flags.Seed.Option<int>("Seeds the sampling.").WithDefault(0);
+        var chunkSize = Flags.ChunkSize.Option<int>("Here: the prompt's tokens per forward pass while prefilling.").WithDefault(defaults.PrefillChunkSize);
+        var device = Flags.Device.Option<string>().WithDefault("auto");
+        var dtype = Flags.DType.Option<string>().WithDefault("float32");
         var json = new Option<bool>("--json") { Description = "Print one JSON object {\"completion\", \"prompt_tokens\", \"generated_tokens\"} (with --chat also \"finish_reason\") instead of the text.", DefaultValueFactory = _ => false };
 
         var command = new Command("generate", "Continue a prompt with the model (and adapter), or with --chat reply to a conversation; prints the generated text.")
@@ -43,18 +43,8 @@ internal static class GenerateCommand
                 Seed = parse.GetValue(seed),
                 PrefillChunkSize = parse.GetValue(chunkSize),
             };
-            try { options.Validate(); }
-            catch (ArgumentOutOfRangeException e)
-            {
-                string flag = e.ParamName switch
-                {
-                    nameof(GenerationOptions.MaxNewTokens) => "--max-new-tokens",
-                    nameof(GenerationOptions.Temperature) => "--temperature",
-                    nameof(GenerationOptions.TopP) => "--top-p",
-                    _ => "--chunk-size",
-                };
-                throw new UsageException($"{flag} {e.ActualValue} is out of range: {e.Message.Split('\n')[0].Replace($" (Parameter '{e.ParamName}')", "", StringComparison.Ordinal)}");
-            }
+            // The record's rules; its errors name the flags (FlagOf).
+            options.Validate();
             string directory = parse.GetValue(model)!;
             ModelLoading.RequireModelDirectory(directory);
             ModelLoading.RequireAdapterDirectory(parse.GetValue(adapter));
@@ -83,7 +73,21 @@ internal static class GenerateCommand
                 });
             else context.Out.WriteLine(completion);
             return ExitCodes.Success;
-        }));
+        }, FlagOf));
         return command;
     }
+
+    const string MaxNewTokens = "--max-new-tokens", Temperature = "--temperature", TopP = "--top-p";
+
+    // The flag of each field of GenerationOptions that the command sets.
+    static readonly Dictionary<string, string> FlagNames = new()
+    {
+        [nameof(GenerationOptions.MaxNewTokens)] = MaxNewTokens,
+        [nameof(GenerationOptions.Temperature)] = Temperature,
+        [nameof(GenerationOptions.TopP)] = TopP,
+        [nameof(GenerationOptions.Seed)] = Flags.Seed.Name,
+        [nameof(GenerationOptions.PrefillChunkSize)] = Flags.ChunkSize.Name,
+    };
+
+    static string FlagOf(string option) => FlagNames.GetValueOrDefault(option) ?? option;
 }

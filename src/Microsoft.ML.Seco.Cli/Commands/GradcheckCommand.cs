@@ -23,34 +23,27 @@ internal static class GradcheckCommand
 
     public static Command Create(CliContext context)
     {
-        var model = ModelLoading.ModelOption();
-        var seqLen = new Option<int>("--seq-len") { Description = "Length of the random token sequence.", Required = true };
-        var chunkSize = new Option<int>("--chunk-size") { Description = "Tokens per chunk.", Required = true };
-        var strategy = new Option<string>("--strategy")
-        {
-            Description = $"seco and checkpoint must equal full backpropagation; spaco-SAMPLER ({string.Join(", ", Strategies.Where(s => s.StartsWith("spaco-", StringComparison.Ordinal)))}) " +
+        var model = Flags.Model.Option<string>(required: true);
+        var seqLen = FlagValues.Option<int>("--seq-len", "Length of the random token sequence, at least 2.", required: true);
+        var chunkSize = Flags.ChunkSize.Option<int>(required: true);
+        var strategy = FlagValues.Option<string>("--strategy",
+            $"seco and checkpoint must equal full backpropagation; spaco-SAMPLER ({string.Join(", ", Strategies.Where(s => s.StartsWith("spaco-", StringComparison.Ordinal)))}) " +
                           "computes the exact expectation of SpaCO's estimate over every selection the sampler can draw, which must equal it too where the sampler is unbiased " +
                           "(spaco-bernoulli with compensation both and no binding --max-compensation); the other samplers and modes are biased for chains through the cache: " +
-                          "their errors are reported, not judged.",
-            DefaultValueFactory = _ => "seco",
-        };
-        strategy.AcceptOnlyFromAmong(Strategies);
-        var sampledChunks = new Option<int?>("--sampled-chunks") { Description = "SpaCO's t (required for the spaco strategies). Default: none." };
-        var compensation = new Option<string?>("--compensation")
-        {
-            Description = "SpaCO's compensation mode to check: both, loss (the authors' code), cache (the paper's Algorithm 2) or none. " +
-                          "Default: all four, each mode's expectation reported; only spaco-bernoulli with both (and no binding --max-compensation) is judged: it alone is unbiased.",
-        };
-        compensation.AcceptOnlyFromAmong("both", "loss", "cache", "none");
-        var maxCompensation = new Option<double?>("--max-compensation") { Description = "Cap on the compensation factor in every mode. Default: none." };
-        var dtype = new Option<string>("--dtype") { Description = "float64 (pass: max relative error <= 1e-8) or float32 (<= 1e-3).", DefaultValueFactory = _ => "float64" };
-        dtype.AcceptOnlyFromAmong("float64", "float32");
-        var fullFinetune = new Option<bool>("--full-finetune") { Description = "Check every parameter's gradient instead of LoRA's.", DefaultValueFactory = _ => false };
-        var loraRank = new Option<int>("--lora-rank") { Description = "Rank of the LoRA adapters attached to q/k/v/o and the MLP projections.", DefaultValueFactory = _ => 4 };
-        var seed = new Option<int>("--seed") { Description = "Seed of the token ids and of the adapter's weights.", DefaultValueFactory = _ => 0 };
-        var maxPatterns = new Option<int>("--max-patterns") { Description = "Refuse (exit 2) when SpaCO has more selections than this to enumerate.", DefaultValueFactory = _ => 4096 };
-        var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N: where both the strategy and the full backpropagation it is compared with run.", DefaultValueFactory = _ => "cpu" };
-        var json = new Option<bool>("--json") { Description = "Print one JSON object {\"strategy\", \"parameters\", \"max_abs_error\", \"max_rel_error\", \"groups\": [...]}.", DefaultValueFactory = _ => false };
+                          "their errors are reported, not judged.").WithDefault("seco");
+        strategy.OneOf(Strategies);
+        var sampledChunks = Flags.SampledChunks.Option<int?>("Required with the spaco strategies. Default: none.");
+        var compensation = Flags.Compensation.Option<string?>(
+            "Default: all four, each mode's expectation reported; only spaco-bernoulli with both (and no binding --max-compensation) is judged: it alone is unbiased.")
+            .OneOf("both", "loss", "cache", "none");
+        var maxCompensation = Flags.MaxCompensation.Option<double?>("Default: none.");
+        var dtype = Flags.DType.Option<string>("gradcheck takes float64 (pass: max relative error <= 1e-8) or float32 (<= 1e-3).").WithDefault("float64").OneOf("float64", "float32");
+        var fullFinetune = Flags.FullFineTuning.Option<bool>("Their gradients are checked instead of LoRA's.").WithDefault(false);
+        var loraRank = Flags.LoraRank.Option<int>("The adapters go on q/k/v/o and the MLP projections.").WithDefault(4);
+        var seed = Flags.Seed.Option<int>("Seeds the token ids and the adapter's weights.").WithDefault(0);
+        var maxPatterns = FlagValues.Option<int>("--max-patterns", "Refuse (exit 2) when SpaCO has more selections than this to enumerate.").WithDefault(4096);
+        var device = Flags.Device.Option<string>("Both the strategy and the full backpropagation it is compared with run there.").WithDefault("cpu");
+        var json = FlagValues.Option<bool>("--json", "Print one JSON object {\"strategy\", \"parameters\", \"max_abs_error\", \"max_rel_error\", \"groups\": [...]}.").WithDefault(false);
 
         var command = new Command("gradcheck",
             "Compare a strategy's gradients with full backpropagation on the model, for random token ids (seeded). " +
@@ -63,21 +56,26 @@ internal static class GradcheckCommand
         {
             int length = parse.GetValue(seqLen), chunk = parse.GetValue(chunkSize);
             if (length < 2) throw new UsageException($"--seq-len must be at least 2 (got {length}).");
-            if (chunk < 1) throw new UsageException($"--chunk-size must be positive (got {chunk}).");
             string strategyName = parse.GetValue(strategy)!;
             var kind = GradientCheckStrategy.All.First(s => s.Name == strategyName);
             int? t = parse.GetValue(sampledChunks);
             bool spaco = kind.IsSpaco;
             if (spaco && t is null) throw new UsageException($"--sampled-chunks is required with --strategy {strategyName}.");
-            if (t is <= 0) throw new UsageException($"--sampled-chunks must be positive (got {t}).");
             double? cap = parse.GetValue(maxCompensation);
-            if (cap is double c && !(c >= 1)) throw new UsageException($"--max-compensation must be at least 1 (got {c}).");
+            // The chunk-wise step's and LoRA's own rules check the settings; their errors name the flags (FlagOf).
+            new ChunkwiseOptions { ChunkSize = chunk, SampledChunks = t, MaxCompensation = cap }.Validate();
+            var lora = new LoraConfig
+            {
+                Rank = parse.GetValue(loraRank), Alpha = 2.0 * parse.GetValue(loraRank),
+                TargetModules = LoraConfig.AttentionProjections.Concat(LoraConfig.MlpProjections).ToArray(),
+            };
+            lora.Validate();
             // Exact strategies use factors 1 whatever the mode; SpaCO reports every mode unless one is named.
             // A sampler runs only with the modes it accepts (the stratified one with none alone).
             var modes = parse.GetValue(compensation) is string named ? [EnumNames.Parse<Compensation>(named, "--compensation")]
                 : spaco ? Enum.GetValues<Compensation>().Where(m => kind.Sampler!.Rejects(m) is null).ToArray() : [Compensation.LossAndCache];
             if (spaco && kind.Sampler!.Rejects(modes[0]) is string reason)
-                throw new UsageException($"--compensation {EnumNames.Of(modes[0])}: {reason}");
+                throw new UsageException(new OptionException(nameof(Compensation), EnumNames.Of(modes[0]), reason).Describe(_ => "--compensation") + ".");
             string dtypeName = parse.GetValue(dtype)!;
             int seedValue = parse.GetValue(seed);
             bool full = parse.GetValue(fullFinetune);
@@ -97,11 +95,7 @@ internal static class GradcheckCommand
                 else
                 {
                     manual_seed(seedValue);
-                    LoraAdapters.Attach(m, new LoraConfig
-                    {
-                        Rank = parse.GetValue(loraRank), Alpha = 2.0 * parse.GetValue(loraRank),
-                        TargetModules = LoraConfig.AttentionProjections.Concat(LoraConfig.MlpProjections).ToArray(),
-                    });
+                    LoraAdapters.Attach(m, lora);
                     var generator = new Generator((ulong)seedValue + 1, CPU);
                     foreach (var (name, p) in m.named_parameters())
                         if (name.Contains("lora_B", StringComparison.Ordinal))
@@ -179,7 +173,10 @@ internal static class GradcheckCommand
                 console.WriteLine(verdict);
             }
             return exit;
-        }));
+        }, FlagOf));
         return command;
     }
+
+    // LoRA's rank is the stage's LoraRank; the chunk-wise settings are named as the stage names them.
+    static string FlagOf(string option) => option == nameof(LoraConfig.Rank) ? Flags.LoraRank.Name : TrainSetting.FlagOf(option);
 }

@@ -12,17 +12,16 @@ internal static class InitTinyCommand
     public static Command Create(CliContext context)
     {
         var defaults = new TinyModelSpec();
-        var output = new Option<string>("--out") { Description = "Folder to write config.json, model.safetensors and (unless --no-tokenizer) GPT-2's tokenizer into.", Required = true };
-        var modelType = new Option<string>("--model-type") { Description = "Architecture.", DefaultValueFactory = _ => defaults.ModelType };
-        modelType.AcceptOnlyFromAmong("llama", "mistral", "qwen2");
-        var layers = new Option<int>("--layers") { Description = "Decoder layers.", DefaultValueFactory = _ => defaults.Layers };
-        var hidden = new Option<int>("--hidden-size") { Description = "Hidden size.", DefaultValueFactory = _ => defaults.HiddenSize };
-        var heads = new Option<int>("--heads") { Description = "Query heads (must divide --hidden-size).", DefaultValueFactory = _ => defaults.Heads };
-        var kvHeads = new Option<int>("--kv-heads") { Description = "Key/value heads (fewer than --heads gives grouped-query attention).", DefaultValueFactory = _ => defaults.KeyValueHeads };
-        var intermediate = new Option<int>("--intermediate-size") { Description = "MLP width.", DefaultValueFactory = _ => defaults.IntermediateSize };
-        var shards = new Option<int>("--shards") { Description = "Safetensors shards (1 = a single model.safetensors).", DefaultValueFactory = _ => defaults.Shards };
-        var seed = new Option<int>("--seed") { Description = "Initialisation seed.", DefaultValueFactory = _ => defaults.Seed };
-        var noTokenizer = new Option<bool>("--no-tokenizer") { Description = "Write no tokenizer (vocabulary of 512 ids; use eval --input-ids).", DefaultValueFactory = _ => false };
+        var output = FlagValues.Option<string>("--out", "Folder to write config.json, model.safetensors and (unless --no-tokenizer) GPT-2's tokenizer into.", required: true);
+        var modelType = FlagValues.Option<string>("--model-type", "Architecture.").WithDefault(defaults.ModelType).OneOf("llama", "mistral", "qwen2");
+        var layers = Flags.Layers.Option<int>().WithDefault(defaults.Layers);
+        var hidden = Flags.HiddenSize.Option<int>().WithDefault(defaults.HiddenSize);
+        var heads = Flags.Heads.Option<int>("They must divide --hidden-size.").WithDefault(defaults.Heads);
+        var kvHeads = Flags.KvHeads.Option<int>().WithDefault(defaults.KeyValueHeads);
+        var intermediate = Flags.IntermediateSize.Option<int>().WithDefault(defaults.IntermediateSize);
+        var shards = FlagValues.Option<int>("--shards", "Safetensors shards (1 = a single model.safetensors).").WithDefault(defaults.Shards);
+        var seed = Flags.Seed.Option<int>("Seeds the initialisation.").WithDefault(defaults.Seed);
+        var noTokenizer = FlagValues.Option<bool>("--no-tokenizer", "Write no tokenizer (vocabulary of 512 ids; use eval --input-ids).").WithDefault(false);
 
         var command = new Command("init-tiny", "Write a random tiny model (Hugging Face layout, GPT-2 tokenizer) for trying the other commands.")
         {

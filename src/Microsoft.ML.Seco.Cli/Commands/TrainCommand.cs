@@ -69,29 +69,30 @@ internal static class TrainCommand
     static SettingFlag FlagFor(TrainSetting s)
     {
         var type = s.ValueType;
+        // No defaults here: a flag not given leaves the configuration file's value (or the options' default) alone.
         if (!s.Nullable && type == typeof(bool))
         {
             // --full-finetune alone means true; --full-finetune false overrides a configuration file.
-            var flag = new Option<bool>(s.Flag) { Description = s.Description, Arity = ArgumentArity.ZeroOrOne };
+            var flag = FlagValues.Option<bool>(s.Flag, s.Description);
             return new(flag, p => p.GetValue(flag));
         }
         if (!s.Nullable && type == typeof(int))
         {
-            var flag = new Option<int?>(s.Flag) { Description = s.Description, HelpName = "int" };
+            var flag = FlagValues.Option<int?>(s.Flag, s.Description);
             return new(flag, p => p.GetValue(flag));
         }
         if (!s.Nullable && type == typeof(double))
         {
-            var flag = new Option<double?>(s.Flag) { Description = s.Description, HelpName = "number" };
+            var flag = FlagValues.Option<double?>(s.Flag, s.Description);
             return new(flag, p => p.GetValue(flag));
         }
         // Nullable numbers take "none"; enums one of their names; lists are comma-separated.
-        var text = new Option<string?>(s.Flag)
-        {
-            Description = s.Description,
-            HelpName = type.IsEnum ? null : (type == typeof(int) ? "int" : type == typeof(double) ? "number" : type == typeof(string[]) ? "a,b,..." : s.Name == nameof(ChunkwiseLoraTrainer.Options.ModelPath) ? "dir" : "text") + (s.Nullable && type != typeof(string) ? "|none" : ""),
-        };
-        if (type.IsEnum) text.AcceptOnlyFromAmong(EnumNames.All(type));
+        string? helpName = type.IsEnum ? null
+            : (type == typeof(int) ? "int" : type == typeof(double) ? "number" : type == typeof(string[]) ? "a,b,..." : s.SharedFlag?.HelpName ?? "text")
+              + (s.Nullable && type != typeof(string) ? "|none" : "");
+        var text = FlagValues.Option<string?>(s.Flag, s.Description, helpName);
+        if (type.IsEnum) text.OneOf(EnumNames.All(type));
+        else text.ParsedAs(type, s.Nullable);
         return new(text, p => p.GetValue(text) is string v ? s.Parse(v, s.Flag) : null);
     }
 
@@ -137,7 +138,7 @@ internal static class TrainCommand
         if (string.IsNullOrWhiteSpace(c.Output)) throw new UsageException("--output is required (or output in --config).");
         c.Validate();
         ModelLoading.RequireModelDirectory(options.ModelPath, modelWhere);
-        RopeNote(c);
+        RopeNote(c, TrainSetting.FlagOf);
         string dataWhere = c.Origins.GetValueOrDefault("data") ?? "--data";
         string validationWhere = c.Origins.GetValueOrDefault("validationData") ?? "--validation-data";
         var tokenizer = ModelTokenizer.Load(options.ModelPath);
@@ -196,25 +197,24 @@ internal static class TrainCommand
     /// The rotary settings applied to the base model's config (the stage does the same at Fit): an error names the flags or
     /// fields; the line says what happens to the base model's scaling, or is null.
     /// </summary>
-    static string? RopeNote(TrainConfig c)
+    static string? RopeNote(TrainConfig c, Func<string, string> optionName)
     {
         var config = ModelConfig.Load(c.Options.ModelPath);
-        try { return c.Options.ApplyRope(config).Note; }
-        catch (ArgumentException e) { throw new UsageException(c.Describe(e)); }
+        try { return c.Options.ApplyRope(config, optionName).Note; }
+        catch (OptionException e) { throw new UsageException(c.Describe(e)); }
     }
 
     /// <summary>What the user should know about the settings before the run starts (stderr, so --json stays JSON).</summary>
     static IEnumerable<string> Notes(TrainConfig c)
     {
-        if (RopeNote(c) is string rope)
-            yield return System.Text.RegularExpressions.Regex.Replace(rope, @"\b[A-Z][A-Za-z0-9]+\b", m => TrainSetting.ByName(m.Value) is not null ? Name(m.Value) : m.Value);
         var o = c.Options;
         // The flag when a flag set it, else the configuration's field name.
         string Name(string option)
         {
-            var setting = Setting(option);
+            if (TrainSetting.ByName(option) is not { } setting) return option;
             return c.Origins.GetValueOrDefault(option) is string origin && !origin.StartsWith("--", StringComparison.Ordinal) ? setting.ConfigName : setting.Flag;
         }
+        if (RopeNote(c, Name) is string rope) yield return rope;
         int chunks = (o.MaxSequenceLength + o.ChunkSize - 1) / o.ChunkSize;
         if (o.SampledChunks is int t && t >= chunks)
             yield return $"{Name(nameof(o.SampledChunks))} {t} is at or above the chunk count ({chunks} chunks of {o.ChunkSize} tokens in the longest sequence, {o.MaxSequenceLength}): every step runs exact SeCO.";

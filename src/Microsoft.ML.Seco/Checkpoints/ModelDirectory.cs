@@ -19,7 +19,7 @@ public static class ModelDirectory
     /// <summary>
     /// Loads the weights in <paramref name="directory"/> into a model of <paramref name="config"/>: the directory's own
     /// config.json with settings that leave the weights' shapes alone changed, such as the rotary scaling of a
-    /// fine-tuning run (<see cref="ChunkwiseLoraTrainer.Options.ApplyRope"/>, <see cref="Lora.PeftAdapter.ConfigFor"/>).
+    /// fine-tuning run (<see cref="ChunkwiseLoraTrainer.Options.ApplyRope(ModelConfig)"/>, <see cref="Lora.PeftAdapter.ConfigFor"/>).
     /// </summary>
     public static CausalLM Load(string directory, ModelConfig config, ScalarType dtype, Device device)
     {

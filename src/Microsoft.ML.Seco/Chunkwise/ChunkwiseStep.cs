@@ -10,8 +10,8 @@ namespace Microsoft.ML.Seco.Chunkwise;
 /// <summary>Options of chunk-wise optimization.</summary>
 public sealed record ChunkwiseOptions
 {
-    /// <summary>The default <see cref="ChunkSize"/>: 128 tokens (the paper finds gains flatten above 128).</summary>
-    public const int DefaultChunkSize = 128;
+    /// <summary>The default <see cref="ChunkSize"/>: <see cref="SecoDefaults.ChunkSize"/>, 128 tokens (the paper finds gains flatten above 128).</summary>
+    public const int DefaultChunkSize = SecoDefaults.ChunkSize;
 
     /// <summary>Tokens per chunk. Default <see cref="DefaultChunkSize"/>.</summary>
     public int ChunkSize { get; init; } = DefaultChunkSize;
@@ -85,16 +85,16 @@ public sealed record ChunkwiseOptions
         return ChunkSize * chunks;
     }
 
-    /// <summary>Throws on values out of range, naming the option.</summary>
+    /// <summary>Throws an <see cref="OptionException"/> naming the first option out of range.</summary>
     public void Validate()
     {
-        if (ChunkSize <= 0) throw new ArgumentOutOfRangeException(nameof(ChunkSize), ChunkSize, "ChunkSize must be at least 1.");
-        if (SampledChunks is <= 0) throw new ArgumentOutOfRangeException(nameof(SampledChunks), SampledChunks, "SampledChunks must be at least 1 (or null for exact SeCO).");
-        if (Stage1MinimumTokens <= 0) throw new ArgumentOutOfRangeException(nameof(Stage1MinimumTokens), Stage1MinimumTokens, "Stage1MinimumTokens must be at least 1.");
-        if (MaxCompensation is double cap && !(cap >= 1)) throw new ArgumentOutOfRangeException(nameof(MaxCompensation), cap, "MaxCompensation must be at least 1 (or null).");
-        if (CustomSampler is null && !Enum.IsDefined(Sampler)) throw new ArgumentOutOfRangeException(nameof(Sampler), Sampler, "Sampler is not a known sampler.");
-        if (!Enum.IsDefined(Compensation)) throw new ArgumentOutOfRangeException(nameof(Compensation), Compensation, "Compensation is not a known mode.");
-        if (EffectiveSampler.Rejects(Compensation) is string reason) throw new ArgumentOutOfRangeException(nameof(Compensation), Compensation, reason);
+        if (ChunkSize <= 0) throw new OptionException(nameof(ChunkSize), ChunkSize, "{ChunkSize} must be at least 1");
+        if (SampledChunks is <= 0) throw new OptionException(nameof(SampledChunks), SampledChunks, "{SampledChunks} must be at least 1 (or null for exact SeCO)");
+        if (Stage1MinimumTokens <= 0) throw new OptionException(nameof(Stage1MinimumTokens), Stage1MinimumTokens, "{Stage1MinimumTokens} must be at least 1");
+        if (MaxCompensation is double cap && !(cap >= 1)) throw new OptionException(nameof(MaxCompensation), cap, "{MaxCompensation} must be at least 1 (or null)");
+        if (CustomSampler is null && !Enum.IsDefined(Sampler)) throw new OptionException(nameof(Sampler), Sampler, "{Sampler} is not a known sampler");
+        if (!Enum.IsDefined(Compensation)) throw new OptionException(nameof(Compensation), Compensation, "{Compensation} is not a known mode");
+        if (EffectiveSampler.Rejects(Compensation) is string reason) throw new OptionException(nameof(Compensation), Compensation, reason);
     }
 }
 

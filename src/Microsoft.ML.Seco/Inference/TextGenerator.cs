@@ -20,14 +20,14 @@ public sealed record GenerationOptions
     /// <summary>Tokens that end generation (the tokenizer's eos ids).</summary>
     public IReadOnlyList<int> StopTokens { get; init; } = Array.Empty<int>();
 
-    /// <summary>Throws on values out of range, naming the option.</summary>
+    /// <summary>Throws an <see cref="OptionException"/> on values out of range, naming the option.</summary>
     public void Validate()
     {
-        if (MaxNewTokens < 0) throw new ArgumentOutOfRangeException(nameof(MaxNewTokens), MaxNewTokens, "MaxNewTokens must be >= 0.");
-        if (!(Temperature >= 0)) throw new ArgumentOutOfRangeException(nameof(Temperature), Temperature, "Temperature must be >= 0.");
-        if (!(TopP > 0 && TopP <= 1)) throw new ArgumentOutOfRangeException(nameof(TopP), TopP, "TopP must be in (0, 1].");
-        if (TopK < 0) throw new ArgumentOutOfRangeException(nameof(TopK), TopK, "TopK must be >= 0 (0 = off).");
-        if (PrefillChunkSize <= 0) throw new ArgumentOutOfRangeException(nameof(PrefillChunkSize), PrefillChunkSize, "PrefillChunkSize must be positive.");
+        if (MaxNewTokens < 0) throw new OptionException(nameof(MaxNewTokens), MaxNewTokens, "{MaxNewTokens} must be at least 0");
+        if (!(Temperature >= 0)) throw new OptionException(nameof(Temperature), Temperature, "{Temperature} must be at least 0 (0 = greedy)");
+        if (!(TopP > 0 && TopP <= 1)) throw new OptionException(nameof(TopP), TopP, "{TopP} must be in (0, 1]");
+        if (TopK < 0) throw new OptionException(nameof(TopK), TopK, "{TopK} must be at least 0 (0 = off)");
+        if (PrefillChunkSize <= 0) throw new OptionException(nameof(PrefillChunkSize), PrefillChunkSize, "{PrefillChunkSize} must be at least 1");
     }
 }
 

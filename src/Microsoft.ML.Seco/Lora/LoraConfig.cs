@@ -23,16 +23,17 @@ public sealed record LoraConfig
     /// <summary>alpha / r.</summary>
     public double Scaling => Alpha / Rank;
 
-    /// <summary>Throws when a value is out of range, naming it.</summary>
+    /// <summary>Throws an <see cref="OptionException"/> when a value is out of range, naming it.</summary>
     public void Validate()
     {
-        if (Rank <= 0) throw new ArgumentOutOfRangeException(nameof(Rank), Rank, "Rank must be at least 1.");
-        if (!(Alpha > 0)) throw new ArgumentOutOfRangeException(nameof(Alpha), Alpha, "Alpha must be positive.");
-        if (!(Dropout >= 0 && Dropout < 1)) throw new ArgumentOutOfRangeException(nameof(Dropout), Dropout, "Dropout must be in [0, 1).");
-        if (TargetModules.Count == 0) throw new ArgumentException("LoRA needs at least one target module.", nameof(TargetModules));
+        if (Rank <= 0) throw new OptionException(nameof(Rank), Rank, "{Rank} must be at least 1");
+        if (!(Alpha > 0)) throw new OptionException(nameof(Alpha), Alpha, "{Alpha} must be positive");
+        if (!(Dropout >= 0 && Dropout < 1)) throw new OptionException(nameof(Dropout), Dropout, "{Dropout} must be in [0, 1)");
+        if (TargetModules.Count == 0) throw new OptionException(nameof(TargetModules), null, "{TargetModules} is empty: LoRA needs at least one target module");
         var known = AttentionProjections.Concat(MlpProjections).ToHashSet();
         var unknown = TargetModules.Where(m => !known.Contains(m)).ToList();
         if (unknown.Count > 0)
-            throw new ArgumentException($"Unknown LoRA target module(s) {string.Join(", ", unknown)}; known: {string.Join(", ", known)}.", nameof(TargetModules));
+            throw new OptionException(nameof(TargetModules), unknown.ToArray(),
+                "{TargetModules} names unknown LoRA target module(s) {value}; known: " + OptionException.Escape(string.Join(", ", known)));
     }
 }

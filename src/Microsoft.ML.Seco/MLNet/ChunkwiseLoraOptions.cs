@@ -76,8 +76,8 @@ public sealed partial class ChunkwiseLoraTrainer
         /// with <c>assistant_only_loss</c> (true), or on every token of the rendering (false). Default true.
         /// </summary>
         public bool AssistantOnlyLoss = true;
-        /// <summary>Longest token sequence trained on, 2 to 1,048,576. Default 16384.</summary>
-        public int MaxSequenceLength = 16384;
+        /// <summary>Longest token sequence trained on, 2 to 1,048,576. Default <see cref="SecoDefaults.MaxSequenceLength"/>, 16384.</summary>
+        public int MaxSequenceLength = SecoDefaults.MaxSequenceLength;
         /// <summary>What happens to longer documents: split into consecutive windows, or truncated. Default Split.</summary>
         public SequenceOverflow Overflow = SequenceOverflow.Split;
 
@@ -216,22 +216,26 @@ public sealed partial class ChunkwiseLoraTrainer
         /// <summary>The columns training reads and the kind of document they hold.</summary>
         internal DocumentColumns Columns => DocumentColumns.Of(TextColumnName, PromptColumnName, ResponseColumnName, MessagesColumnName);
 
-        /// <summary>Throws an ArgumentException naming the first option out of range.</summary>
+        /// <summary>
+        /// Throws an <see cref="OptionException"/> naming the first option out of range, in this class's names (a rule
+        /// that lives in <see cref="LoraConfig"/> or <see cref="TrainingOptions"/> under another name is reported under
+        /// the field here that stands for it).
+        /// </summary>
         public void Validate()
         {
             static void Require(bool condition, string option, object? value, string rule)
             {
-                if (!condition) throw new ArgumentOutOfRangeException(option, value, $"{option} {rule}.");
+                if (!condition) throw new OptionException(option, value, rule);
             }
-            if (string.IsNullOrWhiteSpace(ModelPath)) throw new ArgumentException("ModelPath is required: a Hugging Face model directory.", nameof(ModelPath));
+            if (string.IsNullOrWhiteSpace(ModelPath)) throw new OptionException(nameof(ModelPath), null, "{ModelPath} is required: a Hugging Face model directory");
             if (ResponseColumnName is not null && PromptColumnName is null)
-                throw new ArgumentException("ResponseColumnName needs PromptColumnName: the loss covers responses given their prompts.", nameof(PromptColumnName));
+                throw new OptionException(nameof(PromptColumnName), null, "{ResponseColumnName} needs {PromptColumnName}: the loss covers responses given their prompts");
             if (MessagesColumnName is not null && PromptColumnName is not null)
-                throw new ArgumentException("MessagesColumnName and PromptColumnName are two kinds of document: set one.", nameof(MessagesColumnName));
-            Require(MaxSequenceLength is >= 2 and <= 1 << 20, nameof(MaxSequenceLength), MaxSequenceLength, "must be between 2 and 1,048,576");
-            Require(BatchSize >= 1, nameof(BatchSize), BatchSize, "must be at least 1");
-            Require(MaxNewTokens >= 0, nameof(MaxNewTokens), MaxNewTokens, "must be at least 0");
-            Require(CheckpointEverySteps >= 1, nameof(CheckpointEverySteps), CheckpointEverySteps, "must be at least 1");
+                throw new OptionException(nameof(MessagesColumnName), null, "{MessagesColumnName} and {PromptColumnName} are two kinds of document: set one");
+            Require(MaxSequenceLength is >= SecoDefaults.MinSequenceLengthLimit and <= SecoDefaults.MaxSequenceLengthLimit, nameof(MaxSequenceLength), MaxSequenceLength, "{MaxSequenceLength} must be between 2 and 1,048,576");
+            Require(BatchSize >= 1, nameof(BatchSize), BatchSize, "{BatchSize} must be at least 1");
+            Require(MaxNewTokens >= 0, nameof(MaxNewTokens), MaxNewTokens, "{MaxNewTokens} must be at least 0");
+            Require(CheckpointEverySteps >= 1, nameof(CheckpointEverySteps), CheckpointEverySteps, "{CheckpointEverySteps} must be at least 1");
             _ = MemoryBudgetBytes;
             ValidateRope();
             // Every other rule lives with its concern, once.
@@ -241,27 +245,27 @@ public sealed partial class ChunkwiseLoraTrainer
                 Lora.Validate();
                 Training(seed: 0).Validate();
             }
-            catch (ArgumentException e) { throw InOptionNames(e); }
+            catch (OptionException e) { throw e.WithOptionNames(OptionName); }
         }
 
         void ValidateRope()
         {
             if (!Enum.IsDefined(RopeScaling))
-                throw new ArgumentOutOfRangeException(nameof(RopeScaling), RopeScaling, $"RopeScaling {(int)RopeScaling} is not a RopeScalingType.");
+                throw new OptionException(nameof(RopeScaling), (int)RopeScaling, "{RopeScaling} {value} is not a RopeScalingType");
             if (RopeFactor is double factor && !(factor >= 1 && double.IsFinite(factor)))
-                throw new ArgumentOutOfRangeException(nameof(RopeFactor), factor, "RopeFactor must be at least 1.");
+                throw new OptionException(nameof(RopeFactor), factor, "{RopeFactor} must be at least 1");
             if (RopeOriginalMaxPositionEmbeddings is int original && original < 1)
-                throw new ArgumentOutOfRangeException(nameof(RopeOriginalMaxPositionEmbeddings), original, "RopeOriginalMaxPositionEmbeddings must be at least 1.");
+                throw new OptionException(nameof(RopeOriginalMaxPositionEmbeddings), original, "{RopeOriginalMaxPositionEmbeddings} must be at least 1");
             if (RopeTheta is double theta && !(theta > 0 && double.IsFinite(theta)))
-                throw new ArgumentOutOfRangeException(nameof(RopeTheta), theta, "RopeTheta must be positive.");
+                throw new OptionException(nameof(RopeTheta), theta, "{RopeTheta} must be positive");
             string type = RopeTypeName;
             bool replaces = RopeScaling is not (RopeScalingType.Model or RopeScalingType.None);
             if (!replaces && RopeFactor is not null)
-                throw new ArgumentException($"RopeFactor is set but RopeScaling is {type}: name the scaling it goes with (linear, dynamic, yarn or llama3).", nameof(RopeFactor));
+                throw new OptionException(nameof(RopeFactor), null, $"{{RopeFactor}} is set but {{RopeScaling}} is {type}: name the scaling it goes with (linear, dynamic, yarn or llama3)");
             if (replaces && RopeFactor is null)
-                throw new ArgumentException($"RopeScaling {type} needs RopeFactor, the scaling factor (e.g. 4).", nameof(RopeFactor));
+                throw new OptionException(nameof(RopeFactor), null, $"{{RopeScaling}} {type} needs {{RopeFactor}}, the scaling factor (e.g. 4)");
             if (RopeOriginalMaxPositionEmbeddings is not null && RopeScaling is not (RopeScalingType.Yarn or RopeScalingType.Llama3))
-                throw new ArgumentException($"RopeOriginalMaxPositionEmbeddings applies to RopeScaling yarn and llama3 only, not {type}.", nameof(RopeOriginalMaxPositionEmbeddings));
+                throw new OptionException(nameof(RopeOriginalMaxPositionEmbeddings), null, $"{{RopeOriginalMaxPositionEmbeddings}} applies to {{RopeScaling}} yarn and llama3 only, not {type}");
         }
 
         string RopeTypeName => RopeScaling.ToString().ToLowerInvariant();
@@ -269,28 +273,36 @@ public sealed partial class ChunkwiseLoraTrainer
         /// <summary>
         /// The base model's config with this run's rotary settings applied (<see cref="RopeScaling"/>, <see cref="RopeFactor"/>,
         /// <see cref="RopeOriginalMaxPositionEmbeddings"/>, <see cref="RopeTheta"/>), and a line saying what the run does with
-        /// the base model's scaling, or null when there is nothing to say. Throws an ArgumentException naming the option
-        /// when the result is not a working model, or dynamic scaling with a <see cref="MaxSequenceLength"/> beyond
+        /// the base model's scaling, or null when there is nothing to say. Throws an <see cref="OptionException"/> naming the
+        /// option when the result is not a working model, or dynamic scaling with a <see cref="MaxSequenceLength"/> beyond
         /// max_position_embeddings.
         /// </summary>
-        public (ModelConfig Config, string? Note) ApplyRope(ModelConfig baseConfig)
+        public (ModelConfig Config, string? Note) ApplyRope(ModelConfig baseConfig) => ApplyRope(baseConfig, name => name);
+
+        /// <summary>
+        /// As <see cref="ApplyRope(ModelConfig)"/>, the line naming each option as <paramref name="optionName"/> spells it
+        /// (a front end's names for this class's fields, e.g. command-line flags). An error names them through
+        /// <see cref="OptionException.Describe"/>.
+        /// </summary>
+        public (ModelConfig Config, string? Note) ApplyRope(ModelConfig baseConfig, Func<string, string> optionName)
         {
             ArgumentNullException.ThrowIfNull(baseConfig);
+            ArgumentNullException.ThrowIfNull(optionName);
             ValidateRope();
             var current = baseConfig.RopeScaling;
             string Describe(Model.RopeScaling? s) => s is null ? "none" : s.ToString();
+            string scalingOption = optionName(nameof(RopeScaling));
             Model.RopeScaling? scaling;
             string? note;
-            string option = nameof(RopeScaling);
             switch (RopeScaling)
             {
                 case RopeScalingType.Model:
                     scaling = current;
-                    note = current is null ? null : $"RopeScaling model: the base model's rope_scaling is kept ({Describe(current)}).";
+                    note = current is null ? null : $"{scalingOption} model: the base model's rope_scaling is kept ({Describe(current)}).";
                     break;
                 case RopeScalingType.None:
                     scaling = null;
-                    note = current is null ? null : $"RopeScaling none: the base model's rope_scaling ({Describe(current)}) is removed.";
+                    note = current is null ? null : $"{scalingOption} none: the base model's rope_scaling ({Describe(current)}) is removed.";
                     break;
                 default:
                     string type = RopeTypeName;
@@ -307,18 +319,18 @@ public sealed partial class ChunkwiseLoraTrainer
                             OriginalMaxPositionEmbeddings = RopeOriginalMaxPositionEmbeddings ?? same?.OriginalMaxPositionEmbeddings ?? baseConfig.MaxPositionEmbeddings,
                         },
                     };
-                    note = $"RopeScaling {type}: rope_scaling {Describe(scaling)}{(current is null ? "" : $" replaces the base model's ({Describe(current)})")}.";
+                    note = $"{scalingOption} {type}: rope_scaling {Describe(scaling)}{(current is null ? "" : $" replaces the base model's ({Describe(current)})")}.";
                     break;
             }
             if (RopeTheta is double theta && theta != baseConfig.RopeTheta)
-                note = $"{(note is null ? "" : note + " ")}RopeTheta: rope_theta {theta} replaces the base model's {baseConfig.RopeTheta}.";
+                note = $"{(note is null ? "" : note + " ")}{optionName(nameof(RopeTheta))}: rope_theta {theta.ToString(System.Globalization.CultureInfo.InvariantCulture)} replaces the base model's {baseConfig.RopeTheta.ToString(System.Globalization.CultureInfo.InvariantCulture)}.";
             var config = baseConfig with { RopeScaling = scaling, RopeTheta = RopeTheta ?? baseConfig.RopeTheta };
             try { config.Validate("the rotary settings"); }
-            catch (InvalidDataException e) { throw new ArgumentException(e.Message, option, e); }
+            catch (InvalidDataException e) { throw new OptionException(nameof(RopeScaling), null, "{RopeScaling}: " + OptionException.Escape(e.Message.TrimEnd('.')), e); }
             if (RotaryEmbedding.PositionLimit(config) is long limit && MaxSequenceLength > limit)
-                throw new ArgumentOutOfRangeException(nameof(MaxSequenceLength), MaxSequenceLength,
-                    $"MaxSequenceLength ({MaxSequenceLength}) must be at most the base model's max_position_embeddings ({limit}) with RopeScaling dynamic{(RopeScaling == RopeScalingType.Model ? " (from the base model's config.json)" : "")}: " +
-                    "beyond that length transformers derives the frequencies from the length of the whole forward, which chunk-wise training cannot reproduce. Lower MaxSequenceLength, or use RopeScaling yarn or linear.");
+                throw new OptionException(nameof(MaxSequenceLength), MaxSequenceLength,
+                    $"{{MaxSequenceLength}} ({{value}}) must be at most the base model's max_position_embeddings ({limit}) with {{RopeScaling}} dynamic{(RopeScaling == RopeScalingType.Model ? " (from the base model's config.json)" : "")}: " +
+                    "beyond that length transformers derives the frequencies from the length of the whole forward, which chunk-wise training cannot reproduce. Lower {MaxSequenceLength}, or use {RopeScaling} yarn or linear");
             return (config, note);
         }
 
@@ -332,24 +344,12 @@ public sealed partial class ChunkwiseLoraTrainer
             [nameof(TrainingOptions.MinLearningRateRatio)] = nameof(FinalLearningRateRatio),
         };
 
-        /// <summary>The name of the field of <see cref="Options"/> that a record's field (or parameter) stands for.</summary>
-        internal static string OptionName(string recordName) => RecordNames.GetValueOrDefault(recordName) ?? recordName;
-
-        static ArgumentException InOptionNames(ArgumentException e)
-        {
-            // ArgumentException appends "(Parameter 'x')" and the actual value on lines of their own: keep the rule only.
-            string message = e.Message.Split('\n')[0];
-            if (e.ParamName is not null) message = message.Replace($" (Parameter '{e.ParamName}')", "", StringComparison.Ordinal);
-            message = System.Text.RegularExpressions.Regex.Replace(message, @"\b[A-Z][A-Za-z0-9]+\b", m => OptionName(m.Value));
-            string? name = e.ParamName is null ? null : OptionName(e.ParamName);
-            return e is ArgumentOutOfRangeException range
-                ? new ArgumentOutOfRangeException(name, range.ActualValue, message)
-                : new ArgumentException(message, name, e);
-        }
+        /// <summary>The name of the field of <see cref="Options"/> that a record's field stands for.</summary>
+        static string OptionName(string recordName) => RecordNames.GetValueOrDefault(recordName) ?? recordName;
 
         /// <summary><see cref="MemoryBudget"/> in bytes, or null.</summary>
         internal long? MemoryBudgetBytes => MemoryBudget is null ? null : ByteSize.TryParse(MemoryBudget, out long bytes) ? bytes
-            : throw new ArgumentException($"MemoryBudget '{MemoryBudget}' is not a size; use e.g. {ByteSize.Examples}.", nameof(MemoryBudget));
+            : throw new OptionException(nameof(MemoryBudget), MemoryBudget, "{MemoryBudget} '{value}' is not a size; use e.g. " + OptionException.Escape(ByteSize.Examples));
 
         internal LoraConfig Lora => new() { Rank = LoraRank, Alpha = LoraAlpha, Dropout = LoraDropout, TargetModules = LoraTargetModules };
 

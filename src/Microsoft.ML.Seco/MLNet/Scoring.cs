@@ -31,10 +31,10 @@ public sealed record ScoringSettings
     public string? MessagesColumnName { get; init; }
     /// <summary>Conversations: score (and train) the assistant's turns only (true, the default), or every token.</summary>
     public bool AssistantOnlyLoss { get; init; } = true;
-    /// <summary>Chunk size of the scoring forward passes (memory bounded by one chunk).</summary>
-    public int ChunkSize { get; init; } = 128;
-    /// <summary>Documents longer than this are scored window by window.</summary>
-    public int MaxSequenceLength { get; init; } = 16384;
+    /// <summary>Chunk size of the scoring forward passes (memory bounded by one chunk). Default <see cref="SecoDefaults.ChunkSize"/>.</summary>
+    public int ChunkSize { get; init; } = SecoDefaults.ChunkSize;
+    /// <summary>Documents longer than this are scored window by window. Default <see cref="SecoDefaults.MaxSequenceLength"/>.</summary>
+    public int MaxSequenceLength { get; init; } = SecoDefaults.MaxSequenceLength;
     /// <summary>Tokens generated into the Completion column and by Complete(prompt) (0 = no column; Complete then generates 64).</summary>
     public int MaxNewTokens { get; init; }
     /// <summary>The LoRA adapter configuration.</summary>

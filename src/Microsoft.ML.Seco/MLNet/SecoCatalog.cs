@@ -11,7 +11,7 @@ public static class SecoCatalog
     /// null trains with exact gradients (SeCO); a number backpropagates that many chunks per sequence (SpaCO).
     /// </summary>
     public static ChunkwiseLoraTrainer ChunkwiseLora(this TransformsCatalog.TextTransforms catalog, string modelPath,
-        string textColumnName = "Text", int chunkSize = 128, int? sampledChunks = null)
+        string textColumnName = "Text", int chunkSize = SecoDefaults.ChunkSize, int? sampledChunks = null)
         => ChunkwiseLora(catalog, new ChunkwiseLoraTrainer.Options
         {
             ModelPath = modelPath, TextColumnName = textColumnName, ChunkSize = chunkSize, SampledChunks = sampledChunks,

@@ -105,7 +105,7 @@ public static class Evaluation
     /// <param name="chunkSize">Tokens per forward pass (memory is one chunk plus the cache).</param>
     /// <param name="maxSequenceLength">Longest window scored at once, at least 2.</param>
     /// <param name="perToken">Also return each scored token's NLL.</param>
-    public static DocumentScore ScoreDocument(CausalLM model, ModelTokenizer tokenizer, Document document, int chunkSize, int maxSequenceLength = 16384, bool perToken = false)
+    public static DocumentScore ScoreDocument(CausalLM model, ModelTokenizer tokenizer, Document document, int chunkSize, int maxSequenceLength = SecoDefaults.MaxSequenceLength, bool perToken = false)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
         return ScoreDocument(model, new DocumentEncoder(tokenizer), document, chunkSize, maxSequenceLength, perToken);
@@ -124,7 +124,7 @@ public static class Evaluation
     /// <param name="maxSequenceLength">Longest window scored at once, at least 2.</param>
     /// <param name="perToken">Also return each scored token's NLL.</param>
     /// <exception cref="InvalidDataException">The document cannot be encoded (e.g. a conversation without a chat template); the message names it.</exception>
-    public static DocumentScore ScoreDocument(CausalLM model, DocumentEncoder encoder, Document document, int chunkSize, int maxSequenceLength = 16384, bool perToken = false)
+    public static DocumentScore ScoreDocument(CausalLM model, DocumentEncoder encoder, Document document, int chunkSize, int maxSequenceLength = SecoDefaults.MaxSequenceLength, bool perToken = false)
     {
         ArgumentNullException.ThrowIfNull(encoder);
         ArgumentNullException.ThrowIfNull(document);

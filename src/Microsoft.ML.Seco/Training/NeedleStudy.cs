@@ -32,17 +32,17 @@ public sealed record NeedleStudyOptions
     /// <summary>Tokens per forward pass, for the prefill and the teacher-forced scoring. Default 512.</summary>
     public int ChunkSize { get; init; } = 512;
 
-    /// <summary>Throws on values out of range, naming the option.</summary>
+    /// <summary>Throws an <see cref="OptionException"/> on values out of range, naming the option.</summary>
     public void Validate()
     {
-        if (Lengths is null || Lengths.Count == 0) throw new ArgumentException("Lengths must name at least one length.", nameof(Lengths));
-        if (Depths is null || Depths.Count == 0) throw new ArgumentException("Depths must name at least one depth.", nameof(Depths));
+        if (Lengths is null || Lengths.Count == 0) throw new OptionException(nameof(Lengths), null, "{Lengths} must name at least one length");
+        if (Depths is null || Depths.Count == 0) throw new OptionException(nameof(Depths), null, "{Depths} must name at least one depth");
         foreach (int length in Lengths)
             if (length < NeedleStudy.MinimumLength)
-                throw new ArgumentOutOfRangeException(nameof(Lengths), length, $"Every length must be at least {NeedleStudy.MinimumLength} tokens (got {length}).");
+                throw new OptionException(nameof(Lengths), length, $"Every length of {{Lengths}} must be at least {NeedleStudy.MinimumLength} tokens");
         foreach (double depth in Depths)
-            if (!(depth >= 0 && depth <= 1)) throw new ArgumentOutOfRangeException(nameof(Depths), depth, $"Every depth must be in [0, 1] (got {depth.ToString(CultureInfo.InvariantCulture)}).");
-        if (ChunkSize <= 0) throw new ArgumentOutOfRangeException(nameof(ChunkSize), ChunkSize, "ChunkSize must be positive.");
+            if (!(depth >= 0 && depth <= 1)) throw new OptionException(nameof(Depths), depth, "Every depth of {Depths} must be in [0, 1]");
+        if (ChunkSize <= 0) throw new OptionException(nameof(ChunkSize), ChunkSize, "{ChunkSize} must be at least 1");
     }
 }
 

@@ -34,7 +34,7 @@ public sealed record StepMemoryQuery
     /// <summary>Sequences per micro-batch.</summary>
     public int BatchSize { get; init; } = 1;
     /// <summary>Tokens per chunk (chunk-wise strategies and inference).</summary>
-    public int ChunkSize { get; init; } = ChunkwiseOptions.DefaultChunkSize;
+    public int ChunkSize { get; init; } = SecoDefaults.ChunkSize;
     /// <summary><see cref="ChunkwiseOptions.RecomputeLayers"/>.</summary>
     public bool RecomputeLayers { get; init; }
     /// <summary>The adapters; null trains every weight (full fine-tuning).</summary>

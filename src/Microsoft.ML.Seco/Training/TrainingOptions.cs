@@ -61,31 +61,30 @@ public sealed record TrainingOptions
     /// </summary>
     public NonFiniteLossAction NonFiniteLoss { get; init; } = NonFiniteLossAction.Stop;
 
-    /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first option out of range.</summary>
+    /// <summary>Throws an <see cref="OptionException"/> naming the first option out of range.</summary>
     public void Validate()
     {
-        if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) Throw(nameof(LearningRate), LearningRate, "must be positive and finite");
-        if (!(WeightDecay >= 0) || double.IsInfinity(WeightDecay)) Throw(nameof(WeightDecay), WeightDecay, "must be zero or positive and finite");
-        if (!(Beta1 >= 0 && Beta1 < 1)) Throw(nameof(Beta1), Beta1, "must be in [0, 1)");
-        if (!(Beta2 >= 0 && Beta2 < 1)) Throw(nameof(Beta2), Beta2, "must be in [0, 1)");
-        if (!(Epsilon >= 0) || double.IsInfinity(Epsilon)) Throw(nameof(Epsilon), Epsilon, "must be zero or positive and finite");
-        if (WarmupSteps < 0) Throw(nameof(WarmupSteps), WarmupSteps, "must not be negative");
+        if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) Throw(nameof(LearningRate), LearningRate, "{LearningRate} must be positive and finite");
+        if (!(WeightDecay >= 0) || double.IsInfinity(WeightDecay)) Throw(nameof(WeightDecay), WeightDecay, "{WeightDecay} must be zero or positive and finite");
+        if (!(Beta1 >= 0 && Beta1 < 1)) Throw(nameof(Beta1), Beta1, "{Beta1} must be in [0, 1)");
+        if (!(Beta2 >= 0 && Beta2 < 1)) Throw(nameof(Beta2), Beta2, "{Beta2} must be in [0, 1)");
+        if (!(Epsilon >= 0) || double.IsInfinity(Epsilon)) Throw(nameof(Epsilon), Epsilon, "{Epsilon} must be zero or positive and finite");
+        if (WarmupSteps < 0) Throw(nameof(WarmupSteps), WarmupSteps, "{WarmupSteps} must not be negative");
         if (WarmupRatio is double ratio)
         {
-            if (!(ratio >= 0 && ratio <= 1)) Throw(nameof(WarmupRatio), ratio, "must be in [0, 1]");
-            if (WarmupSteps != 0) Throw(nameof(WarmupRatio), ratio, "cannot be combined with WarmupSteps; set one of them");
+            if (!(ratio >= 0 && ratio <= 1)) Throw(nameof(WarmupRatio), ratio, "{WarmupRatio} must be in [0, 1]");
+            if (WarmupSteps != 0) Throw(nameof(WarmupRatio), ratio, "{WarmupRatio} cannot be combined with {WarmupSteps}; set one of them");
         }
-        if (!Enum.IsDefined(NonFiniteLoss)) Throw(nameof(NonFiniteLoss), NonFiniteLoss, "is not a known action");
-        if (!Enum.IsDefined(Schedule)) Throw(nameof(Schedule), Schedule, "is not a known schedule");
-        if (!(MinLearningRateRatio >= 0 && MinLearningRateRatio <= 1)) Throw(nameof(MinLearningRateRatio), MinLearningRateRatio, "must be in [0, 1]");
-        if (MaxGradNorm is double norm && (!(norm > 0) || double.IsInfinity(norm))) Throw(nameof(MaxGradNorm), norm, "must be positive and finite (null for no clipping)");
-        if (GradientAccumulationSteps < 1) Throw(nameof(GradientAccumulationSteps), GradientAccumulationSteps, "must be at least 1");
-        if (MaxEpoch < 1) Throw(nameof(MaxEpoch), MaxEpoch, "must be at least 1");
-        if (MaxSteps is < 1) Throw(nameof(MaxSteps), MaxSteps, "must be at least 1 (or null to let MaxEpoch decide)");
+        if (!Enum.IsDefined(NonFiniteLoss)) Throw(nameof(NonFiniteLoss), NonFiniteLoss, "{NonFiniteLoss} is not a known action");
+        if (!Enum.IsDefined(Schedule)) Throw(nameof(Schedule), Schedule, "{Schedule} is not a known schedule");
+        if (!(MinLearningRateRatio >= 0 && MinLearningRateRatio <= 1)) Throw(nameof(MinLearningRateRatio), MinLearningRateRatio, "{MinLearningRateRatio} must be in [0, 1]");
+        if (MaxGradNorm is double norm && (!(norm > 0) || double.IsInfinity(norm))) Throw(nameof(MaxGradNorm), norm, "{MaxGradNorm} must be positive and finite (null for no clipping)");
+        if (GradientAccumulationSteps < 1) Throw(nameof(GradientAccumulationSteps), GradientAccumulationSteps, "{GradientAccumulationSteps} must be at least 1");
+        if (MaxEpoch < 1) Throw(nameof(MaxEpoch), MaxEpoch, "{MaxEpoch} must be at least 1");
+        if (MaxSteps is < 1) Throw(nameof(MaxSteps), MaxSteps, "{MaxSteps} must be at least 1 (or null to let {MaxEpoch} decide)");
     }
 
-    static void Throw(string name, object? value, string rule) =>
-        throw new ArgumentOutOfRangeException(name, value, $"{name} {rule}; got {value}.");
+    static void Throw(string name, object? value, string rule) => throw new OptionException(name, value, rule);
 
     /// <summary>Optimizer steps of warmup for a run of <paramref name="totalSteps"/> steps (null when unknown).</summary>
     /// <exception cref="ArgumentException"><see cref="WarmupRatio"/> is set but the total is unknown.</exception>

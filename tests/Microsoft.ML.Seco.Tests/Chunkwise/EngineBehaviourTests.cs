@@ -96,11 +96,11 @@ public sealed class EngineBehaviourTests
     [TestMethod]
     public void OptionsOutOfRangeNameTheOption()
     {
-        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 0 }));
+        var e = Assert.ThrowsExactly<OptionException>(() => new ChunkwiseStep(new ChunkwiseOptions { ChunkSize = 0 }));
         Assert.AreEqual("ChunkSize", e.ParamName);
-        e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new ChunkwiseStep(new ChunkwiseOptions { SampledChunks = 0 }));
+        e = Assert.ThrowsExactly<OptionException>(() => new ChunkwiseStep(new ChunkwiseOptions { SampledChunks = 0 }));
         Assert.AreEqual("SampledChunks", e.ParamName);
-        e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new ChunkwiseStep(new ChunkwiseOptions { MaxCompensation = 0.5 }));
+        e = Assert.ThrowsExactly<OptionException>(() => new ChunkwiseStep(new ChunkwiseOptions { MaxCompensation = 0.5 }));
         Assert.AreEqual("MaxCompensation", e.ParamName);
     }
 
@@ -145,7 +145,7 @@ public sealed class EngineBehaviourTests
             Assert.AreEqual(expected, StratifiedSampler.Budget(labelledChunks, others, t), $"{labelledChunks} labelled, {others} others, t = {t}");
         var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ChunkSamplers.Stratified.Sample(10, 3, Compensation.LossAndCache, null, random, labelled));
         StringAssert.Contains(e.Message, "None");
-        e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new ChunkwiseStep(new ChunkwiseOptions { SampledChunks = 2, Sampler = ChunkSampler.Stratified }));
+        e = Assert.ThrowsExactly<OptionException>(() => new ChunkwiseStep(new ChunkwiseOptions { SampledChunks = 2, Sampler = ChunkSampler.Stratified }));
         Assert.AreEqual("Compensation", e.ParamName);
         Assert.ThrowsExactly<ArgumentException>(() => ChunkSamplers.Stratified.Sample(10, 3, Compensation.None, null, random));
     }

@@ -38,7 +38,7 @@ public sealed class GenerationTests
         CollectionAssert.AreEqual(greedy.TakeWhile(t => t != greedy[2]).ToArray(), stopped.ToArray());
         var sampling = new GenerationOptions { MaxNewTokens = 8, Temperature = 1.5, TopP = 0.9, Seed = 4 };
         CollectionAssert.AreEqual(TextGenerator.Generate(model, prompt, sampling).ToArray(), TextGenerator.Generate(model, prompt, sampling).ToArray());
-        Assert.AreEqual("TopP", Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => TextGenerator.Generate(model, prompt, new GenerationOptions { TopP = 0 })).ParamName);
+        Assert.AreEqual("TopP", Assert.ThrowsExactly<OptionException>(() => TextGenerator.Generate(model, prompt, new GenerationOptions { TopP = 0 })).ParamName);
     }
 
     [TestMethod]
@@ -55,7 +55,7 @@ public sealed class GenerationTests
             CollectionAssert.AreEqual(greedy.ToArray(), TextGenerator.Generate(model, prompt, sampling).ToArray(), sampling.ToString());
         var wide = new GenerationOptions { MaxNewTokens = 8, Temperature = 2, TopK = 5, Seed = 3 };
         CollectionAssert.AreEqual(TextGenerator.Generate(model, prompt, wide).ToArray(), TextGenerator.Generate(model, prompt, wide).ToArray());
-        Assert.AreEqual("TopK", Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => TextGenerator.Generate(model, prompt, new GenerationOptions { TopK = -1 })).ParamName);
+        Assert.AreEqual("TopK", Assert.ThrowsExactly<OptionException>(() => TextGenerator.Generate(model, prompt, new GenerationOptions { TopK = -1 })).ParamName);
 
         using (var session = GenerationSession.Start(model, prompt, new GenerationOptions { MaxNewTokens = 3 }))
         {

@@ -114,8 +114,8 @@ public sealed class LoraTests
     [TestMethod]
     public void BadConfigValuesAreNamed()
     {
-        Assert.AreEqual("Rank", Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new LoraConfig { Rank = 0 }.Validate()).ParamName);
-        var e = Assert.ThrowsExactly<ArgumentException>(() => new LoraConfig { TargetModules = new[] { "qkv" } }.Validate());
+        Assert.AreEqual("Rank", Assert.ThrowsExactly<OptionException>(() => new LoraConfig { Rank = 0 }.Validate()).ParamName);
+        var e = Assert.ThrowsExactly<OptionException>(() => new LoraConfig { TargetModules = new[] { "qkv" } }.Validate());
         StringAssert.Contains(e.Message, "qkv");
     }
 }

@@ -59,7 +59,7 @@ public sealed class MemoryPreflightTests
     [TestMethod]
     public void ABudgetThatIsNotASizeIsNamed()
     {
-        var e = Assert.ThrowsExactly<ArgumentException>(() => new ChunkwiseLoraTrainer.Options { ModelPath = "m", MemoryBudget = "lots" }.Validate());
+        var e = Assert.ThrowsExactly<OptionException>(() => new ChunkwiseLoraTrainer.Options { ModelPath = "m", MemoryBudget = "lots" }.Validate());
         Assert.AreEqual(nameof(ChunkwiseLoraTrainer.Options.MemoryBudget), e.ParamName);
         StringAssert.Contains(e.Message, "'lots' is not a size");
     }

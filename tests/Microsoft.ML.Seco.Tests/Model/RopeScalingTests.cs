@@ -262,10 +262,10 @@ public sealed class RopeScalingTests
 
         // dynamic beyond max_position_embeddings, asked for or from the base model's config.json
         var plain = TestModels.Llama() with { MaxPositionEmbeddings = 4096 };
-        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Options(o => { o.RopeScaling = RopeScalingType.Dynamic; o.RopeFactor = 2; }).ApplyRope(plain));
+        var e = Assert.ThrowsExactly<OptionException>(() => Options(o => { o.RopeScaling = RopeScalingType.Dynamic; o.RopeFactor = 2; }).ApplyRope(plain));
         Assert.AreEqual("MaxSequenceLength", e.ParamName);
         StringAssert.Contains(e.Message, "max_position_embeddings (4096)");
-        e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => Options(_ => { }).ApplyRope(plain with { RopeScaling = new RopeScaling { Type = "dynamic", Factor = 2 } }));
+        e = Assert.ThrowsExactly<OptionException>(() => Options(_ => { }).ApplyRope(plain with { RopeScaling = new RopeScaling { Type = "dynamic", Factor = 2 } }));
         StringAssert.Contains(e.Message, "base model's config.json");
         var (config, _) = Options(o => { o.RopeScaling = RopeScalingType.Dynamic; o.RopeFactor = 2; o.MaxSequenceLength = 4096; }).ApplyRope(plain);
         Assert.AreEqual("dynamic", config.RopeScaling!.Type);

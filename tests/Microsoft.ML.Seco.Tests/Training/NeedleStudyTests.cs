@@ -64,7 +64,7 @@ public sealed class NeedleStudyTests
         var e = Assert.ThrowsExactly<ArgumentException>(() => NeedleStudy.BuildPrompt(_tokenizer, "One sentence. Two sentences.", 512, 0.5, NeedleVariant.Needle, 0));
         Assert.AreEqual("haystack", e.ParamName);
         StringAssert.Contains(e.Message, "too short");
-        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new NeedleStudyOptions { Depths = [0.5, 1.5] }.Validate());
+        Assert.ThrowsExactly<OptionException>(() => new NeedleStudyOptions { Depths = [0.5, 1.5] }.Validate());
     }
 
     [TestMethod]

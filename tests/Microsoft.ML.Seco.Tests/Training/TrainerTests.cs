@@ -97,7 +97,7 @@ public sealed class TrainerTests
     public void OptionsOutOfRangeNameTheOption()
     {
         void Check(string name, TrainingOptions o) =>
-            Assert.AreEqual(name, Assert.ThrowsExactly<ArgumentOutOfRangeException>(o.Validate).ParamName);
+            Assert.AreEqual(name, Assert.ThrowsExactly<OptionException>(o.Validate).ParamName);
         var ok = new TrainingOptions();
         ok.Validate();
         Check(nameof(TrainingOptions.LearningRate), ok with { LearningRate = 0 });

@@ -20,7 +20,7 @@ public abstract class ChunkSamplerBase : IChunkSampler
     public virtual bool UsesLabelledChunks => false;
 
     /// <inheritdoc/>
-    public virtual string? Rejects(Compensation compensation) => Enum.IsDefined(compensation) ? null : "Unknown compensation mode.";
+    public virtual string? Rejects(Compensation compensation) => Enum.IsDefined(compensation) ? null : "{Compensation} is not a known mode";
 
     /// <summary>
     /// k / t capped at <paramref name="maxCompensation"/>, applied where <paramref name="compensation"/> says, 1
@@ -29,7 +29,7 @@ public abstract class ChunkSamplerBase : IChunkSampler
     public virtual (double Loss, double Cache) Factors(int chunks, int sampled, Compensation compensation, double? maxCompensation)
     {
         CheckSizes(chunks, sampled);
-        if (Rejects(compensation) is string reason) throw new ArgumentOutOfRangeException(nameof(compensation), compensation, reason);
+        if (Rejects(compensation) is string reason) throw new OptionException(nameof(Compensation), compensation, reason);
         if (sampled >= chunks || compensation == Compensation.None) return (1, 1);
         double factor = Math.Min((double)chunks / sampled, maxCompensation ?? double.PositiveInfinity);
         return (compensation is Compensation.LossAndCache or Compensation.LossOnly ? factor : 1,

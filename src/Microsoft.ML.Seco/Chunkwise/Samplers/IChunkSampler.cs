@@ -32,7 +32,11 @@ public interface IChunkSampler
     /// </summary>
     bool UsesLabelledChunks { get; }
 
-    /// <summary>Why the sampler cannot run with <paramref name="compensation"/>, for the error message; null when it can.</summary>
+    /// <summary>
+    /// Why the sampler cannot run with <paramref name="compensation"/>, or null when it can: a rule in
+    /// <see cref="OptionException"/>'s form (the option written <c>{Compensation}</c>, no final full stop), so that every
+    /// front end names the option its own way.
+    /// </summary>
     string? Rejects(Compensation compensation);
 
     /// <summary>

@@ -10,7 +10,7 @@ namespace Microsoft.ML.Seco.Chunkwise.Samplers;
 public sealed class StratifiedSampler : ChunkSamplerBase
 {
     internal const string NeedsNone =
-        "The Stratified sampler applies no compensation (as the authors' supervised runs); set Compensation to None.";
+        "The Stratified sampler applies no compensation (as the authors' supervised runs); set {Compensation} to None";
 
     /// <inheritdoc/>
     public override string Name => "stratified";
