@@ -4,7 +4,7 @@ namespace Microsoft.ML.Seco.Checkpoints;
 /// Writes a file through a temporary file in the same folder, flushed to disk and renamed over the target, so a
 /// crash, a full disk or a folder that turned read-only never leaves half a file and never touches the previous one.
 /// </summary>
-internal static class AtomicFile
+public static class AtomicFile
 {
     /// <summary>
     /// Writes <paramref name="path"/> with <paramref name="write"/>. A storage failure throws an <see cref="IOException"/>

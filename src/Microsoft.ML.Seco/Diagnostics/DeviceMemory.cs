@@ -20,7 +20,7 @@ namespace Microsoft.ML.Seco.Diagnostics;
 /// the cached segments no live tensor splits: in a process that ran larger steps before, a step can reuse what
 /// survived and read low, which is why the benchmark measures each CUDA point in a process of its own.
 /// </remarks>
-internal static unsafe class DeviceMemory
+public static unsafe class DeviceMemory
 {
     const int Success = 0; // CUDA_SUCCESS
 

@@ -15,7 +15,7 @@ namespace Microsoft.ML.Seco.Diagnostics;
 /// </summary>
 /// <param name="Name">The strategy's name on the command line: seco, checkpoint, or spaco- and the sampler's name.</param>
 /// <param name="Sampler">SpaCO's sampler; null for the exact strategies.</param>
-internal sealed record GradientCheckStrategy(string Name, IChunkSampler? Sampler = null)
+public sealed record GradientCheckStrategy(string Name, IChunkSampler? Sampler = null)
 {
     /// <summary>Exact chunk-wise optimization.</summary>
     public static GradientCheckStrategy Seco { get; } = new("seco");
@@ -39,7 +39,7 @@ internal sealed record GradientCheckStrategy(string Name, IChunkSampler? Sampler
 /// <param name="Tensors">Tensors in the group.</param>
 /// <param name="MaxAbsError">max |g − g_full| over the group.</param>
 /// <param name="MaxRelError">max |g − g_full| / max |g_full| over the group.</param>
-internal sealed record ParameterGroupError(string Group, int Tensors, double MaxAbsError, double MaxRelError);
+public sealed record ParameterGroupError(string Group, int Tensors, double MaxAbsError, double MaxRelError);
 
 /// <summary>Outcome of a gradient check.</summary>
 /// <param name="Strategy">What was checked.</param>
@@ -47,7 +47,7 @@ internal sealed record ParameterGroupError(string Group, int Tensors, double Max
 /// <param name="Runs">Stage-2 runs that were averaged (1 for exact strategies; patterns for SpaCO).</param>
 /// <param name="Parameters">Trainable parameter tensors compared.</param>
 /// <param name="Groups">Errors per parameter group.</param>
-internal sealed record GradientCheckResult(GradientCheckStrategy Strategy, int Chunks, int Runs, int Parameters, IReadOnlyList<ParameterGroupError> Groups)
+public sealed record GradientCheckResult(GradientCheckStrategy Strategy, int Chunks, int Runs, int Parameters, IReadOnlyList<ParameterGroupError> Groups)
 {
     /// <summary>The compensation mode of a SpaCO check (<see cref="Compensation.None"/> is meaningless for exact strategies, which use factors 1).</summary>
     public Compensation Compensation { get; init; } = Compensation.LossAndCache;
@@ -65,7 +65,7 @@ internal sealed record GradientCheckResult(GradientCheckStrategy Strategy, int C
 /// must equal the full gradient where the sampler claims it unbiased (<see cref="IChunkSampler.IsUnbiased"/>: the
 /// Bernoulli sampler with <see cref="Compensation.LossAndCache"/>).
 /// </summary>
-internal static class GradientCheck
+public static class GradientCheck
 {
     /// <summary>
     /// Runs the check. Gradients already on the model are cleared first and after. <paramref name="compensation"/> and
@@ -135,7 +135,7 @@ internal static class GradientCheck
     }
 
     /// <summary>Σ over selections of probability × the gradient Stage 2 leaves for that selection.</summary>
-    public static Dictionary<string, Tensor> Expectation(CausalLM model, TokenBatch batch, ChunkwiseStep step, IReadOnlyList<(ChunkSelection Selection, double Probability)> selections)
+    internal static Dictionary<string, Tensor> Expectation(CausalLM model, TokenBatch batch, ChunkwiseStep step, IReadOnlyList<(ChunkSelection Selection, double Probability)> selections)
     {
         var sum = TrainableParameters.Of(model).ToDictionary(p => p.Name, p => zeros_like(p.Parameter).DetachFromDisposeScope());
         foreach (var (selection, probability) in selections)
@@ -151,7 +151,7 @@ internal static class GradientCheck
     }
 
     /// <summary>Runs <paramref name="run"/> and takes the gradients it left (zeros for untouched parameters), clearing them.</summary>
-    public static Dictionary<string, Tensor> Gradients(CausalLM model, Action run)
+    internal static Dictionary<string, Tensor> Gradients(CausalLM model, Action run)
     {
         model.zero_grad();
         run();
@@ -162,7 +162,7 @@ internal static class GradientCheck
     }
 
     /// <summary>Errors per parameter group: max |a − b| and max |a − b| / max |b|.</summary>
-    public static IReadOnlyList<ParameterGroupError> Compare(IReadOnlyDictionary<string, Tensor> actual, IReadOnlyDictionary<string, Tensor> reference)
+    internal static IReadOnlyList<ParameterGroupError> Compare(IReadOnlyDictionary<string, Tensor> actual, IReadOnlyDictionary<string, Tensor> reference)
     {
         using var scope = NewDisposeScope();
         return reference.GroupBy(p => Regex.Replace(p.Key, @"\.\d+\.", ".*."))

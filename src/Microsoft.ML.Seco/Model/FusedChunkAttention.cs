@@ -23,7 +23,7 @@ namespace Microsoft.ML.Seco.Model;
 /// <c>_efficient_attention_forward</c>/<c>_backward</c> on CUDA. Each (device, dtype) is checked against the blockwise
 /// path once per process before it is used (<see cref="Serves"/>).
 /// </remarks>
-internal static class FusedChunkAttention
+public static class FusedChunkAttention
 {
     const string Source = """
         def _part_forward(q, k, v, causal: bool, scale: float) -> Tuple[Tensor, Tensor]:
@@ -88,7 +88,7 @@ internal static class FusedChunkAttention
     /// <paramref name="prefixLength"/> positions: no window that cuts the prefix, and kernels that passed their check
     /// for this device and dtype. With <see cref="AttentionKernel.Fused"/> a failed check throws.
     /// </summary>
-    public static bool Serves(Tensor queries, long chunkLength, long prefixLength, int? window, AttentionKernel kernel)
+    internal static bool Serves(Tensor queries, long chunkLength, long prefixLength, int? window, AttentionKernel kernel)
     {
         if (kernel == AttentionKernel.Blockwise) return false;
         if (window is int w && w < prefixLength + chunkLength) return false;
@@ -103,7 +103,7 @@ internal static class FusedChunkAttention
     /// <paramref name="length"/> tokens of a model with <paramref name="config"/> (no sliding window that cuts a prefix),
     /// provided the device's check passes (<see cref="Verdict"/>).
     /// </summary>
-    public static bool ServesSequences(ModelConfig config, AttentionKernel kernel, long length) =>
+    internal static bool ServesSequences(ModelConfig config, AttentionKernel kernel, long length) =>
         kernel != AttentionKernel.Blockwise && (config.SlidingWindow is not int w || w >= length);
 
     /// <summary>True when every chunk attention of <paramref name="model"/> over sequences of up to <paramref name="length"/> tokens runs fused.</summary>
@@ -118,7 +118,7 @@ internal static class FusedChunkAttention
     /// keys'/values' gradients go into the cache-gradient buffers when the prefix has them. Returns the heads side by
     /// side, [B, T, heads·d], as the output projection reads them.
     /// </summary>
-    public static Tensor Apply(Tensor queries, Tensor keys, Tensor values, CachedPrefix prefix) =>
+    internal static Tensor Apply(Tensor queries, Tensor keys, Tensor values, CachedPrefix prefix) =>
         is_grad_enabled() && (queries.requires_grad || keys.requires_grad || values.requires_grad)
             ? Function.apply(queries, keys, values, prefix)
             : Forward(queries, keys, values, prefix).Merged;

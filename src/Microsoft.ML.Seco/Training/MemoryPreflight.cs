@@ -7,14 +7,14 @@ namespace Microsoft.ML.Seco.Training;
 /// The check a run makes before its first step: the predicted peak of its longest batch (<see cref="StepMemory"/>)
 /// against the memory budget, or what its device has free, and the single-option changes that would fit.
 /// </summary>
-internal static class MemoryPreflight
+public static class MemoryPreflight
 {
     /// <summary>
     /// The bytes the run may still take and how much of <see cref="StepMemoryEstimate.Total"/> is already allocated: a
     /// budget counts the whole run; a device's free memory is measured with the model already loaded. Null where the
     /// device says nothing (the check is then skipped).
     /// </summary>
-    public static (long Available, long Allocated)? Available(Device device, long? budget, StepMemoryEstimate estimate)
+    internal static (long Available, long Allocated)? Available(Device device, long? budget, StepMemoryEstimate estimate)
     {
         if (budget is long b) return (b, 0);
         long? free = device.type == TorchSharp.DeviceType.CUDA ? DeviceMemory.Free(device) : ResidentMemory.Available();
@@ -25,7 +25,7 @@ internal static class MemoryPreflight
     /// Throws <see cref="InsufficientDeviceMemoryException"/> when <paramref name="query"/> is predicted not to fit; returns
     /// the capacity it checked against (the budget, or free memory plus what the run already holds), null when unknown.
     /// </summary>
-    public static long? Ensure(StepMemoryQuery query, Device device, long? budget)
+    internal static long? Ensure(StepMemoryQuery query, Device device, long? budget)
     {
         var estimate = StepMemory.Predict(query);
         if (Available(device, budget, estimate) is not var (available, allocated)) return null;
@@ -39,7 +39,7 @@ internal static class MemoryPreflight
     /// inside chunks, the largest smaller chunk (halving), the largest smaller batch, the longest length (a whole number of
     /// chunks).
     /// </summary>
-    public static IReadOnlyList<MemoryRemedy> Remedies(StepMemoryQuery query, long capacity)
+    internal static IReadOnlyList<MemoryRemedy> Remedies(StepMemoryQuery query, long capacity)
     {
         var remedies = new List<MemoryRemedy>();
         long Total(StepMemoryQuery q) => StepMemory.Predict(q).Total;
