@@ -143,7 +143,7 @@ public sealed class EngineBehaviourTests
         }
         foreach (var (labelledChunks, others, t, expected) in new[] { (5, 5, 4, (2, 2)), (5, 5, 3, (2, 1)), (1, 9, 4, (1, 3)), (9, 1, 4, (3, 1)), (0, 5, 3, (0, 3)), (4, 6, 9, (4, 5)) })
             Assert.AreEqual(expected, StratifiedSampler.Budget(labelledChunks, others, t), $"{labelledChunks} labelled, {others} others, t = {t}");
-        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ChunkSamplers.Stratified.Sample(10, 3, Compensation.LossAndCache, null, random, labelled));
+        ArgumentOutOfRangeException e = Assert.ThrowsExactly<OptionException>(() => ChunkSamplers.Stratified.Sample(10, 3, Compensation.LossAndCache, null, random, labelled));
         StringAssert.Contains(e.Message, "None");
         e = Assert.ThrowsExactly<OptionException>(() => new ChunkwiseStep(new ChunkwiseOptions { SampledChunks = 2, Sampler = ChunkSampler.Stratified }));
         Assert.AreEqual("Compensation", e.ParamName);

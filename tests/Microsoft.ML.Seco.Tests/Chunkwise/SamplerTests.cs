@@ -262,7 +262,7 @@ public sealed class SamplerTests
         using var batch = TokenBatch.FromSequences([ids], [labels], 0, TorchSharp.torch.CPU);
         var check = GradientCheck.Run(model, batch, GradientCheckStrategy.Spaco(ChunkSamplers.Stratified), 8, 3, compensation: Compensation.None);
         Assert.AreEqual(3, check.Runs, "⌈3/2⌉ = 2 of the 2 labelled chunks (C(2, 2) ways), 1 of the 3 others (3 ways)");
-        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => GradientCheck.Run(model, batch, GradientCheckStrategy.Spaco(ChunkSamplers.Stratified), 8, 3));
+        Assert.ThrowsExactly<OptionException>(() => GradientCheck.Run(model, batch, GradientCheckStrategy.Spaco(ChunkSamplers.Stratified), 8, 3));
     }
 
     [TestMethod]
@@ -298,11 +298,11 @@ public sealed class SamplerTests
     {
         // The custom sampler decides what compensation is accepted, not the enum it overrides.
         new ChunkwiseOptions { SampledChunks = 2, Sampler = ChunkSampler.Stratified, CustomSampler = ChunkSamplers.Bernoulli }.Validate();
-        var e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() =>
+        var e = Assert.ThrowsExactly<OptionException>(() =>
             new ChunkwiseOptions { SampledChunks = 2, CustomSampler = ChunkSamplers.Stratified }.Validate());
         Assert.AreEqual("Compensation", e.ParamName);
         new ChunkwiseOptions { Sampler = (ChunkSampler)42, CustomSampler = Window }.Validate();
-        e = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new ChunkwiseOptions { Sampler = (ChunkSampler)42 }.Validate());
+        e = Assert.ThrowsExactly<OptionException>(() => new ChunkwiseOptions { Sampler = (ChunkSampler)42 }.Validate());
         Assert.AreEqual("Sampler", e.ParamName);
 
         // Argument checks every sampler shares.
