@@ -42,14 +42,24 @@ internal static class InitTinyCommand
                 Seed = parse.GetValue(seed),
                 WithTokenizer = !parse.GetValue(noTokenizer),
             };
-            if (spec.HiddenSize <= 0) throw new UsageException($"--hidden-size must be positive (got {spec.HiddenSize}).");
-            if (spec.IntermediateSize <= 0) throw new UsageException($"--intermediate-size must be positive (got {spec.IntermediateSize}).");
-            if (spec.KeyValueHeads <= 0 || spec.Heads % spec.KeyValueHeads != 0)
-                throw new UsageException($"--kv-heads ({spec.KeyValueHeads}) must be positive and divide --heads ({spec.Heads}).");
             var config = TinyModel.Write(directory, spec);
             context.Out.WriteLine($"Wrote a random {config.ModelType} model ({config.NumHiddenLayers} layers, hidden size {config.HiddenSize}, vocabulary {config.VocabSize}{(spec.WithTokenizer ? ", GPT-2 tokenizer" : ", no tokenizer")}) to {Path.GetFullPath(directory)}");
             return ExitCodes.Success;
-        }));
+        }, FlagOf));
         return command;
     }
+
+    // The flag of each property of TinyModelSpec.
+    static readonly Dictionary<string, string> FlagNames = new()
+    {
+        [nameof(TinyModelSpec.ModelType)] = "--model-type",
+        [nameof(TinyModelSpec.Layers)] = Flags.Layers.Name,
+        [nameof(TinyModelSpec.HiddenSize)] = Flags.HiddenSize.Name,
+        [nameof(TinyModelSpec.Heads)] = Flags.Heads.Name,
+        [nameof(TinyModelSpec.KeyValueHeads)] = Flags.KvHeads.Name,
+        [nameof(TinyModelSpec.IntermediateSize)] = Flags.IntermediateSize.Name,
+        [nameof(TinyModelSpec.Shards)] = "--shards",
+    };
+
+    static string FlagOf(string option) => FlagNames.GetValueOrDefault(option) ?? option;
 }

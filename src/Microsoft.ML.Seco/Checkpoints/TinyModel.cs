@@ -25,6 +25,21 @@ public sealed record TinyModelSpec
     public int Seed { get; init; }
     /// <summary>Write GPT-2's tokenizer (vocabulary 50257); false gives a 512-token vocabulary and no tokenizer.</summary>
     public bool WithTokenizer { get; init; } = true;
+
+    /// <summary>Checks the shape; an <see cref="OptionException"/> names the property whose value breaks a rule.</summary>
+    public void Validate()
+    {
+        if (!ModelConfig.SupportedModelTypes.Contains(ModelType))
+            throw new OptionException(nameof(ModelType), ModelType, $"{{ModelType}} '{{value}}' is not supported; supported: {string.Join(", ", ModelConfig.SupportedModelTypes)}");
+        if (Layers <= 0) throw new OptionException(nameof(Layers), Layers, "{Layers} must be at least 1");
+        if (HiddenSize <= 0) throw new OptionException(nameof(HiddenSize), HiddenSize, "{HiddenSize} must be at least 1");
+        if (IntermediateSize <= 0) throw new OptionException(nameof(IntermediateSize), IntermediateSize, "{IntermediateSize} must be at least 1");
+        if (Heads <= 0 || HiddenSize % Heads != 0)
+            throw new OptionException(nameof(Heads), Heads, $"{{Heads}} ({{value}}) must divide {{HiddenSize}} ({HiddenSize})");
+        if (KeyValueHeads <= 0 || Heads % KeyValueHeads != 0)
+            throw new OptionException(nameof(KeyValueHeads), KeyValueHeads, $"{{KeyValueHeads}} ({{value}}) must be at least 1 and divide {{Heads}} ({Heads})");
+        if (Shards <= 0) throw new OptionException(nameof(Shards), Shards, "{Shards} must be at least 1");
+    }
 }
 
 /// <summary>
@@ -34,12 +49,11 @@ public sealed record TinyModelSpec
 public static class TinyModel
 {
     /// <summary>Writes the model into <paramref name="directory"/> and returns its config.</summary>
+    /// <exception cref="OptionException">The spec breaks a rule of <see cref="TinyModelSpec.Validate"/>.</exception>
     public static ModelConfig Write(string directory, TinyModelSpec spec)
     {
-        if (spec.Layers <= 0) throw new ArgumentOutOfRangeException(nameof(spec), spec.Layers, "--layers must be positive.");
-        if (spec.Shards <= 0) throw new ArgumentOutOfRangeException(nameof(spec), spec.Shards, "--shards must be positive.");
-        if (spec.Heads <= 0 || spec.HiddenSize % spec.Heads != 0)
-            throw new ArgumentOutOfRangeException(nameof(spec), spec.Heads, $"--heads ({spec.Heads}) must divide --hidden-size ({spec.HiddenSize}).");
+        ArgumentNullException.ThrowIfNull(spec);
+        spec.Validate();
         int vocab = spec.WithTokenizer ? TokenizerFiles.Gpt2EndOfTextId + 1 : 512;
         var config = new ModelConfig
         {
@@ -59,8 +73,6 @@ public static class TinyModel
             BosTokenId = spec.WithTokenizer ? TokenizerFiles.Gpt2EndOfTextId : null,
             EosTokenIds = spec.WithTokenizer ? new[] { TokenizerFiles.Gpt2EndOfTextId } : Array.Empty<int>(),
         };
-        if (!ModelConfig.SupportedModelTypes.Contains(spec.ModelType))
-            throw new ArgumentException($"--model-type '{spec.ModelType}' is not supported; supported: {string.Join(", ", ModelConfig.SupportedModelTypes)}.", nameof(spec));
         config.Validate("tiny model");
         using var model = new CausalLM(config, ScalarType.Float32, CPU);
         // HF's std of 0.02 suits hidden sizes in the thousands; at a tiny width it leaves the logits nearly flat (a row of
