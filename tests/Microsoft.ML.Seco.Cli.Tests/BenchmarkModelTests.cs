@@ -1,4 +1,3 @@
-using System.Globalization;
 using Microsoft.ML.Seco.Training;
 using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Chunkwise.Samplers;

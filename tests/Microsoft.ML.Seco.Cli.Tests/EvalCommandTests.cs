@@ -1,8 +1,3 @@
-using System.Globalization;
-using System.Reflection;
-using System.Text.Json;
-using System.Text.Json.Nodes;
-
 namespace Microsoft.ML.Seco.Cli.Tests;
 
 /// <summary>seco eval end to end. Through the real entry point (Program.Run, in process) on the tiny models of <see cref="CliTestBase"/>.</summary>

@@ -1,1 +1,5 @@
 global using Microsoft.VisualStudio.TestTools.UnitTesting;
+global using System.Globalization;
+global using System.Reflection;
+global using System.Text.Json;
+global using System.Text.Json.Nodes;

@@ -1,6 +1,3 @@
-using System.Globalization;
-using System.Text.Json.Nodes;
-
 namespace Microsoft.ML.Seco.Cli.Tests;
 
 /// <summary>seco needle end to end on the built-in tiny model (init-tiny), in process.</summary>

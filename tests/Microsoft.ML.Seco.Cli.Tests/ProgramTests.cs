@@ -1,8 +1,3 @@
-using System.Globalization;
-using System.Reflection;
-using System.Text.Json;
-using System.Text.Json.Nodes;
-
 namespace Microsoft.ML.Seco.Cli.Tests;
 
 /// <summary>seco as a whole: --help of every command, and bad command lines (exit code 2, the flag named). Through the real entry point (Program.Run, in process) on the tiny models of <see cref="CliTestBase"/>.</summary>

@@ -1,6 +1,3 @@
-using System.Globalization;
-using System.Text.Json;
-using System.Text.Json.Nodes;
 using Microsoft.ML.Seco.Tokenization;
 using Microsoft.ML.Tokenizers;
 
