@@ -28,9 +28,9 @@ internal static class GradcheckCommand
         var chunkSize = Flags.ChunkSize.Option<int>(required: true);
         var strategy = FlagValues.Option<string>("--strategy",
             $"seco and checkpoint must equal full backpropagation; spaco-SAMPLER ({string.Join(", ", Strategies.Where(s => s.StartsWith("spaco-", StringComparison.Ordinal)))}) " +
-                          "computes the exact expectation of SpaCO's estimate over every selection the sampler can draw, which must equal it too where the sampler is unbiased " +
-                          "(spaco-bernoulli with compensation both and no binding --max-compensation); the other samplers and modes are biased for chains through the cache: " +
-                          "their errors are reported, not judged.").WithDefault("seco");
+            "computes the exact expectation of SpaCO's estimate over every selection the sampler can draw, which must equal it too where the sampler is unbiased " +
+            "(spaco-bernoulli with compensation both and no binding --max-compensation); the other samplers and modes are biased for chains through the cache: " +
+            "their errors are reported, not judged.").WithDefault("seco");
         strategy.OneOf(Strategies);
         var sampledChunks = Flags.SampledChunks.Option<int?>("Required with the spaco strategies. Default: none.");
         var compensation = Flags.Compensation.Option<string?>(
