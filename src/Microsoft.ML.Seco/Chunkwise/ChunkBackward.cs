@@ -6,8 +6,10 @@ namespace Microsoft.ML.Seco.Chunkwise;
 
 /// <summary>
 /// Stage 2's work on one chunk i (docs/ALGORITHM.md, steps 2 and 3): rebuild (J_i, m_i) = f(x_i; m'_1..m'_{i-1}; Θ) on
-/// top of the cached prefix and backpropagate c·J_i together with m_i seeded by b·(the gradient later chunks sent to
-/// m'_i). Attention adds the prefix keys'/values' gradients to the cache's gradient buffers on the way.
+/// top of the cached prefix and backpropagate c·J_i together with b·(the gradient later chunks sent to m'_i). Both meet
+/// in the attention's backward, the one consumer of m_i within the chunk's graph: it adds b·(what the cache's gradient
+/// buffers hold for the chunk) to m_i's gradient and the prefix keys'/values' gradients to the buffers
+/// (<see cref="CachedPrefix.CacheScale"/>), so only the loss is seeded here.
 /// </summary>
 /// <param name="Model">The model.</param>
 /// <param name="Cache">The cached prefix and, when cross-chunk gradients are on, its gradient buffers.</param>
@@ -16,16 +18,16 @@ namespace Microsoft.ML.Seco.Chunkwise;
 /// <param name="Loss">The chunk's summed token loss from its final-norm hidden states (J_i before the 1 / labelled scaling).</param>
 /// <param name="LossSeed">What J_i's sum is seeded with, a scalar on the device (made once per step): the compensation
 /// factor over the sequence's labelled tokens.</param>
-/// <param name="CacheScale">The compensation factor of the injected cache gradient.</param>
-/// <param name="InjectCacheGradient">False while the gradient buffers still hold zeros (no chunk with a prefix was backpropagated yet).</param>
+/// <param name="CacheHasGradient">True once a later chunk has sent gradient to the cache: a chunk without a loss of its
+/// own then backpropagates from a zero seed at its output, so that its attention hands that gradient on.</param>
 /// <param name="BeforeLayer">Called with a layer's index before every forward of that layer (dropout replay).</param>
 /// <param name="Phases">Diagnostic: times the forwards and backwards, or null.</param>
 internal sealed record ChunkBackward(CausalLM Model, KvCache Cache, Tensor InputIds, long Start, Func<Tensor, Tensor> Loss,
-    Tensor LossSeed, double CacheScale, bool InjectCacheGradient, Action<int>? BeforeLayer, StepPhases? Phases)
+    Tensor LossSeed, bool CacheHasGradient, Action<int>? BeforeLayer, StepPhases? Phases)
 {
     long Size => InputIds.shape[1];
 
-    CachedPrefix? Prefix(int layer) => Start == 0 ? null : Cache.Prefix(layer, Start);
+    CachedPrefix? Prefix(int layer) => Cache.Prefix(layer, Start);
 
     /// <summary>
     /// The chunk's graph through every layer at once, one backward call: the activations of all layers for the chunk's rows
@@ -39,10 +41,9 @@ internal sealed record ChunkBackward(CausalLM Model, KvCache Cache, Tensor Input
         Tensor loss;
         using (Phases?.Measure(StepPhases.Stage2Forward))
         {
-            var (hidden, chunkCache) = Model.ForwardChunk(InputIds, Start, Cache, BeforeLayer);
+            var (hidden, _) = Model.ForwardChunk(InputIds, Start, Cache, BeforeLayer);
             loss = Loss(hidden);
-            SeedLoss(outputs, seeds, loss);
-            for (int l = 0; l < chunkCache.Length; l++) SeedCache(outputs, seeds, l, chunkCache[l].Keys, chunkCache[l].Values);
+            Seed(outputs, seeds, loss, hidden);
         }
         if (outputs.Count > 0)
             using (Phases?.Measure(StepPhases.Stage2Backward)) autograd.backward(outputs, seeds);
@@ -52,7 +53,8 @@ internal sealed record ChunkBackward(CausalLM Model, KvCache Cache, Tensor Input
     /// <summary>
     /// Activation checkpointing inside the chunk: a forward without a graph keeps each layer's input; the head is
     /// backpropagated from the last one, then each layer's graph is rebuilt from its saved input and backpropagated with
-    /// the gradient of its output and of its keys/values, one layer's graph alive at a time. Dropout is replayed per
+    /// the gradient of its output (its attention adds what later chunks sent its keys/values), one layer's graph alive at
+    /// a time. Dropout is replayed per
     /// layer through <see cref="BeforeLayer"/>. The same gradients as <see cref="WholeGraph"/> up to rounding, for one more
     /// forward of the chunk.
     /// </summary>
@@ -81,7 +83,7 @@ internal sealed record ChunkBackward(CausalLM Model, KvCache Cache, Tensor Input
         using (Phases?.Measure(StepPhases.Stage2Forward))
         {
             loss = Loss(Model.FinalNorm(top));
-            SeedLoss(headOutputs, headSeeds, loss);
+            Seed(headOutputs, headSeeds, loss, top);
         }
         bool backpropagated = headOutputs.Count > 0;
         if (backpropagated)
@@ -96,24 +98,17 @@ internal sealed record ChunkBackward(CausalLM Model, KvCache Cache, Tensor Input
             var input = l == 0 ? Model.Embed(InputIds) : inputs[l].detach().requires_grad_(true);
             // The rebuilt graph keeps what autograd saved; the forward's other intermediates go before the backward runs.
             var prefix = Prefix(l);
-            Tensor output, keys, values;
+            Tensor output;
             using (Phases?.Measure(StepPhases.Stage2Forward))
             using (var forwardScope = NewDisposeScope())
             {
-                (output, keys, values) = layers[l].Forward(input, positions, prefix);
-                forwardScope.MoveToOuter(output, keys, values);
+                (output, _, _) = layers[l].Forward(input, positions, prefix);
+                forwardScope.MoveToOuter(output);
             }
-            var outputs = new List<Tensor>();
-            var seeds = new List<Tensor>();
-            if (gradient is not null && output.requires_grad)
-            {
-                outputs.Add(output);
-                seeds.Add(gradient);
-            }
-            SeedCache(outputs, seeds, l, keys, values);
-            if (outputs.Count > 0)
-                using (Phases?.Measure(StepPhases.Stage2Backward)) autograd.backward(outputs, seeds);
-            backpropagated |= outputs.Count > 0;
+            bool seeded = gradient is not null && output.requires_grad;
+            if (seeded)
+                using (Phases?.Measure(StepPhases.Stage2Backward)) autograd.backward([output], [gradient!]);
+            backpropagated |= seeded;
             gradient?.Dispose();
             gradient = l > 0 ? input.grad?.MoveToOuterDisposeScope() : null;
             inputs[l + 1].Dispose();
@@ -122,26 +117,22 @@ internal sealed record ChunkBackward(CausalLM Model, KvCache Cache, Tensor Input
         return (loss, backpropagated);
     }
 
-    void SeedLoss(List<Tensor> outputs, List<Tensor> seeds, Tensor loss)
+    /// <summary>
+    /// Seeds the chunk's loss with <see cref="LossSeed"/>; a chunk without labels has no loss of its own, but while its
+    /// cache carries gradient from later chunks its <paramref name="output"/> is seeded with zeros, so that the backward
+    /// reaches the attention that hands that gradient on.
+    /// </summary>
+    void Seed(List<Tensor> outputs, List<Tensor> seeds, Tensor loss, Tensor output)
     {
-        // A chunk without labels has no loss of its own; its cache still carries gradient from later chunks.
-        if (!loss.requires_grad) return;
-        outputs.Add(loss);
-        seeds.Add(LossSeed);
-    }
-
-    void SeedCache(List<Tensor> outputs, List<Tensor> seeds, int layer, Tensor keys, Tensor values)
-    {
-        if (!InjectCacheGradient || Cache.GradientOf(layer, Start, Size) is not var (gradKeys, gradValues)) return;
-        Seed(outputs, seeds, keys, gradKeys);
-        Seed(outputs, seeds, values, gradValues);
-    }
-
-    void Seed(List<Tensor> outputs, List<Tensor> seeds, Tensor output, Tensor gradient)
-    {
-        // A key/value that no trainable parameter produced (e.g. layer 0 with LoRA only on q) has no graph to seed.
-        if (!output.requires_grad) return;
-        outputs.Add(output);
-        seeds.Add(CacheScale == 1 ? gradient : gradient * CacheScale);
+        if (loss.requires_grad)
+        {
+            outputs.Add(loss);
+            seeds.Add(LossSeed);
+        }
+        else if (CacheHasGradient && output.requires_grad)
+        {
+            outputs.Add(output);
+            seeds.Add(zeros_like(output));
+        }
     }
 }

@@ -224,14 +224,14 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
     /// <summary>
     /// Stage 2: for i = k..1 over the selected chunks, rebuild chunk i's graph on the cached prefix and backpropagate
     /// c·J_i together with b·(the gradient later chunks sent to m'_i) (<see cref="ChunkBackward"/>). Attention adds the
-    /// gradient of every prefix key/value to the cache's gradient buffers, which hold zeros until a chunk with a prefix
-    /// has been backpropagated. Without cross-chunk gradients the cache keeps no gradient buffers: attention then reads
-    /// the prefix as constants.
+    /// gradient of every prefix key/value to the cache's gradient buffers and, in each chunk's backward, b times what
+    /// they hold for the chunk to the gradient of the chunk's own keys/values. Without cross-chunk gradients the cache
+    /// keeps no gradient buffers: attention then reads the prefix as constants.
     /// </summary>
     void Stage2(Pass pass, Tensor lossSum)
     {
         var selection = pass.Selection;
-        pass.Cache.TrackGradients(Options.CrossChunkGradients);
+        pass.Cache.TrackGradients(Options.CrossChunkGradients, selection.CacheFactor);
         using var lossSeed = full(Array.Empty<long>(), selection.LossFactor / pass.Targets.Count, dtype: CausalLM.ScoreType(pass.Model.DType), device: pass.Model.Device);
         bool cacheHasGradient = false;
         for (int i = selection.Keep.Length - 1; i >= 0; i--)
@@ -241,11 +241,10 @@ public sealed class ChunkwiseStep : IResumableTrainingStep
             {
                 int chunk = i;
                 var backward = new ChunkBackward(pass.Model, pass.Cache, pass.Ids(i), pass.Start(i), hidden => pass.Loss(hidden, chunk),
-                    lossSeed, CacheScale: selection.CacheFactor, InjectCacheGradient: cacheHasGradient,
-                    BeforeLayer: pass.DropoutOf(i), Phases);
+                    lossSeed, CacheHasGradient: cacheHasGradient, BeforeLayer: pass.DropoutOf(i), Phases);
                 var (chunkLoss, backpropagated) = Options.RecomputeLayers ? backward.LayerByLayer() : backward.WholeGraph();
                 using (no_grad()) lossSum.add_(chunkLoss);
-                cacheHasGradient |= backpropagated && i > 0;
+                cacheHasGradient |= Options.CrossChunkGradients && backpropagated && i > 0;
             }
             AfterChunkBackward?.Invoke(i);
         }

@@ -435,7 +435,7 @@ public sealed class CausalLM : nn.Module
         for (int l = 0; l <= last; l++)
         {
             // The prefix views outlive the layer's scope: the attention's backward reads them after the forward.
-            var prefix = start == 0 ? null : cache!.Prefix(l, start);
+            var prefix = cache?.Prefix(l, start);
             using var layerScope = NewDisposeScope();
             beforeLayer?.Invoke(l);
             var input = h;

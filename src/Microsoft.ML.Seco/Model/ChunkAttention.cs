@@ -11,7 +11,15 @@ namespace Microsoft.ML.Seco.Model;
 /// </summary>
 internal sealed record CachedPrefix(Tensor Keys, Tensor Values, Tensor? KeyGradient, Tensor? ValueGradient, long Length)
 {
-    /// <summary>A prefix that fills its buffers: positions [0, keys.shape[2]).</summary>
+    /// <summary>
+    /// b of docs/ALGORITHM.md: with gradient buffers, the backward adds b × their positions [Length, Length + T), the
+    /// gradient later chunks sent to this chunk's own keys and values, to those keys' and values' gradient. The attention
+    /// is the one consumer of a chunk's keys/values within its graph, so their whole gradient meets there, and Stage 2
+    /// seeds nothing but the loss. Default 1.
+    /// </summary>
+    public double CacheScale { get; init; } = 1;
+
+    /// <summary>A prefix that fills its buffers: positions [0, keys.shape[2]) (gradient buffers, if any, may be longer).</summary>
     public CachedPrefix(Tensor keys, Tensor values, Tensor? keyGradient, Tensor? valueGradient)
         : this(keys, values, keyGradient, valueGradient, keys.shape[2]) { }
 
@@ -30,7 +38,8 @@ internal sealed record CachedPrefix(Tensor Keys, Tensor Values, Tensor? KeyGradi
 /// and the log-sum-exp is a log₂-sum-exp₂: the same probabilities, and libtorch's vectorized exp2 is faster than its
 /// exp on the CPU (FlashAttention does the same). The differentiable form
 /// saves only the chunk's queries, keys, values, output and per-row log-sum-exp (all O(chunk)); its backward recomputes each block's probabilities and adds the prefix keys' and values' gradients straight into
-/// the cache-gradient buffers (no full-length temporary, as the backward of a view of a leaf would allocate).
+/// the cache-gradient buffers (no full-length temporary, as the backward of a view of a leaf would allocate), and the
+/// chunk's own share of those buffers into its keys' and values' gradient (<see cref="CachedPrefix.CacheScale"/>).
 /// What grows with the context during a training step is then the cache and its gradient alone: the 2× floor of
 /// docs/ALGORITHM.md. Shapes: queries [B, kv_heads, groups·T, d] (the query heads of one kv head stacked on the row
 /// axis, head h using kv head h / groups as Hugging Face's repeat_kv does), keys and values [B, kv_heads, T or P, d].
@@ -48,6 +57,9 @@ internal static class ChunkAttention
     /// </summary>
     public static Tensor Apply(Tensor queries, Tensor keys, Tensor values, CachedPrefix prefix, int? window, AttentionOptions options)
     {
+        // Checked here, on the host: a bad shape found in the backward would end the process from libtorch's thread.
+        if (prefix.KeyGradient is { } buffer && buffer.shape[2] < prefix.Length + keys.shape[2])
+            throw new ArgumentException($"The gradient buffers hold {buffer.shape[2]} positions; a chunk of {keys.shape[2]} after a prefix of {prefix.Length} needs {prefix.Length + keys.shape[2]}.", nameof(prefix));
         using var timed = prefix.Phases?.Measure(StepPhases.AttentionForward);
         if (FusedChunkAttention.Serves(queries, keys.shape[2], prefix.Length, window, options.Kernel))
             return FusedChunkAttention.Apply(queries, keys, values, prefix);
@@ -74,10 +86,12 @@ internal static class ChunkAttention
     internal static (Tensor Output, Tensor Queries, Tensor Keys, Tensor Values, Tensor PrefixKeys, Tensor PrefixValues) BlockwiseReference(
         Tensor q, Tensor k, Tensor v, Tensor gradOutput, CachedPrefix prefix)
     {
-        var withGradients = prefix with { KeyGradient = zeros_like(prefix.Keys), ValueGradient = zeros_like(prefix.Values) };
+        // Gradient buffers over the prefix and the chunk, the chunk's share zero: the attention's gradients alone.
+        long[] shape = [k.shape[0], k.shape[1], prefix.Length + k.shape[2], k.shape[3]];
+        var withGradients = prefix with { KeyGradient = zeros(shape, dtype: k.dtype, device: k.device), ValueGradient = zeros(shape, dtype: v.dtype, device: v.device) };
         var (output, logSumExp) = Forward(q, k, v, withGradients, null, AttentionOptions.Default);
         var (dq, dk, dv) = Backward(q, k, v, output, logSumExp, gradOutput, withGradients, null, AttentionOptions.Default);
-        return (output, dq, dk, dv, withGradients.KeyGradient, withGradients.ValueGradient!);
+        return (output, dq, dk, dv, withGradients.KeyGradient.narrow(2, 0, prefix.Length), withGradients.ValueGradient.narrow(2, 0, prefix.Length));
     }
 
     /// <summary>The non-tensor arguments of the autograd function (kept out of its variable list on purpose).</summary>
@@ -191,6 +205,12 @@ internal static class ChunkAttention
                     keyValueGradients: prefix.KeyGradient is not null) is not var (blockKeys, blockValues)) continue;
             prefix.KeyGradient!.narrow(2, from, length).add_(blockKeys.to(prefix.KeyGradient.dtype));
             prefix.ValueGradient!.narrow(2, from, length).add_(blockValues.to(prefix.ValueGradient.dtype));
+        }
+        if (prefix.KeyGradient is not null)
+        {
+            // What later chunks sent this chunk's own keys/values (CachedPrefix.CacheScale).
+            dK.add_(prefix.KeyGradient.narrow(2, prefix.Length, k.shape[2]).to(scoreType), alpha: prefix.CacheScale);
+            dV.add_(prefix.ValueGradient!.narrow(2, prefix.Length, k.shape[2]).to(scoreType), alpha: prefix.CacheScale);
         }
         double scale = 1 / Math.Sqrt(q.shape[^1]);
         var gradQueries = dQs!.mul_(scale).to(q.dtype).MoveToOuterDisposeScope();

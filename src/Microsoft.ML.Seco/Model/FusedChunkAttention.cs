@@ -17,8 +17,10 @@ namespace Microsoft.ML.Seco.Model;
 /// does. The stacked layout [B, kv_heads, groups·T, d] lets the prefix part read grouped-query keys without repeating
 /// them; only the chunk's own T keys are repeated. Saved for the backward: the chunk's queries, keys, values, output
 /// and lse (O(chunk)). Everything .NET would otherwise dispatch around the kernels happens inside the unit: stacking
-/// the queries, slicing the prefix out of the cache's buffers, and adding the prefix's gradient, one layer's at a
-/// time, into the cache-gradient buffers; .NET sees one call and its outputs per chunk-layer, forward and backward.
+/// the queries, slicing the prefix out of the cache's buffers, adding the prefix's gradient, one layer's at a time,
+/// into the cache-gradient buffers and the chunk's own share of those buffers into its keys' and values' gradient;
+/// .NET sees one call and its outputs per chunk-layer, forward and backward. A chunk at position 0 (Stage 2's first
+/// chunk) has an empty prefix: only the causal part runs.
 /// Kernels: <c>_scaled_dot_product_flash_attention_for_cpu</c> (and its backward) on the CPU, every floating dtype;
 /// <c>_efficient_attention_forward</c>/<c>_backward</c> on CUDA. Each (device, dtype) is checked against the blockwise
 /// path once per process before it is used (<see cref="Serves"/>).
@@ -47,33 +49,40 @@ public static class FusedChunkAttention
             kvh = k.size(1)
             groups = h // kvh
             qs = q.reshape(b, kvh, groups * t, d)
-            o1, l1 = _part_forward(qs, pk.narrow(2, 0, p), pv.narrow(2, 0, p), False, scale)
             o2, l2 = _part_forward(qs.reshape(b, h, t, d), k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1), True, scale)
+            if p == 0:
+                return o2.transpose(1, 2).reshape(b, t, h * d), o2, l2
+            o1, l1 = _part_forward(qs, pk.narrow(2, 0, p), pv.narrow(2, 0, p), False, scale)
             l1 = l1.reshape(b, h, t)
             lse = torch.logaddexp(l1, l2)
             o = (o1.reshape(b, h, t, d).to(lse.dtype) * (l1 - lse).exp().unsqueeze(-1) + o2.to(lse.dtype) * (l2 - lse).exp().unsqueeze(-1)).to(q.dtype)
             return o.transpose(1, 2).reshape(b, t, h * d), o, lse
 
-        def _backward(g, q, k, v, pk, pv, o, lse, scale: float) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        def _backward(g, q, k, v, pk, pv, p: int, o, lse, scale: float) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
             b, h, t, d = q.size(0), q.size(1), q.size(2), q.size(3)
             kvh = k.size(1)
             groups = h // kvh
             g = g.reshape(b, t, h, d).transpose(1, 2).contiguous()
             qs = q.reshape(b, kvh, groups * t, d)
-            dq1, dpk, dpv = _part_backward(g.reshape(b, kvh, groups * t, d), qs, pk, pv, o.reshape(b, kvh, groups * t, d), lse.reshape(b, kvh, groups * t), False, scale)
-            dq2, dk, dv = _part_backward(g, qs.reshape(b, h, t, d), k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1), o, lse, True, scale)
-            dq = dq1.reshape(b, h, t, d) + dq2
-            return dq, dk.reshape(b, kvh, groups, t, d).sum(2), dv.reshape(b, kvh, groups, t, d).sum(2), dpk, dpv
+            dq, dk, dv = _part_backward(g, qs.reshape(b, h, t, d), k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1), o, lse, True, scale)
+            dk = dk.reshape(b, kvh, groups, t, d).sum(2)
+            dv = dv.reshape(b, kvh, groups, t, d).sum(2)
+            dpk, dpv = pk.narrow(2, 0, 0), pv.narrow(2, 0, 0)
+            if p > 0:
+                dq1, dpk, dpv = _part_backward(g.reshape(b, kvh, groups * t, d), qs, pk.narrow(2, 0, p), pv.narrow(2, 0, p), o.reshape(b, kvh, groups * t, d), lse.reshape(b, kvh, groups * t), False, scale)
+                dq = dq1.reshape(b, h, t, d) + dq
+            return dq, dk, dv, dpk, dpv
 
         def backward(g, q, k, v, pk, pv, p: int, o, lse, scale: float) -> Tuple[Tensor, Tensor, Tensor]:
-            dq, dk, dv, dpk, dpv = _backward(g, q, k, v, pk.narrow(2, 0, p), pv.narrow(2, 0, p), o, lse, scale)
+            dq, dk, dv, dpk, dpv = _backward(g, q, k, v, pk, pv, p, o, lse, scale)
             return dq, dk, dv
 
-        def backward_into(g, q, k, v, pk, pv, gk, gv, p: int, o, lse, scale: float) -> Tuple[Tensor, Tensor, Tensor]:
-            dq, dk, dv, dpk, dpv = _backward(g, q, k, v, pk.narrow(2, 0, p), pv.narrow(2, 0, p), o, lse, scale)
+        def backward_into(g, q, k, v, pk, pv, gk, gv, p: int, o, lse, scale: float, cache_scale: float) -> Tuple[Tensor, Tensor, Tensor]:
+            dq, dk, dv, dpk, dpv = _backward(g, q, k, v, pk, pv, p, o, lse, scale)
             gk.narrow(2, 0, p).add_(dpk)
             gv.narrow(2, 0, p).add_(dpv)
-            return dq, dk, dv
+            t = k.size(2)
+            return dq, torch.add(dk, gk.narrow(2, p, t), alpha=cache_scale), torch.add(dv, gv.narrow(2, p, t), alpha=cache_scale)
         """;
 
     // One unit per process: its Dispose does not free the native unit (docs/ENGINE.md). A source that does not compile
@@ -131,14 +140,15 @@ public static class FusedChunkAttention
 
     /// <summary>
     /// The gradients of the queries and the chunk's keys and values; the prefix's are added into its gradient buffers
-    /// inside the unit, when it has them, so that they never come back to .NET.
+    /// inside the unit, when it has them, so that they never come back to .NET, and the chunk's own keys and values then
+    /// also receive what later chunks sent them (<see cref="CachedPrefix.CacheScale"/>).
     /// </summary>
     static (Tensor Queries, Tensor Keys, Tensor Values) Backward(Tensor gradOutput, Tensor q, Tensor k, Tensor v, Tensor output,
         Tensor logSumExp, CachedPrefix prefix) =>
         ((Tensor, Tensor, Tensor))(prefix.KeyGradient is null
             ? Unit.Value.invoke("backward", gradOutput, q, k, v, prefix.Keys, prefix.Values, prefix.Length, output, logSumExp, Scale(q))
             : Unit.Value.invoke("backward_into", gradOutput, q, k, v, prefix.Keys, prefix.Values, prefix.KeyGradient, prefix.ValueGradient!,
-                prefix.Length, output, logSumExp, Scale(q)));
+                prefix.Length, output, logSumExp, Scale(q), prefix.CacheScale));
 
     sealed class Function : autograd.SingleTensorFunction<Function>
     {
@@ -177,29 +187,45 @@ public static class FusedChunkAttention
             using var _ = no_grad();
             var generator = new Generator(11, CPU);
             Tensor R(params long[] shape) => randn(shape, dtype: ScalarType.Float64, generator: generator).to(dtype, device);
-            const long B = 1, kv = 2, g = 3, T = 5, P = 13, d = 16;
-            var (q, k, v) = (R(B, kv * g, T, d), R(B, kv, T, d), R(B, kv, T, d));
-            // A prefix that does not fill its buffers, as in the cache, with gradient buffers to add into.
-            var prefix = new CachedPrefix(R(B, kv, P + 3, d), R(B, kv, P + 3, d), zeros(B, kv, P + 3, d, dtype: dtype, device: device),
-                zeros(B, kv, P + 3, d, dtype: dtype, device: device), P);
-            var gradOutput = R(B, kv * g, T, d);
+            const long B = 1, kv = 2, g = 3, T = 5, d = 16;
+            // A chunk over a prefix, and a chunk at position 0 (Stage 2's first chunk, whose prefix is empty).
+            foreach (long P in new[] { 13L, 0L })
+            {
+                var (q, k, v) = (R(B, kv * g, T, d), R(B, kv, T, d), R(B, kv, T, d));
+                // A prefix that does not fill its buffers, as in the cache, with gradient buffers to add into whose
+                // chunk positions [P, P + T) hold what later chunks sent the chunk's own keys/values.
+                var keyGradient = zeros(B, kv, P + T + 3, d, dtype: dtype, device: device);
+                var valueGradient = zeros(B, kv, P + T + 3, d, dtype: dtype, device: device);
+                var (sentKeys, sentValues) = (R(B, kv, T, d), R(B, kv, T, d));
+                keyGradient.narrow(2, P, T).copy_(sentKeys);
+                valueGradient.narrow(2, P, T).copy_(sentValues);
+                const double cacheScale = 1.5;
+                var prefix = new CachedPrefix(R(B, kv, P + T + 3, d), R(B, kv, P + T + 3, d), keyGradient, valueGradient, P) { CacheScale = cacheScale };
+                var gradOutput = R(B, kv * g, T, d);
 
-            var (merged, output, logSumExp) = Forward(q, k, v, prefix);
-            var (dq, dk, dv) = Backward(Merged(gradOutput), q, k, v, output, logSumExp, prefix);
-            var reference = ChunkAttention.BlockwiseReference(Stacked(q, kv), k, v, Stacked(gradOutput, kv),
-                new CachedPrefix(prefix.Keys.narrow(2, 0, P), prefix.Values.narrow(2, 0, P), null, null));
-            double tolerance = dtype switch { ScalarType.Float64 => 1e-10, ScalarType.Float32 => 1e-4, _ => 5e-2 };
-            foreach (var (name, actual, expected) in new[]
-            {
-                ("output", Stacked(output, kv), reference.Output), ("merged output", merged, Merged(reference.Output.reshape(B, kv * g, T, d))), ("query gradient", Stacked(dq, kv), reference.Queries), ("key gradient", dk, reference.Keys),
-                ("value gradient", dv, reference.Values), ("prefix key gradient", prefix.KeyGradient!.narrow(2, 0, P), reference.PrefixKeys),
-                ("prefix value gradient", prefix.ValueGradient!.narrow(2, 0, P), reference.PrefixValues),
-                ("untouched gradient buffer", prefix.KeyGradient!.narrow(2, P, 3), zeros_like(reference.PrefixKeys.narrow(2, 0, 3))),
-            })
-            {
-                double error = (actual.to(ScalarType.Float64) - expected.to(ScalarType.Float64)).abs().max().item<double>();
-                double size = Math.Max(1, expected.to(ScalarType.Float64).abs().max().item<double>());
-                if (!(error <= tolerance * size)) return $"its {name} differs from the blockwise path's by {error:G3} (tolerance {tolerance * size:G3})";
+                var (merged, output, logSumExp) = Forward(q, k, v, prefix);
+                var (dq, dk, dv) = Backward(Merged(gradOutput), q, k, v, output, logSumExp, prefix);
+                var reference = ChunkAttention.BlockwiseReference(Stacked(q, kv), k, v, Stacked(gradOutput, kv),
+                    new CachedPrefix(prefix.Keys.narrow(2, 0, P), prefix.Values.narrow(2, 0, P), null, null));
+                double tolerance = dtype switch { ScalarType.Float64 => 1e-10, ScalarType.Float32 => 1e-4, _ => 5e-2 };
+                foreach (var (name, actual, expected) in new[]
+                {
+                    ("output", Stacked(output, kv), reference.Output),
+                    ("merged output", merged, Merged(reference.Output.reshape(B, kv * g, T, d))),
+                    ("query gradient", Stacked(dq, kv), reference.Queries),
+                    ("key gradient", dk, reference.Keys + cacheScale * sentKeys),
+                    ("value gradient", dv, reference.Values + cacheScale * sentValues),
+                    ("prefix key gradient", keyGradient.narrow(2, 0, P), reference.PrefixKeys),
+                    ("prefix value gradient", valueGradient.narrow(2, 0, P), reference.PrefixValues),
+                    ("chunk's own gradient buffer", keyGradient.narrow(2, P, T), sentKeys),
+                    ("untouched gradient buffer", keyGradient.narrow(2, P + T, 3), zeros_like(sentKeys.narrow(2, 0, 3))),
+                })
+                {
+                    double error = actual.numel() == 0 ? 0 : (actual.to(ScalarType.Float64) - expected.to(ScalarType.Float64)).abs().max().item<double>();
+                    double size = actual.numel() == 0 ? 1 : Math.Max(1, expected.to(ScalarType.Float64).abs().max().item<double>());
+                    if (!(error <= tolerance * size))
+                        return $"its {name} differs from the blockwise path's by {error:G3} (tolerance {tolerance * size:G3}) over a prefix of {P}";
+                }
             }
             return null;
         }

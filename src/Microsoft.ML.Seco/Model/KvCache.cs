@@ -8,11 +8,13 @@ namespace Microsoft.ML.Seco.Model;
 /// layer and kind, [batch, kv_heads, capacity, head_dim]. A chunk at absolute start s reads the prefix [0, s) as a
 /// slice of the buffers (no copy), and its own keys/values are written into [s, s + length). For SeCO's Stage 2 the cache also holds
 /// one gradient buffer per key/value buffer, in the same layout: attention adds the gradient that later chunks send
-/// to chunk i's cache there in place, and Stage 2 reads it back when it reaches chunk i.
+/// to chunk i's cache there in place, and chunk i's own attention backward adds it, times b, to the gradient of its
+/// keys/values when Stage 2 reaches chunk i.
 /// </summary>
 public sealed class KvCache : IDisposable
 {
     Tensor[]? _keyGradients, _valueGradients;
+    double _cacheScale = 1;
 
     /// <summary>Per-layer key buffers.</summary>
     public Tensor[] Keys { get; }
@@ -50,24 +52,29 @@ public sealed class KvCache : IDisposable
         }
     }
 
-    /// <summary>Allocates zeroed gradient buffers for every layer (SeCO Stage 2), or frees them.</summary>
-    public void TrackGradients(bool track)
+    /// <summary>
+    /// Allocates zeroed gradient buffers for every layer (SeCO's Stage 2), or frees them. <paramref name="cacheScale"/> is
+    /// b of docs/ALGORITHM.md: a chunk's keys/values receive b × the gradient later chunks sent them
+    /// (<see cref="CachedPrefix.CacheScale"/>).
+    /// </summary>
+    public void TrackGradients(bool track, double cacheScale = 1)
     {
         FreeGradients();
+        _cacheScale = cacheScale;
         if (!track) return;
         _keyGradients = Keys.Select(b => zeros_like(b)).ToArray();
         _valueGradients = Values.Select(b => zeros_like(b)).ToArray();
     }
 
-    /// <summary>The gradient accumulated on positions [start, start + length) of a layer's keys and values, or null when gradients are not tracked.</summary>
-    public (Tensor Keys, Tensor Values)? GradientOf(int layer, long start, long length) =>
-        _keyGradients is { } keys && _valueGradients is { } values
-            ? (keys[layer].narrow(2, start, length), values[layer].narrow(2, start, length))
-            : null;
-
-    /// <summary>Positions [0, start) of one layer, with their gradient buffers when gradients are tracked.</summary>
-    internal CachedPrefix Prefix(int layer, long start) =>
-        new(Keys[layer], Values[layer], _keyGradients?[layer], _valueGradients?[layer], start) { Phases = Phases };
+    /// <summary>
+    /// Positions [0, start) of one layer, with their gradient buffers when gradients are tracked; null for a chunk at
+    /// position 0 when they are not (it attends to itself alone). While they are tracked even the first chunk has its
+    /// (empty) prefix: the attention's backward is where a chunk's keys/values receive what later chunks sent them.
+    /// </summary>
+    internal CachedPrefix? Prefix(int layer, long start) =>
+        start == 0 && _keyGradients is null
+            ? null
+            : new(Keys[layer], Values[layer], _keyGradients?[layer], _valueGradients?[layer], start) { Phases = Phases, CacheScale = _cacheScale };
 
     void FreeGradients()
     {

@@ -104,11 +104,18 @@ public sealed class ChunkAttentionTests
         return output.view(b, t, heads, d).transpose(1, 2).reshape(b, kvHeads, heads / kvHeads * t, d);
     }
 
-    static void AssertPrefixAttentionMatchesTheReference(int? window, AttentionOptions options, ScalarType dtype, double tolerance)
+    [TestMethod]
+    [DataRow(AttentionKernel.Blockwise)]
+    [DataRow(AttentionKernel.Fused)]
+    public void AChunkAtPositionZeroAttendsOverItsEmptyPrefixAsTheReference(AttentionKernel kernel) =>
+        AssertPrefixAttentionMatchesTheReference(null, new AttentionOptions { Kernel = kernel }, ScalarType.Float64, 1e-12, prefixLength: 0);
+
+    static void AssertPrefixAttentionMatchesTheReference(int? window, AttentionOptions options, ScalarType dtype, double tolerance, long prefixLength = 11)
     {
         using var scope = NewDisposeScope();
         var generator = new Generator(3, CPU);
-        const long B = 2, kv = 2, g = 2, T = 4, P = 11, d = 8;
+        const long B = 2, kv = 2, g = 2, T = 4, d = 8;
+        long P = prefixLength;
         var q = Random(generator, B, kv, g * T, d).requires_grad_(true);
         var keys = Random(generator, B, kv, P + T, d).requires_grad_(true);
         var values = Random(generator, B, kv, P + T, d).requires_grad_(true);
@@ -122,22 +129,30 @@ public sealed class ChunkAttentionTests
         var queries = q.detach().to(dtype).requires_grad_(true);
         var ownKeys = keys.detach().narrow(2, P, T).to(dtype).clone().requires_grad_(true);
         var ownValues = values.detach().narrow(2, P, T).to(dtype).clone().requires_grad_(true);
-        // As in the cache: buffers that hold the chunk's own positions too, of which the prefix is the first P.
+        // As in the cache: buffers that hold the chunk's own positions too, of which the prefix is the first P; there
+        // they hold what later chunks sent the chunk's keys/values, which the backward adds, times b, to theirs.
         var prefixKeyGradient = zeros(B, kv, P + T, d, dtype: dtype);
         var prefixValueGradient = zeros(B, kv, P + T, d, dtype: dtype);
-        var prefix = new CachedPrefix(keys.detach().to(dtype), values.detach().to(dtype), prefixKeyGradient, prefixValueGradient, P);
+        var (sentKeys, sentValues) = (Random(generator, B, kv, T, d).to(dtype), Random(generator, B, kv, T, d).to(dtype));
+        prefixKeyGradient.narrow(2, P, T).copy_(sentKeys);
+        prefixValueGradient.narrow(2, P, T).copy_(sentValues);
+        const double b = 0.75;
+        var prefix = new CachedPrefix(keys.detach().to(dtype), values.detach().to(dtype), prefixKeyGradient, prefixValueGradient, P) { CacheScale = b };
         var actual = Stacked(ChunkAttention.Apply(queries.view(B, kv * g, T, d), ownKeys, ownValues, prefix, window, options), kv, d);
         (actual * weights.to(dtype)).sum().backward();
 
         double Error(Tensor a, Tensor b) => (a.to(ScalarType.Float64) - b).abs().max().item<double>();
         Assert.IsTrue(Error(actual, expected) < tolerance, $"output: {Error(actual, expected):E3}");
         Assert.IsTrue(Error(queries.grad!, gq) < tolerance, $"query gradient: {Error(queries.grad!, gq):E3}");
-        Assert.IsTrue(Error(ownKeys.grad!, gk.narrow(2, P, T)) < tolerance, "own key gradient");
-        Assert.IsTrue(Error(ownValues.grad!, gv.narrow(2, P, T)) < tolerance, "own value gradient");
-        Assert.IsTrue(Error(prefixKeyGradient.narrow(2, 0, P), gk.narrow(2, 0, P)) < tolerance, "prefix key gradient (accumulated in place)");
-        Assert.IsTrue(Error(prefixValueGradient.narrow(2, 0, P), gv.narrow(2, 0, P)) < tolerance, "prefix value gradient (accumulated in place)");
-        Assert.AreEqual(0, prefixKeyGradient.narrow(2, P, T).abs().max().to(ScalarType.Float64).item<double>(), "nothing lands past the prefix");
-        Assert.AreEqual(0, prefixValueGradient.narrow(2, P, T).abs().max().to(ScalarType.Float64).item<double>(), "nothing lands past the prefix");
+        Assert.IsTrue(Error(ownKeys.grad!, gk.narrow(2, P, T) + b * sentKeys.to(ScalarType.Float64)) < tolerance, "own key gradient, with b × what later chunks sent");
+        Assert.IsTrue(Error(ownValues.grad!, gv.narrow(2, P, T) + b * sentValues.to(ScalarType.Float64)) < tolerance, "own value gradient, with b × what later chunks sent");
+        if (P > 0)
+        {
+            Assert.IsTrue(Error(prefixKeyGradient.narrow(2, 0, P), gk.narrow(2, 0, P)) < tolerance, "prefix key gradient (accumulated in place)");
+            Assert.IsTrue(Error(prefixValueGradient.narrow(2, 0, P), gv.narrow(2, 0, P)) < tolerance, "prefix value gradient (accumulated in place)");
+        }
+        Assert.AreEqual(0, (prefixKeyGradient.narrow(2, P, T) - sentKeys).abs().max().to(ScalarType.Float64).item<double>(), "nothing lands past the prefix");
+        Assert.AreEqual(0, (prefixValueGradient.narrow(2, P, T) - sentValues).abs().max().to(ScalarType.Float64).item<double>(), "nothing lands past the prefix");
         if (window is int w && w < P) Assert.AreEqual(0, gk.narrow(2, 0, P - w).abs().max().item<double>(), "keys outside every window get no gradient");
 
         using (no_grad())
@@ -186,8 +201,9 @@ public sealed class ChunkAttentionTests
                 var q = Random(generator, B, kv, g * T, d).requires_grad_(true);
                 var keys = Random(generator, B, kv, T, d).requires_grad_(true);
                 var values = Random(generator, B, kv, T, d).requires_grad_(true);
+                // Gradient buffers over the prefix and the chunk, as the cache's.
                 var prefix = new CachedPrefix(Random(generator, B, kv, P, d), Random(generator, B, kv, P, d),
-                    zeros(B, kv, P, d, dtype: ScalarType.Float64), zeros(B, kv, P, d, dtype: ScalarType.Float64));
+                    zeros(B, kv, P + T, d, dtype: ScalarType.Float64), zeros(B, kv, P + T, d, dtype: ScalarType.Float64));
                 var output = ChunkAttention.Apply(q.view(B, kv * g, T, d), keys, values, prefix, window: null, new AttentionOptions { Kernel = kernel });
                 var seed = ones_like(output);
                 using var done = new ManualResetEventSlim();
@@ -225,7 +241,7 @@ public sealed class ChunkAttentionTests
             Tensor R(params long[] shape) => randn(shape, generator: generator);
             var q = R(1, 1, g * T, d).requires_grad_(true);
             var (k, v) = (R(1, 1, T, d).requires_grad_(true), R(1, 1, T, d).requires_grad_(true));
-            var prefix = new CachedPrefix(R(1, 1, P, d), R(1, 1, P, d), zeros(1, 1, P, d), zeros(1, 1, P, d));
+            var prefix = new CachedPrefix(R(1, 1, P, d), R(1, 1, P, d), zeros(1, 1, P + T, d), zeros(1, 1, P + T, d));
             var weights = R(1, 1, g * T, d);
             long? settled = ResidentMemory.Settle();
             using (var step = NewDisposeScope()) (Stacked(ChunkAttention.Apply(q.view(1, g, T, d), k, v, prefix, null, options), 1, d) * weights).sum().backward();
