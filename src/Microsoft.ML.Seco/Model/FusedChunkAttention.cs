@@ -58,6 +58,10 @@ public static class FusedChunkAttention
             o = (o1.reshape(b, h, t, d).to(lse.dtype) * (l1 - lse).exp().unsqueeze(-1) + o2.to(lse.dtype) * (l2 - lse).exp().unsqueeze(-1)).to(q.dtype)
             return o.transpose(1, 2).reshape(b, t, h * d), o, lse
 
+        def output(q, k, v, pk, pv, p: int, scale: float) -> Tensor:
+            merged, o, lse = forward(q, k, v, pk, pv, p, scale)
+            return merged
+
         def _backward(g, q, k, v, pk, pv, p: int, o, lse, scale: float) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
             b, h, t, d = q.size(0), q.size(1), q.size(2), q.size(3)
             kvh = k.size(1)
@@ -130,9 +134,13 @@ public static class FusedChunkAttention
     internal static Tensor Apply(Tensor queries, Tensor keys, Tensor values, CachedPrefix prefix) =>
         is_grad_enabled() && (queries.requires_grad || keys.requires_grad || values.requires_grad)
             ? Function.apply(queries, keys, values, prefix)
-            : Forward(queries, keys, values, prefix).Merged;
+            : Output(queries, keys, values, prefix);
 
     static double Scale(Tensor queries) => 1 / Math.Sqrt(queries.shape[^1]);
+
+    // Without a graph only the heads side by side come back: one wrapper instead of three.
+    static Tensor Output(Tensor q, Tensor k, Tensor v, CachedPrefix prefix) =>
+        (Tensor)Unit.Value.invoke("output", q, k, v, prefix.Keys, prefix.Values, prefix.Length, Scale(q));
 
     // The output twice: with the heads side by side for the caller, and [B, heads, T, d] for the backward's kernels.
     static (Tensor Merged, Tensor Output, Tensor LogSumExp) Forward(Tensor q, Tensor k, Tensor v, CachedPrefix prefix) =>
@@ -212,6 +220,7 @@ public static class FusedChunkAttention
                 {
                     ("output", Stacked(output, kv), reference.Output),
                     ("merged output", merged, Merged(reference.Output.reshape(B, kv * g, T, d))),
+                    ("output without a graph", Output(q, k, v, prefix), Merged(reference.Output.reshape(B, kv * g, T, d))),
                     ("query gradient", Stacked(dq, kv), reference.Queries),
                     ("key gradient", dk, reference.Keys + cacheScale * sentKeys),
                     ("value gradient", dv, reference.Values + cacheScale * sentValues),
