@@ -58,14 +58,14 @@ public sealed class OperationCountTests
         long inference = Count(model, batch, () => Evaluation.MeanNll(model, batch, options.Stage1BlockSize(Layers, fusedAttention: true)).SumNll);
         Console.WriteLine($"operations per step: full {full}, seco {seco} ({seco / (double)full:F1}×), spaco {spaco}, inference {inference} (spaco {spaco / (double)inference:F1}×)");
 
-        // Issue #22's targets: SeCO ≤ 20× plain training's count (met) and SpaCO ≤ 10× (10.8× here, where plain training's
+        // Issue #22's targets: SeCO ≤ 20× plain training's count (met) and SpaCO ≤ 10× (10.7× here, where plain training's
         // head is one piece; 9.0× at 16K tokens on the benchmark's narrow model, docs/BENCHMARKS.md). Stage 2 runs every
         // layer once per backpropagated chunk (16 or 8 here) where plain training runs it once, and Stage 1 once per 8
         // chunks, so only operations plain training does not have at all (the attention's backward, the cache's
         // bookkeeping) move the ratio down; making a layer cheaper cuts plain training's count as much (docs/BENCHMARKS.md,
         // Operations dispatched). The ceilings sit at the target or just above today's counts, so that a regression fails.
         AssertAtMost("SeCO", seco, 20 * full);
-        AssertAtMost("SpaCO (t = 8)", spaco, 11 * full);
+        AssertAtMost("SpaCO (t = 8)", spaco, 10.8 * full);
         AssertAtMost("chunked inference", inference, 2 * full);
         AssertAtMost("SeCO per chunk-layer", seco / (double)(Chunks * Layers), 59);
         AssertAtMost("plain training per layer", full / (double)Layers, 48);
