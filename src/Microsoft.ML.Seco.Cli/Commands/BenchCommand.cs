@@ -28,7 +28,8 @@ internal static class BenchCommand
     const int TargetChunks = 64;
     const double TargetRatio = 1.5;
     // Issue #22's ceilings on operations dispatched from .NET: SeCO within 20× plain training's, SpaCO within 10× chunked inference's.
-    const double SecoOperationsTarget = 20, SpacoOperationsTarget = 10;
+    // Issue #22's: operations dispatched per step against plain training's.
+    const double SecoOperationsTarget = 20, SpacoOperationsTarget = 10, InferenceOperationsTarget = 10;
     // SpaCO's t when --sampled-chunks is not given.
     const int DefaultSampledChunks = 8;
 
@@ -412,7 +413,8 @@ internal static class BenchCommand
                 string.Create(CultureInfo.InvariantCulture, $"Target SeCO / full ≤ {TargetRatio} at the longest length plain training was measured: {r2:F2} at {full.Length} tokens.")));
         else
             targets.Add(("seco_over_full", new JsonObject { ["ratio"] = null, ["target"] = TargetRatio }, "Target SeCO / full: not measured (no length with both)."));
-        foreach (var (name, strategy, baseline, target) in new[] { ("seco_over_full_operations", "seco", "full", SecoOperationsTarget), ("spaco_over_inference_operations", "spaco", "inference", SpacoOperationsTarget) })
+        foreach (var (name, strategy, baseline, target) in new[] { ("seco_over_full_operations", "seco", "full", SecoOperationsTarget), ("spaco_over_full_operations", "spaco", "full", SpacoOperationsTarget),
+            ("inference_over_full_operations", "inference", "full", InferenceOperationsTarget) })
         {
             var at = points.Where(p => p.Strategy == baseline && p.Operations is not null && Get(points, strategy, p.Length)?.Operations is not null).MaxBy(p => p.Length);
             if (at is null || Ratio(Get(points, strategy, at.Length)!.Operations, at.Operations) is not double r) continue;
