@@ -119,9 +119,9 @@ internal static class BenchCommand
             if (upTo < 0) throw new UsageException("--baselines-up-to must be 0 (every length) or positive.");
             // A prediction runs nothing, so it may name a device this machine does not have.
             string deviceName = parse.GetValue(device)!;
-            var dev = parse.GetValue(predict) ? global::TorchSharp.torch.CPU : TensorSettings.ResolveDevice(deviceName, "--device");
+            var dev = parse.GetValue(predict) ? global::TorchSharp.torch.CPU : TensorSettings.ResolveDevice(deviceName);
             var settings = new Settings(benchShape, lengthList, strategyList, upTo == 0 ? int.MaxValue : upTo, chunk, t, samplerKind, parse.GetValue(steps),
-                TensorSettings.ResolveDType(parse.GetValue(dtype)!, dev, "--dtype"), dev,
+                TensorSettings.ResolveDType(parse.GetValue(dtype)!, dev), dev,
                 parse.GetValue(budget) is { } b ? MemoryModel.ParseSize(b, "--memory-budget") : null,
                 IsolateMemory: parse.GetValue(isolate) || dev.type == global::TorchSharp.DeviceType.CUDA, RecomputeLayers: parse.GetValue(recompute),
                 Cuda: deviceName.Trim().StartsWith("cuda", StringComparison.OrdinalIgnoreCase), Phases: parse.GetValue(phases),

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
 using Microsoft.ML.Seco.Inference;
+using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Tokenization;
 
 namespace Microsoft.ML.Seco.Cli.Commands;
@@ -79,9 +80,11 @@ internal static class GenerateCommand
 
     const string MaxNewTokens = "--max-new-tokens", Temperature = "--temperature", TopP = "--top-p";
 
-    // The flag of each field of GenerationOptions that the command sets.
+    // The flag of each field of GenerationOptions that the command sets, and of the device and dtype ModelLoading resolves.
     static readonly Dictionary<string, string> FlagNames = new()
     {
+        [TensorSettings.DeviceOption] = Flags.Device.Name,
+        [TensorSettings.DTypeOption] = Flags.DType.Name,
         [nameof(GenerationOptions.MaxNewTokens)] = MaxNewTokens,
         [nameof(GenerationOptions.Temperature)] = Temperature,
         [nameof(GenerationOptions.TopP)] = TopP,

@@ -127,9 +127,11 @@ internal static class NeedleCommand
         return command;
     }
 
-    // The flag of each field of NeedleStudyOptions that the command sets.
+    // The flag of each field of NeedleStudyOptions that the command sets, and of the device and dtype ModelLoading resolves.
     static readonly Dictionary<string, string> FlagNames = new()
     {
+        [TensorSettings.DeviceOption] = Flags.Device.Name,
+        [TensorSettings.DTypeOption] = Flags.DType.Name,
         [nameof(NeedleStudyOptions.Lengths)] = "--lengths",
         [nameof(NeedleStudyOptions.Depths)] = "--depths",
         [nameof(NeedleStudyOptions.Seed)] = Flags.Seed.Name,

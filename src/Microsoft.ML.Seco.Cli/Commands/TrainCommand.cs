@@ -159,8 +159,12 @@ internal static class TrainCommand
         if (Check(c.Data, dataWhere) == 0) throw new UsageException($"{dataWhere} '{c.Data}' holds no document.");
         if (c.ValidationData is not null && Check(c.ValidationData, validationWhere) == 0)
             throw new UsageException($"{validationWhere} '{c.ValidationData}' holds no document.");
-        var device = TensorSettings.ResolveDevice(options.Device, c.Where(Setting(nameof(options.Device))));
-        TensorSettings.ResolveDType(options.DType, device, c.Where(Setting(nameof(options.DType))));
+        try
+        {
+            var device = TensorSettings.ResolveDevice(options.Device, nameof(options.Device));
+            TensorSettings.ResolveDType(options.DType, device, nameof(options.DType));
+        }
+        catch (OptionException e) { throw new UsageException(c.Describe(e)); }
 
         string outputDir = System.IO.Path.GetFullPath(c.Output);
         if (File.Exists(outputDir)) throw new UsageException($"--output '{c.Output}' is a file; expected a folder.");
