@@ -188,6 +188,20 @@ public sealed class OptionErrorTests
     }
 
     [TestMethod]
+    public void NoCommandPatchesAnExceptionsMessage()
+    {
+        // A library error a command words has data (an OptionException, or a type with fields) or is checked before the
+        // call; cutting " (Parameter 'x')" or a first line out of a message would hide what the data lacks.
+        string cli = Microsoft.ML.Seco.Tests.Packaging.RepositoryFiles.PathOf("src/Microsoft.ML.Seco.Cli");
+        foreach (var file in Directory.EnumerateFiles(cli, "*.cs", SearchOption.AllDirectories).Where(f => !f.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}", StringComparison.Ordinal)))
+        {
+            string text = File.ReadAllText(file);
+            foreach (var patch in new[] { "(Parameter '", "Message.Replace(", "Message.Split(" })
+                Assert.IsFalse(text.Contains(patch, StringComparison.Ordinal), $"{Path.GetRelativePath(cli, file)} patches a message ({patch})");
+        }
+    }
+
+    [TestMethod]
     public void NoErrorIsRewrittenWithRegularExpressions()
     {
         // Errors are worded from their data (OptionException.Describe) by dictionary look-ups; no message is patched.

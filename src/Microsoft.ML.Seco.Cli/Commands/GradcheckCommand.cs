@@ -82,10 +82,14 @@ internal static class GradcheckCommand
             int chunks = (length + chunk - 1) / chunk;
             // Fail before loading the model when the enumeration would be refused anyway (the library's message); a sampler
             // that needs the batch's labelled chunks is checked once the batch exists.
+            // The enumeration's limit, in the flags that set its terms.
+            UsageException TooMany(TooManySelectionsException e) => new(string.Create(CultureInfo.InvariantCulture,
+                $"--seq-len {length} in chunks of --chunk-size {chunk} makes {e.Chunks} chunks: {e.Selections:N0} selections of the {e.Sampler} sampler to enumerate, " +
+                $"more than --max-patterns {e.Limit}; use a shorter --seq-len or a larger --chunk-size."));
             if (spaco && t < chunks && !kind.Sampler!.UsesLabelledChunks)
             {
                 try { GradientCheck.Selections(chunks, t!.Value, kind.Sampler, modes[0], cap, parse.GetValue(maxPatterns)); }
-                catch (ArgumentOutOfRangeException e) { throw new UsageException(e.Message.Split('\n')[0].Replace(" (Parameter 'chunks')", "", StringComparison.Ordinal)); }
+                catch (TooManySelectionsException e) { throw TooMany(e); }
             }
 
             using var m = ModelLoading.Load(parse.GetValue(model)!, null, dtypeName, parse.GetValue(device)!);
@@ -105,7 +109,9 @@ internal static class GradcheckCommand
             var random = new Random(seedValue);
             var ids = Enumerable.Range(0, length).Select(_ => random.Next(m.Config.VocabSize)).ToArray();
             using var batch = TokenBatch.FromSequences([ids], [ids], 0, m.Device);
-            var results = modes.Select(mode => GradientCheck.Run(m, batch, kind, chunk, t, cap, parse.GetValue(maxPatterns), mode)).ToList();
+            List<GradientCheckResult> results;
+            try { results = modes.Select(mode => GradientCheck.Run(m, batch, kind, chunk, t, cap, parse.GetValue(maxPatterns), mode)).ToList(); }
+            catch (TooManySelectionsException e) { throw TooMany(e); }
 
             double threshold = dtypeName == "float64" ? 1e-8 : 1e-3;
             // Only the exact strategies and a sampler that claims it (Bernoulli with both factors, uncapped) have the full

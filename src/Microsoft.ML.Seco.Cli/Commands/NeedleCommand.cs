@@ -87,13 +87,11 @@ internal static class NeedleCommand
                 {
                     result = NeedleStudy.Run(m, tokenizer, text, options, cancellationToken: context.CancellationToken);
                 }
-                catch (ArgumentException e) when (e.ParamName == "haystack")
+                catch (OptionException e) when (e.Option == "haystack")
                 {
-                    throw new UsageException($"--haystack '{haystackPath ?? "Moby-Dick"}': {e.Message.Replace(" (Parameter 'haystack')", "", StringComparison.Ordinal)} Give a longer file or shorter --lengths.");
-                }
-                catch (ArgumentOutOfRangeException e) when (e.ParamName == "length")
-                {
-                    throw new UsageException($"--lengths: {e.Message.Split('\n')[0].Replace(" (Parameter 'length')", "", StringComparison.Ordinal)}");
+                    // The study names the text it was given; the command line names the file it came from.
+                    string Name(string option) => option == "haystack" ? $"--haystack '{haystackPath ?? "Moby-Dick"}'" : FlagOf(option);
+                    throw new UsageException($"{FlagValues.Describe(e, Name)} Give a longer file or shorter --lengths.");
                 }
 
                 string folder = Path.GetFullPath(parse.GetValue(output)!);

@@ -145,20 +145,30 @@ internal static class TrainCommand
         // One pass over the files finds a malformed line now rather than after the output folder exists; conversations
         // are rendered and encoded as training will, so an unknown role, a template that raises or a conversation with
         // nothing to train on is reported with its file, line and turn before anything is written.
+        // The stage would refuse training data with nothing to train on and a text column the data lacks in its own terms
+        // (rows, a schema); they are checked here in the user's: the file, the flag or field. Text documents are encoded
+        // only until one has a token to train on, which is the first one unless it is empty.
         var encoderFor = DataSources.Encoders(options.ModelPath, tokenizer, options.AssistantOnlyLoss);
-        int Check(string path, string where)
+        var textColumn = Setting(nameof(options.TextColumnName));
+        void Check(string path, string where, bool training)
         {
             int count = 0;
+            bool trainable = !training;
             foreach (var document in DataSources.Documents(path, where))
             {
-                if (document is ConversationDocument) encoderFor(document).Encode(document);
+                if (document is ConversationDocument || !trainable) trainable |= encoderFor(document).Encode(document).Trained.Contains(true);
                 count++;
             }
-            return count;
+            if (count == 0) throw new UsageException($"{where} '{path}' holds no document.");
+            if (!trainable)
+                throw new UsageException($"{where} '{path}': none of its {count} document(s) has anything to train on (an empty or whitespace text or response has nothing).");
+            var source = DataSources.Load(new MLContext(seed: 0), path, where);
+            if (!source.PromptResponse && !source.Messages && source.View.Schema.GetColumnOrNull(options.TextColumnName) is null)
+                throw new UsageException($"{c.Where(textColumn)} '{options.TextColumnName}' is not a column of {where} '{path}'; its documents are in the column " +
+                    $"{string.Join(", ", source.View.Schema.Select(column => column.Name))}.");
         }
-        if (Check(c.Data, dataWhere) == 0) throw new UsageException($"{dataWhere} '{c.Data}' holds no document.");
-        if (c.ValidationData is not null && Check(c.ValidationData, validationWhere) == 0)
-            throw new UsageException($"{validationWhere} '{c.ValidationData}' holds no document.");
+        Check(c.Data, dataWhere, training: true);
+        if (c.ValidationData is not null) Check(c.ValidationData, validationWhere, training: false);
         try
         {
             var device = TensorSettings.ResolveDevice(options.Device, nameof(options.Device));
