@@ -296,7 +296,7 @@ public sealed class TrainCommandTests : CliTestBase
             // --help shows the flag with the options' own default.
             object? defaultValue = setting.Field.GetValue(new ChunkwiseLoraTrainer.Options());
             StringAssert.Contains(help, setting.Flag);
-            StringAssert.Contains(help, $"Default: {TrainSetting.Display(defaultValue)}.", setting.Flag);
+            StringAssert.Contains(help, $"[default: {TrainSetting.Display(defaultValue)}]", setting.Flag);
         }
     }
 

@@ -19,8 +19,8 @@ internal static class GenerateCommand
         var adapter = Flags.Adapter.Option<string?>();
         var prompt = new Option<string?>("--prompt") { Description = "The text to continue; with --chat, the user's message. Required unless --chat --messages." };
         var chat = new Option<bool>("--chat") { Description = "Chat: render the conversation (--prompt as one user message, or --messages) with the model's chat template and its generation prompt, and stream the assistant's reply.", DefaultValueFactory = _ => false };
-        var system = new Option<string?>("--system") { Description = "With --chat --prompt: a system message before the user's. Default: none." };
-        var messages = new Option<string?>("--messages") { Description = "With --chat: a JSON file holding the conversation, a messages array ([{\"role\", \"content\"}, ...]) or {\"messages\", \"tools\"}. Default: none." };
+        var system = new Option<string?>("--system") { Description = "With --chat --prompt: a system message before the user's." }.WithDefaultNote("none");
+        var messages = new Option<string?>("--messages") { Description = "With --chat: a JSON file holding the conversation, a messages array ([{\"role\", \"content\"}, ...]) or {\"messages\", \"tools\"}." }.WithDefaultNote("none");
         var maxNewTokens = FlagValues.Option<int>(MaxNewTokens, "Tokens to generate at most, at least 0.").WithDefault(defaults.MaxNewTokens);
         var temperature = FlagValues.Option<double>(Temperature, "0 = greedy; otherwise logits are divided by it before sampling.").WithDefault(defaults.Temperature);
         var topP = FlagValues.Option<double>(TopP, "Nucleus sampling threshold in (0, 1]; 1 = off.").WithDefault(defaults.TopP);

@@ -32,11 +32,11 @@ internal static class GradcheckCommand
             "(spaco-bernoulli with compensation both and no binding --max-compensation); the other samplers and modes are biased for chains through the cache: " +
             "their errors are reported, not judged.").WithDefault("seco");
         strategy.OneOf(Strategies);
-        var sampledChunks = Flags.SampledChunks.Option<int?>("Required with the spaco strategies. Default: none.");
+        var sampledChunks = Flags.SampledChunks.Option<int?>("Required with the spaco strategies.").WithDefaultNote("none");
         var compensation = Flags.Compensation.Option<string?>(
-            "Default: all four, each mode's expectation reported; only spaco-bernoulli with both (and no binding --max-compensation) is judged: it alone is unbiased.")
-            .OneOf("both", "loss", "cache", "none");
-        var maxCompensation = Flags.MaxCompensation.Option<double?>("Default: none.");
+            "Without it, every mode's expectation is reported; only spaco-bernoulli with both (and no binding --max-compensation) is judged: it alone is unbiased.")
+            .OneOf("both", "loss", "cache", "none").WithDefaultNote("all four");
+        var maxCompensation = Flags.MaxCompensation.Option<double?>().WithDefaultNote("none");
         var dtype = Flags.DType.Option<string>("gradcheck takes float64 (pass: max relative error <= 1e-8) or float32 (<= 1e-3).").WithDefault("float64").OneOf("float64", "float32");
         var fullFinetune = Flags.FullFineTuning.Option<bool>("Their gradients are checked instead of LoRA's.").WithDefault(false);
         var loraRank = Flags.LoraRank.Option<int>("The adapters go on q/k/v/o and the MLP projections.").WithDefault(4);

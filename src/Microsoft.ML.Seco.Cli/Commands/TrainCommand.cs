@@ -24,13 +24,13 @@ internal static class TrainCommand
     public static Command Create(CliContext context, Func<TrainConfig, bool, bool, bool, int>? run = null)
     {
         run ??= (c, resuming, replacing, json) => Train(context, c, resuming, replacing, json);
-        var config = new Option<string?>("--config") { Description = "JSON configuration file: the settings' fields in camelCase (chunkSize, learningRate, ...) plus data, validationData and output. Flags override it. Default: none (with --resume, OUTPUT/seco-config.json when it exists)." };
+        var config = new Option<string?>("--config") { Description = "JSON configuration file: the settings' fields in camelCase (chunkSize, learningRate, ...) plus data, validationData and output. Flags override it. With --resume and no --config: OUTPUT/seco-config.json when it exists." }.WithDefaultNote("none");
         var data = new Option<string?>("--data") { Description = "Training data: a .jsonl file (\"text\", \"prompt\" + \"response\", or \"messages\" (a conversation, rendered by the model's chat template; see --assistant-only-loss) per line), a .txt file (one document) or a folder of .txt files (one document each). Required." };
-        var validation = new Option<string?>("--validation-data") { Description = "Held-out documents in the same format; validation loss after each epoch and at the end. Default: none." };
+        var validation = new Option<string?>("--validation-data") { Description = "Held-out documents in the same format; validation loss after each epoch and at the end." }.WithDefaultNote("none");
         var output = new Option<string?>("--output") { Description = "Output folder for seco-config.json, metrics.csv, loss.png, adapter/ (or merged/), model.seco and checkpoints/. A folder that holds a run needs --resume or --overwrite. Required." };
-        var resume = new Option<bool>("--resume") { Description = "Continue the run in OUTPUT from its training state in OUTPUT/checkpoints (starting afresh when there is none). Default: false." };
-        var overwrite = new Option<bool>("--overwrite") { Description = "Replace the run in OUTPUT (its checkpoint, metrics and artifacts) with a new one. Default: false." };
-        var json = new Option<bool>("--json") { Description = "Print one JSON object per line (progress events, then a summary) and nothing else on stdout. Default: false." };
+        var resume = new Option<bool>("--resume") { Description = "Continue the run in OUTPUT from its training state in OUTPUT/checkpoints (starting afresh when there is none)." }.WithDefaultNote("false");
+        var overwrite = new Option<bool>("--overwrite") { Description = "Replace the run in OUTPUT (its checkpoint, metrics and artifacts) with a new one." }.WithDefaultNote("false");
+        var json = new Option<bool>("--json") { Description = "Print one JSON object per line (progress events, then a summary) and nothing else on stdout." }.WithDefaultNote("false");
 
         // One flag per setting of the options, in the options' order; names, types and defaults come from there.
         var settings = TrainSetting.All.Select(s => (Setting: s, Flag: FlagFor(s))).ToList();
