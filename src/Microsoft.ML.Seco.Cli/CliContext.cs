@@ -68,13 +68,12 @@ internal sealed class CliContext(TextWriter stdout, TextWriter stderr, Cancellat
         // The library names its options; the command line knows them by their flags.
         if (e is InsufficientDeviceMemoryException memory) return memory.Describe(TrainSetting.FlagOf);
         if (e is OptionException option) return FlagValues.Describe(option, flagOf);
-        // ArgumentException appends " (Parameter 'x')" and, when out of range, "Actual value was ..."; keep the first line.
-        var message = e is ArgumentException a && a.ParamName is not null
-            ? a.Message.Replace($" (Parameter '{a.ParamName}')", "", StringComparison.Ordinal)
-            : e.Message;
+        // Errors whose data a command words are OptionExceptions (above) or caught where the command knows its terms; the
+        // inputs the library would refuse with a plain ArgumentException the commands check before calling it.
         if (e is not UsageException && e.InnerException is { } inner && (e.GetType().Namespace?.StartsWith("Microsoft.ML", StringComparison.Ordinal) == true && e is InvalidOperationException))
-            message = Message(inner, flagOf);
-        int newline = message.IndexOfAny(['\r', '\n']);
-        return newline >= 0 ? message[..newline] : message;
+            return Message(inner, flagOf);
+        // One line: libtorch's errors go on with its C++ backtrace, which --verbose prints with the rest.
+        int newline = e.Message.IndexOfAny(['\r', '\n']);
+        return newline >= 0 ? e.Message[..newline] : e.Message;
     }
 }

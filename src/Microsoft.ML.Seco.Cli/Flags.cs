@@ -116,6 +116,20 @@ internal static class FlagValues
     }
 
     /// <summary>
+    /// Ends the description with a default the option does not hold as its value, in the form --help gives one set with
+    /// <see cref="WithDefault"/> (<see cref="DefaultNote"/>): "none", one that depends on other flags, or one that a
+    /// flag not given must leave to a configuration file.
+    /// </summary>
+    public static Option<T> WithDefaultNote<T>(this Option<T> option, string value)
+    {
+        option.Description = $"{option.Description} {DefaultNote(value)}";
+        return option;
+    }
+
+    /// <summary>A default as --help shows it, <c>[default: value]</c>: every command's help has one form for it.</summary>
+    public static string DefaultNote(string value) => $"[default: {value}]";
+
+    /// <summary>
     /// Accepts only these values (as System.CommandLine's AcceptOnlyFromAmong, and offered as completions); any other is
     /// a parse error that names the flag and lists them on one line.
     /// </summary>

@@ -41,7 +41,7 @@ internal sealed class TrainSetting
     public object? Default => Field.GetValue(Defaults);
 
     /// <summary>The help line: what the setting does, then the options' default.</summary>
-    public string Description => $"{Help} Default: {Display(Default)}.";
+    public string Description => $"{Help} {FlagValues.DefaultNote(Display(Default))}";
 
     /// <summary>
     /// Fields of the options that are not settings of their own: the command sets them from other inputs. A field that is

@@ -41,7 +41,13 @@ public sealed class GradcheckCommandTests : CliTestBase
 
         var tooMany = Seco("gradcheck", "--model", _model, "--seq-len", "200", "--chunk-size", "4", "--strategy", "spaco-bernoulli", "--sampled-chunks", "2");
         Assert.AreEqual(2, tooMany.ExitCode, tooMany.ToString());
-        StringAssert.Contains(tooMany.Error, "limit");
+        Assert.AreEqual("seco: error: --seq-len 200 in chunks of --chunk-size 4 makes 50 chunks: 1,125,899,906,842,624 selections of the bernoulli sampler " +
+            "to enumerate, more than --max-patterns 4096; use a shorter --seq-len or a larger --chunk-size.", tooMany.Error.Trim());
+        // The stratified sampler's law depends on the batch's labels, so the limit is found once the model is loaded: the same line.
+        var tooManyLabelled = Seco("gradcheck", "--model", _model, "--seq-len", "200", "--chunk-size", "4", "--strategy", "spaco-stratified", "--sampled-chunks", "8", "--max-patterns", "10");
+        Assert.AreEqual(2, tooManyLabelled.ExitCode, tooManyLabelled.ToString());
+        StringAssert.StartsWith(tooManyLabelled.Error, "seco: error: --seq-len 200 in chunks of --chunk-size 4 makes 50 chunks: ");
+        StringAssert.EndsWith(tooManyLabelled.Error.Trim(), " selections of the stratified sampler to enumerate, more than --max-patterns 10; use a shorter --seq-len or a larger --chunk-size.");
     }
 
     [TestMethod]

@@ -71,8 +71,8 @@ public sealed class NeedleCommandTests
         StringAssert.Contains(r.Error, "--lengths");
         r = Seco("needle", "--model", _model, "--haystack", _haystack, "--lengths", "4096", "--depths", "0", "--output", output);
         Assert.AreEqual(2, r.Code, r.Error);
-        StringAssert.Contains(r.Error, "--haystack");
-        StringAssert.Contains(r.Error, "too short");
+        Assert.AreEqual($"seco: error: --haystack '{_haystack}' is too short: its 100 sentences hold 1100 tokens, and a prompt of 4096 tokens needs 4069 " +
+            "around the needle and the question. Give a longer file or shorter --lengths.", r.Error.Trim());
         r = Seco("needle", "--model", _model, "--haystack", Path.Combine(_root, "missing.txt"), "--output", output);
         Assert.AreEqual(2, r.Code, r.Error);
         StringAssert.Contains(r.Error, "--haystack");

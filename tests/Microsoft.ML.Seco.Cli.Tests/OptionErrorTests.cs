@@ -152,6 +152,56 @@ public sealed class OptionErrorTests
     }
 
     [TestMethod]
+    public void TheDeviceAndTheDTypeAreNamedByTheirFlagInEveryCommand()
+    {
+        // The library names them as its records do (Device, DType); each command words them with its flags.
+        string model = Path.Combine(_root, "tiny-for-devices");
+        var init = Seco("init-tiny", "--out", model, "--layers", "1", "--hidden-size", "16", "--heads", "2", "--kv-heads", "1", "--intermediate-size", "32");
+        Assert.AreEqual(0, init.Code, init.Error);
+        string data = Path.Combine(_root, "devices.jsonl");
+        File.WriteAllText(data, "{\"text\": \"a short document\"}\n");
+        const string NotADevice = "'tpu' is not a device; use auto, cpu, cuda or cuda:N.";
+        const string NotADType = "'int4' is not supported; use auto, float32, bfloat16, float16, float64.";
+        foreach (var (args, takesAnyDType) in new (string[], bool)[]
+        {
+            (["train", "--model", model, "--data", data, "--output", Path.Combine(_root, "devices-out")], true),
+            (["eval", "--model", model, "--input-ids", "1,2"], true),
+            (["generate", "--model", model, "--prompt", "x"], true),
+            (["needle", "--model", model, "--variant", "passkey", "--quick", "--output", Path.Combine(_root, "devices-needle")], true),
+            (["gradcheck", "--model", model, "--seq-len", "8", "--chunk-size", "4"], false),
+            (["bench", "--quick"], true),
+        })
+        {
+            string name = string.Join(" ", args.Where(a => !a.Contains(_root, StringComparison.Ordinal)));
+            var r = Seco([.. args, "--device", "tpu"]);
+            Assert.AreEqual((2, $"seco: error: --device {NotADevice}"), (r.Code, r.Error.Trim()), name);
+            if (!takesAnyDType) continue;
+            r = Seco([.. args, "--device", "cpu", "--dtype", "int4"]);
+            Assert.AreEqual((2, $"seco: error: --dtype {NotADType}"), (r.Code, r.Error.Trim()), name);
+        }
+        Assert.IsFalse(Directory.Exists(Path.Combine(_root, "devices-out")), "train checks the device before it writes");
+
+        // Set in train's configuration file, they are named by the file's field.
+        string file = ConfigFile("devices", "\"modelPath\": " + System.Text.Json.JsonSerializer.Serialize(model), "\"device\": \"tpu\"");
+        var fromFile = Seco("train", "--config", file, "--data", data, "--output", Path.Combine(_root, "devices-out"));
+        Assert.AreEqual((2, $"seco: error: {file}: field 'device' (line 3, column 3) {NotADevice}"), (fromFile.Code, fromFile.Error.Trim()));
+    }
+
+    [TestMethod]
+    public void NoCommandPatchesAnExceptionsMessage()
+    {
+        // A library error a command words has data (an OptionException, or a type with fields) or is checked before the
+        // call; cutting " (Parameter 'x')" or a first line out of a message would hide what the data lacks.
+        string cli = Microsoft.ML.Seco.Tests.Packaging.RepositoryFiles.PathOf("src/Microsoft.ML.Seco.Cli");
+        foreach (var file in Directory.EnumerateFiles(cli, "*.cs", SearchOption.AllDirectories).Where(f => !f.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}", StringComparison.Ordinal)))
+        {
+            string text = File.ReadAllText(file);
+            foreach (var patch in new[] { "(Parameter '", "Message.Replace(", "Message.Split(" })
+                Assert.IsFalse(text.Contains(patch, StringComparison.Ordinal), $"{Path.GetRelativePath(cli, file)} patches a message ({patch})");
+        }
+    }
+
+    [TestMethod]
     public void NoErrorIsRewrittenWithRegularExpressions()
     {
         // Errors are worded from their data (OptionException.Describe) by dictionary look-ups; no message is patched.

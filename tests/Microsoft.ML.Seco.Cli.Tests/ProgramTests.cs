@@ -10,7 +10,7 @@ public sealed class ProgramTests : CliTestBase
         foreach (var (command, expected) in new[]
         {
             ("init-tiny", new[] { "--layers", "[default: 2]", "--hidden-size", "[default: 64]" }),
-            ("train", new[] { "--chunk-size", "Default: 128", "--lr", "Default: 1e-4", "--resume", "--json", "--config" }),
+            ("train", new[] { "--chunk-size", "[default: 128]", "--lr", "[default: 1e-4]", "--resume", "--json", "--config", "[default: none]" }),
             ("eval", new[] { "--input-ids", "--per-token", "[default: 128]" }),
             ("generate", new[] { "--max-new-tokens", "[default: 64]", "--top-p" }),
             ("gradcheck", new[] { "--strategy", "[default: seco]", "B matrices randomised", "--dtype", "[default: float64]", "--device" }),
@@ -20,6 +20,13 @@ public sealed class ProgramTests : CliTestBase
             var r = Seco(command, "--help");
             Assert.AreEqual(0, r.ExitCode, r.ToString());
             foreach (var text in expected) StringAssert.Contains(r.Out, text, $"{command} --help");
+        }
+        // One form for a default in every command's help: the one System.CommandLine gives a value set with WithDefault.
+        foreach (var command in Program.BuildRoot(new CliContext(TextWriter.Null, TextWriter.Null, CancellationToken.None)).Subcommands)
+        {
+            string help = Seco(command.Name, "--help").Out;
+            Assert.IsFalse(help.Contains("Default:", StringComparison.Ordinal), $"{command.Name} --help writes a default otherwise than [default: ...]");
+            StringAssert.Contains(help, "[default: ", command.Name);
         }
     }
 

@@ -296,7 +296,7 @@ public sealed class TrainCommandTests : CliTestBase
             // --help shows the flag with the options' own default.
             object? defaultValue = setting.Field.GetValue(new ChunkwiseLoraTrainer.Options());
             StringAssert.Contains(help, setting.Flag);
-            StringAssert.Contains(help, $"Default: {TrainSetting.Display(defaultValue)}.", setting.Flag);
+            StringAssert.Contains(help, $"[default: {TrainSetting.Display(defaultValue)}]", setting.Flag);
         }
     }
 
@@ -371,6 +371,16 @@ public sealed class TrainCommandTests : CliTestBase
             Assert.IsFalse(System.Text.RegularExpressions.Regex.IsMatch(r.Error, @"\b(ChunkSize|LoraRank|FinalLearningRateRatio|MinLearningRateRatio|BatchSize|TargetModules|DType)\b"), r.Error);
             Assert.IsFalse(Directory.Exists(output), $"{string.Join(" ", flags)} created the output folder");
         }
+
+        // What the stage would refuse in its own terms (a schema, rows) is refused naming the flag and the file.
+        var column = Seco("train", "--model", _model, "--data", _data, "--output", output, "--text-column", "Body");
+        Assert.AreEqual((2, $"seco: error: --text-column 'Body' is not a column of --data '{_data}'; its documents are in the column Text."), (column.ExitCode, column.Error.Trim()));
+        string emptyData = Path.Combine(_root, "empty-texts.jsonl");
+        File.WriteAllText(emptyData, "{\"text\": \"\"}\n{\"text\": \"  \"}\n");
+        var empty = Seco("train", "--model", _model, "--data", emptyData, "--output", output);
+        Assert.AreEqual((2, $"seco: error: --data '{emptyData}': none of its 2 document(s) has anything to train on (an empty or whitespace text or response has nothing)."),
+            (empty.ExitCode, empty.Error.Trim()));
+        Assert.IsFalse(Directory.Exists(output));
 
         // Bad data is found before the output folder exists, too.
         string badData = Path.Combine(_root, "bad-data.jsonl");

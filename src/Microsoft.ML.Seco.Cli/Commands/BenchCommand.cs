@@ -63,13 +63,13 @@ internal static class BenchCommand
 
     public static Command Create(CliContext context)
     {
-        var shape = new Option<string?>("--shape") { Description = $"Model shape preset: {string.Join(", ", BenchmarkShape.Presets.Keys)}; the shape flags below override its fields. Default: default (tiny with --quick)." };
+        var shape = new Option<string?>("--shape") { Description = $"Model shape preset: {string.Join(", ", BenchmarkShape.Presets.Keys)}; the shape flags below override its fields." }.WithDefaultNote("default (tiny with --quick)");
         var quick = new Option<bool>("--quick") { Description = "Smoke test in well under 2 minutes: the tiny shape, lengths 128,256,512, chunk 64, t = 2, baselines at every length (explicit flags still override)." };
-        var lengths = new Option<string?>("--lengths") { Description = "Comma-separated sequence lengths. Default: 1024,2048,4096,8192." };
+        var lengths = new Option<string?>("--lengths") { Description = "Comma-separated sequence lengths." }.WithDefaultNote("1024,2048,4096,8192");
         var strategies = new Option<string>("--strategies") { Description = "Comma-separated: full, checkpoint, seco, spaco, inference.", DefaultValueFactory = _ => "full,checkpoint,seco,spaco,inference" };
-        var baselinesUpTo = FlagValues.Option<int?>("--baselines-up-to", "Longest length at which the whole-sequence baselines (full, checkpoint) run, their time growing fastest; 0 = every length. Default: 4096 (every length with --quick).");
-        var chunkSize = Flags.ChunkSize.Option<int?>($"Default: {SecoDefaults.ChunkSize} (64 with --quick).");
-        var sampled = Flags.SampledChunks.Option<int?>($"Default: {DefaultSampledChunks} (2 with --quick).");
+        var baselinesUpTo = FlagValues.Option<int?>("--baselines-up-to", "Longest length at which the whole-sequence baselines (full, checkpoint) run, their time growing fastest; 0 = every length.").WithDefaultNote("4096 (every length with --quick)");
+        var chunkSize = Flags.ChunkSize.Option<int?>().WithDefaultNote($"{SecoDefaults.ChunkSize} (64 with --quick)");
+        var sampled = Flags.SampledChunks.Option<int?>().WithDefaultNote($"{DefaultSampledChunks} (2 with --quick)");
         var sampler = new Option<string>("--sampler") { Description = $"SpaCO's sampler: {SamplerNames.Help(BenchSamplers)}.", DefaultValueFactory = _ => ChunkSamplers.FixedBudget.Name };
         const string OverridesPreset = "Overrides the preset.";
         var layers = Flags.Layers.Option<int?>(OverridesPreset);
@@ -82,9 +82,9 @@ internal static class BenchCommand
         var steps = FlagValues.Option<int>("--steps", "Timed steps per point after one warm-up step; the median is reported. Memory is measured on one more step.").WithDefault(3);
         var dtype = Flags.DType.Option<string>().WithDefault("float32");
         var device = Flags.Device.Option<string>("On CUDA memory is the device memory libtorch's allocator reserves during a step, read through the CUDA driver; nothing else should use the device meanwhile.").WithDefault("cpu");
-        var budget = Flags.MemoryBudget.Option<string?>("Reports the longest length each strategy trains within it, from the measured points and the fitted memory model. Default: none.");
-        var csv = new Option<string?>("--csv") { Description = "Write the points to this CSV file and the per-strategy summary to NAME-summary.csv beside it. Default: none." };
-        var plots = new Option<string?>("--plots") { Description = "Folder for bench-time.png and bench-memory.png. Default: beside --csv (NAME-time.png, NAME-memory.png), else none." };
+        var budget = Flags.MemoryBudget.Option<string?>("Reports the longest length each strategy trains within it, from the measured points and the fitted memory model.").WithDefaultNote("none");
+        var csv = new Option<string?>("--csv") { Description = "Write the points to this CSV file and the per-strategy summary to NAME-summary.csv beside it." }.WithDefaultNote("none");
+        var plots = new Option<string?>("--plots") { Description = "Folder for bench-time.png and bench-memory.png." }.WithDefaultNote("beside --csv (NAME-time.png, NAME-memory.png), else none");
         var isolate = new Option<bool>("--isolate-memory") { Description = "Measure each point's memory in a fresh process of its own (always on CUDA, where libtorch's caching allocator cannot be emptied and a point measured after a larger one would read low); the timed steps still run in this process." };
         var memoryPoint = new Option<string?>(MemoryProcess.PointOption) { Hidden = true, Description = "Internal: measure the memory of one STRATEGY@LENGTH point and print it as one JSON line." };
         var json = new Option<bool>("--json") { Description = "Print one JSON object per point, then a summary, and nothing else." };
@@ -120,9 +120,9 @@ internal static class BenchCommand
             if (upTo < 0) throw new UsageException("--baselines-up-to must be 0 (every length) or positive.");
             // A prediction runs nothing, so it may name a device this machine does not have.
             string deviceName = parse.GetValue(device)!;
-            var dev = parse.GetValue(predict) ? global::TorchSharp.torch.CPU : TensorSettings.ResolveDevice(deviceName, "--device");
+            var dev = parse.GetValue(predict) ? global::TorchSharp.torch.CPU : TensorSettings.ResolveDevice(deviceName);
             var settings = new Settings(benchShape, lengthList, strategyList, upTo == 0 ? int.MaxValue : upTo, chunk, t, samplerKind, parse.GetValue(steps),
-                TensorSettings.ResolveDType(parse.GetValue(dtype)!, dev, "--dtype"), dev,
+                TensorSettings.ResolveDType(parse.GetValue(dtype)!, dev), dev,
                 parse.GetValue(budget) is { } b ? MemoryModel.ParseSize(b, "--memory-budget") : null,
                 IsolateMemory: parse.GetValue(isolate) || dev.type == global::TorchSharp.DeviceType.CUDA, RecomputeLayers: parse.GetValue(recompute),
                 Cuda: deviceName.Trim().StartsWith("cuda", StringComparison.OrdinalIgnoreCase), Phases: parse.GetValue(phases),

@@ -21,9 +21,9 @@ internal static class EvalCommand
     {
         var model = Flags.Model.Option<string>(required: true);
         var adapter = Flags.Adapter.Option<string?>();
-        var data = new Option<string?>("--data") { Description = "Documents to score: a .jsonl file (\"text\"; \"prompt\" + \"response\": only the response is scored; \"messages\": rendered by the model's chat template, the assistant's turns scored), a .txt file or a folder of .txt files. Needs the model's tokenizer. Default: none (give --data or --input-ids)." };
+        var data = new Option<string?>("--data") { Description = "Documents to score: a .jsonl file (\"text\"; \"prompt\" + \"response\": only the response is scored; \"messages\": rendered by the model's chat template, the assistant's turns scored), a .txt file or a folder of .txt files. Needs the model's tokenizer; give it or --input-ids." }.WithDefaultNote("none");
         var assistantOnly = Flags.AssistantOnlyLoss.Option<bool>().WithDefault(true);
-        var inputIds = new Option<string?>("--input-ids") { Description = "One sequence of token ids, comma-separated (e.g. 1,2,3); needs no tokenizer. Default: none." };
+        var inputIds = new Option<string?>("--input-ids") { Description = "One sequence of token ids, comma-separated (e.g. 1,2,3); needs no tokenizer." }.WithDefaultNote("none");
         var chunkSize = Flags.ChunkSize.Option<int>().WithDefault(SecoDefaults.ChunkSize);
         var maxSeqLen = Flags.MaxSequenceLength.Option<int>("Each window is scored as training sees it.").WithDefault(SecoDefaults.MaxSequenceLength);
         var perToken = new Option<bool>("--per-token") { Description = "Also report each scored token's NLL: entry i is -log p(token i+1 | tokens 0..i), sequences one after another.", DefaultValueFactory = _ => false };

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
 using Microsoft.ML.Seco.Inference;
+using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Tokenization;
 
 namespace Microsoft.ML.Seco.Cli.Commands;
@@ -18,8 +19,8 @@ internal static class GenerateCommand
         var adapter = Flags.Adapter.Option<string?>();
         var prompt = new Option<string?>("--prompt") { Description = "The text to continue; with --chat, the user's message. Required unless --chat --messages." };
         var chat = new Option<bool>("--chat") { Description = "Chat: render the conversation (--prompt as one user message, or --messages) with the model's chat template and its generation prompt, and stream the assistant's reply.", DefaultValueFactory = _ => false };
-        var system = new Option<string?>("--system") { Description = "With --chat --prompt: a system message before the user's. Default: none." };
-        var messages = new Option<string?>("--messages") { Description = "With --chat: a JSON file holding the conversation, a messages array ([{\"role\", \"content\"}, ...]) or {\"messages\", \"tools\"}. Default: none." };
+        var system = new Option<string?>("--system") { Description = "With --chat --prompt: a system message before the user's." }.WithDefaultNote("none");
+        var messages = new Option<string?>("--messages") { Description = "With --chat: a JSON file holding the conversation, a messages array ([{\"role\", \"content\"}, ...]) or {\"messages\", \"tools\"}." }.WithDefaultNote("none");
         var maxNewTokens = FlagValues.Option<int>(MaxNewTokens, "Tokens to generate at most, at least 0.").WithDefault(defaults.MaxNewTokens);
         var temperature = FlagValues.Option<double>(Temperature, "0 = greedy; otherwise logits are divided by it before sampling.").WithDefault(defaults.Temperature);
         var topP = FlagValues.Option<double>(TopP, "Nucleus sampling threshold in (0, 1]; 1 = off.").WithDefault(defaults.TopP);
@@ -79,9 +80,11 @@ internal static class GenerateCommand
 
     const string MaxNewTokens = "--max-new-tokens", Temperature = "--temperature", TopP = "--top-p";
 
-    // The flag of each field of GenerationOptions that the command sets.
+    // The flag of each field of GenerationOptions that the command sets, and of the device and dtype ModelLoading resolves.
     static readonly Dictionary<string, string> FlagNames = new()
     {
+        [TensorSettings.DeviceOption] = Flags.Device.Name,
+        [TensorSettings.DTypeOption] = Flags.DType.Name,
         [nameof(GenerationOptions.MaxNewTokens)] = MaxNewTokens,
         [nameof(GenerationOptions.Temperature)] = Temperature,
         [nameof(GenerationOptions.TopP)] = TopP,

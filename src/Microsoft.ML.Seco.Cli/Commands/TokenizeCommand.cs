@@ -15,8 +15,8 @@ internal static class TokenizeCommand
     public static Command Create(CliContext context)
     {
         var model = Flags.Model.Option<string>("Only its tokenizer files are read here (tokenizer.json or tokenizer.model, tokenizer_config.json, config.json if present).", required: true);
-        var text = new Option<string?>("--text") { Description = "The text to tokenize. Default: none (give --text or --data)." };
-        var data = new Option<string?>("--data") { Description = "Documents to tokenize as training encodes them, one result each: a .jsonl file (\"text\"; \"prompt\" + \"response\"; \"messages\", rendered by the model's chat template), a .txt file or a folder of .txt files. Default: none." };
+        var text = new Option<string?>("--text") { Description = "The text to tokenize; give it or --data." }.WithDefaultNote("none");
+        var data = new Option<string?>("--data") { Description = "Documents to tokenize as training encodes them, one result each: a .jsonl file (\"text\"; \"prompt\" + \"response\"; \"messages\", rendered by the model's chat template), a .txt file or a folder of .txt files." }.WithDefaultNote("none");
         var noSpecial = new Option<bool>("--no-special-tokens") { Description = "--text: do not add the tokenizer's own special tokens (e.g. Llama's <s>); --data: leave out the BOS and EOS training puts around a text or prompt/response (a conversation's come from its template and stay). Special tokens written in the text are still recognised.", DefaultValueFactory = _ => false };
         var assistantOnly = Flags.AssistantOnlyLoss.Option<bool>().WithDefault(true);
         var json = new Option<bool>("--json") { Description = "Print one JSON object per document: {\"rendered\", \"ids\", \"trained\" (--data: 0/1 per id), \"tokens\", \"count\"}.", DefaultValueFactory = _ => false };

@@ -24,13 +24,13 @@ internal static class TrainCommand
     public static Command Create(CliContext context, Func<TrainConfig, bool, bool, bool, int>? run = null)
     {
         run ??= (c, resuming, replacing, json) => Train(context, c, resuming, replacing, json);
-        var config = new Option<string?>("--config") { Description = "JSON configuration file: the settings' fields in camelCase (chunkSize, learningRate, ...) plus data, validationData and output. Flags override it. Default: none (with --resume, OUTPUT/seco-config.json when it exists)." };
+        var config = new Option<string?>("--config") { Description = "JSON configuration file: the settings' fields in camelCase (chunkSize, learningRate, ...) plus data, validationData and output. Flags override it. With --resume and no --config: OUTPUT/seco-config.json when it exists." }.WithDefaultNote("none");
         var data = new Option<string?>("--data") { Description = "Training data: a .jsonl file (\"text\", \"prompt\" + \"response\", or \"messages\" (a conversation, rendered by the model's chat template; see --assistant-only-loss) per line), a .txt file (one document) or a folder of .txt files (one document each). Required." };
-        var validation = new Option<string?>("--validation-data") { Description = "Held-out documents in the same format; validation loss after each epoch and at the end. Default: none." };
+        var validation = new Option<string?>("--validation-data") { Description = "Held-out documents in the same format; validation loss after each epoch and at the end." }.WithDefaultNote("none");
         var output = new Option<string?>("--output") { Description = "Output folder for seco-config.json, metrics.csv, loss.png, adapter/ (or merged/), model.seco and checkpoints/. A folder that holds a run needs --resume or --overwrite. Required." };
-        var resume = new Option<bool>("--resume") { Description = "Continue the run in OUTPUT from its training state in OUTPUT/checkpoints (starting afresh when there is none). Default: false." };
-        var overwrite = new Option<bool>("--overwrite") { Description = "Replace the run in OUTPUT (its checkpoint, metrics and artifacts) with a new one. Default: false." };
-        var json = new Option<bool>("--json") { Description = "Print one JSON object per line (progress events, then a summary) and nothing else on stdout. Default: false." };
+        var resume = new Option<bool>("--resume") { Description = "Continue the run in OUTPUT from its training state in OUTPUT/checkpoints (starting afresh when there is none)." }.WithDefaultNote("false");
+        var overwrite = new Option<bool>("--overwrite") { Description = "Replace the run in OUTPUT (its checkpoint, metrics and artifacts) with a new one." }.WithDefaultNote("false");
+        var json = new Option<bool>("--json") { Description = "Print one JSON object per line (progress events, then a summary) and nothing else on stdout." }.WithDefaultNote("false");
 
         // One flag per setting of the options, in the options' order; names, types and defaults come from there.
         var settings = TrainSetting.All.Select(s => (Setting: s, Flag: FlagFor(s))).ToList();
@@ -145,22 +145,36 @@ internal static class TrainCommand
         // One pass over the files finds a malformed line now rather than after the output folder exists; conversations
         // are rendered and encoded as training will, so an unknown role, a template that raises or a conversation with
         // nothing to train on is reported with its file, line and turn before anything is written.
+        // The stage would refuse training data with nothing to train on and a text column the data lacks in its own terms
+        // (rows, a schema); they are checked here in the user's: the file, the flag or field. Text documents are encoded
+        // only until one has a token to train on, which is the first one unless it is empty.
         var encoderFor = DataSources.Encoders(options.ModelPath, tokenizer, options.AssistantOnlyLoss);
-        int Check(string path, string where)
+        var textColumn = Setting(nameof(options.TextColumnName));
+        void Check(string path, string where, bool training)
         {
             int count = 0;
+            bool trainable = !training;
             foreach (var document in DataSources.Documents(path, where))
             {
-                if (document is ConversationDocument) encoderFor(document).Encode(document);
+                if (document is ConversationDocument || !trainable) trainable |= encoderFor(document).Encode(document).Trained.Contains(true);
                 count++;
             }
-            return count;
+            if (count == 0) throw new UsageException($"{where} '{path}' holds no document.");
+            if (!trainable)
+                throw new UsageException($"{where} '{path}': none of its {count} document(s) has anything to train on (an empty or whitespace text or response has nothing).");
+            var source = DataSources.Load(new MLContext(seed: 0), path, where);
+            if (!source.PromptResponse && !source.Messages && source.View.Schema.GetColumnOrNull(options.TextColumnName) is null)
+                throw new UsageException($"{c.Where(textColumn)} '{options.TextColumnName}' is not a column of {where} '{path}'; its documents are in the column " +
+                    $"{string.Join(", ", source.View.Schema.Select(column => column.Name))}.");
         }
-        if (Check(c.Data, dataWhere) == 0) throw new UsageException($"{dataWhere} '{c.Data}' holds no document.");
-        if (c.ValidationData is not null && Check(c.ValidationData, validationWhere) == 0)
-            throw new UsageException($"{validationWhere} '{c.ValidationData}' holds no document.");
-        var device = TensorSettings.ResolveDevice(options.Device, c.Where(Setting(nameof(options.Device))));
-        TensorSettings.ResolveDType(options.DType, device, c.Where(Setting(nameof(options.DType))));
+        Check(c.Data, dataWhere, training: true);
+        if (c.ValidationData is not null) Check(c.ValidationData, validationWhere, training: false);
+        try
+        {
+            var device = TensorSettings.ResolveDevice(options.Device, nameof(options.Device));
+            TensorSettings.ResolveDType(options.DType, device, nameof(options.DType));
+        }
+        catch (OptionException e) { throw new UsageException(c.Describe(e)); }
 
         string outputDir = System.IO.Path.GetFullPath(c.Output);
         if (File.Exists(outputDir)) throw new UsageException($"--output '{c.Output}' is a file; expected a folder.");

@@ -72,6 +72,7 @@ public static class GradientCheck
     /// <paramref name="maxCompensation"/> apply to the SpaCO strategies; a sampler that uses labelled chunks takes them
     /// from the batch.
     /// </summary>
+    /// <exception cref="TooManySelectionsException">SpaCO's sampler has more than <paramref name="maxPatterns"/> selections to enumerate.</exception>
     public static GradientCheckResult Run(CausalLM model, TokenBatch batch, GradientCheckStrategy strategy, int chunkSize,
                                           int? sampledChunks = null, double? maxCompensation = null, int maxPatterns = 4096,
                                           Compensation compensation = Compensation.LossAndCache)
@@ -111,23 +112,21 @@ public static class GradientCheck
     /// Every selection <paramref name="sampler"/> can draw (<see cref="IChunkSampler.Law"/>), with its probability and
     /// the factors of <paramref name="compensation"/>: for the built-in samplers the 2^k keep patterns of Bernoulli,
     /// the C(k, t) subsets of the fixed budget, the products of per-group subsets of the stratified sampler (which
-    /// needs <paramref name="labelledChunks"/>). Refuses more than <paramref name="maxPatterns"/> (naming the limit in
-    /// the message).
+    /// needs <paramref name="labelledChunks"/>).
     /// </summary>
+    /// <exception cref="TooManySelectionsException">The law has more than <paramref name="maxPatterns"/> selections.</exception>
     public static IReadOnlyList<(ChunkSelection Selection, double Probability)> Selections(int chunks, int sampled, IChunkSampler sampler,
         Compensation compensation, double? maxCompensation, int maxPatterns = 4096, IReadOnlyList<bool>? labelledChunks = null)
     {
         if (sampled <= 0) throw new ArgumentOutOfRangeException(nameof(sampled), sampled, "sampled chunks must be positive.");
         var (lossFactor, cacheFactor) = sampler.Factors(chunks, sampled, compensation, maxCompensation);
         double count = sampler.SelectionCount(chunks, sampled, labelledChunks);
-        string TooMany(double n) =>
-            $"{chunks} chunks give {n:N0} selections of the {sampler.Name} sampler to enumerate, more than the limit of {maxPatterns:N0}; use a shorter sequence or a larger chunk size.";
-        if (count > maxPatterns) throw new ArgumentOutOfRangeException(nameof(chunks), chunks, TooMany(count));
+        if (count > maxPatterns) throw new TooManySelectionsException(chunks, sampler.Name, count, maxPatterns);
         var result = new List<(ChunkSelection, double)>();
         foreach (var (keep, probability) in sampler.Law(chunks, sampled, labelledChunks))
         {
             // A sampler whose count understates its law is stopped at the limit all the same.
-            if (result.Count == maxPatterns) throw new ArgumentOutOfRangeException(nameof(chunks), chunks, TooMany(maxPatterns + 1.0));
+            if (result.Count == maxPatterns) throw new TooManySelectionsException(chunks, sampler.Name, maxPatterns + 1.0, maxPatterns);
             if (keep.Length != chunks) throw new InvalidOperationException($"The {sampler.Name} sampler's law holds a pattern of {keep.Length} chunks for {chunks}.");
             result.Add((new ChunkSelection(keep, lossFactor, cacheFactor), probability));
         }

@@ -49,15 +49,18 @@ public sealed class DataParallel : IDisposable
     /// The device of this rank: a CUDA device named without an index ("cuda", or "auto" on a GPU machine) becomes
     /// cuda:<see cref="ICommunicator.LocalRank"/>, one rank per GPU; any other device is kept.
     /// </summary>
-    /// <exception cref="ArgumentException">There are fewer GPUs on this machine than ranks on it (named by <paramref name="option"/>).</exception>
+    /// <exception cref="OptionException">
+    /// There are fewer GPUs on this machine than ranks on it; the error names <paramref name="option"/> (the option that
+    /// chose the device, as the caller's record names it), for the caller to word in its own vocabulary.
+    /// </exception>
     public Device DeviceFor(Device resolved, string option = "Device")
     {
         ArgumentNullException.ThrowIfNull(resolved);
         if (resolved.type != DeviceType.CUDA || resolved.index >= 0 || Communicator.Size == 1) return resolved;
         long gpus = cuda.device_count();
         if (Communicator.LocalRank >= gpus)
-            throw new ArgumentException($"{option}: rank {Communicator.Rank} is local rank {Communicator.LocalRank} on its machine, which has {gpus} CUDA device(s): " +
-                "start at most one rank per GPU on each machine (mpirun -np, or slots= in the hostfile).", option);
+            throw new OptionException(option, null, $"rank {Communicator.Rank} is local rank {Communicator.LocalRank} on its machine, which has {gpus} CUDA device(s): " +
+                "start at most one rank per GPU on each machine (mpirun -np, or slots= in the hostfile)");
         return device(DeviceType.CUDA, Communicator.LocalRank);
     }
 

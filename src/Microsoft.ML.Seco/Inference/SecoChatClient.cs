@@ -109,6 +109,7 @@ public sealed class SecoChatClient : IChatClient
     /// <param name="device">auto (CUDA when available), cpu, cuda or cuda:N.</param>
     /// <param name="dtype">auto (bfloat16 on CUDA, float32 on the CPU), float32, bfloat16, float16 or float64.</param>
     /// <exception cref="DirectoryNotFoundException">A directory does not exist.</exception>
+    /// <exception cref="OptionException"><paramref name="device"/> or <paramref name="dtype"/> is not one of those (its <see cref="OptionException.Option"/> is <c>device</c> or <c>dtype</c>), or CUDA is asked for and absent.</exception>
     public static SecoChatClient FromModelDirectory(string modelDirectory, string? adapterDirectory, Func<JsonArray, string> renderPrompt,
         SecoChatClientOptions? options = null, string device = "auto", string dtype = "auto")
     {
@@ -140,6 +141,7 @@ public sealed class SecoChatClient : IChatClient
     /// <param name="device">auto (CUDA when available), cpu, cuda or cuda:N.</param>
     /// <param name="dtype">auto (bfloat16 on CUDA, float32 on the CPU), float32, bfloat16, float16 or float64.</param>
     /// <exception cref="DirectoryNotFoundException">A directory does not exist.</exception>
+    /// <exception cref="OptionException"><paramref name="device"/> or <paramref name="dtype"/> is not one of those, or CUDA is asked for and absent (see the other overload).</exception>
     /// <exception cref="InvalidDataException">The model directory has no chat template: pass a renderer to the other overload.</exception>
     public static SecoChatClient FromModelDirectory(string modelDirectory, string? adapterDirectory = null, SecoChatClientOptions? options = null,
         string device = "auto", string dtype = "auto")

@@ -64,6 +64,10 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
     /// rows, with the same result as one process with that batch size (docs/SCALING.md); rank 0 alone writes the
     /// checkpoints, every rank returns the same fitted stage, and a rank that fails ends the job (MPI_Abort) with its error.
     /// </remarks>
+    /// <exception cref="OptionException">
+    /// <see cref="Options.Device"/> or <see cref="Options.DType"/> names no device or dtype, or a device this machine lacks;
+    /// the error names the field (<see cref="OptionException.Option"/>) and holds its value.
+    /// </exception>
     public ChunkwiseLoraTransformer Fit(IDataView input)
     {
         var world = Distributed.Communicator.World;

@@ -98,9 +98,11 @@ public sealed class ChunkwiseLoraTransformer : ITransformer, IDisposable
     /// <summary>
     /// Scores one document as <see cref="Transform"/> does (the text; the response given the prompt; a conversation's
     /// trained tokens, the assistant's turns unless <see cref="ScoringSettings.AssistantOnlyLoss"/> is false): summed
-    /// and mean negative log-likelihood, perplexity and the scored-token count.
+    /// and mean negative log-likelihood, perplexity and the scored-token count. A document with nothing to score (an
+    /// empty text or response, a conversation without an assistant turn with text) scores 0 tokens with NaN mean NLL
+    /// and perplexity, as its row in <see cref="Transform"/> does.
     /// </summary>
-    /// <exception cref="InvalidDataException">A conversation the chat template cannot render, or that has nothing to score; the message names the turn.</exception>
+    /// <exception cref="InvalidDataException">A conversation the chat template cannot render; the message names the turn.</exception>
     public DocumentScore Score(Document document)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);

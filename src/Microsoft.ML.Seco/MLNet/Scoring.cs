@@ -58,9 +58,9 @@ public sealed record ScoringSettings
 /// <summary>Rows of the scoring columns (ML.NET custom mapping types).</summary>
 internal sealed class ScoringOutput
 {
-    /// <summary>exp(mean negative log-likelihood) of the scored tokens; NaN for an empty document.</summary>
+    /// <summary>exp(mean negative log-likelihood) of the scored tokens; NaN for a row with nothing to score (an empty text or response, a conversation without an assistant turn).</summary>
     public float Perplexity;
-    /// <summary>Mean negative log-likelihood per scored token (nats).</summary>
+    /// <summary>Mean negative log-likelihood per scored token (nats); NaN for a row with nothing to score.</summary>
     public float NegativeLogLikelihood;
     /// <summary>Tokens scored (predicted) in the row.</summary>
     public int ScoredTokens;

@@ -115,7 +115,10 @@ public static class Evaluation
     /// Scores one document through <paramref name="encoder"/>, the step training takes from a document to ids and
     /// trained tokens: what is scored is what is trained on (a conversation's assistant turns, with the encoder's chat
     /// template and <see cref="DocumentEncoder.AssistantOnlyLoss"/>), in windows of <paramref name="maxSequenceLength"/>
-    /// tokens, each forwarded chunk by chunk against a key/value cache.
+    /// tokens, each forwarded chunk by chunk against a key/value cache. A document with nothing to score (an empty
+    /// text, an empty response, a conversation without an assistant turn with text) scores no token: a
+    /// <see cref="DocumentScore"/> with <see cref="DocumentScore.Tokens"/> 0 and NaN mean NLL and perplexity, whatever
+    /// the encoder's <see cref="DocumentEncoder.RefuseUntrainedConversations"/> (training's rule, not scoring's).
     /// </summary>
     /// <param name="model">The model.</param>
     /// <param name="encoder">The document encoder (tokenizer, and the chat template for conversations).</param>
@@ -128,6 +131,7 @@ public static class Evaluation
     {
         ArgumentNullException.ThrowIfNull(encoder);
         ArgumentNullException.ThrowIfNull(document);
+        encoder = encoder with { RefuseUntrainedConversations = false };
         var tokenizer = encoder.Tokenizer;
         var builder = new SequenceBuilder(maxSequenceLength, SequenceOverflow.Split);
         double sum = 0;

@@ -280,12 +280,15 @@ public static class NeedleStudy
     /// tokens (the last filler sentence is cut); the needle goes at the sentence boundary nearest
     /// <paramref name="depth"/> × the filler's tokens.
     /// </summary>
-    /// <exception cref="ArgumentException">The haystack is too short for the length (parameter name "haystack").</exception>
+    /// <exception cref="OptionException">
+    /// A parameter breaks a rule, named as the parameter (<c>depth</c>, <c>length</c>, or <c>haystack</c> when the
+    /// haystack has no sentence or is too short for the length), for the caller to word in its own terms.
+    /// </exception>
     public static NeedlePrompt BuildPrompt(ModelTokenizer tokenizer, string? haystack, int length, double depth, NeedleVariant variant, int seed)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
-        if (!(depth >= 0 && depth <= 1)) throw new ArgumentOutOfRangeException(nameof(depth), depth, "depth must be in [0, 1].");
-        if (length < MinimumLength) throw new ArgumentOutOfRangeException(nameof(length), length, $"length must be at least {MinimumLength}.");
+        if (!(depth >= 0 && depth <= 1)) throw new OptionException(nameof(depth), depth, "{depth} must be in [0, 1]");
+        if (length < MinimumLength) throw new OptionException(nameof(length), length, $"{{length}} must be at least {MinimumLength}");
         // One random stream per cell, from the seed and the cell: a cell's prompt does not depend on the others.
         var random = new Random(unchecked(seed * 1_000_003 + length * 7919 + (int)Math.Round(depth * 1_000_000)));
         var (needle, question, answer) = Task(variant, random);
@@ -295,7 +298,7 @@ public static class NeedleStudy
         var questionIds = Tokens(question);
         var answerIds = Tokens(answer);
         int budget = length - prefix.Length - needleIds.Count - questionIds.Count;
-        if (budget < 1) throw new ArgumentOutOfRangeException(nameof(length), length, $"length {length} leaves no room for a haystack around the needle and the question.");
+        if (budget < 1) throw new OptionException(nameof(length), length, "{length} {value} leaves no room for a haystack around the needle and the question");
 
         List<string> sentences;
         int start;
@@ -307,7 +310,7 @@ public static class NeedleStudy
         else
         {
             sentences = Sentences(haystack ?? throw new ArgumentNullException(nameof(haystack), "The needle variant needs a haystack text."));
-            if (sentences.Count == 0) throw new ArgumentException("The haystack has no sentence.", nameof(haystack));
+            if (sentences.Count == 0) throw new OptionException(nameof(haystack), null, "{haystack} has no sentence");
             start = random.Next(sentences.Count);
         }
         var filler = new List<int>(budget);
@@ -316,7 +319,8 @@ public static class NeedleStudy
         for (int k = 0; filler.Count < budget; k++)
         {
             if (variant == NeedleVariant.Needle && k >= sentences.Count)
-                throw new ArgumentException($"The haystack is too short: its {sentences.Count} sentences hold {haystackTokens} tokens, and a prompt of {length} tokens needs {budget} around the needle and the question.", nameof(haystack));
+                throw new OptionException(nameof(haystack), null,
+                    $"{{haystack}} is too short: its {sentences.Count} sentences hold {haystackTokens} tokens, and a prompt of {length} tokens needs {budget} around the needle and the question");
             var ids = Tokens(sentences[(start + k) % sentences.Count]);
             haystackTokens += ids.Count;
             filler.AddRange(ids.Take(budget - filler.Count));
@@ -384,6 +388,11 @@ public static class NeedleStudy
     /// <param name="options">The grid and settings.</param>
     /// <param name="progress">Receives each cell as it is scored.</param>
     /// <param name="cancellationToken">Checked between cells.</param>
+    /// <exception cref="OptionException">
+    /// An option breaks a rule (<see cref="NeedleStudyOptions.Validate"/>), a length leaves no room for the haystack
+    /// (named <see cref="NeedleStudyOptions.Lengths"/>), or the haystack is too short for a length or has no sentence
+    /// (named <c>haystack</c>, this method's parameter).
+    /// </exception>
     public static NeedleResult Run(CausalLM model, ModelTokenizer tokenizer, string? haystack, NeedleStudyOptions options,
         IProgress<NeedleCell>? progress = null, CancellationToken cancellationToken = default)
     {
@@ -393,9 +402,17 @@ public static class NeedleStudy
         options.Validate();
         // Every prompt first: a haystack too short fails before any forward pass.
         var prompts = new NeedlePrompt[options.Lengths.Count, options.Depths.Count];
-        for (int i = 0; i < options.Lengths.Count; i++)
-            for (int j = 0; j < options.Depths.Count; j++)
-                prompts[i, j] = BuildPrompt(tokenizer, haystack, options.Lengths[i], options.Depths[j], options.Variant, options.Seed);
+        try
+        {
+            for (int i = 0; i < options.Lengths.Count; i++)
+                for (int j = 0; j < options.Depths.Count; j++)
+                    prompts[i, j] = BuildPrompt(tokenizer, haystack, options.Lengths[i], options.Depths[j], options.Variant, options.Seed);
+        }
+        // A cell's length and depth come from the options' lists: the caller knows them by those names.
+        catch (OptionException e) when (e.Option is "length" or "depth")
+        {
+            throw e.WithOptionNames(name => name switch { "length" => nameof(NeedleStudyOptions.Lengths), "depth" => nameof(NeedleStudyOptions.Depths), _ => name });
+        }
         bool wasTraining = model.training;
         model.eval();
         try

@@ -18,6 +18,18 @@ public sealed class SpacoExpectationTests
     static CausalLM Model() => TestModels.WithLora(TestModels.Create(TestModels.Llama()));
 
     [TestMethod]
+    public void AnEnumerationOverTheLimitIsRefusedWithItsTermsAsData()
+    {
+        // A front end says which of its settings to change from the fields; the message says it in the check's terms.
+        var e = Assert.ThrowsExactly<TooManySelectionsException>(() => GradientCheck.Selections(13, 2, ChunkSamplers.Bernoulli, Compensation.LossAndCache, null, maxPatterns: 4096));
+        Assert.AreEqual((13, "bernoulli", 8192.0, 4096), (e.Chunks, e.Sampler, e.Selections, e.Limit));
+        Assert.AreEqual("13 chunks give 8,192 selections of the bernoulli sampler to enumerate, more than the limit of 4,096; use a shorter sequence or a larger chunk size.", e.Message);
+        Assert.IsInstanceOfType<ArgumentOutOfRangeException>(e, "code that caught the check's earlier error keeps catching it");
+        Assert.AreEqual("chunks", e.ParamName);
+        Assert.AreEqual(4096, GradientCheck.Selections(12, 2, ChunkSamplers.Bernoulli, Compensation.LossAndCache, null, maxPatterns: 4096).Count);
+    }
+
+    [TestMethod]
     public void BernoulliSamplerIsUnbiasedForEveryBudget()
     {
         using var model = Model();

@@ -100,6 +100,33 @@ public sealed class MessagesColumnTests
     }
 
     [TestMethod]
+    public void AConversationWithoutAnAssistantTurnIsScoredAsARowWithNothingToScore()
+    {
+        // As an empty text or response: no token scored, NaN NLL and perplexity; the other rows are scored as ever.
+        var (ml, stage) = Trained.Value;
+        var rows = Rows(3, seed: 7);
+        rows[1] = new Row { Messages = new JsonArray(CapitalsTask.Message("system", "Be brief."), CapitalsTask.Message("user", "Anyone there?")).ToJsonString() };
+        var scored = stage.Transform(ml.Data.LoadFromEnumerable(rows));
+        int[] tokens = scored.GetColumn<int>("ScoredTokens").ToArray();
+        float[] nll = scored.GetColumn<float>("NegativeLogLikelihood").ToArray();
+        float[] perplexity = scored.GetColumn<float>("Perplexity").ToArray();
+        Assert.AreEqual((0, true, true), (tokens[1], float.IsNaN(nll[1]), float.IsNaN(perplexity[1])));
+        foreach (int i in new[] { 0, 2 })
+            Assert.IsTrue(tokens[i] > 0 && float.IsFinite(nll[i]) && float.IsFinite(perplexity[i]), $"row {i}");
+
+        var score = stage.Score(ConversationDocument.FromJson(rows[1].Messages, "test"));
+        Assert.AreEqual((0L, 0), (score.Tokens, score.Sequences), "no window holds a token to score");
+        Assert.IsTrue(double.IsNaN(score.MeanNll) && double.IsNaN(score.Perplexity));
+        var empty = Evaluation.ScoreDocument(stage.Model, stage.Tokenizer, new TextDocument(""), 32);
+        Assert.AreEqual(0L, empty.Tokens, "the convention it follows: an empty text");
+        Assert.IsTrue(double.IsNaN(empty.Perplexity));
+
+        // Training keeps its rule: such a row is refused before the first step, naming it.
+        var refused = Assert.ThrowsExactly<InvalidDataException>(() => stage.Encoder.Encode(ConversationDocument.FromJson(rows[1].Messages, "row 2")));
+        StringAssert.Contains(refused.Message, "nothing trainable");
+    }
+
+    [TestMethod]
     public void AssistantOnlyLossFalseTrainsAndScoresEveryToken()
     {
         var ml = new MLContext(seed: 1);

@@ -1,5 +1,6 @@
 using Microsoft.ML.Seco.Chunkwise;
 using Microsoft.ML.Seco.Lora;
+using Microsoft.ML.Seco.Model;
 using Microsoft.ML.Seco.Training;
 
 namespace Microsoft.ML.Seco.Tests.MLNet;
@@ -14,6 +15,7 @@ public sealed class OptionErrorTests
     static readonly Dictionary<string, string> Flags = new()
     {
         ["ChunkSize"] = "--chunk-size", ["LoraRank"] = "--lora-rank", ["WarmupRatio"] = "--warmup-ratio", ["WarmupSteps"] = "--warmup-steps",
+        ["Device"] = "--device", ["DType"] = "--dtype",
     };
 
     static string Flag(string option) => Flags.GetValueOrDefault(option) ?? option;
@@ -76,6 +78,50 @@ public sealed class OptionErrorTests
         Assert.AreEqual("RopeScaling yarn needs RopeFactor, the scaling factor (e.g. 4).", rope.Message);
         var budget = Assert.ThrowsExactly<OptionException>(() => new ChunkwiseLoraTrainer.Options { ModelPath = "m", MemoryBudget = "lots" }.Validate());
         Assert.AreEqual("MemoryBudget 'lots' is not a size; use e.g. " + ByteSize.Examples + ".", budget.Message);
+    }
+
+    sealed class Row
+    {
+        public string Text = "";
+    }
+
+    [TestMethod]
+    public void TheDeviceAndTheDTypeAreTheCallersOptions()
+    {
+        var device = Assert.ThrowsExactly<OptionException>(() => TensorSettings.ResolveDevice("tpu"));
+        Assert.AreEqual(("Device", "{Device} '{value}' is not a device; use auto, cpu, cuda or cuda:N", (object?)"tpu"), (device.Option, device.Rule, device.Value));
+        Assert.AreEqual("Device 'tpu' is not a device; use auto, cpu, cuda or cuda:N.", device.Message);
+        Assert.AreEqual("--device 'tpu' is not a device; use auto, cpu, cuda or cuda:N.", device.Describe(Flag));
+        // A method names it as its parameter, and reads the same in any vocabulary.
+        var parameter = Assert.ThrowsExactly<OptionException>(() => TensorSettings.ResolveDevice(" TPU ", "device"));
+        Assert.AreEqual("device ' TPU ' is not a device; use auto, cpu, cuda or cuda:N.", parameter.Message, "the value as the user wrote it");
+        Assert.AreEqual("device", parameter.ParamName);
+        Assert.AreEqual("field 'device' (line 4) ' TPU ' is not a device; use auto, cpu, cuda or cuda:N.", parameter.Describe(n => $"field '{n}' (line 4)"));
+
+        var dtype = Assert.ThrowsExactly<OptionException>(() => TensorSettings.ResolveDType("int4", TorchSharp.torch.CPU));
+        Assert.AreEqual(("DType", (object?)"int4"), (dtype.Option, dtype.Value));
+        Assert.AreEqual("DType 'int4' is not supported; use auto, float32, bfloat16, float16, float64.", dtype.Message);
+        Assert.AreEqual("--dtype 'int4' is not supported; use auto, float32, bfloat16, float16, float64.", dtype.Describe(Flag));
+
+        if (!TorchSharp.torch.cuda.is_available())
+        {
+            var cuda = Assert.ThrowsExactly<OptionException>(() => TensorSettings.ResolveDevice("cuda:1"));
+            Assert.AreEqual("--device 'cuda:1' asks for CUDA, but no CUDA device is available (on a GPU machine, build with -p:TorchBackend=cuda, " +
+                "or run on a CUDA PyTorch's libtorch: see the README's backend section).", cuda.Describe(Flag));
+        }
+
+        // The stage's fields name them; both are checked before the model is read, so no model is needed.
+        var ml = new MLContext(seed: 1);
+        var rows = ml.Data.LoadFromEnumerable(new[] { new Row { Text = "a document" } });
+        foreach (var (options, message) in new[]
+        {
+            (new ChunkwiseLoraTrainer.Options { ModelPath = "no-such-model", Device = "tpu" }, "Device 'tpu' is not a device; use auto, cpu, cuda or cuda:N."),
+            (new ChunkwiseLoraTrainer.Options { ModelPath = "no-such-model", Device = "cpu", DType = "int4" }, "DType 'int4' is not supported; use auto, float32, bfloat16, float16, float64."),
+        })
+        {
+            var stage = Assert.ThrowsExactly<OptionException>(() => ml.Transforms.Text.ChunkwiseLora(options).Fit(rows));
+            Assert.AreEqual(message, stage.Message);
+        }
     }
 
     [TestMethod]

@@ -61,9 +61,13 @@ public sealed class NeedleStudyTests
     [TestMethod]
     public void AHaystackTooShortIsRefusedNamingIt()
     {
-        var e = Assert.ThrowsExactly<ArgumentException>(() => NeedleStudy.BuildPrompt(_tokenizer, "One sentence. Two sentences.", 512, 0.5, NeedleVariant.Needle, 0));
-        Assert.AreEqual("haystack", e.ParamName);
-        StringAssert.Contains(e.Message, "too short");
+        var e = Assert.ThrowsExactly<OptionException>(() => NeedleStudy.BuildPrompt(_tokenizer, "One sentence. Two sentences.", 512, 0.5, NeedleVariant.Needle, 0));
+        Assert.AreEqual(("haystack", (object?)null), (e.Option, e.Value));
+        StringAssert.StartsWith(e.Message, "haystack is too short: its 2 sentences hold ");
+        StringAssert.StartsWith(e.Describe(_ => "--haystack 'notes.txt'"), "--haystack 'notes.txt' is too short: its 2 sentences hold ", "a caller names the text as it knows it");
+        Assert.AreEqual("haystack has no sentence.", Assert.ThrowsExactly<OptionException>(() => NeedleStudy.BuildPrompt(_tokenizer, "  ", 512, 0.5, NeedleVariant.Needle, 0)).Message);
+        var depth = Assert.ThrowsExactly<OptionException>(() => NeedleStudy.BuildPrompt(_tokenizer, Text, 512, 1.5, NeedleVariant.Needle, 0));
+        Assert.AreEqual("depth must be in [0, 1]; got 1.5.", depth.Message);
         Assert.ThrowsExactly<OptionException>(() => new NeedleStudyOptions { Depths = [0.5, 1.5] }.Validate());
     }
 

@@ -121,7 +121,7 @@ public sealed record ConversationDocument(JsonArray Messages, JsonArray? Tools =
             while (s < assistant.Count && assistant[s].End <= start) s++;
             trained[t] = s < assistant.Count && assistant[s].Start < Math.Max(end, start + 1);
         }
-        if (encoder.AssistantOnlyLoss && !trained.Any(x => x))
+        if (encoder.AssistantOnlyLoss && encoder.RefuseUntrainedConversations && !trained.Any(x => x))
             throw new InvalidDataException($"{Where}: the conversation renders to nothing trainable: it has no assistant turn with text (the loss is on the assistant's turns; AssistantOnlyLoss = false trains on every token).");
         return new EncodedDocument(ids.ToArray(), trained, text);
     }

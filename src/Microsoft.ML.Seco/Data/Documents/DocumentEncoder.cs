@@ -19,8 +19,20 @@ public sealed record DocumentEncoder(ModelTokenizer Tokenizer, ChatTemplate? Cha
     public static DocumentEncoder ForModel(string modelDirectory, ModelTokenizer tokenizer, bool assistantOnlyLoss = true) =>
         new(tokenizer, ChatTemplate.FromModelDirectory(modelDirectory), assistantOnlyLoss);
 
+    /// <summary>
+    /// Whether a conversation with no token to train on (under <see cref="AssistantOnlyLoss"/>: no assistant turn with
+    /// text) is an error naming it: true (the default) is training's rule, which refuses such a row before the first step
+    /// because it is most likely a mistake in the data. False gives its encoding with no trained token, which scoring
+    /// reports as it reports an empty text: nothing scored (<see cref="Training.Evaluation.ScoreDocument(Model.CausalLM, DocumentEncoder, Document, int, int, bool)"/>
+    /// uses false).
+    /// </summary>
+    public bool RefuseUntrainedConversations { get; init; } = true;
+
     /// <summary>The document's token ids and which are trained on, before any cut to a maximum length.</summary>
-    /// <exception cref="InvalidDataException">The document cannot be encoded (a conversation without a chat template, a template that raised, nothing trainable); the message names its file, line and turn.</exception>
+    /// <exception cref="InvalidDataException">
+    /// The document cannot be encoded (a conversation without a chat template, a template that raised, or, with
+    /// <see cref="RefuseUntrainedConversations"/>, nothing trainable); the message names its file, line and turn.
+    /// </exception>
     public EncodedDocument Encode(Document document)
     {
         ArgumentNullException.ThrowIfNull(document);
