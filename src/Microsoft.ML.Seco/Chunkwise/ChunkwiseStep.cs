@@ -69,10 +69,11 @@ public sealed record ChunkwiseOptions
     /// Tokens per Stage-1 forward pass for a model of <paramref name="layers"/> decoder layers: whole chunks, at least
     /// <see cref="Stage1MinimumTokens"/>, and, when the attention runs fused (<paramref name="fusedAttention"/>) and
     /// without <see cref="RecomputeLayers"/>, as many chunks as ¾ of the layers (at most <see cref="Stage1MaximumChunks"/>). Stage 1 keeps no graph and holds one layer's transients at a time
-    /// (about four rows of the MLP's width per token), while Stage 2's chunk holds the graph of every layer (about
-    /// three such rows per token and layer): a block of that many chunks costs no more memory than the step needs
-    /// anyway, and each pass reads every weight once and dispatches its operations once for the whole block instead of
-    /// once per chunk. With recompute, Stage 2 holds one layer's graph, and the blockwise attention holds a block's own
+    /// (about seven rows of the MLP's width per token, as the memory model's fit to measured peaks has it), while Stage
+    /// 2's chunk holds the graph of every layer (about three such rows per token and layer): with the cap, a block costs
+    /// no more memory than the step needs anyway (<see cref="StepMemory"/> predicts whichever of the two is the peak),
+    /// and each pass reads every weight once and dispatches its operations once for the whole block instead of once per
+    /// chunk. With recompute, Stage 2 holds one layer's graph, and the blockwise attention holds a block's own
     /// rows × rows scores, so in either case the block stays near one chunk. The cache
     /// holds the same values up to rounding. With dropout to replay, Stage 1 goes chunk by chunk: each chunk's masks
     /// come from its own seed. The benchmark's chunked inference runs in these blocks too, so SpaCO is compared with the
