@@ -1,4 +1,5 @@
 using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Chunkwise.Samplers;
 using Microsoft.ML.Seco.Data;
 using Microsoft.ML.Seco.Lora;
 using Microsoft.ML.Seco.Model;
@@ -97,6 +98,12 @@ public sealed partial class ChunkwiseLoraTrainer
         /// Compensation = None). Default Bernoulli.
         /// </summary>
         public ChunkSampler Sampler = ChunkwiseDefaults.Sampler;
+        /// <summary>
+        /// A sampler of your own (any <see cref="IChunkSampler"/>, e.g. one deriving from <see cref="ChunkSamplerBase"/>),
+        /// run instead of <see cref="Sampler"/> when set, with the same per-step seeding, compensation and checks. Training
+        /// only: the fitted model does not keep it (scoring and generation draw no chunks). Default null.
+        /// </summary>
+        public IChunkSampler? CustomSampler;
         /// <summary>
         /// Which of Stage 2's seeds the factor k/t multiplies: LossAndCache (unbiased with Bernoulli), LossOnly (the
         /// authors' released code), CacheOnly (the paper's Algorithm 2) or None. Default LossAndCache.
@@ -355,7 +362,7 @@ public sealed partial class ChunkwiseLoraTrainer
 
         internal ChunkwiseOptions Chunkwise(int seed) => new()
         {
-            ChunkSize = ChunkSize, SampledChunks = SampledChunks, Sampler = Sampler,
+            ChunkSize = ChunkSize, SampledChunks = SampledChunks, Sampler = Sampler, CustomSampler = CustomSampler,
             Compensation = Compensation, MaxCompensation = MaxCompensation, Seed = seed,
             CrossChunkGradients = CrossChunkGradients, RecomputeLayers = RecomputeLayers,
         };

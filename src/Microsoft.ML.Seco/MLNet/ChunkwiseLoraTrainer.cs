@@ -2,6 +2,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using Microsoft.ML.Seco.Checkpoints;
 using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Chunkwise.Samplers;
 using Microsoft.ML.Seco.Data;
 using Microsoft.ML.Seco.Distributed;
 using Microsoft.ML.Seco.Lora;
@@ -116,7 +117,7 @@ public sealed partial class ChunkwiseLoraTrainer : IEstimator<ChunkwiseLoraTrans
             TrainableParameters.Select(model, _options.FullFineTuning);
             model.train();
             channel.Info(MessageSensitivity.None, $"ChunkwiseLora: {model.Config.ModelType} with {model.Config.NumHiddenLayers} layers on {device.type} ({TensorSettings.Name(dtype)}), " +
-                $"{(_options.SampledChunks is int t ? $"SpaCO t={t} {_options.Sampler} compensation {_options.Compensation}" : "SeCO")}, chunk {_options.ChunkSize}, " +
+                $"{(_options.SampledChunks is int t ? $"SpaCO t={t} {_options.CustomSampler?.Name ?? ChunkSamplers.Get(_options.Sampler).Name} compensation {_options.Compensation}" : "SeCO")}, chunk {_options.ChunkSize}, " +
                 $"{TrainableParameters.Of(model).Sum(p => p.Parameter.numel()):N0} trainable parameters.");
 
             var summary = Train(model, encoder, input, seed, device, channel, parallel);

@@ -1,4 +1,6 @@
 using Microsoft.ML.Seco.Training;
+using Microsoft.ML.Seco.Chunkwise;
+using Microsoft.ML.Seco.Chunkwise.Samplers;
 using Microsoft.ML.Data;
 using Microsoft.ML.Seco.Tokenization;
 using static Microsoft.ML.Seco.Tests.MLNet.TinyModelFixture;
@@ -28,6 +30,41 @@ public sealed class ChunkwiseLoraTrainingTests
         Assert.IsTrue(history[^1].Loss < history[0].Loss - 0.5, $"loss {history[0].Loss:F3} -> {history[^1].Loss:F3}");
         foreach (var ((name, a), (_, b)) in TrainableParameters.Of(first.Model).Zip(TrainableParameters.Of(second.Model)))
             Assert.IsTrue(a.equal(b).all().item<bool>(), $"{name} differs between two fits with MLContext(seed: 7)");
+    }
+
+    /// <summary>Keeps the last t chunks, and remembers every draw it was asked for.</summary>
+    sealed class LastChunksSampler : ChunkSamplerBase
+    {
+        public List<(int Chunks, int Sampled)> Draws { get; } = new();
+        public override string Name => "last";
+        public override string Description => "the last t chunks";
+
+        protected override bool[] SampleCore(int chunks, int sampled, Random random, IReadOnlyList<bool>? labelledChunks)
+        {
+            Draws.Add((chunks, sampled));
+            return Enumerable.Range(0, chunks).Select(j => j >= chunks - sampled).ToArray();
+        }
+
+        protected override double SelectionCountCore(int chunks, int sampled, IReadOnlyList<bool>? labelledChunks) => 1;
+
+        protected override IEnumerable<(bool[] Keep, double Probability)> LawCore(int chunks, int sampled, IReadOnlyList<bool>? labelledChunks) =>
+            [(Enumerable.Range(0, chunks).Select(j => j >= chunks - sampled).ToArray(), 1.0)];
+    }
+
+    [TestMethod]
+    public void TheStageTrainsWithACustomSampler()
+    {
+        var ml = new MLContext(seed: 3);
+        var data = ml.Data.LoadFromEnumerable(Documents(2));
+        var sampler = new LastChunksSampler();
+        using var model = ml.Transforms.Text.ChunkwiseLora(new ChunkwiseLoraTrainer.Options
+        {
+            ModelPath = ModelPath, ChunkSize = 8, SampledChunks = 2, Sampler = ChunkSampler.Stratified, CustomSampler = sampler,
+            MaxSequenceLength = 48, MaxSteps = 3, Device = "cpu",
+        }).Fit(data);
+        Assert.AreEqual(3, sampler.Draws.Count, "one draw per step, from the custom sampler (it overrides Sampler)");
+        Assert.IsTrue(sampler.Draws.All(d => d.Sampled == 2 && d.Chunks > 2), string.Join(", ", sampler.Draws));
+        Assert.AreEqual(3, model.TrainingSummary!.History.Count);
     }
 
     [TestMethod]
