@@ -57,6 +57,7 @@ internal sealed class TrainSetting
         [nameof(ChunkwiseLoraTrainer.Options.Resume)] = "--resume",
         [nameof(ChunkwiseLoraTrainer.Options.Progress)] = "progress lines, the progress bar and metrics.csv",
         [nameof(ChunkwiseLoraTrainer.Options.CancellationToken)] = "Ctrl+C",
+        [nameof(ChunkwiseLoraTrainer.Options.CustomSampler)] = "code only: --sampler names the registered samplers",
         ["Compensate"] = "obsolete name of Compensation; the configuration file still reads 'compensate'",
     };
 
