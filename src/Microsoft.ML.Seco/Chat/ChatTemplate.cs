@@ -40,7 +40,10 @@ public sealed class ChatTemplate
         try
         {
             var pre = Preprocessor.Run(source);
-            _body = Parser.Parse(Lexer.Tokenize(pre), source.Length);
+            var tokens = Lexer.Tokenize(pre);
+            // From the tokens, not the text: "tools" inside literal text, a string or as an attribute (message.tools) is no read.
+            ReadsTools = tokens.Where((t, i) => t.Kind == TokenKind.Identifier && t.Value == "tools" && (i == 0 || tokens[i - 1].Kind != TokenKind.Dot)).Any();
+            _body = Parser.Parse(tokens, source.Length);
         }
         catch (TemplateError e)
         {
@@ -50,6 +53,12 @@ public sealed class ChatTemplate
 
     /// <summary>The template's Jinja text.</summary>
     public string Source { get; }
+
+    /// <summary>
+    /// True when the template refers to the <c>tools</c> variable anywhere in its code: a template that does not can
+    /// show a model no tool definitions (tool calling needs a template written for it).
+    /// </summary>
+    public bool ReadsTools { get; }
 
     /// <summary>
     /// True when the template marks the assistant's replies with <c>{% generation %}</c> blocks (transformers'

@@ -39,6 +39,21 @@ namespace Microsoft.ML.Seco.Inference;
 /// texts concatenate to the non-streaming reply's text; the last update carries the finish reason and the usage.
 /// </para>
 /// <para>
+/// Tools: a client rendering with a <see cref="ChatTemplate"/> (the <see cref="ChatTemplate"/> constructor,
+/// <see cref="FromModelDirectory(string, string?, SecoChatClientOptions?, string, string)"/>) gives the template
+/// <see cref="ChatOptions.Tools"/> as <c>tools</c> (<see cref="ToTemplateTools"/>), and reads tool calls out of the
+/// reply in the Hermes format of Qwen2.5-Instruct's and Qwen3's templates, <c>&lt;tool_call&gt;\n{"name": ...,
+/// "arguments": {...}}\n&lt;/tool_call&gt;</c>: each becomes a <see cref="FunctionCallContent"/> with a generated
+/// call id, the text around the calls stays text, and the finish reason is <see cref="ChatFinishReason.ToolCalls"/>. So
+/// <c>FunctionInvokingChatClient</c> (<c>.UseFunctionInvocation()</c>) runs the functions and sends their results
+/// back. Streaming holds back text from a <c>&lt;tool_call&gt;</c> tag on and yields each complete call as one
+/// update; a call whose JSON does not parse is given back as its raw text. Other tool-call formats (Llama 3.1's
+/// JSON, Mistral's <c>[TOOL_CALLS]</c>, ...) are not parsed: they stay text. Refused with
+/// <see cref="NotSupportedException"/>: tools with a renderer of messages only, with a template that never reads
+/// <c>tools</c>, tools that are not functions, and <see cref="ChatToolMode.RequireAny"/> or a required function (the
+/// client does not constrain decoding). <see cref="ChatToolMode.None"/> offers no tools and parses no calls.
+/// </para>
+/// <para>
 /// The model's forward pass is not re-entrant: the client runs one reply at a time and queues concurrent requests.
 /// Cancellation is checked before each prefill block and between tokens.
 /// </para>
@@ -48,7 +63,9 @@ public sealed class SecoChatClient : IChatClient
     /// <summary>The provider name in <see cref="Metadata"/>.</summary>
     public const string ProviderName = "Microsoft.ML.Seco";
 
-    readonly Func<JsonArray, string> _renderPrompt;
+    // Exactly one of the two: a renderer of messages only, or a template that is also given the tools.
+    readonly Func<JsonArray, string>? _renderPrompt;
+    readonly ChatTemplate? _template;
     readonly SemaphoreSlim _gate;
     readonly bool _ownsModel;
     bool _disposed;
@@ -61,20 +78,50 @@ public sealed class SecoChatClient : IChatClient
     /// prompt, e.g. a Jinja chat template's <c>Render(messages, addGenerationPrompt: true)</c>.
     /// </param>
     /// <param name="options">Decoding defaults and the model id; null: <see cref="SecoChatClientOptions"/>' defaults.</param>
+    /// <remarks>
+    /// A renderer of messages only cannot show the model tool definitions: a request with <see cref="ChatOptions.Tools"/>
+    /// is refused. To call tools, construct the client with the model's <see cref="ChatTemplate"/>.
+    /// </remarks>
     public SecoChatClient(CausalLM model, ModelTokenizer tokenizer, Func<JsonArray, string> renderPrompt, SecoChatClientOptions? options = null)
         : this(model, tokenizer, renderPrompt, options, new SemaphoreSlim(1, 1), ownsModel: false)
     {
     }
 
+    /// <summary>
+    /// A client over a loaded model that renders conversations, and <see cref="ChatOptions.Tools"/>, with a chat
+    /// template, as <c>tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True)</c> does;
+    /// disposing the client leaves the model to its owner.
+    /// </summary>
+    /// <param name="model">The model, in evaluation mode.</param>
+    /// <param name="tokenizer">The model's tokenizer.</param>
+    /// <param name="template">The model's chat template (<see cref="ChatTemplate.FromModelDirectory"/>).</param>
+    /// <param name="options">Decoding defaults and the model id; null: <see cref="SecoChatClientOptions"/>' defaults.</param>
+    public SecoChatClient(CausalLM model, ModelTokenizer tokenizer, ChatTemplate template, SecoChatClientOptions? options = null)
+        : this(model, tokenizer, template, options, new SemaphoreSlim(1, 1), ownsModel: false)
+    {
+    }
+
     internal SecoChatClient(CausalLM model, ModelTokenizer tokenizer, Func<JsonArray, string> renderPrompt, SecoChatClientOptions? options,
         SemaphoreSlim gate, bool ownsModel)
+        : this(model, tokenizer, renderPrompt ?? throw new ArgumentNullException(nameof(renderPrompt)), null, options, gate, ownsModel)
+    {
+    }
+
+    internal SecoChatClient(CausalLM model, ModelTokenizer tokenizer, ChatTemplate template, SecoChatClientOptions? options,
+        SemaphoreSlim gate, bool ownsModel)
+        : this(model, tokenizer, null, template ?? throw new ArgumentNullException(nameof(template)), options, gate, ownsModel)
+    {
+    }
+
+    SecoChatClient(CausalLM model, ModelTokenizer tokenizer, Func<JsonArray, string>? renderPrompt, ChatTemplate? template,
+        SecoChatClientOptions? options, SemaphoreSlim gate, bool ownsModel)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(tokenizer);
-        ArgumentNullException.ThrowIfNull(renderPrompt);
         Model = model;
         Tokenizer = tokenizer;
         _renderPrompt = renderPrompt;
+        _template = template;
         Options = options ?? new SecoChatClientOptions();
         _gate = gate;
         _ownsModel = ownsModel;
@@ -115,6 +162,13 @@ public sealed class SecoChatClient : IChatClient
     {
         ArgumentNullException.ThrowIfNull(modelDirectory);
         ArgumentNullException.ThrowIfNull(renderPrompt);
+        var (model, tokenizer, resolved) = Load(modelDirectory, adapterDirectory, options, device, dtype);
+        return new SecoChatClient(model, tokenizer, renderPrompt, resolved, new SemaphoreSlim(1, 1), ownsModel: true);
+    }
+
+    static (CausalLM Model, ModelTokenizer Tokenizer, SecoChatClientOptions Options) Load(string modelDirectory, string? adapterDirectory,
+        SecoChatClientOptions? options, string device, string dtype)
+    {
         if (!Directory.Exists(modelDirectory)) throw new DirectoryNotFoundException($"Model directory '{modelDirectory}' does not exist.");
         if (adapterDirectory is not null && !Directory.Exists(adapterDirectory))
             throw new DirectoryNotFoundException($"Adapter directory '{adapterDirectory}' does not exist.");
@@ -124,14 +178,15 @@ public sealed class SecoChatClient : IChatClient
         var resolvedDType = TensorSettings.ResolveDType(dtype, resolvedDevice, nameof(dtype));
         var model = PeftAdapter.LoadWithBase(modelDirectory, adapterDirectory, resolvedDType, resolvedDevice);
         model.eval();
-        return new SecoChatClient(model, tokenizer, renderPrompt, options, new SemaphoreSlim(1, 1), ownsModel: true);
+        return (model, tokenizer, options);
     }
 
     /// <summary>
     /// Loads a model directory (optionally with a PEFT LoRA adapter) as the other overload does, and renders
     /// conversations with the directory's own chat template (<see cref="ChatTemplate.FromModelDirectory"/>:
     /// chat_template.jinja, chat_template.json or tokenizer_config.json's <c>chat_template</c>) with the generation
-    /// prompt, as <c>tokenizer.apply_chat_template(messages, add_generation_prompt=True)</c> does. Replies stop at the
+    /// prompt, as <c>tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True)</c> does (the
+    /// template is given <see cref="ChatOptions.Tools"/>, so that tools can be called). Replies stop at the
     /// tokenizer's end-of-sequence ids, among them the template's end-of-turn token where generation_config.json (or
     /// config.json, tokenizer_config.json) lists it.
     /// </summary>
@@ -149,7 +204,8 @@ public sealed class SecoChatClient : IChatClient
         ArgumentNullException.ThrowIfNull(modelDirectory);
         if (!Directory.Exists(modelDirectory)) throw new DirectoryNotFoundException($"Model directory '{modelDirectory}' does not exist.");
         var template = TemplateOf(modelDirectory, "FromModelDirectory(modelDirectory, adapterDirectory, render)");
-        return FromModelDirectory(modelDirectory, adapterDirectory, messages => template.Render(messages, addGenerationPrompt: true), options, device, dtype);
+        var (model, tokenizer, resolved) = Load(modelDirectory, adapterDirectory, options, device, dtype);
+        return new SecoChatClient(model, tokenizer, template, resolved, new SemaphoreSlim(1, 1), ownsModel: true);
     }
 
     /// <summary>The chat template of a model directory, or an error naming it and what to do instead.</summary>
@@ -269,18 +325,72 @@ public sealed class SecoChatClient : IChatClient
     }
 
     /// <summary>
-    /// The prompt text a request renders to (<see cref="ChatOptions.Instructions"/> first, as a system message), for
-    /// inspection; <see cref="GetResponseAsync"/> encodes exactly this.
+    /// Converts tool definitions to the list Hugging Face chat templates read as <c>tools</c>, in the form transformers'
+    /// <c>apply_chat_template(tools=...)</c> passes them: <c>{"type": "function", "function": {"name", "description",
+    /// "parameters"}}</c> per function, <c>parameters</c> the function's JSON schema.
+    /// </summary>
+    /// <param name="tools">Functions (<see cref="AIFunctionDeclaration"/>, e.g. from <see cref="AIFunctionFactory"/>).</param>
+    /// <exception cref="NotSupportedException">A tool is not a function (a hosted tool such as a code interpreter); it is named.</exception>
+    public static JsonArray ToTemplateTools(IEnumerable<AITool> tools)
+    {
+        ArgumentNullException.ThrowIfNull(tools);
+        var result = new JsonArray();
+        foreach (var tool in tools)
+        {
+            if (tool is not AIFunctionDeclaration function)
+                throw new NotSupportedException(
+                    $"Tool '{tool?.Name}' is a {tool?.GetType().Name ?? "null"}, which SecoChatClient cannot offer the model: it runs no hosted tools and offers functions only (AIFunctionDeclaration, e.g. AIFunctionFactory.Create).");
+            result.Add(new JsonObject
+            {
+                ["type"] = "function",
+                ["function"] = new JsonObject
+                {
+                    ["name"] = function.Name,
+                    ["description"] = function.Description,
+                    ["parameters"] = JsonNode.Parse(function.JsonSchema.GetRawText()),
+                },
+            });
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// The prompt text a request renders to (<see cref="ChatOptions.Instructions"/> first, as a system message, and
+    /// <see cref="ChatOptions.Tools"/> as the template's <c>tools</c>), for inspection; <see cref="GetResponseAsync"/>
+    /// encodes exactly this.
     /// </summary>
     /// <param name="messages">The conversation.</param>
     /// <param name="options">The request's options, or null.</param>
-    public string RenderPrompt(IEnumerable<ChatMessage> messages, ChatOptions? options = null)
+    /// <exception cref="NotSupportedException">The request's tools cannot be offered (the class's remarks say when).</exception>
+    public string RenderPrompt(IEnumerable<ChatMessage> messages, ChatOptions? options = null) => Render(messages, options, ToolsOf(options));
+
+    string Render(IEnumerable<ChatMessage> messages, ChatOptions? options, JsonArray? tools)
     {
         ArgumentNullException.ThrowIfNull(messages);
         if (options?.Instructions is { Length: > 0 } instructions)
             messages = messages.Prepend(new ChatMessage(ChatRole.System, instructions));
-        var rendered = _renderPrompt(ToTemplateMessages(messages));
+        var templateMessages = ToTemplateMessages(messages);
+        var rendered = _template is not null ? _template.Render(templateMessages, addGenerationPrompt: true, tools) : _renderPrompt!(templateMessages);
         return rendered ?? throw new InvalidOperationException("The prompt renderer returned null.");
+    }
+
+    /// <summary>The tools a request offers the model, null for none; refuses what the client cannot honour.</summary>
+    JsonArray? ToolsOf(ChatOptions? options)
+    {
+        if (options?.Tools is not { Count: > 0 } tools || options.ToolMode is NoneChatToolMode) return null;
+        if (options.ToolMode is RequiredChatToolMode required)
+            throw new NotSupportedException(
+                $"SecoChatClient cannot force a tool call (ChatOptions.ToolMode is {(required.RequiredFunctionName is { } name ? $"RequireSpecific(\"{name}\")" : "RequireAny")}): " +
+                "it does not constrain decoding, so the model may always answer in text. Use ChatToolMode.Auto (or leave ToolMode null).");
+        if (_template is null)
+            throw new NotSupportedException(
+                "SecoChatClient cannot offer ChatOptions.Tools here: it was constructed with a renderer of messages only (Func<JsonArray, string>), which " +
+                "cannot show the model tool definitions. Construct it with the model's ChatTemplate, or use FromModelDirectory without a renderer.");
+        if (!_template.ReadsTools)
+            throw new NotSupportedException(
+                $"The chat template of {(Options.ModelId is { } id ? $"'{id}'" : "this client")} never reads the 'tools' variable, so the model would not " +
+                "see the tool definitions in ChatOptions.Tools: use a model whose template renders tools (e.g. Qwen2.5-Instruct), or leave ChatOptions.Tools empty.");
+        return ToTemplateTools(tools);
     }
 
     /// <inheritdoc/>
@@ -299,12 +409,13 @@ public sealed class SecoChatClient : IChatClient
                 using var reply = new Reply(this, request, cancellationToken);
                 var text = new StringBuilder();
                 while (!reply.Finished) text.Append(reply.Step(cancellationToken));
-                return new ChatResponse(new ChatMessage(ChatRole.Assistant, text.ToString()) { MessageId = request.MessageId, CreatedAt = request.CreatedAt })
+                var (contents, finish) = ReplyContents(request, text.ToString(), reply.FinishReason);
+                return new ChatResponse(new ChatMessage(ChatRole.Assistant, contents) { MessageId = request.MessageId, CreatedAt = request.CreatedAt })
                 {
                     ResponseId = request.ResponseId,
                     ModelId = Options.ModelId,
                     CreatedAt = request.CreatedAt,
-                    FinishReason = reply.FinishReason,
+                    FinishReason = finish,
                     Usage = reply.Usage,
                 };
             }, cancellationToken).ConfigureAwait(false);
@@ -329,19 +440,38 @@ public sealed class SecoChatClient : IChatClient
             // The prefill (the long part for a long conversation) runs off the caller's thread; tokens run where the
             // consumer resumes, each step with its own torch state.
             using var reply = await Task.Run(() => new Reply(this, request, cancellationToken), cancellationToken).ConfigureAwait(false);
+            var calls = request.ParseToolCalls ? new ToolCallParser() : null;
             while (!reply.Finished)
             {
                 string text = reply.Step(cancellationToken);
-                if (text.Length > 0) yield return Update(request, new TextContent(text));
+                if (calls is null)
+                {
+                    if (text.Length > 0) yield return Update(request, new TextContent(text));
+                }
+                else
+                {
+                    foreach (var content in calls.Push(text)) yield return Update(request, content);
+                    if (reply.Finished)
+                        foreach (var content in calls.Flush()) yield return Update(request, content);
+                }
             }
             var last = Update(request, new UsageContent(reply.Usage));
-            last.FinishReason = reply.FinishReason;
+            last.FinishReason = calls is { SawCall: true } ? ChatFinishReason.ToolCalls : reply.FinishReason;
             yield return last;
         }
         finally
         {
             _gate.Release();
         }
+    }
+
+    /// <summary>A whole reply's contents and finish reason: its text, or with tools offered, its text and tool calls.</summary>
+    static (IList<AIContent> Contents, ChatFinishReason? Finish) ReplyContents(Request request, string text, ChatFinishReason? finish)
+    {
+        if (!request.ParseToolCalls) return ([new TextContent(text)], finish);
+        var contents = ToolCallParser.Parse(text).ToList();
+        if (contents.Count == 0) contents.Add(new TextContent(text));
+        return (contents, contents.Any(c => c is FunctionCallContent) ? ChatFinishReason.ToolCalls : finish);
     }
 
     ChatResponseUpdate Update(Request request, AIContent content) => new(ChatRole.Assistant, [content])
@@ -354,17 +484,17 @@ public sealed class SecoChatClient : IChatClient
 
     /// <summary>Everything a reply needs that can be checked before it runs: the prompt's ids and the decoding settings.</summary>
     sealed record Request(IReadOnlyList<int> PromptIds, GenerationOptions Generation, IReadOnlyList<string> StopSequences,
-        string ResponseId, string MessageId, DateTimeOffset CreatedAt);
+        bool ParseToolCalls, string ResponseId, string MessageId, DateTimeOffset CreatedAt);
 
     Request Prepare(IEnumerable<ChatMessage> messages, ChatOptions? options)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentNullException.ThrowIfNull(messages);
-        if (options?.Tools is { Count: > 0 })
-            throw new NotSupportedException("SecoChatClient does not call tools: it renders no tool definitions and parses no tool calls from replies. Leave ChatOptions.Tools empty.");
         if (options?.ResponseFormat is ChatResponseFormatJson)
             throw new NotSupportedException("SecoChatClient does not constrain replies to JSON: leave ChatOptions.ResponseFormat null or Text.");
-        string prompt = RenderPrompt(messages, options);
+        // Calls are looked for only when tools were offered: otherwise a <tool_call> in a reply is the model's text.
+        var tools = ToolsOf(options);
+        string prompt = Render(messages, options, tools);
         var ids = Tokenizer.Encode(prompt, addBos: false);
         if (ids.Count == 0) throw new ArgumentException("The rendered prompt is empty: the renderer returned no text for these messages.", nameof(messages));
         int context = Options.ContextLength ?? Model.Config.MaxPositionEmbeddings;
@@ -373,7 +503,7 @@ public sealed class SecoChatClient : IChatClient
         var generation = ToGenerationOptions(Options, options, context - ids.Count);
         var stops = Options.StopSequences.Concat(options?.StopSequences ?? []).ToArray();
         string id = Guid.NewGuid().ToString("N");
-        return new Request(ids, generation, stops, "seco-" + id, "seco-msg-" + id, DateTimeOffset.UtcNow);
+        return new Request(ids, generation, stops, tools is not null, "seco-" + id, "seco-msg-" + id, DateTimeOffset.UtcNow);
     }
 
     // The request's settings over the client's; ranges are checked with the option named as the caller wrote it.

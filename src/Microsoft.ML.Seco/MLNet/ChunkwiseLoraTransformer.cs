@@ -164,7 +164,9 @@ public sealed class ChunkwiseLoraTransformer : ITransformer, IDisposable
     /// with the generation prompt), the template a messages column was trained with. Otherwise as
     /// <see cref="AsIChatClient(Func{JsonArray, string}, SecoChatClientOptions?)"/>: replies stop at the tokenizer's
     /// end-of-sequence ids, which include an end-of-turn token such as <c>&lt;|im_end|&gt;</c> that the model's
-    /// generation_config.json or tokenizer_config.json lists as <c>eos_token_id</c> / <c>eos_token</c>.
+    /// generation_config.json or tokenizer_config.json lists as <c>eos_token_id</c> / <c>eos_token</c>. Unlike a
+    /// renderer of messages only, the template is given <see cref="ChatOptions.Tools"/>, so that tools can be called
+    /// (see <see cref="SecoChatClient"/>).
     /// </summary>
     /// <param name="options">Decoding defaults; null: generation_config.json's, prefilling in blocks of the stage's chunk size.</param>
     /// <exception cref="InvalidDataException">The base model directory has no chat template: pass a renderer instead.</exception>
@@ -172,7 +174,8 @@ public sealed class ChunkwiseLoraTransformer : ITransformer, IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var template = Encoder.ChatTemplate ?? SecoChatClient.TemplateOf(Settings.ModelPath, "AsIChatClient(render)");
-        return AsIChatClient(messages => template.Render(messages, addGenerationPrompt: true), options);
+        options ??= SecoChatClientOptions.FromGenerationConfig(Settings.ModelPath) with { PrefillChunkSize = Settings.ChunkSize };
+        return new SecoChatClient(Model, Tokenizer, template, SecoChatClient.WithModelId(options, Settings.ModelPath), _gate, ownsModel: false);
     }
 
     void Locked(Action action)

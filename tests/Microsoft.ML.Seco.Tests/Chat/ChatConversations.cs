@@ -33,6 +33,7 @@ internal static class ChatConversations
 
     public static Style StyleOf(string model) => model switch
     {
+        "qwen2_5" => new Style(Tools: true, ToolArgumentsAsStrings: false, Thinking: false, ContentLists: false, NullContentForToolCalls: false),
         "qwen3" => new Style(Tools: true, ToolArgumentsAsStrings: false, Thinking: true, ContentLists: false, NullContentForToolCalls: false),
         "deepseek_v3" => new Style(Tools: true, ToolArgumentsAsStrings: true, Thinking: false, ContentLists: false, NullContentForToolCalls: true),
         "llama3_1-tools" => new Style(Tools: true, ToolArgumentsAsStrings: false, Thinking: false, ContentLists: false, NullContentForToolCalls: false, LlamaToolVariables: true),

@@ -40,10 +40,12 @@ public sealed class ChatTemplateReferenceTests
     /// <summary>
     /// Templates carried in this repository (Chat/Templates/), written after well-known models' templates where no npm
     /// package ships them: Llama 3.1's with tool definitions in the system or first user message, single tool calls,
-    /// ipython results and an overridable date.
+    /// ipython results and an overridable date; Qwen2.5-Instruct's, with tools in the system prompt, Hermes
+    /// <c>&lt;tool_call&gt;</c> calls and tool responses gathered into a user turn.
     /// </summary>
     [TestMethod]
     [DataRow("llama3_1-tools")]
+    [DataRow("qwen2_5")]
     public void CarriedTemplatesRenderLikeHuggingFaceJinja(string name)
     {
         try

@@ -54,9 +54,12 @@ public sealed class ChatClientTests
     /// A model whose next token depends only on the last one, by a table: attention and MLP write nothing into the
     /// residual stream, each source token embeds as a basis vector and lm_head maps it to its successor.
     /// </summary>
-    static CausalLM BigramModel(params (int From, int To)[] table)
+    static CausalLM BigramModel(params (int From, int To)[] table) => BigramModel(EndOfText + 1, table);
+
+    /// <summary>As the other overload, over a vocabulary of <paramref name="vocab"/> ids.</summary>
+    internal static CausalLM BigramModel(int vocab, params (int From, int To)[] table)
     {
-        var model = RandomModel();
+        var model = TestModels.Create(TestModels.Llama(vocab: vocab));
         using var _ = no_grad();
         var parameters = model.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
         foreach (var (name, p) in parameters)
@@ -64,11 +67,12 @@ public sealed class ChatClientTests
         parameters["model.norm.weight"].fill_(1);
         var embed = parameters["model.embed_tokens.weight"];
         var head = parameters["lm_head.weight"];
+        // Several tokens may share a successor: its row is cleared once, then gains a feature per source.
+        foreach (int to in table.Select(t => t.To).Distinct()) head[to].zero_();
         for (int i = 0; i < table.Length; i++)
         {
             embed[table[i].From].zero_();
             embed[table[i].From, i].fill_(1);
-            head[table[i].To].zero_();
             head[table[i].To, i].fill_(10);
         }
         return model;
@@ -344,7 +348,8 @@ public sealed class ChatClientTests
 
         Assert.AreEqual("ChatOptions.Temperature", Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => client.GetResponseAsync(Conversation, new ChatOptions { Temperature = -1 })).ParamName);
         Assert.AreEqual("ChatOptions.TopP", Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => client.GetResponseAsync(Conversation, new ChatOptions { TopP = 0 })).ParamName);
-        Assert.ThrowsExactly<NotSupportedException>(() => client.GetResponseAsync(Conversation, new ChatOptions { Tools = [AIFunctionFactory.Create(() => 1, "one")] }));
+        var tools = Assert.ThrowsExactly<NotSupportedException>(() => client.GetResponseAsync(Conversation, new ChatOptions { Tools = [AIFunctionFactory.Create(() => 1, "one")] }));
+        StringAssert.Contains(tools.Message, "renderer of messages only", "a renderer of messages only cannot show tools");
         Assert.AreEqual("SecoChatClientOptions.TopK", Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => new SecoChatClient(model, _bytes, ChatML, new SecoChatClientOptions { TopK = -1 })).ParamName);
         await Task.CompletedTask;
     }
