@@ -42,15 +42,18 @@ namespace Microsoft.ML.Seco.Inference;
 /// Tools: a client rendering with a <see cref="ChatTemplate"/> (the <see cref="ChatTemplate"/> constructor,
 /// <see cref="FromModelDirectory(string, string?, SecoChatClientOptions?, string, string)"/>) gives the template
 /// <see cref="ChatOptions.Tools"/> as <c>tools</c> (<see cref="ToTemplateTools"/>), and reads tool calls out of the
-/// reply in the Hermes format of Qwen2.5-Instruct's and Qwen3's templates, <c>&lt;tool_call&gt;\n{"name": ...,
-/// "arguments": {...}}\n&lt;/tool_call&gt;</c>: each becomes a <see cref="FunctionCallContent"/> with a generated
-/// call id, the text around the calls stays text, and the finish reason is <see cref="ChatFinishReason.ToolCalls"/>. So
+/// reply in the format the template asks for, chosen from its source: the Hermes format where it writes
+/// <c>&lt;tool_call&gt;</c> (Qwen2.5-Instruct, Qwen3: <c>&lt;tool_call&gt;\n{"name": ..., "arguments": {...}}\n&lt;/tool_call&gt;</c>,
+/// any number, text around them kept), Llama 3.1's JSON where it asks for <c>{"name": function name, "parameters": ...}</c>
+/// (Llama 3.1 to 3.3 Instruct: the whole reply one <c>{"name": ..., "parameters": {...}}</c> object, <c>"arguments"</c>
+/// accepted too; anything else, the built-in tools' <c>&lt;|python_tag|&gt;</c> included, is text). Each call becomes a
+/// <see cref="FunctionCallContent"/> with a generated call id and the finish reason is <see cref="ChatFinishReason.ToolCalls"/>. So
 /// <c>FunctionInvokingChatClient</c> (<c>.UseFunctionInvocation()</c>) runs the functions and sends their results
-/// back. Streaming holds back text from a <c>&lt;tool_call&gt;</c> tag on and yields each complete call as one
-/// update; a call whose JSON does not parse is given back as its raw text. Other tool-call formats (Llama 3.1's
-/// JSON, Mistral's <c>[TOOL_CALLS]</c>, ...) are not parsed: they stay text. Refused with
-/// <see cref="NotSupportedException"/>: tools with a renderer of messages only, with a template that never reads
-/// <c>tools</c>, tools that are not functions, and <see cref="ChatToolMode.RequireAny"/> or a required function (the
+/// back. Streaming holds back text from a <c>&lt;tool_call&gt;</c> tag on (Hermes) or while the reply could still be a
+/// JSON call (Llama) and yields each complete call as one update; a call that does not parse is given back as its raw
+/// text. Refused with <see cref="NotSupportedException"/>: tools with a renderer of messages only, with a template that
+/// never reads <c>tools</c> or asks for another call format (Mistral's <c>[TOOL_CALLS]</c>, ...), tools that are not
+/// functions, and <see cref="ChatToolMode.RequireAny"/> or a required function (the
 /// client does not constrain decoding). <see cref="ChatToolMode.None"/> offers no tools and parses no calls.
 /// </para>
 /// <para>
@@ -66,6 +69,8 @@ public sealed class SecoChatClient : IChatClient
     // Exactly one of the two: a renderer of messages only, or a template that is also given the tools.
     readonly Func<JsonArray, string>? _renderPrompt;
     readonly ChatTemplate? _template;
+    // The parser for the calls the template asks for; null where it asks for none this client knows.
+    readonly Func<ToolCallFormat>? _toolCalls;
     readonly SemaphoreSlim _gate;
     readonly bool _ownsModel;
     bool _disposed;
@@ -122,6 +127,7 @@ public sealed class SecoChatClient : IChatClient
         Tokenizer = tokenizer;
         _renderPrompt = renderPrompt;
         _template = template;
+        _toolCalls = template is null ? null : ToolCallFormat.ForTemplate(template.Source);
         Options = options ?? new SecoChatClientOptions();
         _gate = gate;
         _ownsModel = ownsModel;
@@ -390,6 +396,12 @@ public sealed class SecoChatClient : IChatClient
             throw new NotSupportedException(
                 $"The chat template of {(Options.ModelId is { } id ? $"'{id}'" : "this client")} never reads the 'tools' variable, so the model would not " +
                 "see the tool definitions in ChatOptions.Tools: use a model whose template renders tools (e.g. Qwen2.5-Instruct), or leave ChatOptions.Tools empty.");
+        // Offering tools whose calls would never be read back would leave the caller with raw call text for an answer.
+        if (_toolCalls is null)
+            throw new NotSupportedException(
+                $"The chat template of {(Options.ModelId is { } model ? $"'{model}'" : "this client")} renders tools but asks for tool calls in a format " +
+                "SecoChatClient does not parse: it reads Hermes calls (<tool_call>{...}</tool_call>, templates that write <tool_call>: Qwen2.5, Qwen3) and " +
+                "Llama 3.1 JSON calls ({\"name\": ..., \"parameters\": {...}}, templates that ask for that format: Llama 3.1 to 3.3). Leave ChatOptions.Tools empty for this model.");
         return ToTemplateTools(tools);
     }
 
@@ -440,7 +452,7 @@ public sealed class SecoChatClient : IChatClient
             // The prefill (the long part for a long conversation) runs off the caller's thread; tokens run where the
             // consumer resumes, each step with its own torch state.
             using var reply = await Task.Run(() => new Reply(this, request, cancellationToken), cancellationToken).ConfigureAwait(false);
-            var calls = request.ParseToolCalls ? new ToolCallParser() : null;
+            var calls = request.ParseToolCalls ? _toolCalls!() : null;
             while (!reply.Finished)
             {
                 string text = reply.Step(cancellationToken);
@@ -466,10 +478,10 @@ public sealed class SecoChatClient : IChatClient
     }
 
     /// <summary>A whole reply's contents and finish reason: its text, or with tools offered, its text and tool calls.</summary>
-    static (IList<AIContent> Contents, ChatFinishReason? Finish) ReplyContents(Request request, string text, ChatFinishReason? finish)
+    (IList<AIContent> Contents, ChatFinishReason? Finish) ReplyContents(Request request, string text, ChatFinishReason? finish)
     {
         if (!request.ParseToolCalls) return ([new TextContent(text)], finish);
-        var contents = ToolCallParser.Parse(text).ToList();
+        var contents = ToolCallFormat.ParseWhole(_toolCalls!(), text).ToList();
         if (contents.Count == 0) contents.Add(new TextContent(text));
         return (contents, contents.Any(c => c is FunctionCallContent) ? ChatFinishReason.ToolCalls : finish);
     }

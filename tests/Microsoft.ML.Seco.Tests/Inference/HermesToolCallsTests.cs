@@ -6,7 +6,7 @@ namespace Microsoft.ML.Seco.Tests.Inference;
 
 /// <summary>Hermes / Qwen2.5 tool calls out of a reply, whole and streamed in pieces.</summary>
 [TestClass]
-public sealed class ToolCallParserTests
+public sealed class HermesToolCallsTests
 {
     const string Weather = "<tool_call>\n{\"name\": \"weather\", \"arguments\": {\"city\": \"Oslo\", \"days\": 2}}\n</tool_call>";
     const string Time = "<tool_call>\n{\"name\": \"time\", \"arguments\": {\"zone\": \"CET\"}}\n</tool_call>";
@@ -21,7 +21,7 @@ public sealed class ToolCallParserTests
     /// <summary>The pieces' output, adjacent texts merged (how they are cut is the parser's business).</summary>
     static List<AIContent> Streamed(IEnumerable<string> pieces, out List<AIContent> raw)
     {
-        var parser = new ToolCallParser();
+        var parser = new HermesToolCalls();
         raw = pieces.SelectMany(parser.Push).ToList();
         raw.AddRange(parser.Flush());
         var merged = new List<AIContent>();
@@ -34,7 +34,7 @@ public sealed class ToolCallParserTests
     [TestMethod]
     public void OneCallBecomesAFunctionCallWithAnIdAndItsArguments()
     {
-        var contents = ToolCallParser.Parse(Weather);
+        var contents = HermesToolCalls.Parse(Weather);
         var call = (FunctionCallContent)contents.Single();
         Assert.AreEqual("weather", call.Name);
         StringAssert.StartsWith(call.CallId, "call_");
@@ -45,7 +45,7 @@ public sealed class ToolCallParserTests
     [TestMethod]
     public void TwoCallsBecomeTwoFunctionCallsWithDistinctIdsAndTheNewlinesBetweenAreFormatting()
     {
-        var contents = ToolCallParser.Parse(Weather + "\n" + Time);
+        var contents = HermesToolCalls.Parse(Weather + "\n" + Time);
         Assert.AreEqual("""call weather {"city":"Oslo","days":2} | call time {"zone":"CET"}""", Describe(contents));
         var ids = contents.Cast<FunctionCallContent>().Select(c => c.CallId).ToArray();
         Assert.AreNotEqual(ids[0], ids[1]);
@@ -54,17 +54,17 @@ public sealed class ToolCallParserTests
     [TestMethod]
     public void TextAroundTheCallsStaysText()
     {
-        var contents = ToolCallParser.Parse("Let me check.\n" + Weather + "\n" + Time + "\nThen I answer <b>bold</b>.");
+        var contents = HermesToolCalls.Parse("Let me check.\n" + Weather + "\n" + Time + "\nThen I answer <b>bold</b>.");
         Assert.AreEqual("""text "Let me check." | call weather {"city":"Oslo","days":2} | call time {"zone":"CET"} | text "Then I answer \u003Cb\u003Ebold\u003C/b\u003E." """.TrimEnd(),
             Describe(contents));
-        Assert.AreEqual("No tools here, just a < sign and <tool_ thoughts.", ((TextContent)ToolCallParser.Parse("No tools here, just a < sign and <tool_ thoughts.").Single()).Text);
+        Assert.AreEqual("No tools here, just a < sign and <tool_ thoughts.", ((TextContent)HermesToolCalls.Parse("No tools here, just a < sign and <tool_ thoughts.").Single()).Text);
     }
 
     [TestMethod]
     public void TagsSplitAcrossStreamedPiecesAreHeldBackAndGiveTheSameResult()
     {
         string reply = "Sure.\n" + Weather + "\n" + Time + "\nDone.";
-        string whole = Describe(ToolCallParser.Parse(reply));
+        string whole = Describe(HermesToolCalls.Parse(reply));
         var random = new Random(5);
         var cuts = new List<IEnumerable<string>> { reply.Select(c => c.ToString()) };
         for (int i = 0; i < 50; i++)
@@ -87,7 +87,7 @@ public sealed class ToolCallParserTests
         }
 
         // Text that only looked like the start of a tag is given out once it is clear, and the rest at the end.
-        var parser = new ToolCallParser();
+        var parser = new HermesToolCalls();
         Assert.AreEqual("a", ((TextContent)parser.Push("a <tool").Single()).Text);
         Assert.AreEqual(" <tools> b", string.Concat(parser.Push("s> b").OfType<TextContent>().Select(t => t.Text)));
         Assert.IsEmpty(parser.Push(" <tool_c"));
@@ -108,14 +108,14 @@ public sealed class ToolCallParserTests
                  })
         {
             string reply = "Before.\n" + bad + "\nAfter.";
-            var contents = ToolCallParser.Parse(reply);
+            var contents = HermesToolCalls.Parse(reply);
             Assert.AreEqual(reply, ((TextContent)contents.Single()).Text, bad);
             var streamed = Streamed(reply.Select(c => c.ToString()), out _);
             Assert.AreEqual(reply, ((TextContent)streamed.Single()).Text, bad);
         }
 
         // A good call next to a bad one is still a call.
-        var mixed = ToolCallParser.Parse("<tool_call>\n{oops}\n</tool_call>\n" + Weather);
+        var mixed = HermesToolCalls.Parse("<tool_call>\n{oops}\n</tool_call>\n" + Weather);
         Assert.AreEqual("""text "\u003Ctool_call\u003E\n{oops}\n\u003C/tool_call\u003E" | call weather {"city":"Oslo","days":2}""", Describe(mixed));
     }
 
@@ -123,7 +123,7 @@ public sealed class ToolCallParserTests
     public void NestedJsonArgumentsArriveWhole()
     {
         const string arguments = """{"filter": {"tags": ["a", {"b": [1, 2, {"c": null}]}], "range": {"from": 1.5, "to": "}"}}, "limit": 3, "text": "</tool\u005Fcall> is only text here"}""";
-        var call = (FunctionCallContent)ToolCallParser.Parse("<tool_call>\n{\"name\": \"search\", \"arguments\": " + arguments + "}\n</tool_call>").Single();
+        var call = (FunctionCallContent)HermesToolCalls.Parse("<tool_call>\n{\"name\": \"search\", \"arguments\": " + arguments + "}\n</tool_call>").Single();
         Assert.AreEqual("search", call.Name);
         using var expected = JsonDocument.Parse(arguments);
         Assert.AreEqual(JsonSerializer.Serialize(expected.RootElement), JsonSerializer.Serialize(call.Arguments));
@@ -133,12 +133,12 @@ public sealed class ToolCallParserTests
     [TestMethod]
     public void ArgumentsAsAJsonStringOrMissingAndAnUnclosedCompleteCallAreAccepted()
     {
-        var asString = (FunctionCallContent)ToolCallParser.Parse("<tool_call>\n{\"name\": \"weather\", \"arguments\": \"{\\\"city\\\": \\\"Oslo\\\"}\"}\n</tool_call>").Single();
+        var asString = (FunctionCallContent)HermesToolCalls.Parse("<tool_call>\n{\"name\": \"weather\", \"arguments\": \"{\\\"city\\\": \\\"Oslo\\\"}\"}\n</tool_call>").Single();
         Assert.AreEqual("Oslo", ((JsonElement)asString.Arguments!["city"]!).GetString());
-        var none = (FunctionCallContent)ToolCallParser.Parse("<tool_call>\n{\"name\": \"now\"}\n</tool_call>").Single();
+        var none = (FunctionCallContent)HermesToolCalls.Parse("<tool_call>\n{\"name\": \"now\"}\n</tool_call>").Single();
         Assert.IsEmpty(none.Arguments!);
         // The reply ended (an end-of-turn token) before the closing tag, the JSON complete.
-        var unclosed = ToolCallParser.Parse("<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n");
+        var unclosed = HermesToolCalls.Parse("<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n");
         Assert.AreEqual("now", ((FunctionCallContent)unclosed.Single()).Name);
     }
 }

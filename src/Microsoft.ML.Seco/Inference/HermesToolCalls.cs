@@ -16,9 +16,9 @@ namespace Microsoft.ML.Seco.Inference;
 /// calls, which is formatting, not reply text. For the same reason whitespace right after a call's closing tag is
 /// dropped. A call whose JSON does not parse, or has no name, is given back as the raw text it was, tags and
 /// whitespace included; a call still open at the end of the reply is a call if its JSON is complete (as vLLM's
-/// Hermes parser accepts it), otherwise raw text. Other tool-call formats are not recognised and stay text.
+/// Hermes parser accepts it), otherwise raw text. Other formats are other classes (<see cref="LlamaJsonToolCalls"/>).
 /// </remarks>
-internal sealed class ToolCallParser
+internal sealed class HermesToolCalls : ToolCallFormat
 {
     internal const string OpenTag = "<tool_call>";
     internal const string CloseTag = "</tool_call>";
@@ -28,26 +28,11 @@ internal sealed class ToolCallParser
     string _lead = "";
     bool _inCall, _afterCall;
 
-    /// <summary>Whether a call was parsed so far.</summary>
-    public bool SawCall { get; private set; }
-
     /// <summary>Splits a whole reply: its text pieces (adjacent ones merged) and calls, in order.</summary>
-    public static IReadOnlyList<AIContent> Parse(string reply)
-    {
-        var parser = new ToolCallParser();
-        var contents = new List<AIContent>();
-        foreach (var content in parser.Push(reply).Concat(parser.Flush()))
-        {
-            if (content is TextContent t && contents is [.., TextContent last])
-                contents[^1] = new TextContent(last.Text + t.Text);
-            else
-                contents.Add(content);
-        }
-        return contents;
-    }
+    public static IReadOnlyList<AIContent> Parse(string reply) => ParseWhole(new HermesToolCalls(), reply);
 
-    /// <summary>Adds the next piece of the reply; returns the text and calls it completes, in order.</summary>
-    public IReadOnlyList<AIContent> Push(string text)
+    /// <inheritdoc/>
+    public override IReadOnlyList<AIContent> Push(string text)
     {
         var output = new List<AIContent>();
         string rest = text;
@@ -57,7 +42,7 @@ internal sealed class ToolCallParser
     }
 
     /// <summary>At the end of the reply: what was held back (or an unclosed call).</summary>
-    public IReadOnlyList<AIContent> Flush()
+    public override IReadOnlyList<AIContent> Flush()
     {
         var output = new List<AIContent>();
         if (_inCall)
@@ -135,11 +120,6 @@ internal sealed class ToolCallParser
         _lead = "";
     }
 
-    static void AddText(List<AIContent> output, string text)
-    {
-        if (text.Length > 0) output.Add(new TextContent(text));
-    }
-
     /// <summary>The call a tag's body holds, or null when it is not one: not JSON, no string name, arguments not an object.</summary>
     internal static FunctionCallContent? TryParseCall(string body)
     {
@@ -182,15 +162,4 @@ internal sealed class ToolCallParser
             return new FunctionCallContent(NewCallId(), functionName, arguments);
         }
     }
-
-    // Values stay JsonElements (cloned out of the document), as Microsoft.Extensions.AI's own clients give them.
-    static bool Collect(JsonElement arguments, Dictionary<string, object?> into)
-    {
-        if (arguments.ValueKind != JsonValueKind.Object) return false;
-        foreach (var property in arguments.EnumerateObject()) into[property.Name] = property.Value.Clone();
-        return true;
-    }
-
-    // The model writes no ids; the result message must name its call, so every call gets one.
-    static string NewCallId() => "call_" + Guid.NewGuid().ToString("N");
 }
