@@ -121,45 +121,23 @@ internal sealed class HermesToolCalls : ToolCallFormat
     }
 
     /// <summary>The call a tag's body holds, or null when it is not one: not JSON, no string name, arguments not an object.</summary>
-    internal static FunctionCallContent? TryParseCall(string body)
+    internal static FunctionCallContent? TryParseCall(string body) => TryParseNamedCall(body, root =>
     {
-        JsonDocument document;
-        try
+        var arguments = new Dictionary<string, object?>();
+        if (!root.TryGetProperty("arguments", out var args)) return arguments;
+        // Some fine-tunes write the arguments as a JSON string, as OpenAI's API carries them.
+        if (args.ValueKind == JsonValueKind.String)
         {
-            document = JsonDocument.Parse(body);
-        }
-        catch (JsonException)
-        {
-            return null;
-        }
-        using (document)
-        {
-            var root = document.RootElement;
-            if (root.ValueKind != JsonValueKind.Object
-                || !root.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String || name.GetString() is not { Length: > 0 } functionName)
-                return null;
-            var arguments = new Dictionary<string, object?>();
-            if (root.TryGetProperty("arguments", out var args))
+            try
             {
-                // Some fine-tunes write the arguments as a JSON string, as OpenAI's API carries them.
-                if (args.ValueKind == JsonValueKind.String)
-                {
-                    try
-                    {
-                        using var inner = JsonDocument.Parse(args.GetString()!);
-                        if (!Collect(inner.RootElement, arguments)) return null;
-                    }
-                    catch (JsonException)
-                    {
-                        return null;
-                    }
-                }
-                else if (args.ValueKind != JsonValueKind.Null && !Collect(args, arguments))
-                {
-                    return null;
-                }
+                using var inner = JsonDocument.Parse(args.GetString()!);
+                return Collect(inner.RootElement, arguments) ? arguments : null;
             }
-            return new FunctionCallContent(NewCallId(), functionName, arguments);
+            catch (JsonException)
+            {
+                return null;
+            }
         }
-    }
+        return args.ValueKind == JsonValueKind.Null || Collect(args, arguments) ? arguments : null;
+    });
 }

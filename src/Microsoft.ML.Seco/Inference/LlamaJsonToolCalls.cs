@@ -97,28 +97,11 @@ internal sealed class LlamaJsonToolCalls : ToolCallFormat
     }
 
     /// <summary>The call a JSON object is, or null: no string name, or no object "parameters" / "arguments".</summary>
-    internal static FunctionCallContent? TryParseCall(string json)
+    internal static FunctionCallContent? TryParseCall(string json) => TryParseNamedCall(json, root =>
     {
-        JsonDocument document;
-        try
-        {
-            document = JsonDocument.Parse(json);
-        }
-        catch (JsonException)
-        {
-            return null;
-        }
-        using (document)
-        {
-            var root = document.RootElement;
-            if (root.ValueKind != JsonValueKind.Object
-                || !root.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String || name.GetString() is not { Length: > 0 } functionName)
-                return null;
-            // A name alone is too likely to be ordinary JSON the user asked for; Meta's format always writes the parameters.
-            if (!root.TryGetProperty("parameters", out var args) && !root.TryGetProperty("arguments", out args)) return null;
-            var arguments = new Dictionary<string, object?>();
-            if (!Collect(args, arguments)) return null;
-            return new FunctionCallContent(NewCallId(), functionName, arguments);
-        }
-    }
+        // A name alone is too likely to be ordinary JSON the user asked for; Meta's format always writes the parameters.
+        if (!root.TryGetProperty("parameters", out var args) && !root.TryGetProperty("arguments", out args)) return null;
+        var arguments = new Dictionary<string, object?>();
+        return Collect(args, arguments) ? arguments : null;
+    });
 }

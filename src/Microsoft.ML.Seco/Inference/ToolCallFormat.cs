@@ -56,6 +56,31 @@ internal abstract class ToolCallFormat
         if (text.Length > 0) output.Add(new TextContent(text));
     }
 
+    /// <summary>
+    /// The call a JSON object names, or null: not JSON, not an object, or no non-empty string "name". The format's own
+    /// rule reads the arguments from the object (<paramref name="arguments"/>; null when they are not a call's).
+    /// </summary>
+    protected static FunctionCallContent? TryParseNamedCall(string json, Func<JsonElement, Dictionary<string, object?>?> arguments)
+    {
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(json);
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
+        using (document)
+        {
+            var root = document.RootElement;
+            if (root.ValueKind != JsonValueKind.Object
+                || !root.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String || name.GetString() is not { Length: > 0 } functionName)
+                return null;
+            return arguments(root) is { } values ? new FunctionCallContent(NewCallId(), functionName, values) : null;
+        }
+    }
+
     // Values stay JsonElements (cloned out of the document), as Microsoft.Extensions.AI's own clients give them.
     protected static bool Collect(JsonElement arguments, Dictionary<string, object?> into)
     {
